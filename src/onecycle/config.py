@@ -1,0 +1,247 @@
+"""Typed, strict run configurations: one model per job kind, validated before any work starts.
+
+A YAML typo or a bad value must fail at once, naming the key path (shared/DESIGN.md §3), not
+after minutes of training. Models forbid unknown keys (with a close-match suggestion), refuse
+strings where numbers belong (YAML 1.1 reads `1e-4` as a string), and check ranges.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+Number = float
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with a one-line message naming the key path and the fix."""
+
+
+class StrictModel(BaseModel):
+    # strict=True: no silent str->float coercion, so YAML's `1e-4` (a string) is rejected;
+    # ints are still accepted where floats are expected (pydantic allows int->float in strict mode).
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class DataConfig(StrictModel):
+    dataset: str
+    root: str | None = None
+    # SC Table 1 trains on 10k..40k of CIFAR-10's 50k images (paper_tables.md A3).
+    train_subset: int | None = Field(default=None, gt=0)
+    # "mirror" = Smith's Caffe augmentation (mirror: true, crop = image size; paper_tables.md D6).
+    augment: Literal["none", "mirror", "pad_crop_mirror"] = "none"
+    # "mean" = mean subtraction only, as Caffe's mean file does (D6); "mean_std" = standardise.
+    normalize: Literal["mean", "mean_std"] = "mean_std"
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, name: str) -> str:
+        from onecycle.data import DATASETS
+
+        return _check_name(name, DATASETS, "dataset")
+
+
+class ModelConfig(StrictModel):
+    arch: str
+    # Part 1 alternates Caffe's xavier and msra fillers over its 4 runs (paper_tables.md D6).
+    init: Literal["default", "msra", "xavier"] = "default"
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, name: str) -> str:
+        from onecycle.models import MODELS
+
+        return _check_name(name, MODELS, "arch")
+
+
+class OptimConfig(StrictModel):
+    # SC's main runs use plain momentum SGD, Part 1 uses Nesterov (paper_tables.md D6).
+    algorithm: Literal["sgd", "nesterov"] = "sgd"
+    # "caffe": v = m*v + lr*(g + wd*w); w -= v  (LR inside the buffer; D6). "pytorch": torch.optim.SGD.
+    update_rule: Literal["pytorch", "caffe"] = "pytorch"
+    weight_decay: Number = Field(default=0.0, ge=0.0)
+    # Caffe applied weight decay to every parameter, BN scale/shift included (D6).
+    weight_decay_on: Literal["all", "weights_only"] = "all"
+    # Used whenever the schedule itself sets no momentum.
+    momentum: Number = Field(default=0.9, ge=0.0, lt=1.0)
+
+
+class ScheduleConfig(StrictModel):
+    policy: str
+    # Parameter names follow the policy's source (Caffe solver names for Smith's and Caffe's
+    # policies). A key ending in `_epochs` is given in epochs and converted to iterations
+    # (`stepsize_epochs: 5` -> `stepsize`), as the papers' tables state stepsizes in epochs.
+    params: dict[str, Any] = Field(default_factory=dict)
+    # "config": the LRs in params (replicate the published setting). "range_test": base_lr and
+    # max_lr come from a range test's bounds.json (replicate the method).
+    lr_bounds: Literal["config", "range_test"] = "config"
+
+    @field_validator("policy")
+    @classmethod
+    def _known_policy(cls, name: str) -> str:
+        from onecycle.schedules import POLICIES
+
+        return _check_name(name, POLICIES, "policy")
+
+
+class TrainConfig(StrictModel):
+    batch_size: int = Field(gt=0)
+    # Required for training (RunConfig checks it); a range test runs for its own iterations.
+    epochs: int | None = Field(default=None, gt=0)
+    eval_batch_size: int = Field(default=1000, gt=0)
+    log_every: int = Field(default=10, gt=0)
+    # A loss above this multiple of the first iteration's loss counts as divergence.
+    divergence_factor: Number = Field(default=10.0, gt=1.0)
+    # Checkpoints at every epoch end, and in between at most this often on long epochs.
+    checkpoint_every_s: Number = Field(default=300.0, gt=0.0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class RangeTestSpec(StrictModel):
+    # "linear": Smith's test (Caffe `triangular` with stepsize = max_iter, paper_tables.md C1);
+    # "exponential": fastai's / torch-lr-finder's.
+    ramp: Literal["linear", "exponential"] = "linear"
+    start_lr: Number = Field(ge=0.0)
+    end_lr: Number = Field(gt=0.0)
+    iterations: int = Field(gt=1)
+    # Smith reads test accuracy and loss during the test, not only train loss (D2).
+    eval_every: int = Field(default=10, gt=0)
+    eval_subset: int = Field(default=1000, gt=0)
+    # Optional momentum ramp [start, end] over the test (Part 1 Fig 7c, 14a: CM 0.95 -> 0.8).
+    momentum_range: tuple[Number, Number] | None = None
+    smoothing: Number = Field(default=0.98, ge=0.0, lt=1.0)
+    divergence_factor: Number = Field(default=4.0, gt=1.0)
+    # Which suggestion feeds training, and how base_lr is derived from max_lr (D2).
+    bounds_rule: str = "smith_accuracy_peak"
+    policy_kind: Literal["1cycle", "clr"] = "1cycle"
+    bounds_divisor: Number | None = Field(default=None, gt=1.0)
+
+    @model_validator(mode="after")
+    def _ramp_is_sane(self) -> RangeTestSpec:
+        if self.end_lr <= self.start_lr:
+            raise ValueError(f"end_lr ({self.end_lr}) must be above start_lr ({self.start_lr})")
+        if self.ramp == "exponential" and self.start_lr <= 0:
+            raise ValueError("start_lr must be > 0 for an exponential ramp")
+        if self.momentum_range is not None and not all(0 <= m < 1 for m in self.momentum_range):
+            raise ValueError(f"momentum_range values must lie in [0, 1), got {self.momentum_range}")
+        return self
+
+    @field_validator("bounds_rule")
+    @classmethod
+    def _known_rule(cls, name: str) -> str:
+        from onecycle.bounds import SUGGESTION_RULES
+
+        return _check_name(name, SUGGESTION_RULES, "bounds_rule")
+
+
+class _JobConfig(StrictModel):
+    name: str = Field(min_length=1)
+    experiment: str = ""
+    group: str = ""
+    seed: int = Field(default=0, ge=0)
+    data: DataConfig
+    model: ModelConfig
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig
+
+
+class RunConfig(_JobConfig):
+    """One training run (`onecycle train`)."""
+
+    schedule: ScheduleConfig
+
+    @model_validator(mode="after")
+    def _has_epochs(self) -> RunConfig:
+        if self.train.epochs is None:
+            raise ValueError("train.epochs is required for a training run")
+        return self
+
+
+class RangeTestConfig(_JobConfig):
+    """One LR range test (`onecycle range-test`); `train` supplies the batch size."""
+
+    range_test: RangeTestSpec
+
+
+def _check_name(name: str, registry: Any, what: str) -> str:
+    if name not in registry:
+        raise ValueError(f"unknown {what} {name!r}{_suggest(name, registry)}; valid: {', '.join(sorted(registry))}")
+    return name
+
+
+def _suggest(key: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(key, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _format_error(error: ValidationError, model: type[BaseModel], source: str) -> str:
+    """Turn pydantic's multi-line report into one line naming the key path and the fix."""
+    first = error.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    kind = first["type"]
+    if kind == "extra_forbidden":
+        parent = model
+        for part in first["loc"][:-1]:
+            field = parent.model_fields.get(str(part)) if isinstance(parent, type) else None
+            parent = field.annotation if field is not None else None
+        known = parent.model_fields if isinstance(parent, type) and issubclass(parent, BaseModel) else {}
+        return f"{source}: unknown key '{path}'{_suggest(str(first['loc'][-1]), known)}"
+    if kind == "missing":
+        return f"{source}: missing required key '{path}'"
+    value = first.get("input")
+    message = first["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):  # a check across several keys of one section
+        return f"{source}: {path + ': ' if path else ''}{message}"
+    if kind == "float_type" and isinstance(value, str):
+        message += " (YAML 1.1 reads 1e-4 as a string: write 1.0e-4)"
+    return f"{source}: '{path}' = {value!r}: {message}"
+
+
+def parse(model: type[StrictModel], data: Any, source: str = "config") -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error, model, source)) from None
+
+
+def load_mapping(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON file (JSON is YAML) into a dict, with one-line errors."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    return parse(RunConfig, load_mapping(path), str(path))
+
+
+def load_range_test_config(path: str | Path) -> RangeTestConfig:
+    return parse(RangeTestConfig, load_mapping(path), str(path))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Nested dicts merge key by key; any other value in `override` replaces the base's."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,122 @@
+"""Every file the suite writes goes through here: atomic, NaN-free JSON, provenance.
+
+A kill at any moment must leave either the old file or the new one, never half of one
+(shared/DESIGN.md §8): each writer fills a temporary file in the target's own folder, fsyncs
+it, then `os.replace`s it over the target (atomic on POSIX within one filesystem).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import onecycle
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside `target`; on success it replaces `target` atomically.
+
+    For writers that insist on a path (torch.save, matplotlib's savefig). The temporary
+    file keeps the target's suffix so that format detection by extension still works.
+    On error the temporary file is removed and `target` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
+                                    dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(target: str | os.PathLike[str], text: str) -> None:
+    write_bytes(target, text.encode("utf-8"))
+
+
+def _json_safe(value: Any) -> Any:
+    """Non-finite floats become None: JSON has no NaN, and a diverged loss must still be
+    recorded somewhere readable (the `diverged` block says what happened)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars
+        return _json_safe(value.item())
+    return value
+
+
+def write_json(target: str | os.PathLike[str], obj: Any) -> None:
+    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
+    write_text(target, text + "\n")
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_csv(target: str | os.PathLike[str], frame: Any) -> None:
+    """Write a pandas DataFrame as CSV atomically (no index column)."""
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    write_text(target, buffer.getvalue())
+
+
+def git_revision(start: str | os.PathLike[str] | None = None) -> str | None:
+    """The checkout's commit (with '-dirty' if it has uncommitted changes), or None outside git.
+
+    Snakemake does not track code changes between runs, so every result records this.
+    """
+    cwd = Path(start) if start is not None else Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                             text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return f"{rev}-dirty" if dirty else rev
+
+
+def provenance(device: str, seed: int | None) -> dict[str, Any]:
+    """What produced a result: recorded in every metrics.json."""
+    import torch  # deferred: keep `import onecycle.io` light for the workflow's local rules
+
+    return {
+        "package_version": onecycle.__version__,
+        "git_revision": git_revision(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": device,
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "hostname": platform.node(),
+        "seed": seed,
+    }

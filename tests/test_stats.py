@@ -1,0 +1,185 @@
+"""Aggregation statistics against hand-computed values."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from onecycle.stats import (PairedComparison, bootstrap_ci, mean_std, paired_difference,
+                            time_to_accuracy, verdict)
+
+# --------------------------------------------------------------------------- mean_std
+
+
+def test_mean_std_uses_the_sample_std():
+    # mean 2.5; squared deviations 2.25 + 0.25 + 0.25 + 2.25 = 5 over n-1 = 3.
+    assert mean_std([1, 2, 3, 4]) == (2.5, pytest.approx(math.sqrt(5 / 3)), 4)
+
+
+def test_mean_std_of_one_and_of_no_value():
+    mean, std, n = mean_std([93.1])
+    assert (mean, n) == (93.1, 1) and math.isnan(std)
+    mean, std, n = mean_std([])
+    assert n == 0 and math.isnan(mean) and math.isnan(std)
+
+
+def test_non_finite_values_are_refused_not_hidden():
+    with pytest.raises(ValueError, match="finite"):
+        mean_std([1.0, math.nan])
+    with pytest.raises(ValueError, match="finite"):
+        bootstrap_ci([1.0, math.inf])
+
+
+# --------------------------------------------------------------------------- bootstrap_ci
+
+def test_bootstrap_ci_of_two_values_by_hand():
+    # Resampled means of [0, 1] are 0, 0.5, 1 with probability 1/4, 1/2, 1/4, so the 2.5 % and
+    # 97.5 % quantiles are 0 and 1, and so are the 20 % and 80 % ones (confidence 0.6), while
+    # the 30 % and 70 % quantiles (confidence 0.4) both lie in the middle half: 0.5.
+    # (The Monte Carlo share of each outer value is 0.25 +- 0.005.)
+    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
+    assert bootstrap_ci([0.0, 1.0], confidence=0.6) == (0.0, 1.0)
+    assert bootstrap_ci([0.0, 1.0], confidence=0.4) == (0.5, 0.5)
+
+
+def test_bootstrap_ci_is_deterministic_given_the_seed_and_contains_the_mean():
+    values = [93.2, 94.1, 92.7, 93.9, 93.5]
+    low, high = bootstrap_ci(values, seed=3)
+    assert bootstrap_ci(values, seed=3) == (low, high)
+    assert bootstrap_ci(values, seed=4) != (low, high)
+    assert low < np.mean(values) < high
+    assert min(values) <= low and high <= max(values)
+
+
+def test_bootstrap_ci_of_one_and_of_no_value():
+    assert bootstrap_ci([0.7]) == (0.7, 0.7)
+    assert all(math.isnan(v) for v in bootstrap_ci([]))
+
+
+@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5])
+def test_bootstrap_ci_rejects_a_confidence_outside_0_1(confidence):
+    with pytest.raises(ValueError):
+        bootstrap_ci([1.0, 2.0], confidence=confidence)
+
+
+# --------------------------------------------------------------------------- paired_difference
+
+def test_paired_difference_uses_shared_seeds_only_and_exact_p():
+    a = {0: 3.0, 1: 5.0, 2: 4.0, 9: 100.0}
+    b = {0: 2.0, 1: 3.0, 2: 1.0, 7: -100.0}
+    result = paired_difference(a, b)
+    # Differences 1, 2, 3: only the all-plus and all-minus of 8 sign flips reach |sum| 6.
+    assert (result.n, result.mean_diff, result.p_value) == (3, 2.0, 2 / 8)
+    assert result.ci_low <= 2.0 <= result.ci_high
+    assert (result.ci_low, result.ci_high) == bootstrap_ci([1.0, 2.0, 3.0])
+
+
+def test_paired_difference_exact_p_with_mixed_signs():
+    # Differences 1, -2, 3, 4: observed sum 6. A flip of a subset of |d| = {1, 2, 3, 4} with
+    # sum S gives |10 - 2S| >= 6 iff S <= 2 ({}, {1}, {2}) or S >= 8 ({1,3,4}, {2,3,4},
+    # {1,2,3,4}): 6 of 16.
+    a = {1: 1.0, 2: -2.0, 3: 3.0, 4: 4.0}
+    b = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
+    assert paired_difference(a, b).p_value == 6 / 16
+
+
+def test_paired_difference_counts_ties_despite_float_rounding():
+    # Differences -0.6, 0.6, 0.3, 0.8, observed |sum| 1.1. The 0.6s with opposite signs cancel,
+    # leaving |+-0.3 +- 0.8| = 1.1 for 2 of 4 (4 flips); with equal signs +-1.2 +- 0.3 +- 0.8
+    # reaches 2.3 or 1.7 for 2 of 4 each (4 flips): 8 of 16. In floats some of the tying sums
+    # come out a hair below the observed one (a naive >= counts only 6).
+    result = paired_difference({0: -0.6, 1: 0.6, 2: 0.3, 3: 0.8}, dict.fromkeys(range(4), 0.0))
+    assert result.p_value == 8 / 16
+
+
+def test_paired_difference_monte_carlo_beyond_16_pairs():
+    # 18 differences of +-1, twelve positive: sum 6. Under sign flips the sum is 2K - 18,
+    # K ~ Binomial(18, 1/2): p = 2 P(K >= 12) = 2 * 31180 / 2**18 = 0.23788...
+    exact = 2 * sum(math.comb(18, k) for k in range(12, 19)) / 2**18
+    a = {s: (1.0 if s < 12 else -1.0) for s in range(18)}
+    b = {s: 0.0 for s in range(18)}
+    result = paired_difference(a, b, seed=5)
+    assert abs(result.p_value - exact) < 0.02  # Monte Carlo sd ~ 0.004 with 10 000 draws
+    assert paired_difference(a, b, seed=5) == result
+
+
+def test_paired_difference_monte_carlo_never_returns_zero():
+    # 20 equal-sign differences: exact p = 2 / 2**20; 10 000 random flips almost surely miss
+    # both extreme ones, leaving only the observed assignment: p = 1 / 10 001.
+    result = paired_difference({s: 1.0 for s in range(20)}, {s: 0.0 for s in range(20)})
+    assert result.p_value == 1 / 10_001
+
+
+def test_paired_difference_with_one_and_no_shared_seed():
+    one = paired_difference({0: 2.0, 1: 5.0}, {1: 4.0})
+    assert one == PairedComparison(1, 1.0, 1.0, 1.0, 1.0)
+    none = paired_difference({0: 2.0}, {1: 4.0})
+    assert none.n == 0
+    assert all(math.isnan(v) for v in (none.mean_diff, none.ci_low, none.ci_high, none.p_value))
+
+
+# --------------------------------------------------------------------------- verdict
+
+def test_verdict_pending_and_diverged():
+    assert verdict(93.0, 0.2, math.nan, math.nan, 0, 0.5) == "pending"
+    assert verdict(93.0, 0.2, 93.0, 0.1, 4, 0.5, status="pending") == "pending"
+    assert verdict(93.0, 0.2, math.nan, math.nan, 0, 0.5, status="diverged") == "diverged"
+
+
+@pytest.mark.parametrize("ours_mean, expected", [
+    (93.5, "replicated"),  # |diff| = 0.5 = tolerance exactly: inclusive
+    (92.5, "replicated"),
+    (93.75, "not replicated"),
+])
+def test_verdict_tolerance_boundary_without_spread(ours_mean, expected):
+    assert verdict(93.0, 0.0, ours_mean, 0.0, 4, 0.5) == expected
+
+
+@pytest.mark.parametrize("ours_mean, expected", [(93.0, "replicated"), (93.25, "not replicated")])
+def test_verdict_band_from_both_spreads(ours_mean, expected):
+    # band = 2 sqrt(0.75**2 + 1**2) = 2 * 1.25 = 2.5; tolerance 0.5 -> |diff| <= 3 replicates.
+    assert verdict(90.0, 0.75, ours_mean, 1.0, 4, 0.5) == expected
+
+
+def test_verdict_without_paper_std_or_with_a_single_run():
+    # paper_std None: band = 2 * 1.0 = 2; tolerance 0.5 -> 2.5.
+    assert verdict(90.0, None, 92.5, 1.0, 4, 0.5) == "replicated"
+    assert verdict(90.0, None, 92.75, 1.0, 4, 0.5) == "not replicated"
+    # One run of ours (std NaN counts 0): band = 2 * 0.75 = 1.5; tolerance 0.5 -> 2.
+    assert verdict(90.0, 0.75, 92.0, math.nan, 1, 0.5) == "replicated"
+    assert verdict(90.0, 0.75, 92.25, math.nan, 1, 0.5) == "not replicated"
+
+
+def test_verdict_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="status"):
+        verdict(90.0, 0.1, 90.0, 0.1, 4, 0.5, status="done")
+    with pytest.raises(ValueError, match="tolerance"):
+        verdict(90.0, 0.1, 90.0, 0.1, 4, -1.0)
+    with pytest.raises(ValueError, match="finite"):
+        verdict(90.0, 0.1, math.nan, 0.1, 4, 0.5)
+
+
+# --------------------------------------------------------------------------- time_to_accuracy
+
+CURVE = pd.DataFrame({
+    "iteration": [0, 100, 200, 300, 400, 500],
+    "epoch": [0.0, 0.5, 1.0, 1.5, 2.0, 2.5],
+    "wall_time_s": [0.0, 10.0, 21.0, 33.0, 44.0, 56.0],
+    "test_accuracy": [0.10, math.nan, 0.85, 0.90, 0.88, 0.93],
+})
+
+
+@pytest.mark.parametrize("target, x, expected", [
+    (0.85, "iteration", 200.0),  # reached exactly (>=)
+    (0.89, "iteration", 300.0),  # first reached at 300, not regained at 400
+    (0.89, "epoch", 1.5),
+    (0.93, "wall_time_s", 56.0),
+    (0.05, "iteration", 0.0),
+])
+def test_time_to_accuracy_hits(target, x, expected):
+    assert time_to_accuracy(CURVE, target, x=x) == expected
+
+
+def test_time_to_accuracy_never_reached():
+    assert time_to_accuracy(CURVE, 0.95) is None

@@ -1,0 +1,189 @@
+"""Caffe behaviours that PyTorch's stock layers do not reproduce, ported exactly.
+
+Smith's networks are Caffe prototxts (paper_tables.md C1/C2). Three Caffe semantics matter for a
+faithful port and have no stock PyTorch equivalent:
+
+- ``BatchNorm`` keeps *normalised* running sums (src/caffe/layers/batch_norm_layer.cpp): the
+  test-time mean is sum_k maf^k mean_{t-k} / sum_k maf^k, unbiased from the first iteration,
+  whereas ``nn.BatchNorm2d`` blends into a 0/1 initial value. With maf = 0.999 (SC prototxts) the
+  PyTorch estimate is still 90 % initial value after 100 iterations, exactly when SC evaluates.
+- ``LRN`` with ``norm_region: WITHIN_CHANNEL`` (the 3-layer CIFAR net); ``nn.LocalResponseNorm``
+  only normalises across channels.
+- per-parameter ``lr_mult`` / ``decay_mult`` (e.g. ``decay_mult: 250`` on cifar3's classifier);
+  models expose them so an optimiser can build Caffe-equivalent parameter groups.
+
+Caffe also rounds pooling output sizes *up*; the ports use ``ceil_mode=True`` for that, which gives
+the same windows and the same average-pool divisors as pooling_layer.cpp.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Caffe's BatchNormParameter default eps (caffe.proto); equal to PyTorch's.
+CAFFE_BN_EPS = 1e-5
+
+
+@dataclass(frozen=True)
+class ParamMultipliers:
+    """A prototxt ``param { lr_mult decay_mult }`` entry; Caffe's defaults are 1 and 1."""
+
+    lr_mult: float = 1.0
+    decay_mult: float = 1.0
+
+
+class CaffePort(nn.Module, abc.ABC):
+    """A network ported from a Caffe prototxt: it knows that prototxt's fillers and multipliers."""
+
+    @abc.abstractmethod
+    def apply_prototxt_fillers(self) -> None:
+        """Re-initialise every learnable layer with the filler its prototxt names."""
+
+    @abc.abstractmethod
+    def param_multipliers(self) -> dict[str, ParamMultipliers]:
+        """(lr_mult, decay_mult) for every name in ``named_parameters()``, as in the prototxt."""
+
+
+def multipliers_by_layer_kind(
+    model: nn.Module, conv_bias: ParamMultipliers, linear_bias: ParamMultipliers
+) -> dict[str, ParamMultipliers]:
+    """Multipliers of a prototxt whose layers of one kind share their ``param`` entries.
+
+    Conv and inner-product weights and the Scale parameters of batch norm keep Caffe's default
+    1/1 in every prototxt ported here; only the biases vary.
+    """
+    multipliers = {}
+    for module_name, module in model.named_modules():
+        for param_name, _ in module.named_parameters(recurse=False):
+            name = f"{module_name}.{param_name}" if module_name else param_name
+            if param_name == "bias" and isinstance(module, nn.Conv2d):
+                multipliers[name] = conv_bias
+            elif param_name == "bias" and isinstance(module, nn.Linear):
+                multipliers[name] = linear_bias
+            else:
+                multipliers[name] = ParamMultipliers()
+    return multipliers
+
+
+def require_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
+def validate_moving_average_fraction(value: float) -> float:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"moving_average_fraction must be in [0, 1), got {value!r}")
+    return float(value)
+
+
+class CaffeBatchNorm2d(nn.Module):
+    """Caffe ``BatchNorm`` + ``Scale(bias_term: true)``, with Caffe's running statistics.
+
+    Training normalises with the batch mean and biased batch variance, like PyTorch. The running
+    state mirrors Caffe's three blobs: ``mean_sum``, ``var_sum`` (the variance enters with the
+    m/(m-1) bias correction, m = N*H*W) and ``sum_weight``; each step multiplies all three by
+    ``moving_average_fraction`` and adds the batch value (resp. 1). Evaluation divides the sums by
+    ``sum_weight``; before any training step Caffe uses a scale factor of 0, i.e. mean 0 and
+    variance 0, and so does this port.
+
+    ``weight``/``bias`` are the Scale layer (Caffe fillers: constant 1 and constant 0).
+    """
+
+    def __init__(self, num_features: int, moving_average_fraction: float) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.moving_average_fraction = validate_moving_average_fraction(moving_average_fraction)
+        self.eps = CAFFE_BN_EPS
+        self.weight = nn.Parameter(torch.ones(num_features))
+        self.bias = nn.Parameter(torch.zeros(num_features))
+        self.register_buffer("mean_sum", torch.zeros(num_features))
+        self.register_buffer("var_sum", torch.zeros(num_features))
+        self.register_buffer("sum_weight", torch.zeros(()))
+
+    def running_mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean and variance Caffe uses at test time (``use_global_stats: true``)."""
+        scale = torch.where(self.sum_weight == 0, 0.0, 1.0 / self.sum_weight)
+        return self.mean_sum * scale, self.var_sum * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            mean, var = self.running_mean_var()
+            return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
+        with torch.no_grad():
+            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+            m = x.numel() // x.shape[1]
+            bias_correction = m / (m - 1) if m > 1 else 1.0
+            maf = self.moving_average_fraction
+            self.mean_sum.mul_(maf).add_(mean)
+            self.var_sum.mul_(maf).add_(var, alpha=bias_correction)
+            self.sum_weight.mul_(maf).add_(1.0)
+        return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, moving_average_fraction={self.moving_average_fraction}"
+
+
+class WithinChannelLRN(nn.Module):
+    """Caffe ``LRN`` with ``norm_region: WITHIN_CHANNEL`` (src/caffe/layers/lrn_layer.cpp).
+
+    Caffe builds it as square -> AVE pool (kernel local_size, pad (local_size-1)/2, stride 1,
+    padded zeros counted in the divisor) -> power(shift 1, scale alpha, power -beta) -> product:
+    y = x * (1 + alpha * mean_{local_size x local_size}(x^2)) ^ -beta.
+    """
+
+    def __init__(self, local_size: int, alpha: float, beta: float) -> None:
+        super().__init__()
+        if local_size < 1 or local_size % 2 == 0:
+            raise ValueError(f"local_size must be a positive odd integer, got {local_size!r}")
+        self.local_size = local_size
+        self.alpha = alpha
+        self.beta = beta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = (self.local_size - 1) // 2
+        mean_square = F.avg_pool2d(
+            x * x, self.local_size, stride=1, padding=pad, count_include_pad=True
+        )
+        return x * (1.0 + self.alpha * mean_square).pow(-self.beta)
+
+    def extra_repr(self) -> str:
+        return f"local_size={self.local_size}, alpha={self.alpha}, beta={self.beta}"
+
+
+def caffe_pool_output_size(size: int, kernel: int, stride: int) -> int:
+    """Output side of an unpadded Caffe pooling layer: ceil((size - kernel) / stride) + 1."""
+    if size < kernel:
+        raise ValueError(f"feature map of side {size} is smaller than the pooling kernel {kernel}")
+    return math.ceil((size - kernel) / stride) + 1
+
+
+def conv_output_size(size: int, kernel: int, stride: int = 1, pad: int = 0) -> int:
+    """Output side of a convolution (Caffe and PyTorch both round down)."""
+    if size + 2 * pad < kernel:
+        raise ValueError(f"feature map of side {size} is smaller than the {kernel}x{kernel} kernel")
+    return (size + 2 * pad - kernel) // stride + 1
+
+
+def check_image_batch(
+    x: torch.Tensor, model: str, channels: int, size: int | None = None, multiple_of: int = 1
+) -> None:
+    """Raise a one-line ValueError unless ``x`` is an (N, channels, H, W) batch the model takes."""
+    if x.dim() != 4 or x.shape[1] != channels:
+        raise ValueError(
+            f"{model} expects a batch of shape (N, {channels}, H, W), got {tuple(x.shape)}"
+        )
+    height, width = x.shape[2], x.shape[3]
+    if size is not None and (height, width) != (size, size):
+        raise ValueError(f"{model} was built for {size}x{size} inputs, got {height}x{width}")
+    if height % multiple_of or width % multiple_of:
+        raise ValueError(
+            f"{model} needs H and W divisible by {multiple_of} (its shortcuts must line up with "
+            f"its strided convolutions), got {height}x{width}"
+        )

@@ -1,0 +1,349 @@
+"""Aggregation of hand-made result files into the replication tables, and the published data."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from onecycle import aggregate
+from onecycle.published import PublishedDataError, find_published_file, load_published
+
+
+def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment="mnist_lenet", epochs=3,
+              iterations=300, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
+    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation."""
+    config = {"name": f"{group}_s{seed}", "experiment": experiment, "group": group, "seed": seed,
+              "data": {"dataset": "mnist", "train_subset": None}, "model": {"arch": "lenet", "init": "default"},
+              "optim": {"algorithm": "sgd", "update_rule": "caffe", "weight_decay": weight_decay},
+              "schedule": {"policy": "smith_1cycle", "params": {"momentum": momentum}},
+              "train": {"batch_size": 128, "epochs": epochs}, "device": "cpu"}
+    summary = None if accuracy is None else {"epoch": epochs, "iteration": iterations,
+                                             "test_accuracy": accuracy, "test_loss": 0.3}
+    metrics = {"status": status, "name": config["name"], "experiment": experiment, "group": group, "seed": seed,
+               "config": config, "iterations": iterations, "iterations_planned": 300, "epochs_completed": epochs,
+               "final": summary, "best": summary,
+               "diverged": None if status == "completed" else {"iteration": iterations, "reason": "loss is NaN"},
+               "wall_time_s": wall_time_s, "provenance": {"seed": seed}}
+    path = root / f"{experiment}_{group}_s{seed}" / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(metrics))
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# collect_runs
+# --------------------------------------------------------------------------------------------
+
+def test_collect_runs_reads_percent_and_settings(tmp_path):
+    paths = [write_run(tmp_path, "1cycle", 0, accuracy=0.9931, wall_time_s=12.5),
+             write_run(tmp_path, "1cycle", 1, status="diverged", accuracy=None, epochs=0, iterations=40)]
+    runs = aggregate.collect_runs(paths, settings={"max_momentum": "schedule.params.momentum"})
+    assert list(runs["status"]) == ["completed", "diverged"]
+    assert runs.loc[0, "final_accuracy"] == pytest.approx(99.31)
+    assert math.isnan(runs.loc[1, "final_accuracy"]) and math.isnan(runs.loc[1, "final_test_loss"])
+    assert runs.loc[0, ["dataset", "arch", "policy", "weight_decay", "batch_size", "epochs_planned"]].tolist() == \
+        ["mnist", "lenet", "smith_1cycle", 5e-4, 128, 3]
+    assert runs.loc[1, ["iterations", "epochs_completed"]].tolist() == [40, 0]
+    assert list(runs["max_momentum"]) == [0.95, 0.95]
+    assert runs.loc[0, "metrics_path"] == str(paths[0])
+
+
+def test_collect_runs_of_nothing_has_the_columns():
+    assert list(aggregate.collect_runs([]).columns) == list(aggregate.RUN_COLUMNS)
+
+
+def test_collect_runs_names_a_missing_file(tmp_path):
+    missing = tmp_path / "nowhere" / "metrics.json"
+    with pytest.raises(aggregate.ResultFileError, match=f"{missing}: metrics file not found"):
+        aggregate.collect_runs([missing])
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m.pop("group"), "missing key 'group'"),
+    (lambda m: m["config"]["optim"].pop("weight_decay"), "missing key 'config.optim.weight_decay'"),
+    (lambda m: m.update(status="running"), "key 'status' is 'running'"),
+    (lambda m: m["final"].update(test_accuracy=93.1), "'final.test_accuracy' is 93.1, expected a fraction"),
+    (lambda m: m.update(final=None), "status is 'completed' but 'final.test_accuracy' is null"),
+    (lambda m: m.update(iterations="300"), "key 'iterations' is '300', expected an integer"),
+])
+def test_collect_runs_rejects_malformed_metrics_naming_file_and_key(tmp_path, edit, message):
+    path = write_run(tmp_path, "1cycle", 0)
+    metrics = json.loads(path.read_text())
+    edit(metrics)
+    path.write_text(json.dumps(metrics))
+    with pytest.raises(aggregate.ResultFileError, match=f"{path}: .*{message}"):
+        aggregate.collect_runs([path])
+
+
+def test_collect_runs_rejects_invalid_json_and_double_listed_runs(tmp_path):
+    path = write_run(tmp_path, "1cycle", 0)
+    with pytest.raises(aggregate.ResultFileError, match=f"{path}: .*already read from {path}"):
+        aggregate.collect_runs([path, path])
+    path.write_text("{not json")
+    with pytest.raises(aggregate.ResultFileError, match=f"{path}: cannot read metrics"):
+        aggregate.collect_runs([path])
+
+
+def test_collect_runs_rejects_a_settings_path_no_run_has(tmp_path):
+    with pytest.raises(ValueError, match="no run's config has 'optim.momentun'"):
+        aggregate.collect_runs([write_run(tmp_path, "1cycle", 0)], settings={"m": "optim.momentun"})
+
+
+# --------------------------------------------------------------------------------------------
+# summary_table
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def published():
+    return load_published()
+
+
+@pytest.fixture
+def runs(tmp_path):
+    paths = [
+        # 1cycle: 99.20, 99.26, 99.32 -> mean 99.26, std 0.06 (deviations -0.06, 0, 0.06; ddof 1).
+        write_run(tmp_path, "1cycle_12ep", 0, accuracy=0.9920, wall_time_s=10.0),
+        write_run(tmp_path, "1cycle_12ep", 1, accuracy=0.9926, wall_time_s=20.0),
+        write_run(tmp_path, "1cycle_12ep", 2, accuracy=0.9932, wall_time_s=30.0),
+        # inv: 95, 96, 97 -> mean 96, std 1; one more seed diverged and is left out of the mean.
+        write_run(tmp_path, "inv_85ep", 0, accuracy=0.95, epochs=85, iterations=8500),
+        write_run(tmp_path, "inv_85ep", 1, accuracy=0.96, epochs=85, iterations=8500),
+        write_run(tmp_path, "inv_85ep", 2, accuracy=0.97, epochs=85, iterations=8500),
+        write_run(tmp_path, "inv_85ep", 3, status="diverged", accuracy=0.10, epochs=2, iterations=150),
+        # every seed of step_85ep diverged
+        write_run(tmp_path, "step_85ep", 0, status="diverged", accuracy=None, epochs=0, iterations=12),
+    ]
+    return aggregate.collect_runs(paths)
+
+
+MAPPING = {"1cycle_12ep": "part1_t2_mnist_lenet_1cycle_12ep", "inv_85ep": "part1_t2_mnist_lenet_inv_85ep",
+           "step_85ep": "part1_t2_mnist_lenet_step_85ep", "1cycle_25ep": "part1_t2_mnist_lenet_1cycle_25ep"}
+
+
+def test_summary_table_statistics_and_verdicts(runs, published):
+    expected = [("mnist_lenet", g) for g in ("1cycle_12ep", "1cycle_25ep", "inv_85ep", "step_85ep")]
+    table = aggregate.summary_table(runs, published=published, mapping=MAPPING, expected_groups=expected)
+    table = table.set_index("group")
+    assert list(table.index) == ["1cycle_12ep", "1cycle_25ep", "inv_85ep", "step_85ep"]
+
+    one = table.loc["1cycle_12ep"]
+    assert one[["n", "n_completed", "n_diverged"]].tolist() == [3, 3, 0]
+    assert one["accuracy_mean"] == pytest.approx(99.26)
+    assert one["accuracy_std"] == pytest.approx(0.06)
+    assert 99.20 <= one["accuracy_ci_low"] < 99.26 < one["accuracy_ci_high"] <= 99.32
+    assert one[["epochs", "iterations", "wall_time_s"]].tolist() == pytest.approx([3, 300, 20.0])
+    # Paper: 99.25 ± 0.03 (paper_tables.md A2), V-img.
+    assert one[["paper_accuracy", "paper_accuracy_std", "paper_confidence"]].tolist() == [99.25, 0.03, "V-img"]
+    assert one["difference_pp"] == pytest.approx(0.01)
+    assert one["verdict"] == "replicated"
+
+    inv = table.loc["inv_85ep"]
+    assert inv[["n", "n_completed", "n_diverged"]].tolist() == [4, 3, 1]
+    assert inv[["accuracy_mean", "accuracy_std", "iterations"]].tolist() == pytest.approx([96.0, 1.0, 8500])
+    # |96 - 99.03| = 3.03 > 0.5 + 2 * sqrt(0.04^2 + 1^2) = 2.50
+    assert inv["difference_pp"] == pytest.approx(-3.03)
+    assert inv["verdict"] == "not replicated"
+
+    assert table.loc["step_85ep", ["n", "n_diverged", "verdict"]].tolist() == [1, 1, "diverged"]
+    assert math.isnan(table.loc["step_85ep", "accuracy_mean"])
+
+    pending = table.loc["1cycle_25ep"]
+    assert pending[["n", "n_completed", "verdict"]].tolist() == [0, 0, "pending"]
+    assert pending["paper_accuracy"] == 99.28
+
+
+def test_summary_table_without_published_numbers(runs):
+    table = aggregate.summary_table(runs, expected_groups=[("mnist_lenet", "later")]).set_index("group")
+    assert "paper_accuracy" not in table.columns
+    assert table["verdict"].to_dict() == {"later": "pending", "1cycle_12ep": "no published number",
+                                          "inv_85ep": "no published number", "step_85ep": "diverged"}
+
+
+def test_summary_table_of_no_runs_is_all_pending(published):
+    table = aggregate.summary_table(aggregate.collect_runs([]), published=published, mapping=MAPPING,
+                                    expected_groups=[("mnist_lenet", "1cycle_12ep"), ("mnist_lenet", "inv_85ep")])
+    assert table["verdict"].tolist() == ["pending", "pending"]
+    assert table["n"].tolist() == [0, 0]
+
+
+def test_summary_table_rejects_an_unknown_published_id(runs, published):
+    with pytest.raises(ValueError, match="group 'inv_85ep' maps to published id 'no_such_row'"):
+        aggregate.summary_table(runs, published=published, mapping={"inv_85ep": "no_such_row"})
+
+
+# --------------------------------------------------------------------------------------------
+# write_table
+# --------------------------------------------------------------------------------------------
+
+def test_write_table_csv_markdown_and_latex_carry_the_same_numbers(tmp_path, runs, published):
+    table = aggregate.summary_table(runs, published=published, mapping=MAPPING)
+    stem = tmp_path / "tables" / "mnist_lenet"
+    aggregate.write_table(table, stem, caption="Part 1 Table 2, MNIST rows (100% of data)")
+
+    csv = pd.read_csv(stem.with_suffix(".csv"))
+    markdown = stem.with_suffix(".md").read_text()
+    latex = stem.with_suffix(".tex").read_text()
+    assert list(csv.columns) == list(table.columns)
+    completed = csv[csv["n_completed"] > 0]
+    assert len(completed) == 2
+    for _, row in completed.iterrows():
+        ours = f"{row['accuracy_mean']:.2f} ± {row['accuracy_std']:.2f}"
+        assert ours in markdown
+        assert ours.replace("±", r"$\pm$") in latex
+    assert "99.26 ± 0.06" in markdown and "99.25 ± 0.03" in markdown
+    # The markdown's numeric cells for the diverged group stay empty, not "nan".
+    assert "nan" not in markdown.lower() and "nan" not in latex.lower()
+
+    header = markdown.splitlines()[2]
+    assert header.startswith("| experiment | group | n |") and "| accuracy |" in header
+    assert len(markdown.splitlines()) == 2 + 2 + len(table)
+
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
+        assert latex.count(rule) == 1
+    assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
+    assert r"1cycle\_12ep" in latex and r"100\% of data" in latex
+    assert not list(stem.parent.glob("*.tmp*"))
+
+
+def test_display_frame_formats_per_column():
+    frame = pd.DataFrame({"n": [4, 2], "lr_mean": [0.001, 0.0005], "lr_std": [0.0002, math.nan],
+                          "accuracy": [91.234, 90.0], "accuracy_std": [0.456, 0.1], "note": ["a", None]})
+    display = aggregate.display_frame(frame)
+    assert list(display.columns) == ["n", "lr", "accuracy", "note"]
+    assert display.to_dict("list") == {"n": ["4", "2"], "lr": ["0.001 ± 0.0002", "0.0005"],
+                                       "accuracy": ["91.23 ± 0.46", "90.00 ± 0.10"], "note": ["a", ""]}
+
+
+# --------------------------------------------------------------------------------------------
+# time_to_accuracy_table
+# --------------------------------------------------------------------------------------------
+
+def history(accuracies, iterations_per_epoch=100):
+    epochs = np.arange(1, len(accuracies) + 1)
+    return pd.DataFrame({"epoch": epochs, "iteration": epochs * iterations_per_epoch,
+                         "test_accuracy": accuracies, "wall_time_s": epochs * iterations_per_epoch / 10})
+
+
+def test_time_to_accuracy_speedup(tmp_path):
+    baseline = [(0, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87, 0.89, 0.90])),  # 0.90 at 1000
+                (1, history([0.5, 0.6, 0.7, np.nan]))]  # stopped early: diverged, not a final accuracy
+    candidate = [(0, history([0.6, 0.8, 0.90, 0.91])),   # reaches 0.90 at iteration 300
+                 (1, history([0.6, 0.7, 0.8, 0.85, 0.92])),  # at 500
+                 (2, history([0.6, 0.7, 0.8]))]            # never
+    table = aggregate.time_to_accuracy_table({"step": baseline, "1cycle": candidate}, "step", "1cycle")
+    assert table["seed"].tolist() == [0, 1, 2, "mean"]
+    assert table["target_accuracy"].tolist() == pytest.approx([90.0] * 4)
+    assert table["baseline_iterations"].tolist() == [1000.0] * 4
+    assert table["iterations"].tolist()[:2] == [300.0, 500.0]
+    assert table["epochs"].tolist()[:2] == [3.0, 5.0]
+    assert table["wall_time_s"].tolist()[:2] == [30.0, 50.0]
+    assert table["speedup"].tolist()[:2] == pytest.approx([1000 / 300, 2.0])
+    assert math.isnan(table.loc[2, "iterations"]) and math.isnan(table.loc[2, "speedup"])
+    assert table.loc[2, "note"] == "never reached the target"
+    assert "left out seeds that stopped early: 1" in table.loc[0, "note"]
+    mean = table.iloc[-1]
+    assert mean[["iterations", "epochs", "speedup"]].tolist() == pytest.approx([400.0, 4.0, 2.5])
+    assert mean["note"] == "reached by 2 of 3 1cycle seed(s)"
+
+
+def test_time_to_accuracy_with_a_missing_group_is_a_note():
+    table = aggregate.time_to_accuracy_table({"1cycle": [(0, history([0.9]))]}, "step", "1cycle")
+    assert len(table) == 1 and math.isnan(table.loc[0, "speedup"])
+    assert table.loc[0, "note"] == "no finished runs of the baseline group 'step' yet"
+
+
+# --------------------------------------------------------------------------------------------
+# paired_comparison
+# --------------------------------------------------------------------------------------------
+
+def test_paired_comparison_over_shared_completed_seeds(tmp_path):
+    paths = [write_run(tmp_path, "a", 0, accuracy=0.92), write_run(tmp_path, "a", 1, accuracy=0.93),
+             write_run(tmp_path, "a", 2, accuracy=0.94), write_run(tmp_path, "b", 0, accuracy=0.90),
+             write_run(tmp_path, "b", 1, accuracy=0.90),
+             write_run(tmp_path, "b", 2, status="diverged", accuracy=None)]
+    result = aggregate.paired_comparison(aggregate.collect_runs(paths), "a", "b", experiment="mnist_lenet")
+    # Seeds 0 and 1 are shared and completed: differences 2 and 3 points.
+    assert (result["n"], result["n_a"], result["n_b"]) == (2, 3, 2)
+    assert result["mean_diff"] == pytest.approx(2.5)
+    assert result["group_a"] == "a" and result["experiment"] == "mnist_lenet"
+
+
+def test_paired_comparison_with_no_shared_seed_reports_n_zero(tmp_path):
+    runs = aggregate.collect_runs([write_run(tmp_path, "a", 0), write_run(tmp_path, "b", 1)])
+    result = aggregate.paired_comparison(runs, "a", "b")
+    assert result["n"] == 0 and math.isnan(result["mean_diff"])
+
+
+def test_paired_comparison_refuses_a_group_spread_over_experiments(tmp_path):
+    runs = aggregate.collect_runs([write_run(tmp_path, "a", 0, experiment="x"),
+                                   write_run(tmp_path, "a", 1, experiment="y"), write_run(tmp_path, "b", 0)])
+    with pytest.raises(ValueError, match="group 'a' exists in experiments x, y; pass experiment="):
+        aggregate.paired_comparison(runs, "a", "b")
+
+
+# --------------------------------------------------------------------------------------------
+# published numbers
+# --------------------------------------------------------------------------------------------
+
+def test_published_rows_match_paper_tables(published):
+    rows = published.set_index("id")
+    assert rows.index.is_unique
+    # Every row of A2, every found row of A3, all of A1 and A5 (paper_tables.md).
+    assert published["table"].value_counts().to_dict() == {"A2": 26, "A3": 20, "A1": 20, "A5": 14}
+
+    mnist = rows.loc["part1_t2_mnist_lenet_1cycle_12ep"]
+    assert (mnist["policy"], mnist["accuracy"], mnist["std"], mnist["confidence"], mnist["n_runs"]) == \
+        ("0.01-0.1/5", 99.25, 0.03, "V-img", 4)
+    assert mnist["settings"] == {"cm": "0.95-0.8/5", "wd": 5e-4, "epochs": 12, "tbs": 512}
+
+    clr = rows.loc["sc_t1_cifar10_resnet56_clr_50k"]
+    assert (clr["accuracy"], clr["confidence"], clr["authors_log"]) == (92.4, "V-img", 92.44)
+    assert math.isnan(clr["std"]) and pd.isna(clr["n_runs"])
+
+    exp_range = rows.loc["clr_t1_cifar10_exp_range"]
+    assert (exp_range["paper"], exp_range["accuracy"], exp_range["settings"]["iterations"]) == \
+        ("arXiv:1506.01186 Table 1", 82.2, 42000)
+    assert rows.loc["part1_t1_cifar10_resnet56_cyclic_m95", "accuracy"] == 92.1
+
+
+def test_published_file_is_found_from_any_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert find_published_file().parts[-3:] == ("configs", "reference", "published.yaml")
+
+
+def one_row_file(tmp_path, edit):
+    row = {"id": "part1_t2_mnist_lenet_1cycle_12ep", "paper": "arXiv:1803.09820 Table 2", "table": "A2",
+           "dataset": "MNIST", "architecture": "LeNet", "policy": "0.01-0.1/5",
+           "settings": {"cm": "0.95-0.8/5", "wd": 5e-4, "epochs": 12, "tbs": 512}, "accuracy": 99.25,
+           "std": 0.03, "n_runs": 4, "confidence": "V-img", "authors_log": None, "note": ""}
+    edit(row)
+    path = tmp_path / "published.yaml"
+    path.write_text(yaml.safe_dump({"rows": [row]}))
+    return path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda r: r.pop("std"), "key 'std': missing"),
+    (lambda r: r.update(accuracy="99.25"), "key 'accuracy': expected a percentage"),
+    (lambda r: r.update(confidence="V-3"), "key 'confidence': 'V-3' is not one of"),
+    (lambda r: r["settings"].update(wd="1e-4"), "key 'settings.wd': expected float, got '1e-4'"),
+    (lambda r: r["settings"].update(lr=0.1), "key 'settings.lr': unknown setting"),
+    (lambda r: r.update(n_runs=True), "key 'n_runs': expected a positive integer"),
+])
+def test_published_row_errors_name_the_row_and_key(tmp_path, edit, message):
+    path = one_row_file(tmp_path, edit)
+    with pytest.raises(PublishedDataError, match=f"{path}: row 'part1_t2_mnist_lenet_1cycle_12ep': {message}"):
+        load_published(path)
+
+
+def test_published_duplicate_ids_are_rejected(tmp_path):
+    path = one_row_file(tmp_path, lambda r: None)
+    rows = yaml.safe_load(path.read_text())["rows"]
+    path.write_text(yaml.safe_dump({"rows": rows * 2}))
+    with pytest.raises(PublishedDataError, match="row 'part1_t2_mnist_lenet_1cycle_12ep': duplicate id"):
+        load_published(path)

@@ -1,0 +1,170 @@
+"""Expand a workflow config (configs/*.yaml) into concrete, validated jobs with fixed paths.
+
+A pure function of the config, used by the Snakefile and by `onecycle report`: the DAG never
+holds logic of its own, and aggregation reads explicit lists of result files built here, never
+walks folders or parses settings back out of paths (shared/DESIGN.md §8). Every job's config
+is validated at expansion time, so a typo fails when the DAG is built, naming the key path.
+
+Layout under `results_dir` (predictable: no timestamps, one folder per run):
+    data/<dataset>.json                          the verified-data record
+    range_test/<experiment>/seed<k>/             one range test (history.csv, bounds.json, metrics.json)
+    range_test/<experiment>/bounds.json          the bounds training uses (median over seeds)
+    train/<experiment>/<group>/seed<k>/          one training run (history.csv, metrics.json, ...)
+    tables/<experiment>.{csv,md,tex}  figures/<experiment>_*.{png,pdf}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
+                             parse)
+
+# Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class ExperimentConfig(StrictModel):
+    description: str = ""
+    # The paper artifact this experiment replicates, e.g. "arXiv:1803.09820 Table 2, MNIST rows".
+    replicates: str = ""
+    # Settings shared by every job of the experiment (data, model, optim, train).
+    base: dict[str, Any]
+    # Range-test settings (the `range_test` block of a RangeTestConfig); None = no range test.
+    range_test: dict[str, Any] | None = None
+    range_test_seeds: list[int] | None = None
+    # Group name -> overrides of `base` (schedule, train, optim ...), one group per setting.
+    groups: dict[str, dict[str, Any]] = Field(min_length=1)
+    # Group -> id of the published row (configs/reference/published.yaml) it is compared with.
+    published: dict[str, str] = Field(default_factory=dict)
+    # Time-to-accuracy: how fast `candidate` reaches `baseline`'s final accuracy.
+    baseline: str | None = None
+    candidate: str | None = None
+
+    @field_validator("groups")
+    @classmethod
+    def _safe_group_names(cls, groups: dict[str, Any]) -> dict[str, Any]:
+        for name in groups:
+            _check_safe(name, "group")
+        return groups
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> ExperimentConfig:
+        for key in ("baseline", "candidate"):
+            value = getattr(self, key)
+            if value is not None and value not in self.groups:
+                raise ValueError(f"{key} {value!r} is not one of the groups ({', '.join(self.groups)})")
+        for group in self.published:
+            if group not in self.groups:
+                raise ValueError(f"published names group {group!r}, which is not one of the groups")
+        return self
+
+
+class WorkflowConfig(StrictModel):
+    results_dir: str
+    seeds: list[int] = Field(min_length=1)
+    # Replication verdict band in percentage points on top of both runs' spread (onecycle.stats.verdict).
+    tolerance_pp: float = Field(default=0.5, ge=0)
+    # Snakemake `threads` for training jobs (it sets OMP_NUM_THREADS to this, default 1).
+    train_threads: int = Field(default=1, gt=0)
+    # GPUs per training job (0 on CPU-only runs such as the smoke replication).
+    gpus_per_job: int = Field(default=0, ge=0)
+    experiments: dict[str, ExperimentConfig] = Field(min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError(f"seeds {seeds} repeat a value: two runs would write the same folder")
+        if any(s < 0 for s in seeds):
+            raise ValueError(f"seeds must be >= 0, got {seeds}")
+        return seeds
+
+    @field_validator("experiments")
+    @classmethod
+    def _safe_experiment_names(cls, experiments: dict[str, Any]) -> dict[str, Any]:
+        for name in experiments:
+            _check_safe(name, "experiment")
+        return experiments
+
+
+def _check_safe(name: str, what: str) -> None:
+    if not SAFE_NAME.match(name):
+        raise ValueError(f"{what} name {name!r} must use only letters, digits, '_', '.', '-' "
+                         "(it becomes a folder name)")
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: Literal["range_test", "train"]
+    job_id: str                  # "<experiment>/seed<k>" or "<experiment>/<group>/seed<k>"
+    experiment: str
+    group: str | None
+    seed: int
+    out_dir: Path
+    config: dict[str, Any] = field(hash=False)   # validated, as JSON-able dict
+    dataset: str = ""
+    needs_bounds: bool = False
+
+
+@dataclass
+class Plan:
+    workflow: WorkflowConfig
+    results_dir: Path
+    range_tests: dict[str, Job]
+    trains: dict[str, Job]
+
+    def experiment_trains(self, experiment: str) -> list[Job]:
+        return [job for job in self.trains.values() if job.experiment == experiment]
+
+    def experiment_range_tests(self, experiment: str) -> list[Job]:
+        return [job for job in self.range_tests.values() if job.experiment == experiment]
+
+    def bounds_path(self, experiment: str) -> Path:
+        return self.results_dir / "range_test" / experiment / "bounds.json"
+
+    def data_record(self, dataset: str) -> Path:
+        return self.results_dir / "data" / f"{dataset}.json"
+
+    def datasets(self) -> list[str]:
+        return sorted({job.dataset for job in [*self.trains.values(), *self.range_tests.values()]})
+
+
+def load_workflow_config(data: dict[str, Any], source: str = "workflow config") -> WorkflowConfig:
+    return parse(WorkflowConfig, data, source)
+
+
+def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
+    """Every job of the workflow, validated; raises ConfigError naming the job and key."""
+    workflow = load_workflow_config(data, source)
+    results = Path(workflow.results_dir)
+    range_tests: dict[str, Job] = {}
+    trains: dict[str, Job] = {}
+    for exp_name, exp in workflow.experiments.items():
+        if exp.range_test is not None:
+            for seed in exp.range_test_seeds or workflow.seeds[:1]:
+                job_id = f"{exp_name}/seed{seed}"
+                raw = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
+                                            "range_test": exp.range_test})
+                cfg = parse(RangeTestConfig, raw, f"{source}: experiments.{exp_name} (range test)")
+                range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
+                                          results / "range_test" / job_id,
+                                          cfg.model_dump(mode="json"), cfg.data.dataset)
+        for group, overrides in exp.groups.items():
+            for seed in workflow.seeds:
+                job_id = f"{exp_name}/{group}/seed{seed}"
+                raw = deep_merge(deep_merge(exp.base, overrides),
+                                 {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
+                cfg = parse(RunConfig, raw, f"{source}: experiments.{exp_name}.groups.{group}")
+                needs_bounds = cfg.schedule.lr_bounds == "range_test"
+                if needs_bounds and exp.range_test is None:
+                    raise ConfigError(f"{source}: experiments.{exp_name}.groups.{group}: schedule.lr_bounds "
+                                      "is 'range_test' but the experiment has no range_test block")
+                trains[job_id] = Job("train", job_id, exp_name, group, seed, results / "train" / job_id,
+                                     cfg.model_dump(mode="json"), cfg.data.dataset, needs_bounds)
+    return Plan(workflow, results, range_tests, trains)

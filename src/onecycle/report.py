@@ -1,0 +1,97 @@
+"""Tables and figures of one experiment, from the result files that exist now.
+
+Called by the workflow's report rule and by `onecycle report` (`make figures`), which rebuilds
+every table and figure from stored results without training anything. Missing runs show as
+pending; diverged runs as diverged; nothing here crashes on partial results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from onecycle import aggregate, io, plots
+from onecycle.experiments import Plan
+from onecycle.published import load_published
+
+
+def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_experiment_report` produces (the Snakefile declares these)."""
+    tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
+    return {**{f"table_{ext}": tables / f"{experiment}.{ext}" for ext in ("csv", "md", "tex")},
+            "time_to_accuracy": tables / f"{experiment}_time_to_accuracy.csv",
+            **{f"accuracy_{ext}": figures / f"{experiment}_accuracy.{ext}" for ext in ("png", "pdf")}}
+
+
+def range_test_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_range_test_figure` produces; none for an experiment without range tests."""
+    if not plan.experiment_range_tests(experiment):
+        return {}
+    figures = plan.results_dir / "figures"
+    return {f"range_test_{ext}": figures / f"{experiment}_range_test.{ext}" for ext in ("png", "pdf")}
+
+
+def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment)}
+
+
+def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
+    found: dict[str, list[tuple[int, pd.DataFrame]]] = {}
+    for job in jobs:
+        path = job.out_dir / filename
+        if (job.out_dir / "metrics.json").exists() and path.exists():
+            found.setdefault(job.group or "range_test", []).append((job.seed, pd.read_csv(path)))
+    return found
+
+
+def _caption(plan: Plan, experiment: str) -> str:
+    exp = plan.workflow.experiments[experiment]
+    return f"{experiment}: {exp.replicates or exp.description}"
+
+
+def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
+    """The summary table (with published numbers and verdicts), time to accuracy, and the
+    accuracy-vs-iteration figure with LR and momentum traces."""
+    exp = plan.workflow.experiments[experiment]
+    outputs = run_outputs(plan, experiment)
+    trains = plan.experiment_trains(experiment)
+    finished = [job.out_dir / "metrics.json" for job in trains if (job.out_dir / "metrics.json").exists()]
+    runs = aggregate.collect_runs(finished)
+    published = load_published() if exp.published else None
+    table = aggregate.summary_table(runs, published=published, mapping=exp.published,
+                                    expected_groups=[(experiment, group) for group in exp.groups],
+                                    tolerance_pp=plan.workflow.tolerance_pp)
+    caption = _caption(plan, experiment)
+    aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption)
+
+    histories = _histories(trains, "history.csv")
+    if exp.candidate and exp.baseline:
+        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate)
+    else:
+        speed = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
+    io.write_csv(outputs["time_to_accuracy"], speed)
+
+    traces = {group: frames[0][1] for group, frames in _histories(trains, "train_log.csv").items()}
+    plots.plot_accuracy_curves({g: [f for _, f in frames] for g, frames in histories.items()}, traces,
+                               outputs["accuracy_png"].with_suffix(""),
+                               title=f"Test accuracy vs iteration: {caption}")
+    return list(outputs.values())
+
+
+def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
+    """Range-test curves over seeds with the chosen bounds and every heuristic's suggestion."""
+    outputs = range_test_outputs(plan, experiment)
+    if not outputs:
+        return []
+    jobs = plan.experiment_range_tests(experiment)
+    frames = [f for _, f in _histories(jobs, "history.csv").get("range_test", [])]
+    bounds_file = plan.bounds_path(experiment)
+    bounds = io.read_json(bounds_file) if bounds_file.exists() else None
+    first_seed_bounds = jobs[0].out_dir / "bounds.json"
+    if bounds is not None and first_seed_bounds.exists():
+        # The heuristics' suggestions (of the first seed) become markers on the figure.
+        bounds = {**bounds, "suggestions": io.read_json(first_seed_bounds)["suggestions"]}
+    plots.plot_range_test(frames, bounds, outputs["range_test_png"].with_suffix(""),
+                          title=f"LR range test: {_caption(plan, experiment)}")
+    return list(outputs.values())

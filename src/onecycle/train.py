@@ -1,0 +1,287 @@
+"""One training run, top to bottom: data, model, schedule, SGD, full-test-set evaluation.
+
+Faithfulness and safety rules this loop keeps:
+- the LR (and momentum) of iteration `it` comes from a closed-form schedule, so a resumed run
+  needs only the iteration count (shared/DESIGN.md §4);
+- evaluation is on the full test set after every epoch (a partial test set changes results);
+- batch order and augmentation are a pure function of (seed, epoch), and the checkpoint keeps
+  model, optimizer, iteration and the torch RNG (dropout), so a killed run resumes bit for bit
+  on CPU;
+- a diverging run (NaN/inf loss, or loss beyond `divergence_factor` x the first loss) ends
+  early and still writes its result with status "diverged": the DAG goes on;
+- every file is written atomically; metrics.json last, so its presence means "finished".
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from onecycle import data as datasets
+from onecycle import io
+from onecycle.config import ConfigError, RunConfig, TrainConfig
+from onecycle.models import build_model
+from onecycle.optim import build_optimizer
+from onecycle.schedules import Schedule, apply_schedule, make_schedule
+
+CHECKPOINT = "checkpoint.pt"
+# Which schedule parameters hold the lower and upper LR bound, per policy, so that bounds
+# found by a range test can be put in (names follow each policy's source).
+LR_BOUND_PARAMS: dict[str, tuple[str | None, str]] = {
+    "smith_1cycle": ("base_lr", "max_lr"),
+    "triangular": ("base_lr", "max_lr"),
+    "triangular2": ("base_lr", "max_lr"),
+    "exp_range": ("base_lr", "max_lr"),
+    "torch_1cycle": (None, "max_lr"),
+    "fastai_1cycle": (None, "lr_max"),
+}
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("train.device is 'cuda' but CUDA is not available on this machine")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+@dataclass
+class DataBundle:
+    train: Any  # data.Batches or data.FolderBatches: __len__ and epoch(i)
+    test: Any
+    num_classes: int
+    in_channels: int
+
+
+def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | None = None) -> DataBundle:
+    """Train batches (shuffled, augmented) and test batches over the full test set, or over a
+    fixed subset of it when `eval_subset` is given (range tests only)."""
+    d = cfg.data
+    root = Path(d.root) if d.root else None
+    info = datasets.DATASETS[d.dataset]
+    train_set = datasets.load_split(d.dataset, "train", root, subset=d.train_subset)
+    test_set = datasets.load_split(d.dataset, "test", root)
+    if eval_subset is not None and eval_subset < len(test_set):
+        # A fixed held-out subset, the same for every seed, so range tests are comparable.
+        keep = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))[:eval_subset]
+        test_set = datasets.ArrayDataset(test_set.images[keep], test_set.labels[keep], test_set.num_classes)
+    if cfg.train.batch_size > len(train_set):
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the "
+                          f"{len(train_set)} training images of {d.dataset}")
+    mean = train_set.channel_mean()
+    std = train_set.channel_std() if d.normalize == "mean_std" else None
+    common = {"mean": mean, "std": std, "device": device}
+    train = datasets.Batches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
+                             augment=d.augment, seed=cfg.seed, **common)
+    test = datasets.Batches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
+                            augment="none", seed=0, **common)
+    return DataBundle(train, test, info.num_classes, info.in_channels)
+
+
+def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
+                            bounds: dict[str, Any] | None) -> dict[str, Any]:
+    """The schedule's parameters in iterations, with range-test bounds put in if asked."""
+    params: dict[str, Any] = {}
+    for key, value in cfg.schedule.params.items():
+        if key.endswith("_epochs"):
+            name = key.removesuffix("_epochs")
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                raise ConfigError(f"schedule.params.{key} = {value!r}: expected a number of epochs")
+            converted = [round(v * iters_per_epoch) for v in values]
+            params[name] = converted if isinstance(value, list) else converted[0]
+        else:
+            params[key] = value
+    if cfg.schedule.lr_bounds == "range_test":
+        if bounds is None:
+            raise ConfigError("schedule.lr_bounds is 'range_test' but no bounds file was given (--bounds)")
+        if cfg.schedule.policy not in LR_BOUND_PARAMS:
+            raise ConfigError(f"schedule.lr_bounds 'range_test' is not supported for policy "
+                              f"{cfg.schedule.policy!r}; use one of {', '.join(LR_BOUND_PARAMS)}")
+        if bounds.get("max_lr") is None:
+            raise ConfigError(f"the range test's rule {bounds.get('chosen_rule')!r} found no max_lr "
+                              "(see its bounds.json); pick another range_test.bounds_rule")
+        low_key, high_key = LR_BOUND_PARAMS[cfg.schedule.policy]
+        params[high_key] = float(bounds["max_lr"])
+        if low_key is not None:
+            params[low_key] = float(bounds["base_lr"])
+    return params
+
+
+def build_schedule(cfg: RunConfig, iters_per_epoch: int, bounds: dict[str, Any] | None) -> tuple[Schedule, dict[str, Any]]:
+    params = resolve_schedule_params(cfg, iters_per_epoch, bounds)
+    try:
+        schedule = make_schedule(cfg.schedule.policy, cfg.train.epochs * iters_per_epoch, **params)
+    except ValueError as error:
+        raise ConfigError(f"schedule: {error}") from None
+    return schedule, params
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: Any) -> tuple[float, float]:
+    """Mean loss and accuracy over every example `batches` yields (the full test set)."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0, 0
+    for x, y in batches.epoch(0):
+        logits = model(x)
+        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += y.numel()
+    model.train()
+    return loss_sum / count, correct / count
+
+
+def divergence_reason(loss: float, first_loss: float | None, factor: float) -> str | None:
+    if not math.isfinite(loss):
+        return f"loss is {loss}"
+    if first_loss is not None and loss > factor * first_loss:
+        return f"loss {loss:.4g} exceeds {factor:g} x the first loss {first_loss:.4g}"
+    return None
+
+
+class Checkpointer:
+    """Full training state, saved atomically; loaded with weights_only=True (no pickle code)."""
+
+    def __init__(self, out_dir: Path, config_json: str, every_s: float) -> None:
+        self.path = out_dir / CHECKPOINT
+        self.config_json = config_json
+        self.every_s = every_s
+        self.last_save = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_save >= self.every_s
+
+    def save(self, state: dict[str, Any]) -> None:
+        with io.atomic_path(self.path) as tmp:
+            torch.save({"config_json": self.config_json, **state}, tmp)
+        self.last_save = time.monotonic()
+
+    def load(self) -> dict[str, Any] | None:
+        if not self.path.exists():
+            return None
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if state.get("config_json") != self.config_json:
+            raise ConfigError(f"{self.path}: checkpoint was written for a different config; "
+                              "delete it to start over")
+        return state
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
+    keys = ("epoch", "iteration", "test_accuracy", "test_loss")
+    return {k: (row[k] if row else None) for k in keys}
+
+
+def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run (or resume) one training run; write history.csv, train_log.csv, metrics.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.seed)
+    bundle = load_data(cfg, device)
+    iters_per_epoch = len(bundle.train)
+    schedule, schedule_params = build_schedule(cfg, iters_per_epoch, bounds)
+    resolved = {**cfg.model_dump(mode="json"),
+                "schedule_resolved": {"policy": schedule.name, "steps": schedule.steps,
+                                      "params": schedule_params},
+                "iterations_per_epoch": iters_per_epoch, "bounds": bounds}
+    io.write_json(out_dir / "config.json", resolved)
+
+    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init).to(device)
+    optimizer = build_optimizer(model, cfg.optim, lr=schedule.lr(0))
+    train_cfg: TrainConfig = cfg.train
+    checkpointer = Checkpointer(out_dir, json.dumps(resolved, sort_keys=True), train_cfg.checkpoint_every_s)
+
+    it, history, log_rows, first_loss, elapsed, resumed_loss_sum = 0, [], [], None, 0.0, 0.0
+    state = checkpointer.load()
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])
+        it, history, log_rows = state["iteration"], state["history"], state["log_rows"]
+        first_loss, elapsed = state["first_loss"], state["elapsed"]
+        resumed_loss_sum = state["epoch_loss_sum"]
+
+    def snapshot(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> dict[str, Any]:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "rng": torch.get_rng_state(), "iteration": it, "history": history,
+                "log_rows": log_rows, "first_loss": first_loss,
+                "elapsed": elapsed if elapsed_now is None else elapsed_now,
+                "epoch_loss_sum": epoch_loss_sum}
+
+    diverged = None
+    model.train()
+    start_epoch, skip = divmod(it, iters_per_epoch)
+    for epoch in range(start_epoch, train_cfg.epochs):
+        epoch_start = time.perf_counter()
+        loss_sum = torch.tensor(resumed_loss_sum if skip else 0.0, device=device)
+        for batch_index, (x, y) in enumerate(bundle.train.epoch(epoch)):
+            if batch_index < skip:  # resuming mid-epoch: the same batches, already trained on
+                continue
+            apply_schedule(optimizer, schedule, it)
+            loss = nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.detach()
+            it += 1
+            if it % train_cfg.log_every == 0 or first_loss is None or batch_index == iters_per_epoch - 1:
+                # .item() syncs the device: only on logged iterations.
+                value = loss.item()
+                first_loss = value if first_loss is None else first_loss
+                log_rows.append({"iteration": it - 1, "epoch": epoch + 1, "lr": schedule.lr(it - 1),
+                                 "momentum": optimizer.param_groups[0].get("momentum"), "train_loss": value})
+                reason = divergence_reason(value, first_loss, train_cfg.divergence_factor)
+                if reason:
+                    diverged = {"iteration": it - 1, "epoch": epoch + 1, "loss": value, "reason": reason}
+                    break
+            if checkpointer.due() and it < schedule.steps:
+                checkpointer.save(snapshot(loss_sum.item(), elapsed + time.perf_counter() - epoch_start))
+        skip = 0
+        elapsed += time.perf_counter() - epoch_start
+        if diverged:
+            break
+        test_loss, test_accuracy = evaluate(model, bundle.test)
+        row = {"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
+               "momentum": optimizer.param_groups[0].get("momentum"),
+               "train_loss": loss_sum.item() / iters_per_epoch, "test_loss": test_loss,
+               "test_accuracy": test_accuracy, "wall_time_s": elapsed}
+        history.append(row)
+        reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
+        if reason:
+            diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
+            break
+        if epoch + 1 < train_cfg.epochs:
+            checkpointer.save(snapshot())
+
+    io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=list(HISTORY_COLUMNS)))
+    io.write_csv(out_dir / "train_log.csv", pd.DataFrame(log_rows, columns=list(LOG_COLUMNS)))
+    finished = [r for r in history if math.isfinite(r["test_accuracy"])]
+    metrics = {
+        "status": "diverged" if diverged else "completed",
+        "name": cfg.name, "experiment": cfg.experiment, "group": cfg.group, "seed": cfg.seed,
+        "config": resolved,
+        "iterations": it, "iterations_planned": schedule.steps, "epochs_completed": len(history),
+        "final": _summary(history[-1] if history else None),
+        "best": _summary(max(finished, key=lambda r: r["test_accuracy"]) if finished else None),
+        "diverged": diverged,
+        "wall_time_s": elapsed,
+        "provenance": io.provenance(str(device), cfg.seed),
+    }
+    io.write_json(out_dir / "metrics.json", metrics)
+    checkpointer.remove()
+    return metrics
+
+
+HISTORY_COLUMNS = ("epoch", "iteration", "lr", "momentum", "train_loss", "test_loss", "test_accuracy", "wall_time_s")
+LOG_COLUMNS = ("iteration", "epoch", "lr", "momentum", "train_loss")

@@ -1,0 +1,115 @@
+"""Training runs: values, determinism, divergence, and a real kill-and-resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import needs_fashion_mnist
+from onecycle.config import ConfigError, RunConfig, deep_merge, parse
+from onecycle.schedules import make_schedule
+from onecycle.train import resolve_schedule_params, train
+
+pytestmark = needs_fashion_mnist
+
+
+def _run(cfg_dict, out):
+    return train(parse(RunConfig, cfg_dict), out)
+
+
+def test_run_writes_results_and_follows_the_schedule(tiny_run_config, tmp_path):
+    metrics = _run(tiny_run_config, tmp_path)
+    assert metrics["status"] == "completed" and metrics["diverged"] is None
+    assert metrics["iterations"] == metrics["iterations_planned"] == 2 * (1024 // 128)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.epoch) == [1, 2] and list(history.iteration) == [8, 16]
+    # Better than chance (10%) on the full 10k test set after 16 iterations.
+    assert history.test_accuracy.iloc[-1] > 0.3
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    # stepsize 0.9 epochs of 8 iterations = 7; Smith's Caffe 1cycle (paper_tables.md D3).
+    expected = make_schedule("smith_1cycle", 16, variant="caffe", base_lr=0.01, max_lr=0.1, stepsize=7,
+                             momentum=0.95, min_momentum=0.8)
+    for row in log.itertuples():
+        assert row.lr == pytest.approx(expected.lr(row.iteration), rel=1e-12)
+        assert row.momentum == pytest.approx(expected.momentum(row.iteration), rel=1e-12)
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["config"]["schedule_resolved"]["params"]["stepsize"] == 7
+    assert saved["provenance"]["torch"] and saved["provenance"]["seed"] == 0
+    assert saved["final"]["test_accuracy"] == pytest.approx(history.test_accuracy.iloc[-1])
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_same_seed_same_bits_other_seed_other_result(tiny_run_config, tmp_path):
+    a = pd.read_csv(_run(tiny_run_config, tmp_path / "a") and tmp_path / "a" / "history.csv")
+    b = pd.read_csv(_run(tiny_run_config, tmp_path / "b") and tmp_path / "b" / "history.csv")
+    columns = ["train_loss", "test_loss", "test_accuracy"]
+    pd.testing.assert_frame_equal(a[columns], b[columns], check_exact=True)
+    c = pd.read_csv(_run({**tiny_run_config, "seed": 1}, tmp_path / "c") and tmp_path / "c" / "history.csv")
+    assert not a[columns].equals(c[columns])
+
+
+def test_divergence_is_recorded_not_raised(tiny_run_config, tmp_path):
+    cfg = deep_merge(tiny_run_config, {"schedule": {"policy": "fixed", "params": None}})
+    cfg["schedule"]["params"] = {"base_lr": 50.0}
+    metrics = _run(cfg, tmp_path)
+    assert metrics["status"] == "diverged"
+    assert metrics["diverged"]["iteration"] < metrics["iterations_planned"]
+    assert "loss" in metrics["diverged"]["reason"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())  # valid JSON: no NaN
+    assert saved["status"] == "diverged"
+
+
+def test_range_test_bounds_are_put_into_the_schedule(tiny_run_config):
+    cfg = parse(RunConfig, deep_merge(tiny_run_config, {"schedule": {"lr_bounds": "range_test"}}))
+    params = resolve_schedule_params(cfg, 8, {"base_lr": 0.02, "max_lr": 0.2, "chosen_rule": "x"})
+    assert (params["base_lr"], params["max_lr"], params["stepsize"]) == (0.02, 0.2, 7)
+    with pytest.raises(ConfigError, match="no bounds file"):
+        resolve_schedule_params(cfg, 8, None)
+    with pytest.raises(ConfigError, match="found no max_lr"):
+        resolve_schedule_params(cfg, 8, {"base_lr": None, "max_lr": None, "chosen_rule": "smith_accuracy_peak"})
+
+
+def test_batch_larger_than_dataset_is_refused(tiny_run_config, tmp_path):
+    cfg = deep_merge(tiny_run_config, {"train": {"batch_size": 2048}})
+    with pytest.raises(ConfigError, match="train.batch_size = 2048 is larger than the 1024 training images"):
+        _run(cfg, tmp_path)
+    assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_bit_for_bit(tiny_run_config, tmp_path):
+    cfg = deep_merge(tiny_run_config, {"train": {"epochs": 3, "checkpoint_every_s": 0.01}})
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "onecycle.cli", "train", "--config", str(config_file)]
+
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], env=env, check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([*command, "--out", str(killed)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (killed / "checkpoint.pt").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(1.0)  # into the run, past a few more checkpoints
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    assert (killed / "checkpoint.pt").exists()
+
+    subprocess.run([*command, "--out", str(killed)], env=env, check=True, capture_output=True)
+    columns = ["epoch", "iteration", "lr", "momentum", "train_loss", "test_loss", "test_accuracy"]
+    whole = pd.read_csv(tmp_path / "whole" / "history.csv")[columns]
+    resumed = pd.read_csv(killed / "history.csv")[columns]
+    pd.testing.assert_frame_equal(whole, resumed, check_exact=True)
+    log_whole = pd.read_csv(tmp_path / "whole" / "train_log.csv")
+    log_resumed = pd.read_csv(killed / "train_log.csv")
+    pd.testing.assert_frame_equal(log_whole, log_resumed, check_exact=True)
+    assert json.loads((killed / "metrics.json").read_text())["status"] == "completed"

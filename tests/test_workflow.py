@@ -1,0 +1,73 @@
+"""The real Snakemake DAG, end to end, on a still smaller config than configs/smoke.yaml."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, needs_fashion_mnist
+
+pytestmark = [pytest.mark.slow, needs_fashion_mnist]
+
+
+def _tiny_workflow(smoke):
+    exp = smoke["experiments"]["fmnist_lenet"]
+    exp["base"]["data"]["train_subset"] = 1024
+    exp["range_test"].update({"iterations": 24, "eval_every": 4, "eval_subset": 500})
+    exp["groups"]["onecycle_3ep"]["train"] = {"epochs": 2}
+    exp["groups"]["inv_6ep"]["train"] = {"epochs": 3}
+    return {**smoke, "results_dir": "results/tiny"}
+
+
+@pytest.fixture(scope="module")
+def dag_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("dag")
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    (work / "tiny.yaml").write_text(yaml.safe_dump(_tiny_workflow(smoke)))
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    command = [shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"), "--directory", str(work),
+               "--configfile", str(work / "tiny.yaml"), "--cores", "2"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, command, env
+
+
+def test_dag_produces_table_figures_and_bounds(dag_run):
+    work, _, _ = dag_run
+    results = work / "results" / "tiny"
+    table = pd.read_csv(results / "tables" / "fmnist_lenet.csv")
+    assert set(table.group) == {"onecycle_3ep", "inv_6ep"}
+    assert (table.n == 2).all()
+    # Real training on the full 10k test set: well above chance (10%), below perfect.
+    assert table.mean_accuracy.between(30, 100).all(), table
+    bounds = json.loads((results / "range_test" / "fmnist_lenet" / "bounds.json").read_text())
+    assert 0.0 < bounds["max_lr"] <= 0.3 and bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 10)
+    onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_3ep" / "seed0" / "metrics.json").read_text())
+    assert onecycle["config"]["schedule_resolved"]["params"]["max_lr"] == pytest.approx(bounds["max_lr"])
+    assert onecycle["provenance"]["package_version"]
+    for figure in ("fmnist_lenet_accuracy", "fmnist_lenet_range_test"):
+        assert (results / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (results / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
+    markdown = (results / "tables" / "fmnist_lenet.md").read_text()
+    assert "±" in markdown
+
+
+def test_dag_is_complete_and_report_regenerates_without_training(dag_run):
+    work, command, env = dag_run
+    dry = subprocess.run([*command, "-n"], env=env, capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    results = work / "results" / "tiny"
+    metrics = sorted((results / "train").rglob("metrics.json"))
+    before = {p: p.stat().st_mtime_ns for p in metrics}
+    table = results / "tables" / "fmnist_lenet.csv"
+    table.unlink()
+    report = subprocess.run([shutil.which("onecycle", path=env["PATH"]), "report", "--config", "tiny.yaml"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    assert table.exists()
+    assert {p: p.stat().st_mtime_ns for p in metrics} == before

@@ -1,0 +1,55 @@
+# Tables and figures are rebuilt from whatever results exist (missing runs show as pending);
+# `make figures` runs the same command without Snakemake and without training.
+def _run_report_inputs(wc):
+    return [f"{R}/workflow_config.json"] + [
+        job.out_dir / "metrics.json" for job in PLAN.experiment_trains(wc.experiment)
+    ]
+
+
+def _range_report_inputs(wc):
+    jobs = PLAN.experiment_range_tests(wc.experiment)
+    return [f"{R}/workflow_config.json", PLAN.bounds_path(wc.experiment)] + [
+        job.out_dir / "history.csv" for job in jobs
+    ]
+
+
+rule report_experiment:
+    input:
+        _run_report_inputs,
+    output:
+        table_csv=f"{R}/tables/{{experiment}}.csv",
+        table_md=report(f"{R}/tables/{{experiment}}.md", caption="../report/table.rst", category="Tables"),
+        table_tex=f"{R}/tables/{{experiment}}.tex",
+        time_to_accuracy=report(
+            f"{R}/tables/{{experiment}}_time_to_accuracy.csv",
+            caption="../report/time_to_accuracy.rst",
+            category="Tables",
+        ),
+        figures=report(
+            multiext(f"{R}/figures/{{experiment}}_accuracy", ".png", ".pdf"),
+            caption="../report/accuracy.rst",
+            category="Accuracy curves",
+        ),
+    log:
+        f"{R}/logs/report/{{experiment}}_runs.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input[0]:q} --experiment {wildcards.experiment:q} --only runs > {log:q} 2>&1"
+
+
+rule range_test_figure:
+    input:
+        _range_report_inputs,
+    output:
+        report(
+            multiext(f"{R}/figures/{{experiment}}_range_test", ".png", ".pdf"),
+            caption="../report/range_test.rst",
+            category="Range tests",
+        ),
+    log:
+        f"{R}/logs/report/{{experiment}}_range_test.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input[0]:q} --experiment {wildcards.experiment:q} --only range-test > {log:q} 2>&1"

@@ -1,0 +1,47 @@
+rule range_spec:
+    output:
+        f"{R}/range_test/{{range_job}}/spec.json",
+    log:
+        f"{R}/logs/range_test/{{range_job}}/spec.log",
+    params:
+        # A changed setting changes params, and Snakemake reruns the job.
+        config=lambda wc: PLAN.range_tests[wc.range_job].config,
+    conda:
+        "../../environment.yml"
+    run:
+        io.write_json(output[0], params.config)
+
+
+rule range_test:
+    input:
+        spec=f"{R}/range_test/{{range_job}}/spec.json",
+        data=lambda wc: PLAN.data_record(PLAN.range_tests[wc.range_job].dataset),
+    output:
+        history=f"{R}/range_test/{{range_job}}/history.csv",
+        bounds=f"{R}/range_test/{{range_job}}/bounds.json",
+        metrics=f"{R}/range_test/{{range_job}}/metrics.json",
+    log:
+        f"{R}/logs/range_test/{{range_job}}/run.log",
+    params:
+        out=lambda wc: PLAN.range_tests[wc.range_job].out_dir,
+    threads: TRAIN_THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m onecycle.gpu_slots -n {resources.gpu} -- "
+        "onecycle range-test --config {input.spec:q} --out {params.out:q} > {log:q} 2>&1"
+
+
+rule combine_bounds:
+    input:
+        lambda wc: [job.out_dir / "bounds.json" for job in PLAN.experiment_range_tests(wc.experiment)],
+    output:
+        f"{R}/range_test/{{experiment}}/bounds.json",
+    log:
+        f"{R}/logs/range_test/{{experiment}}/combine_bounds.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle combine-bounds --out {output:q} {input:q} > {log:q} 2>&1"

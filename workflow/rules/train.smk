@@ -1,0 +1,44 @@
+rule job_spec:
+    output:
+        f"{R}/train/{{train_job}}/spec.json",
+    log:
+        f"{R}/logs/train/{{train_job}}/spec.log",
+    params:
+        config=lambda wc: PLAN.trains[wc.train_job].config,
+    conda:
+        "../../environment.yml"
+    run:
+        io.write_json(output[0], params.config)
+
+
+def _train_inputs(wc):
+    job = PLAN.trains[wc.train_job]
+    inputs = {"spec": f"{R}/train/{wc.train_job}/spec.json", "data": PLAN.data_record(job.dataset)}
+    if job.needs_bounds:
+        inputs["bounds"] = PLAN.bounds_path(job.experiment)
+    return inputs
+
+
+rule train:
+    input:
+        unpack(_train_inputs),
+    output:
+        metrics=f"{R}/train/{{train_job}}/metrics.json",
+        history=f"{R}/train/{{train_job}}/history.csv",
+        log_csv=f"{R}/train/{{train_job}}/train_log.csv",
+        config=f"{R}/train/{{train_job}}/config.json",
+    log:
+        f"{R}/logs/train/{{train_job}}/run.log",
+    params:
+        out=lambda wc: PLAN.trains[wc.train_job].out_dir,
+        bounds=lambda wc, input: f"--bounds {input.bounds}" if "bounds" in input.keys() else "",
+    threads: TRAIN_THREADS
+    resources:
+        gpu=GPUS_PER_JOB,
+    conda:
+        "../../environment.yml"
+    shell:
+        # The exec wrapper claims distinct GPUs (Snakemake only counts them, snakemake#281);
+        # a killed job resumes from its checkpoint when run again.
+        "python -m onecycle.gpu_slots -n {resources.gpu} -- "
+        "onecycle train --config {input.spec:q} --out {params.out:q} {params.bounds} > {log:q} 2>&1"

@@ -25,8 +25,8 @@ def _train(args: argparse.Namespace) -> int:
     from onecycle.config import load_run_config
     from onecycle.train import train
 
-    cfg = load_run_config(args.config)
     bounds = io.read_json(_existing(args.bounds)) if args.bounds else None
+    cfg = load_run_config(args.config)
     metrics = train(cfg, args.out, bounds=bounds)
     final = metrics["final"]["test_accuracy"]
     print(f"{cfg.name}: {metrics['status']}, {metrics['iterations']} iterations, "

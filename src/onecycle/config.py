@@ -47,8 +47,12 @@ class DataConfig(StrictModel):
 
 class ModelConfig(StrictModel):
     arch: str
-    # Part 1 alternates Caffe's xavier and msra fillers over its 4 runs (paper_tables.md D6).
-    init: Literal["default", "msra", "xavier"] = "default"
+    # Part 1 alternates Caffe's xavier and msra fillers over its 4 runs (paper_tables.md D6);
+    # "prototxt" uses the filler each layer's prototxt names (onecycle.models.INIT_SCHEMES).
+    init: str = "default"
+    # Architecture options, e.g. BN `moving_average_fraction` (0.95 for SC's CLR runs, 0.999
+    # for its step runs; paper_tables.md A3) or DenseNet's `dropout`.
+    options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("arch")
     @classmethod
@@ -56,6 +60,24 @@ class ModelConfig(StrictModel):
         from onecycle.models import MODELS
 
         return _check_name(name, MODELS, "arch")
+
+    @field_validator("init")
+    @classmethod
+    def _known_init(cls, name: str) -> str:
+        from onecycle.models import INIT_SCHEMES
+
+        return _check_name(name, INIT_SCHEMES, "init")
+
+    @model_validator(mode="after")
+    def _known_options(self) -> ModelConfig:
+        from onecycle.models import MODELS
+
+        allowed = MODELS[self.arch].options()
+        for key in self.options:
+            if key not in allowed:
+                raise ValueError(f"unknown option {key!r} for arch {self.arch!r}{_suggest(key, allowed)}; "
+                                 f"valid: {', '.join(allowed) or 'none'}")
+        return self
 
 
 class OptimConfig(StrictModel):

@@ -150,7 +150,8 @@ def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, A
     torch.manual_seed(cfg.seed)
     bundle = load_data(cfg, device, eval_subset=spec.eval_subset)
     io.write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
-    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init).to(device)
+    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
+                        **cfg.model.options).to(device)
     optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
     result = lr_range_test(model, _EpochStream(bundle.train), optimizer, start_lr=spec.start_lr,
                            end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,

@@ -125,6 +125,18 @@ def build_schedule(cfg: RunConfig, iters_per_epoch: int, bounds: dict[str, Any] 
     return schedule, params
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, it: int,
+               x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """One SGD iteration at the schedule's LR and momentum for `it`; returns the (detached)
+    loss without syncing the device."""
+    apply_schedule(optimizer, schedule, it)
+    loss = nn.functional.cross_entropy(model(x), y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Any) -> tuple[float, float]:
     """Mean loss and accuracy over every example `batches` yields (the full test set)."""
@@ -197,7 +209,8 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
                 "iterations_per_epoch": iters_per_epoch, "bounds": bounds}
     io.write_json(out_dir / "config.json", resolved)
 
-    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init).to(device)
+    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
+                        **cfg.model.options).to(device)
     optimizer = build_optimizer(model, cfg.optim, lr=schedule.lr(0))
     train_cfg: TrainConfig = cfg.train
     checkpointer = Checkpointer(out_dir, json.dumps(resolved, sort_keys=True), train_cfg.checkpoint_every_s)
@@ -228,12 +241,8 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
         for batch_index, (x, y) in enumerate(bundle.train.epoch(epoch)):
             if batch_index < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
-            apply_schedule(optimizer, schedule, it)
-            loss = nn.functional.cross_entropy(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach()
+            loss = train_step(model, optimizer, schedule, it, x, y)
+            loss_sum += loss
             it += 1
             if it % train_cfg.log_every == 0 or first_loss is None or batch_index == iters_per_epoch - 1:
                 # .item() syncs the device: only on logged iterations.

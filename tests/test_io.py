@@ -1,0 +1,30 @@
+"""Atomic writes: a failed write leaves the old file, never a partial one; JSON never holds NaN."""
+
+import json
+import math
+import os
+import stat
+
+import pytest
+
+from onecycle import io
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "metrics.json"
+    io.write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_json_has_no_nan_and_files_honour_the_umask(tmp_path):
+    target = tmp_path / "m.json"
+    io.write_json(target, {"loss": math.nan, "nested": [math.inf, 1.5]})
+    assert json.loads(target.read_text()) == {"loss": None, "nested": [None, 1.5]}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask

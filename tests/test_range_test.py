@@ -1,0 +1,76 @@
+"""The LR range test as a library call: ramps, recorded columns, divergence stop, restore."""
+
+import math
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from onecycle.range_test import combine_bounds, lr_range_test, ramp_lr
+
+
+def _problem(seed=0):
+    torch.manual_seed(seed)
+    x = torch.randn(256, 10)
+    y = (x[:, 0] > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(10, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = DataLoader(TensorDataset(x, y), batch_size=32, shuffle=False)
+    return model, optimizer, loader
+
+
+def test_ramps_match_their_definitions():
+    # Smith's linear ramp = Caffe triangular with base 0, stepsize = max_iter (paper_tables.md C1).
+    assert ramp_lr("linear", 0.0, 3.0, 20000, 5000) == 0.75
+    assert ramp_lr("linear", 0.1, 1.1, 10, 0) == 0.1
+    # torch-lr-finder's exponential ramp reaches end_lr at the last iteration.
+    assert ramp_lr("exponential", 1e-4, 1.0, 5, 0) == pytest.approx(1e-4)
+    assert ramp_lr("exponential", 1e-4, 1.0, 5, 2) == pytest.approx(1e-2)
+    assert ramp_lr("exponential", 1e-4, 1.0, 5, 4) == pytest.approx(1.0)
+
+
+def test_records_every_column_and_restores_model_and_optimizer():
+    model, optimizer, loader = _problem()
+    before_model = {k: v.clone() for k, v in model.state_dict().items()}
+    before_lr = optimizer.param_groups[0]["lr"]
+    result = lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.5, iterations=20,
+                           eval_batches=loader, eval_every=5, momentum_range=(0.95, 0.85))
+    h = result.history
+    assert list(h.iteration) == list(range(20)) and result.diverged is None
+    assert h.lr.tolist() == pytest.approx([0.5 * i / 20 for i in range(20)])
+    assert h.momentum.iloc[0] == pytest.approx(0.95) and h.momentum.iloc[10] == pytest.approx(0.90)
+    # Bias-corrected EMA: the first smoothed value is the first loss itself.
+    assert h.smoothed_loss.iloc[0] == pytest.approx(h.train_loss.iloc[0])
+    evaluated = h.dropna(subset=["test_accuracy"]).iteration.tolist()
+    assert evaluated == [4, 9, 14, 19]
+    assert h.test_accuracy.dropna().between(0, 1).all()
+    assert set(result.suggestions) >= {"smith_accuracy_peak", "fastai_valley", "steepest_slope_log_lr"}
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before_model[key]), key
+    assert optimizer.param_groups[0]["lr"] == before_lr and not optimizer.state
+
+
+def test_divergence_stops_the_test_and_is_recorded():
+    model, optimizer, loader = _problem()
+    result = lr_range_test(model, loader, optimizer, start_lr=1.0, end_lr=1e6, iterations=60,
+                           ramp="exponential", divergence_factor=4.0)
+    assert result.diverged is not None
+    assert len(result.history) == result.diverged["iteration"] + 1 < 60
+    last = result.history.iloc[-1]
+    assert not math.isfinite(last.train_loss) or last.smoothed_loss > 4 * result.history.smoothed_loss.iloc[:-1].min()
+
+
+def test_same_seed_same_curve():
+    curves = []
+    for _ in range(2):
+        model, optimizer, loader = _problem(seed=3)
+        curves.append(lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.3, iterations=15).history)
+    assert curves[0].train_loss.tolist() == curves[1].train_loss.tolist()
+
+
+def test_combined_bounds_take_the_median_over_seeds():
+    records = [{"chosen_rule": "r", "policy_kind": "1cycle", "base_lr": b / 10, "max_lr": b} for b in (0.2, 0.1, 0.4)]
+    records.append({"chosen_rule": "r", "policy_kind": "1cycle", "base_lr": None, "max_lr": None})
+    combined = combine_bounds(records)
+    assert combined["max_lr"] == pytest.approx(0.2) and combined["base_lr"] == pytest.approx(0.02)
+    assert (combined["n_seeds"], combined["n_seeds_with_bounds"]) == (4, 3)

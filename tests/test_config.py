@@ -116,5 +116,8 @@ def test_expand_errors_name_experiment_and_group():
     no_range = deep_merge(WORKFLOW, {"experiments": {"exp": {"range_test": None}}})
     with pytest.raises(ConfigError, match="lr_bounds is 'range_test' but the experiment has no range_test"):
         expand(no_range)
+    too_long = deep_merge(WORKFLOW, {"experiments": {"exp": {"groups": {"one": {"schedule": {"params": {"stepsize": 1000}}}}}}})
+    with pytest.raises(ConfigError, match="experiments.exp.groups.one: schedule: smith_1cycle: stepsize = 1000 is too long"):
+        expand(too_long)
     with pytest.raises(ConfigError, match="baseline 'nope' is not one of the groups"):
         expand(deep_merge(WORKFLOW, {"experiments": {"exp": {"baseline": "nope"}}}))

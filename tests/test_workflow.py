@@ -13,15 +13,17 @@ import yaml
 from conftest import REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist]
+RESULTS = "results/tiny run; $(touch pwned) & co"
 
 
 def _tiny_workflow(smoke):
     exp = smoke["experiments"]["fmnist_lenet"]
     exp["base"]["data"]["train_subset"] = 1024
     exp["range_test"].update({"iterations": 24, "eval_every": 4, "eval_subset": 500})
-    exp["groups"]["onecycle_3ep"]["train"] = {"epochs": 2}
-    exp["groups"]["inv_6ep"]["train"] = {"epochs": 3}
-    return {**smoke, "results_dir": "results/tiny"}
+    exp["groups"]["inv_6ep"]["train"] = {"epochs": 4}
+    del exp["groups"]["onecycle_3ep_pytorch_rule"]  # fewer jobs; the rule itself is unit-tested
+    # Spaces and shell metacharacters in a path that reaches shell commands: rules must quote.
+    return {**smoke, "results_dir": RESULTS}
 
 
 @pytest.fixture(scope="module")
@@ -39,12 +41,12 @@ def dag_run(tmp_path_factory):
 
 def test_dag_produces_table_figures_and_bounds(dag_run):
     work, _, _ = dag_run
-    results = work / "results" / "tiny"
+    results = work / RESULTS
     table = pd.read_csv(results / "tables" / "fmnist_lenet.csv")
     assert set(table.group) == {"onecycle_3ep", "inv_6ep"}
     assert (table.n == 2).all()
     # Real training on the full 10k test set: well above chance (10%), below perfect.
-    assert table.mean_accuracy.between(30, 100).all(), table
+    assert table.accuracy_mean.between(30, 100).all(), table
     bounds = json.loads((results / "range_test" / "fmnist_lenet" / "bounds.json").read_text())
     assert 0.0 < bounds["max_lr"] <= 0.3 and bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 10)
     onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_3ep" / "seed0" / "metrics.json").read_text())
@@ -55,13 +57,14 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
         assert (results / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
     markdown = (results / "tables" / "fmnist_lenet.md").read_text()
     assert "±" in markdown
+    assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
 
 
 def test_dag_is_complete_and_report_regenerates_without_training(dag_run):
     work, command, env = dag_run
     dry = subprocess.run([*command, "-n"], env=env, capture_output=True, text=True, timeout=300)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
-    results = work / "results" / "tiny"
+    results = work / RESULTS
     metrics = sorted((results / "train").rglob("metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in metrics}
     table = results / "tables" / "fmnist_lenet.csv"

@@ -36,6 +36,8 @@ class DataConfig(StrictModel):
     augment: Literal["none", "mirror", "pad_crop_mirror"] = "none"
     # "mean" = mean subtraction only, as Caffe's mean file does (D6); "mean_std" = standardise.
     normalize: Literal["mean", "mean_std"] = "mean_std"
+    # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10).
+    classes: list[str] | None = None
 
     @field_validator("dataset")
     @classmethod
@@ -115,6 +117,9 @@ class TrainConfig(StrictModel):
     # Required for training (RunConfig checks it); a range test runs for its own iterations.
     epochs: int | None = Field(default=None, gt=0)
     eval_batch_size: int = Field(default=1000, gt=0)
+    # Full-test-set evaluation every this many epochs (and always after the last one): long
+    # runs on small subsets (SC Table 1's 10k-image rows run 2000 epochs) need fewer evaluations.
+    eval_every_epochs: int = Field(default=1, gt=0)
     log_every: int = Field(default=10, gt=0)
     # A loss above this multiple of the first iteration's loss counts as divergence.
     divergence_factor: Number = Field(default=10.0, gt=1.0)
@@ -134,7 +139,7 @@ class RangeTestSpec(StrictModel):
     eval_every: int = Field(default=10, gt=0)
     eval_subset: int = Field(default=1000, gt=0)
     # Optional momentum ramp [start, end] over the test (Part 1 Fig 7c, 14a: CM 0.95 -> 0.8).
-    momentum_range: tuple[Number, Number] | None = None
+    momentum_range: list[Number] | None = Field(default=None, min_length=2, max_length=2)
     smoothing: Number = Field(default=0.98, ge=0.0, lt=1.0)
     divergence_factor: Number = Field(default=4.0, gt=1.0)
     # Which suggestion feeds training, and how base_lr is derived from max_lr (D2).

@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
                              parse)
+from onecycle.train import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -107,7 +108,9 @@ class Job:
     group: str | None
     seed: int
     out_dir: Path
-    config: dict[str, Any] = field(hash=False)   # validated, as JSON-able dict
+    # Validated, without default values: these are the rule's params, so a new config field with
+    # a default (a package upgrade) does not make Snakemake retrain every finished run.
+    config: dict[str, Any] = field(hash=False)
     dataset: str = ""
     needs_bounds: bool = False
 
@@ -154,17 +157,22 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 cfg = parse(RangeTestConfig, raw, f"{source}: experiments.{exp_name} (range test)")
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
-                                          cfg.model_dump(mode="json"), cfg.data.dataset)
+                                          cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset)
         for group, overrides in exp.groups.items():
             for seed in workflow.seeds:
                 job_id = f"{exp_name}/{group}/seed{seed}"
                 raw = deep_merge(deep_merge(exp.base, overrides),
                                  {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
-                cfg = parse(RunConfig, raw, f"{source}: experiments.{exp_name}.groups.{group}")
+                where = f"{source}: experiments.{exp_name}.groups.{group}"
+                cfg = parse(RunConfig, raw, where)
+                try:
+                    check_schedule(cfg)
+                except ConfigError as error:
+                    raise ConfigError(f"{where}: {error}") from None
                 needs_bounds = cfg.schedule.lr_bounds == "range_test"
                 if needs_bounds and exp.range_test is None:
                     raise ConfigError(f"{source}: experiments.{exp_name}.groups.{group}: schedule.lr_bounds "
                                       "is 'range_test' but the experiment has no range_test block")
                 trains[job_id] = Job("train", job_id, exp_name, group, seed, results / "train" / job_id,
-                                     cfg.model_dump(mode="json"), cfg.data.dataset, needs_bounds)
+                                     cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset, needs_bounds)
     return Plan(workflow, results, range_tests, trains)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +68,19 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     d = cfg.data
     root = Path(d.root) if d.root else None
     info = datasets.DATASETS[d.dataset]
-    train_set = datasets.load_split(d.dataset, "train", root, subset=d.train_subset)
-    test_set = datasets.load_split(d.dataset, "test", root)
+    train_set = datasets.load_split(d.dataset, "train", root, subset=d.train_subset, class_list=d.classes)
+    test_set = datasets.load_split(d.dataset, "test", root, class_list=d.classes)
+    if isinstance(train_set, datasets.FolderDataset):
+        # ImageNet subsets stay on disk; torchvision's ImageNet presets (random-resized crop and
+        # mirror for training, resize + centre crop for validation) replace data.augment.
+        # JPEG decoding runs in DataLoader workers: up to 8, never more than the job's cores.
+        workers = min(8, len(os.sched_getaffinity(0)))
+        train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
+                                       augment="random_resized_crop_mirror", seed=cfg.seed,
+                                       num_workers=workers, device=device)
+        test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
+                                      augment="center_crop", seed=0, num_workers=workers, device=device)
+        return DataBundle(train, test, train_set.num_classes, info.in_channels)
     if eval_subset is not None and eval_subset < len(test_set):
         # A fixed held-out subset, the same for every seed, so range tests are comparable.
         keep = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))[:eval_subset]
@@ -135,6 +147,21 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
     loss.backward()
     optimizer.step()
     return loss.detach()
+
+
+def check_schedule(cfg: RunConfig) -> None:
+    """Build the run's schedule without data, so that a stepsize longer than the run fails when
+    the workflow is expanded, not when the job starts. Range-test bounds are not known yet:
+    stand-in LRs take their place (only the schedule's shape is checked here)."""
+    info = datasets.DATASETS[cfg.data.dataset]
+    if info.train_size is None:  # ImageFolder subsets: size known only once the folder is read
+        return
+    iters_per_epoch = min(cfg.data.train_subset or info.train_size, info.train_size) // cfg.train.batch_size
+    if iters_per_epoch < 1:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the "
+                          f"{cfg.data.train_subset or info.train_size} training images of {cfg.data.dataset}")
+    stand_in = {"base_lr": 0.1, "max_lr": 1.0, "chosen_rule": "stand-in"}
+    build_schedule(cfg, iters_per_epoch, stand_in if cfg.schedule.lr_bounds == "range_test" else None)
 
 
 @torch.no_grad()
@@ -260,17 +287,18 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
         elapsed += time.perf_counter() - epoch_start
         if diverged:
             break
-        test_loss, test_accuracy = evaluate(model, bundle.test)
-        row = {"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
-               "momentum": optimizer.param_groups[0].get("momentum"),
-               "train_loss": loss_sum.item() / iters_per_epoch, "test_loss": test_loss,
-               "test_accuracy": test_accuracy, "wall_time_s": elapsed}
-        history.append(row)
-        reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
-        if reason:
-            diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
-            break
-        if epoch + 1 < train_cfg.epochs:
+        last_epoch = epoch + 1 == train_cfg.epochs
+        if (epoch + 1) % train_cfg.eval_every_epochs == 0 or last_epoch:
+            test_loss, test_accuracy = evaluate(model, bundle.test)
+            history.append({"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
+                            "momentum": optimizer.param_groups[0].get("momentum"),
+                            "train_loss": loss_sum.item() / iters_per_epoch, "test_loss": test_loss,
+                            "test_accuracy": test_accuracy, "wall_time_s": elapsed})
+            reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
+            if reason:
+                diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
+                break
+        if not last_epoch:
             checkpointer.save(snapshot())
 
     io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=list(HISTORY_COLUMNS)))
@@ -280,7 +308,8 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
         "status": "diverged" if diverged else "completed",
         "name": cfg.name, "experiment": cfg.experiment, "group": cfg.group, "seed": cfg.seed,
         "config": resolved,
-        "iterations": it, "iterations_planned": schedule.steps, "epochs_completed": len(history),
+        "iterations": it, "iterations_planned": schedule.steps,
+        "epochs_completed": it // iters_per_epoch,
         "final": _summary(history[-1] if history else None),
         "best": _summary(max(finished, key=lambda r: r["test_accuracy"]) if finished else None),
         "diverged": diverged,

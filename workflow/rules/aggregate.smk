@@ -1,21 +1,9 @@
 # Tables and figures are rebuilt from whatever results exist (missing runs show as pending);
 # `make figures` runs the same command without Snakemake and without training.
-def _run_report_inputs(wc):
-    return [f"{R}/workflow_config.json"] + [
-        job.out_dir / "metrics.json" for job in PLAN.experiment_trains(wc.experiment)
-    ]
-
-
-def _range_report_inputs(wc):
-    jobs = PLAN.experiment_range_tests(wc.experiment)
-    return [f"{R}/workflow_config.json", PLAN.bounds_path(wc.experiment)] + [
-        job.out_dir / "history.csv" for job in jobs
-    ]
-
-
 rule report_experiment:
     input:
-        _run_report_inputs,
+        workflow_config=f"{R}/workflow_config.json",
+        results=_run_report_results,
     output:
         table_csv=f"{R}/tables/{{experiment}}.csv",
         table_md=report(f"{R}/tables/{{experiment}}.md", caption="../report/table.rst", category="Tables"),
@@ -35,12 +23,13 @@ rule report_experiment:
     conda:
         "../../environment.yml"
     shell:
-        "onecycle report --config {input[0]:q} --experiment {wildcards.experiment:q} --only runs > {log:q} 2>&1"
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only runs > {log:q} 2>&1"
 
 
 rule range_test_figure:
     input:
-        _range_report_inputs,
+        workflow_config=f"{R}/workflow_config.json",
+        results=_range_report_results,
     output:
         report(
             multiext(f"{R}/figures/{{experiment}}_range_test", ".png", ".pdf"),
@@ -52,4 +41,4 @@ rule range_test_figure:
     conda:
         "../../environment.yml"
     shell:
-        "onecycle report --config {input[0]:q} --experiment {wildcards.experiment:q} --only range-test > {log:q} 2>&1"
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only range-test > {log:q} 2>&1"

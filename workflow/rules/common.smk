@@ -1,4 +1,5 @@
 import re
+import shlex
 
 from onecycle import io
 
@@ -19,14 +20,18 @@ TRAIN_THREADS = PLAN.workflow.train_threads
 GPUS_PER_JOB = PLAN.workflow.gpus_per_job
 
 
-rule workflow_config:
-    output:
-        f"{R}/workflow_config.json",
-    log:
-        f"{R}/logs/workflow_config.log",
-    params:
-        config=config,
-    conda:
-        "../../environment.yml"
-    run:
-        io.write_json(output[0], params.config)
+def _train_inputs(wc):
+    job = PLAN.trains[wc.train_job]
+    inputs = {"spec": f"{R}/train/{wc.train_job}/spec.json", "data": PLAN.data_record(job.dataset)}
+    if job.needs_bounds:
+        inputs["bounds"] = PLAN.bounds_path(job.experiment)
+    return inputs
+
+
+def _run_report_results(wc):
+    return [job.out_dir / "metrics.json" for job in PLAN.experiment_trains(wc.experiment)]
+
+
+def _range_report_results(wc):
+    jobs = PLAN.experiment_range_tests(wc.experiment)
+    return [PLAN.bounds_path(wc.experiment)] + [job.out_dir / "history.csv" for job in jobs]

@@ -11,14 +11,6 @@ rule job_spec:
         io.write_json(output[0], params.config)
 
 
-def _train_inputs(wc):
-    job = PLAN.trains[wc.train_job]
-    inputs = {"spec": f"{R}/train/{wc.train_job}/spec.json", "data": PLAN.data_record(job.dataset)}
-    if job.needs_bounds:
-        inputs["bounds"] = PLAN.bounds_path(job.experiment)
-    return inputs
-
-
 rule train:
     input:
         unpack(_train_inputs),
@@ -31,7 +23,8 @@ rule train:
         f"{R}/logs/train/{{train_job}}/run.log",
     params:
         out=lambda wc: PLAN.trains[wc.train_job].out_dir,
-        bounds=lambda wc, input: f"--bounds {input.bounds}" if "bounds" in input.keys() else "",
+        # Pre-quoted: the only value here that is not formatted with :q below.
+        bounds=lambda wc, input: f"--bounds {shlex.quote(input.bounds)}" if "bounds" in input.keys() else "",
     threads: TRAIN_THREADS
     resources:
         gpu=GPUS_PER_JOB,

@@ -43,7 +43,7 @@ test-fast: setup
 
 # pytest-benchmark: each benchmark reports a ratio against a bare loop measured in the same run.
 bench: setup data
-	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-columns=mean,stddev,rounds -p no:randomly
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-autosave -p no:randomly
 
 # Tables and figures again from the stored results: no training runs.
 figures: setup

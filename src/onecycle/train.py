@@ -281,7 +281,9 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
                 if reason:
                     diverged = {"iteration": it - 1, "epoch": epoch + 1, "loss": value, "reason": reason}
                     break
-            if checkpointer.due() and it < schedule.steps:
+            # Not after an epoch's last batch: the epoch-end checkpoint follows its evaluation,
+            # and a resume from a snapshot taken before the evaluation would skip it.
+            if checkpointer.due() and batch_index < iters_per_epoch - 1:
                 checkpointer.save(snapshot(loss_sum.item(), elapsed + time.perf_counter() - epoch_start))
         skip = 0
         elapsed += time.perf_counter() - epoch_start

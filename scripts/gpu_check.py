@@ -1,0 +1,186 @@
+"""The GPU checks, in under 5 minutes on one GPU, printed as plain lines to paste in an issue note.
+
+    python scripts/gpu_check.py        (or: make gpu-check)
+
+With CUDA: the tests marked `gpu`, the benchmarks on CUDA (ONECYCLE_BENCH_DEVICE=cuda), and a
+short CIFAR-shaped throughput run: resnet56 on synthetic 3x32x32 uint8 images, batch 512,
+fp32 and bf16 autocast + channels_last, bare loop vs the suite. Without CUDA it says so, runs
+the throughput run with LeNet for a few iterations on CPU, and exits 0.
+
+Exit status 1 when a pytest step fails or times out, else 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from onecycle.config import OptimConfig
+from onecycle.data import ArrayDataset, Batches
+from onecycle.models import build_model
+from onecycle.optim import build_optimizer
+from onecycle.schedules import make_schedule
+from onecycle.train import train_step
+
+REPO = Path(__file__).resolve().parents[1]
+# Per pytest step, so the whole check stays within its 5 minutes even when a step hangs.
+TEST_TIMEOUT_S, BENCH_TIMEOUT_S = 90, 150
+NO_TESTS_COLLECTED = 5  # pytest's exit code when no test matched
+
+
+@dataclass(frozen=True)
+class Shape:
+    arch: str
+    channels: int
+    side: int
+    batch_size: int
+    iterations: int  # timed, per side
+    warmup: int  # untimed iterations first: cuDNN autotuning, allocator, lazy init
+
+
+CIFAR = Shape("resnet56", 3, 32, 512, 50, 10)
+CPU_FALLBACK = Shape("lenet", 1, 28, 128, 20, 3)
+THROUGHPUT_LEGEND = ("throughput: bare = torch SGD at a fixed lr on pre-made device batches; suite = "
+                     "Batches(pad_crop_mirror) + train_step + smith_1cycle; (suite/bare)")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)  # flush: the pytest children write to the same stdout
+
+
+def pytest_step(title: str, args: list[str], timeout_s: int, env: dict[str, str] | None = None) -> int:
+    say(f"--- {title}: python -m pytest {' '.join(args)}")
+    try:
+        code = subprocess.run([sys.executable, "-m", "pytest", *args], cwd=REPO, timeout=timeout_s,
+                              env=None if env is None else {**os.environ, **env}).returncode
+    except subprocess.TimeoutExpired:
+        say(f"{title}: TIMED OUT after {timeout_s} s")
+        return 1
+    if code == NO_TESTS_COLLECTED:
+        say(f"{title}: no tests selected (pytest exit {code}), nothing to run yet")
+        return 0
+    say(f"{title}: {'passed' if code == 0 else 'FAILED'} (pytest exit {code})")
+    return code
+
+
+def bare_step(model: nn.Module, optimizer: torch.optim.Optimizer):
+    def step(it: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = nn.functional.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+    return step
+
+
+def suite_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule):
+    def step(it: int, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return train_step(model, optimizer, schedule, it, x, y)
+    return step
+
+
+def timed_run(step, batches, warmup: int, device: torch.device) -> tuple[float, float]:
+    """Images/s over `batches` after `warmup` untimed iterations, and the last loss. `step(it,
+    x, y)` returns the loss tensor; the losses are read once at the end, which syncs."""
+    batches = iter(batches)
+    for it in range(warmup):
+        step(it, *next(batches))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start, images, losses = time.perf_counter(), 0, []
+    for it, (x, y) in enumerate(batches, start=warmup):
+        losses.append(step(it, x, y))
+        images += len(y)
+    values = torch.stack(losses).tolist()
+    return images / (time.perf_counter() - start), values[-1]
+
+
+def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last: bool) -> str:
+    """One line: images/s of the bare loop and of the suite (both update rules).
+
+    Bare: torch SGD at a fixed lr on pre-made batches already on the device (and already
+    channels_last when asked). Suite: `Batches` (pad_crop_mirror) feeding `train_step` with
+    Smith's 1cycle, the optimizer from `build_optimizer`. `train_step` has no autocast of its
+    own, so bf16 wraps whole iterations on every side alike.
+    """
+    count = (shape.warmup + shape.iterations) * shape.batch_size
+    generator = torch.Generator().manual_seed(0)
+    dataset = ArrayDataset(
+        torch.randint(0, 256, (count, shape.channels, shape.side, shape.side), generator=generator,
+                      dtype=torch.uint8),
+        torch.randint(0, 10, (count,), generator=generator), 10)
+    batches = Batches(dataset, shape.batch_size, shuffle=True, drop_last=True, augment="pad_crop_mirror",
+                      mean=dataset.channel_mean(), std=dataset.channel_std(), seed=0, device=device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    premade = [(x.contiguous(memory_format=memory_format), y) for x, y in batches.epoch(0)]
+    torch.manual_seed(0)
+    start_model = build_model(shape.arch, 10).to(device, memory_format=memory_format)
+    steps = shape.warmup + shape.iterations
+    schedule = make_schedule("smith_1cycle", steps, variant="caffe", base_lr=0.01, max_lr=0.05,
+                             stepsize=steps // 2, momentum=0.95, min_momentum=0.85)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    results = {}
+    with autocast:
+        model = copy.deepcopy(start_model)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+        results["bare"] = timed_run(bare_step(model, optimizer), premade, shape.warmup, device)
+        for rule in ("pytorch", "caffe"):
+            model = copy.deepcopy(start_model)
+            config = OptimConfig(update_rule=rule, momentum=0.9, weight_decay=5e-4)
+            optimizer = build_optimizer(model, config, lr=schedule.lr(0))
+            results[f"suite {rule} rule"] = timed_run(suite_step(model, optimizer, schedule),
+                                                      batches.epoch(1), shape.warmup, device)
+    bare_rate = results["bare"][0]
+    mode = ("bf16 autocast" if bf16 else "fp32") + (" + channels_last" if channels_last else "")
+    parts = [f"bare {bare_rate:,.0f} img/s"] + [f"{name} {rate:,.0f} img/s ({rate / bare_rate:.3f})"
+                                                 for name, (rate, _) in results.items() if name != "bare"]
+    losses = ", ".join(f"{loss:.3f}" for _, loss in results.values())
+    return (f"throughput {shape.arch} on {device.type}, batch {shape.batch_size}, {shape.iterations} "
+            f"timed iterations, {mode}: {'; '.join(parts)}; last losses {losses}")
+
+
+def main() -> int:
+    cuda = torch.cuda.is_available()
+    if not cuda:
+        # One thread, as the CPU benchmarks use (tests/benchmarks/conftest.py): on shared CPU
+        # machines several threads make the same loop's time swing several-fold.
+        torch.set_num_threads(1)
+    accelerator = "no CUDA device"
+    if cuda:
+        memory_gib = torch.cuda.get_device_properties(0).total_memory / 2**30
+        accelerator = f"{torch.cuda.get_device_name(0)} ({memory_gib:.0f} GiB), CUDA {torch.version.cuda}"
+    say(f"onecycle gpu-check {time.strftime('%Y-%m-%d %H:%M:%S')}: python {platform.python_version()}, "
+        f"torch {torch.__version__}, {accelerator}, {os.cpu_count()} CPUs, "
+        f"{torch.get_num_threads()} torch threads")
+    if not cuda:
+        say("CUDA is not available: skipping the gpu-marked tests, the CUDA benchmarks and the "
+            f"resnet56 run; a short {CPU_FALLBACK.arch} run on CPU instead (indicative only)")
+        say(THROUGHPUT_LEGEND)
+        say(throughput(CPU_FALLBACK, torch.device("cpu"), bf16=False, channels_last=False))
+        return 0
+    failures = 0
+    failures += pytest_step("gpu tests", ["-m", "gpu", "-q", "-p", "no:randomly"], TEST_TIMEOUT_S) != 0
+    failures += pytest_step("benchmarks on cuda",
+                            ["tests/benchmarks", "--benchmark-only", "-q", "-p", "no:randomly",
+                             "--benchmark-columns=median,iqr,rounds"],
+                            BENCH_TIMEOUT_S, env={"ONECYCLE_BENCH_DEVICE": "cuda"}) != 0
+    device = torch.device("cuda")
+    say(THROUGHPUT_LEGEND)
+    for bf16, channels_last in ((False, False), (True, True)):
+        say(throughput(CIFAR, device, bf16=bf16, channels_last=channels_last))
+    say(f"gpu-check: {'all steps passed' if not failures else f'{failures} step(s) FAILED'}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -45,13 +45,17 @@ def test_run_writes_results_and_follows_the_schedule(tiny_run_config, tmp_path):
     assert not (tmp_path / "checkpoint.pt").exists()
 
 
+def _history(cfg_dict, out):
+    _run(cfg_dict, out)
+    return pd.read_csv(out / "history.csv")[["train_loss", "test_loss", "test_accuracy"]]
+
+
 def test_same_seed_same_bits_other_seed_other_result(tiny_run_config, tmp_path):
-    a = pd.read_csv(_run(tiny_run_config, tmp_path / "a") and tmp_path / "a" / "history.csv")
-    b = pd.read_csv(_run(tiny_run_config, tmp_path / "b") and tmp_path / "b" / "history.csv")
-    columns = ["train_loss", "test_loss", "test_accuracy"]
-    pd.testing.assert_frame_equal(a[columns], b[columns], check_exact=True)
-    c = pd.read_csv(_run({**tiny_run_config, "seed": 1}, tmp_path / "c") and tmp_path / "c" / "history.csv")
-    assert not a[columns].equals(c[columns])
+    a = _history(tiny_run_config, tmp_path / "a")
+    b = _history(tiny_run_config, tmp_path / "b")
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    c = _history({**tiny_run_config, "seed": 1}, tmp_path / "c")
+    assert not a.equals(c)
 
 
 def test_divergence_is_recorded_not_raised(tiny_run_config, tmp_path):
@@ -113,3 +117,11 @@ def test_killed_run_resumes_bit_for_bit(tiny_run_config, tmp_path):
     log_resumed = pd.read_csv(killed / "train_log.csv")
     pd.testing.assert_frame_equal(log_whole, log_resumed, check_exact=True)
     assert json.loads((killed / "metrics.json").read_text())["status"] == "completed"
+
+
+def test_evaluation_interval_keeps_the_last_epoch(tiny_run_config, tmp_path):
+    cfg = deep_merge(tiny_run_config, {"train": {"epochs": 3, "eval_every_epochs": 2}})
+    metrics = _run(cfg, tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.epoch) == [2, 3] and list(history.iteration) == [16, 24]
+    assert metrics["epochs_completed"] == 3 and metrics["final"]["epoch"] == 3

@@ -1,0 +1,458 @@
+"""configs/paper.yaml, the Snakefile's default config: it expands, covers every published row
+that can run, resolves to the published settings (paper_tables.md), and builds a DAG.
+
+Job configs (`Job.config`) omit default values, so settings are read from the validated models
+(RunConfig / RangeTestConfig), never from the raw dicts."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO
+from onecycle.config import RangeTestConfig, RunConfig
+from onecycle.data import DATASETS, IMAGENETTE_WNIDS, FolderBatches
+from onecycle.experiments import expand
+from onecycle.models import build_model
+from onecycle.optim import build_optimizer
+from onecycle.published import load_published
+from onecycle.range_test import lr_range_test
+from onecycle.train import build_schedule, load_data
+
+PAPER = REPO / "configs" / "paper.yaml"
+PUBLISHED = REPO / "configs" / "reference" / "published.yaml"
+SEEDS = 4  # Part 1's 4 runs per setting (paper_tables.md D6)
+# Imagenette v2 training images (fastai/imagenette); `imagefolder` has no fixed train_size.
+IMAGENETTE_TRAIN = 9469
+# Caffe's test_interval in SC's and Part 1's solvers (paper_tables.md C1, C2).
+CAFFE_TEST_INTERVAL = 100
+
+NO_ARCHITECTURE = "CLR Table 1 ImageNet row: no AlexNet/GoogLeNet in onecycle.models"
+SKIPPED = {
+    "clr_t1_imagenet_alexnet_fixed": NO_ARCHITECTURE,
+    "clr_t1_imagenet_alexnet_triangular2": NO_ARCHITECTURE,
+    "clr_t1_imagenet_alexnet_exp_300k": NO_ARCHITECTURE,
+    "clr_t1_imagenet_alexnet_exp_460k": NO_ARCHITECTURE,
+    "clr_t1_imagenet_alexnet_exp_range": NO_ARCHITECTURE,
+    "clr_t1_imagenet_googlenet_fixed": NO_ARCHITECTURE,
+    "clr_t1_imagenet_googlenet_triangular2": NO_ARCHITECTURE,
+    "clr_t1_imagenet_googlenet_exp": NO_ARCHITECTURE,
+    "clr_t1_imagenet_googlenet_exp_range": NO_ARCHITECTURE,
+}
+
+# Groups per experiment; each group runs once per seed.
+GROUPS = {
+    "part1_t2_cifar10_wide32": 7,
+    "part1_t2_cifar10_densenet40": 7,
+    "part1_t2_mnist_lenet": 7,
+    "part1_t2_cifar100_resnet56": 7,
+    "sc_t1_resnet56": 10,
+    "sc_t1_max_lr_sweep": 5,
+    "sc_t1_stepsize_maf_sweep": 2,
+    "sc_batch_size_sweep": 3,
+    "part1_t1_cifar3_cm": 10,
+    "part1_t1_resnet56_cm": 10,
+    "clr_t1_cifar10": 5,
+    "imagenette_resnet50": 3,
+    # Range-test experiments: one curve each, plus one short group trained from its bounds.
+    "part1_fig14a_lenet_m0.9": 1,
+    "part1_fig14a_lenet_cm0.95-0.8": 1,
+    "part1_fig14b_lenet_wd1e-4": 1,
+    "part1_fig14b_lenet_wd5e-4": 1,
+    "part1_fig14b_lenet_wd1e-3": 1,
+    "part1_fig14b_lenet_wd3e-3": 1,
+    "part1_fig4a_cifar3_wd1e-4": 1,
+    "part1_fig4a_cifar3_wd4e-3": 1,
+    "part1_fig4a_cifar3_wd1e-2": 1,
+    "part1_fig13a_wide32_wd1e-3": 1,
+    "part1_fig13a_wide32_wd1e-4": 1,
+    "part1_fig13a_wide32_wd1e-5": 1,
+    "part1_fig15a_c100_resnet56_wd1e-4": 1,
+    "part1_fig15a_c100_resnet56_wd1e-5": 1,
+    "part1_fig15a_c100_resnet56_wd3e-4": 1,
+    "sc_fig2b_resnet56_5k": 1,
+    "sc_fig2b_resnet56_20k": 1,
+    "sc_fig2b_resnet56_100k": 1,
+}
+RANGE_TEST_EXPERIMENTS = {name for name in GROUPS if "_fig" in name}
+TRAIN_JOBS = SEEDS * sum(GROUPS.values())  # 376
+
+
+@pytest.fixture(scope="module")
+def raw():
+    return yaml.safe_load(PAPER.read_text())
+
+
+@pytest.fixture(scope="module")
+def plan(raw):
+    return expand(raw, str(PAPER))
+
+
+@pytest.fixture(scope="module")
+def published_ids():
+    return set(load_published(PUBLISHED)["id"])
+
+
+def _run(plan, experiment, group, seed=0):
+    """The job's validated RunConfig, its iterations per epoch, and its schedule."""
+    job = plan.trains[f"{experiment}/{group}/seed{seed}"]
+    cfg = RunConfig.model_validate(job.config)
+    train_size = cfg.data.train_subset or DATASETS[cfg.data.dataset].train_size or IMAGENETTE_TRAIN
+    iters_per_epoch = train_size // cfg.train.batch_size
+    bounds = {"base_lr": 0.1, "max_lr": 1.0} if job.needs_bounds else None
+    schedule, params = build_schedule(cfg, iters_per_epoch, bounds)
+    return cfg, iters_per_epoch, schedule, params
+
+
+def test_top_level_settings(plan):
+    wf = plan.workflow
+    assert str(plan.results_dir) == "results/paper"
+    assert wf.seeds == [0, 1, 2, 3]
+    assert wf.gpus_per_job == 1 and wf.train_threads == 4
+    assert wf.tolerance_pp > 0
+
+
+def test_no_number_was_read_as_a_string(raw):
+    # YAML 1.1 reads `1e-4` as a string; numbers must be written `1.0e-4`.
+    numeric = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+
+    def walk(node, path):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                yield from walk(value, f"{path}.{key}")
+        elif isinstance(node, list):
+            for i, value in enumerate(node):
+                yield from walk(value, f"{path}[{i}]")
+        elif isinstance(node, str) and numeric.match(node):
+            yield path
+
+    assert list(walk(raw, "")) == []
+
+
+def test_job_counts_per_experiment(plan):
+    assert set(plan.workflow.experiments) == set(GROUPS)
+    for name, groups in GROUPS.items():
+        assert len(plan.workflow.experiments[name].groups) == groups, name
+        assert len(plan.experiment_trains(name)) == groups * SEEDS, name
+    assert len(plan.trains) == TRAIN_JOBS == 376
+    # One range test per range-test experiment (seed 0), none elsewhere.
+    assert {job.experiment for job in plan.range_tests.values()} == RANGE_TEST_EXPERIMENTS
+    assert len(plan.range_tests) == len(RANGE_TEST_EXPERIMENTS) == 18
+    for name in RANGE_TEST_EXPERIMENTS:
+        assert all(job.needs_bounds for job in plan.experiment_trains(name)), name
+
+
+def test_every_runnable_published_row_is_mapped(plan, published_ids):
+    mapped = [row for exp in plan.workflow.experiments.values() for row in exp.published.values()]
+    assert set(mapped) <= published_ids, set(mapped) - published_ids
+    assert len(mapped) == len(set(mapped)), "a published row is mapped twice"
+    assert set(SKIPPED) <= published_ids and not set(SKIPPED) & set(mapped)
+    assert published_ids - set(SKIPPED) == set(mapped)
+    assert len(mapped) == 71
+
+
+def test_every_schedule_builds_at_its_real_length(plan):
+    for job in plan.trains.values():
+        if job.seed == 0:
+            _, _, schedule, _ = _run(plan, job.experiment, job.group)
+            assert schedule.steps > 1, job.job_id
+
+
+def test_mnist_1cycle_12_epochs(plan):
+    # A2: MNIST LeNet "0.01-0.1/5", CM 0.95-0.8, WD 5e-4, 12 epochs, TBS 512.
+    cfg, ipe, schedule, params = _run(plan, "part1_t2_mnist_lenet", "onecycle_12ep")
+    assert cfg.schedule.policy == "smith_1cycle"
+    assert cfg.schedule.params["stepsize_epochs"] == 5
+    assert ipe == 60000 // 512 == 117 and schedule.steps == 12 * 117
+    assert params == {"variant": "caffe", "base_lr": 0.01, "max_lr": 0.1, "stepsize": 5 * 117,
+                      "momentum": 0.95, "min_momentum": 0.8, "momentum_second_cycle": True}
+    assert cfg.train.batch_size == 512 and cfg.optim.weight_decay == 5.0e-4
+    assert cfg.optim.update_rule == "caffe"
+    assert schedule.lr(0) == pytest.approx(0.01) and schedule.lr(585) == pytest.approx(0.1)
+    assert schedule.momentum(0) == pytest.approx(0.95) and schedule.momentum(585) == pytest.approx(0.8)
+    assert schedule.lr(schedule.steps - 1) == pytest.approx(0.01 / 1000)  # Caffe tail (D3)
+
+
+def test_mnist_inv_baseline(plan):
+    # A2 remarks / S12: Caffe lenet_solver, inv gamma 1e-4 power 0.75, momentum 0.9.
+    cfg, _, schedule, params = _run(plan, "part1_t2_mnist_lenet", "inv_85ep")
+    assert params == {"base_lr": 0.01, "gamma": 1.0e-4, "power": 0.75}
+    assert cfg.optim.momentum == 0.9 and cfg.optim.algorithm == "sgd"
+    assert schedule.steps == 85 * 117
+
+
+def test_sc_clr_50k(plan):
+    # A3 / C1 clrsolver: triangular 0.1-3, stepsize 5k, 10k it, TBS 1000, BN maf 0.95.
+    cfg, ipe, schedule, params = _run(plan, "sc_t1_resnet56", "clr_50k")
+    assert ipe == 50000 // 1000 == 50 and cfg.train.epochs == 200 and schedule.steps == 10000
+    assert cfg.schedule.policy == "triangular"
+    assert params == {"base_lr": 0.1, "max_lr": 3.0, "stepsize": 5000}
+    assert schedule.lr(0) == pytest.approx(0.1) and schedule.lr(5000) == pytest.approx(3.0)
+    assert cfg.model.arch == "resnet56" and cfg.model.options == {"moving_average_fraction": 0.95}
+    assert (cfg.optim.algorithm, cfg.optim.update_rule) == ("sgd", "caffe")
+    assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1.0e-4
+    assert (cfg.data.augment, cfg.data.normalize) == ("mirror", "mean")
+
+
+def test_sc_piecewise_constant_50k(plan):
+    # A3 / C1 solver.prototxt: multistep 0.35, x0.1 at 50k and 70k of 80k, BN maf 0.999.
+    cfg, _, schedule, params = _run(plan, "sc_t1_resnet56", "pc_50k")
+    assert params == {"base_lr": 0.35, "gamma": 0.1, "stepvalue": [50000, 70000]}
+    assert schedule.steps == 80000
+    assert schedule.lr(49999) == pytest.approx(0.35) and schedule.lr(50000) == pytest.approx(0.035)
+    assert schedule.lr(79999) == pytest.approx(0.0035)
+    assert cfg.model.options == {"moving_average_fraction": 0.999}
+
+
+@pytest.mark.parametrize("samples", [40000, 30000, 20000, 10000])
+def test_sc_limited_data_keeps_the_iteration_budget(plan, samples):
+    k = samples // 1000
+    cfg, ipe, clr, params = _run(plan, "sc_t1_resnet56", f"clr_{k}k")
+    assert cfg.data.train_subset == samples and ipe == samples // 1000
+    # One triangular cycle, ending at base_lr, within 0.1 % of 10k iterations.
+    assert clr.steps in (2 * params["stepsize"], 2 * params["stepsize"] + 1)
+    assert abs(clr.steps - 10000) <= 10
+    cfg, _, pc, params = _run(plan, "sc_t1_resnet56", f"pc_{k}k")
+    assert params["stepvalue"] == [50000, 70000] and 80000 <= pc.steps <= 80010
+    assert cfg.model.options == {"moving_average_fraction": 0.999}
+
+
+def test_part1_step_baseline_fractions(plan):
+    # A2 remarks (V-log): multistep gamma 0.316 at 1/2, 3/4, 7/8, 7/8+1/32, 15/16 of training.
+    cfg, ipe, schedule, params = _run(plan, "part1_t2_cifar10_wide32", "step_100ep")
+    assert ipe == 97 and schedule.steps == 9700
+    assert params["base_lr"] == 0.1 and params["gamma"] == 0.316
+    for value, fraction in zip(params["stepvalue"], (1 / 2, 3 / 4, 7 / 8, 29 / 32, 15 / 16), strict=True):
+        assert abs(value - fraction * schedule.steps) <= 1
+    assert (cfg.optim.algorithm, cfg.optim.update_rule, cfg.optim.momentum) == ("nesterov", "caffe", 0.9)
+
+
+def test_part1_1cycle_rows(plan):
+    # A2: WRN "0.1-1/23" 50 epochs, CM 0.95-0.85; DenseNet "0.1-4/22" CM 0.9-0.85 WD 1e-6;
+    # C100 "0.09-0.9/45" 100 epochs.
+    _, _, _, wrn = _run(plan, "part1_t2_cifar10_wide32", "onecycle_50ep")
+    assert (wrn["base_lr"], wrn["max_lr"], wrn["stepsize"]) == (0.1, 1.0, 23 * 97)
+    assert (wrn["momentum"], wrn["min_momentum"]) == (0.95, 0.85)
+    cfg, _, _, den = _run(plan, "part1_t2_cifar10_densenet40", "onecycle_50ep")
+    assert (den["base_lr"], den["max_lr"], den["stepsize"]) == (0.1, 4.0, 22 * 97)
+    assert (den["momentum"], den["min_momentum"]) == (0.9, 0.85) and cfg.optim.weight_decay == 1.0e-6
+    _, _, _, c100 = _run(plan, "part1_t2_cifar100_resnet56", "onecycle_100ep")
+    assert (c100["base_lr"], c100["max_lr"], c100["stepsize"]) == (0.09, 0.9, 45 * 97)
+    for name in ("part1_t2_cifar10_wide32", "part1_t2_cifar10_densenet40", "part1_t2_cifar100_resnet56",
+                 "part1_t1_cifar3_cm", "part1_t1_resnet56_cm"):
+        for job in plan.experiment_trains(name):
+            cfg = RunConfig.model_validate(job.config)
+            assert (cfg.optim.algorithm, cfg.optim.update_rule) == ("nesterov", "caffe"), job.job_id
+            assert (cfg.data.augment, cfg.data.normalize) == ("mirror", "mean"), job.job_id
+            assert cfg.train.batch_size == (128 if name == "part1_t1_cifar3_cm" else 512), job.job_id
+
+
+def test_part1_table1_constant_lr_rows_are_constant(plan):
+    # A1: "0.1 (const)" rows, as S3 states them (the ambiguity is documented in the config).
+    for group in ("const_cm_down", "const_cm_up", "const_m85", "const_m90", "const_m95"):
+        _, _, schedule, _ = _run(plan, "part1_t1_resnet56_cm", group)
+        assert {schedule.lr(it) for it in range(0, schedule.steps, 97)} == {0.1}, group
+    _, _, schedule, _ = _run(plan, "part1_t1_resnet56_cm", "const_cm_down")
+    assert schedule.momentum(0) == pytest.approx(0.95) and schedule.momentum(41 * 97) == pytest.approx(0.85)
+    _, _, schedule, _ = _run(plan, "part1_t1_cifar3_cm", "cyclic_cm_up")
+    assert schedule.momentum(0) == pytest.approx(0.90) and schedule.momentum(11 * 390) == pytest.approx(1.0)
+
+
+def test_clr_table1_settings(plan):
+    # A5 (T-1): 0.001-0.006, stepsize 2000, batch 100 -> 500 it/epoch.
+    _, ipe, schedule, params = _run(plan, "clr_t1_cifar10", "triangular2_25k")
+    assert ipe == 500 and schedule.steps == 25000
+    assert params == {"base_lr": 0.001, "max_lr": 0.006, "stepsize": 2000}
+    _, _, schedule, _ = _run(plan, "clr_t1_cifar10", "exp_range_42k")
+    assert schedule.steps == 42000
+    _, _, schedule, _ = _run(plan, "clr_t1_cifar10", "fixed_70k")
+    assert schedule.steps == 70000 and schedule.lr(0) == pytest.approx(0.001)
+    # "decay" approximation: max_lr at the start, base_lr from stepsize on.
+    _, _, schedule, _ = _run(plan, "clr_t1_cifar10", "decay_25k")
+    assert schedule.lr(0) == pytest.approx(0.006)
+    assert schedule.lr(2000) == pytest.approx(0.001, rel=1e-6) == schedule.lr(24999)
+
+
+def test_imagenette_protocol_scaled_in_epochs(plan):
+    exp = plan.workflow.experiments["imagenette_resnet50"]
+    assert exp.published == {}
+    cfg, ipe, schedule, params = _run(plan, "imagenette_resnet50", "onecycle_20ep")
+    assert ipe == IMAGENETTE_TRAIN // 128 and cfg.train.epochs == 20
+    assert (params["base_lr"], params["max_lr"]) == (0.05, 1.0)
+    assert params["stepsize"] / schedule.steps == pytest.approx(0.475, abs=0.002)  # 95k of 200k (C2)
+    assert cfg.optim.weight_decay == 3.0e-6
+    cfg, _, _, params = _run(plan, "imagenette_resnet50", "step_130ep")
+    assert params == {"base_lr": 0.1, "gamma": 0.94, "stepsize": 2 * ipe}  # 20k it ~ 2.0 ImageNet epochs
+    assert cfg.optim.weight_decay == 1.0e-4
+    for job in plan.experiment_trains("imagenette_resnet50"):
+        # The prepare_data download's root and Imagenette's 10 classes (both defaults); nothing
+        # that load_data ignores for imagefolder (augment, normalize) is written.
+        assert job.config["data"] == {"dataset": "imagefolder"}, job.job_id
+        cfg = RunConfig.model_validate(job.config)
+        assert (cfg.data.root, cfg.data.classes) == (None, None)
+        assert (cfg.train.batch_size, cfg.train.eval_batch_size) == (128, 250)
+        assert (cfg.model.arch, cfg.model.init) == ("resnet50", "xavier")
+
+
+def _fake_imagenette(root, train_per_class, val_per_class):
+    from PIL import Image
+
+    for split, count in (("train", train_per_class), ("val", val_per_class)):
+        for label, wnid in enumerate(IMAGENETTE_WNIDS):
+            folder = root / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(count):
+                Image.new("RGB", (48, 40), (25 * label, 7 * i, 128)).save(folder / f"{wnid}_{i}.JPEG")
+
+
+def test_imagenette_config_loads_through_folder_batches(plan, tmp_path):
+    # The experiment's own job config, on a stand-in folder of Imagenette's layout (only `root`
+    # changed): load_data builds FolderBatches with torchvision's presets and Imagenette's 10
+    # classes, and the model gets 10 outputs. No training, no download.
+    _fake_imagenette(tmp_path, train_per_class=13, val_per_class=2)
+    job = plan.trains["imagenette_resnet50/onecycle_20ep/seed0"]
+    raw = {**job.config, "data": {**job.config["data"], "root": str(tmp_path)}}
+    cfg = RunConfig.model_validate(raw)
+    bundle = load_data(cfg, torch.device("cpu"))
+    assert isinstance(bundle.train, FolderBatches) and isinstance(bundle.test, FolderBatches)
+    assert (bundle.num_classes, bundle.in_channels) == (10, 3)
+    assert bundle.train.dataset.classes == IMAGENETTE_WNIDS
+    assert (bundle.train.augment, bundle.test.augment) == ("random_resized_crop_mirror", "center_crop")
+    assert len(bundle.train) == 130 // 128 == 1  # drop_last, as 9469 // 128 = 73 on Imagenette
+    images, labels = next(iter(bundle.test.epoch(0)))
+    assert images.shape == (20, 3, 224, 224) and sorted(set(labels.tolist())) == list(range(10))
+    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
+                        **cfg.model.options)
+    assert model.fc.out_features == 10
+
+
+def test_evaluation_spacing_follows_caffes_test_interval(plan):
+    # Header "Evaluation spacing": Caffe tested every 100 it (C1, C2); every run evaluates every
+    # max(1, floor(100 / iterations per epoch)) epochs, i.e. never sparser than Caffe, and never
+    # denser than needed, except that an epoch of 51-100 it is evaluated every epoch.
+    for job in plan.trains.values():
+        if job.seed == 0:
+            cfg, ipe, _, _ = _run(plan, job.experiment, job.group)
+            every = cfg.train.eval_every_epochs
+            assert every == max(1, CAFFE_TEST_INTERVAL // ipe), (job.job_id, ipe, every)
+            assert every * ipe <= max(CAFFE_TEST_INTERVAL, ipe), job.job_id
+    # SC Table 1: 100 it at 50k and on the 10k subset (8 000 epochs -> 800 evaluations, the
+    # last after the final epoch), 90 it on 30k (2 667 = 3 x 889 epochs).
+    expected = {"clr_50k": (50, 2), "pc_50k": (50, 2), "pc_40k": (40, 2), "pc_30k": (30, 3),
+                "clr_30k": (30, 3), "pc_20k": (20, 5), "pc_10k": (10, 10), "clr_10k": (10, 10)}
+    for group, (ipe_expected, every_expected) in expected.items():
+        cfg, ipe, _, _ = _run(plan, "sc_t1_resnet56", group)
+        assert (ipe, cfg.train.eval_every_epochs) == (ipe_expected, every_expected), group
+    cfg, _, schedule, _ = _run(plan, "sc_t1_resnet56", "pc_10k")
+    evaluated = [e for e in range(1, cfg.train.epochs + 1)
+                 if e % cfg.train.eval_every_epochs == 0 or e == cfg.train.epochs]
+    assert len(evaluated) == 800 and evaluated[-1] * 10 == schedule.steps
+    cfg, ipe, _, _ = _run(plan, "sc_t1_resnet56", "pc_30k")
+    assert cfg.train.epochs % cfg.train.eval_every_epochs == 0 and cfg.train.epochs // 3 == 889
+    # The batch-size sweep: TBS 1536 every 3 epochs (96 it); 512 and 256 every epoch.
+    for group, every_expected in (("tbs1536", 3), ("tbs512", 1), ("tbs256", 1)):
+        cfg, _, _, _ = _run(plan, "sc_batch_size_sweep", group)
+        assert cfg.train.eval_every_epochs == every_expected, group
+
+
+def _range_test(plan, experiment):
+    """The experiment's validated range-test config (seed 0), defaults filled in."""
+    return RangeTestConfig.model_validate(plan.range_tests[f"{experiment}/seed0"].config)
+
+
+def test_range_tests(plan):
+    spec = _range_test(plan, "sc_fig2b_resnet56_20k").range_test
+    assert (spec.ramp, spec.start_lr, spec.end_lr, spec.iterations) == ("linear", 0.0, 3.0, 20000)
+    assert {_range_test(plan, f"sc_fig2b_resnet56_{n}").range_test.iterations
+            for n in ("5k", "20k", "100k")} == {5000, 20000, 100000}
+    wds = {_range_test(plan, job.experiment).optim.weight_decay for job in plan.range_tests.values()
+           if job.experiment.startswith("part1_fig14b")}
+    assert wds == {1.0e-4, 5.0e-4, 1.0e-3, 3.0e-3}
+    spec = _range_test(plan, "part1_fig13a_wide32_wd1e-4").range_test
+    assert (spec.start_lr, spec.end_lr, spec.iterations) == (0.1, 1.0, 9765)
+
+
+# "CM 0.95-0.8" in an experiment's description or `replicates`: cyclical momentum, max-min.
+CM = re.compile(r"\bCM (0\.\d+)-(0\.\d+)\b")
+
+
+def test_range_test_momentum_ramps(plan):
+    # B1: Part 1 Fig 13a, 14a (CM curve), 14b and 15a ramp the momentum max -> min during the
+    # test (clrsolver: momentum stepsize = max_iter, C2); Fig 14a's other curve, Fig 4a and SC
+    # Fig 2b hold it constant.
+    ramped = {}
+    for job in plan.range_tests.values():
+        exp = plan.workflow.experiments[job.experiment]
+        cfg = _range_test(plan, job.experiment)
+        match = CM.search(f"{exp.description} {exp.replicates}")
+        expected = [float(match[1]), float(match[2])] if match else None
+        assert cfg.range_test.momentum_range == expected, job.experiment
+        if expected:
+            ramped[job.experiment] = expected
+            # The ramp starts where optim.momentum stands (the groups' fallback momentum).
+            assert cfg.optim.momentum == expected[0], job.experiment
+    assert ramped == {
+        "part1_fig14a_lenet_cm0.95-0.8": [0.95, 0.8],
+        **{f"part1_fig14b_lenet_wd{wd}": [0.95, 0.8] for wd in ("1e-4", "5e-4", "1e-3", "3e-3")},
+        **{f"part1_fig13a_wide32_wd{wd}": [0.95, 0.85] for wd in ("1e-3", "1e-4", "1e-5")},
+        **{f"part1_fig15a_c100_resnet56_wd{wd}": [0.95, 0.85] for wd in ("1e-4", "1e-5", "3e-4")},
+    }
+    assert _range_test(plan, "part1_fig14a_lenet_m0.9").optim.momentum == 0.9
+
+
+def test_fig14a_momentum_ramp_reaches_the_optimizer(plan):
+    # The YAML list goes through RangeTestSpec, the experiment's own optimizer (Caffe rule,
+    # Nesterov) and lr_range_test: momentum falls linearly 0.95 -> 0.8 over the test. A 20-
+    # iteration stand-in for the 10 000-iteration test, on a toy problem.
+    cfg = _range_test(plan, "part1_fig14a_lenet_cm0.95-0.8")
+    spec = cfg.range_test
+    assert spec.momentum_range == [0.95, 0.8]
+    torch.manual_seed(0)
+    x = torch.randn(64, 8)
+    batches = [(x[i:i + 16], (x[i:i + 16, 0] > 0).long()) for i in range(0, 64, 16)]
+    model = torch.nn.Linear(8, 2)
+    optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
+    assert (cfg.optim.algorithm, cfg.optim.update_rule) == ("nesterov", "caffe")
+    iterations = 20
+    result = lr_range_test(model, batches, optimizer, start_lr=spec.start_lr, end_lr=spec.end_lr,
+                           iterations=iterations, ramp=spec.ramp, momentum_range=spec.momentum_range)
+    expected = [0.95 + (0.8 - 0.95) * it / iterations for it in range(iterations)]
+    assert result.history.momentum.tolist() == pytest.approx(expected)
+    assert result.history.lr.iloc[0] == pytest.approx(0.001)
+
+
+def _job_stats(output):
+    """{rule: count} from Snakemake's "Job stats" table."""
+    lines = output[output.index("Job stats:"):].splitlines()[3:]
+    stats = {}
+    for line in lines:
+        parts = line.split()
+        if len(parts) != 2 or not parts[1].isdigit():
+            break
+        stats[parts[0]] = int(parts[1])
+    return stats
+
+
+@pytest.mark.slow
+def test_snakemake_dry_run_of_the_default_config():
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    snakemake = shutil.which("snakemake", path=env["PATH"])
+    # The Snakefile's default configfile is relative to the working directory, so this runs in
+    # the repository. --forceall: every job counts whatever results/paper already holds;
+    # --nolock: never contends with a real run there.
+    command = [snakemake, "-n", "--forceall", "--nolock", "--cores", "all", "--resources", "gpu=4"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
+    output = result.stdout + result.stderr
+    assert "configs/paper.yaml" in output
+    stats = _job_stats(output)
+    assert stats["train"] == TRAIN_JOBS and stats["job_spec"] == TRAIN_JOBS
+    assert stats["range_test"] == stats["combine_bounds"] == len(RANGE_TEST_EXPERIMENTS)
+    assert stats["report_experiment"] == len(GROUPS)
+    assert stats["prepare_data"] == 4  # cifar10, cifar100, mnist, imagefolder
+    assert stats["total"] == sum(count for rule, count in stats.items() if rule != "total")

@@ -74,3 +74,33 @@ def test_dag_is_complete_and_report_regenerates_without_training(dag_run):
     assert report.returncode == 0, report.stderr
     assert table.exists()
     assert {p: p.stat().st_mtime_ns for p in metrics} == before
+
+
+def test_html_report_holds_every_table_and_figure(dag_run):
+    work, command, env = dag_run
+    report = work / "report.html"
+    result = subprocess.run([*command, "--report", str(report)], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    html = report.read_text(errors="replace")
+    for name in ("fmnist_lenet.md", "fmnist_lenet_paired.csv", "fmnist_lenet_time_to_accuracy.csv",
+                 "fmnist_lenet_accuracy.png", "fmnist_lenet_range_test.png"):
+        assert name in html, name
+
+
+@pytest.mark.parametrize("patch, message", [
+    ({"seeds": [0, 0]}, "seeds [0, 0] repeat a value: two runs would write the same folder"),
+    ({"experiments": {"fmnist_lenet": {"base": {"optim": {"weight_decay": "5e-4"}}}}},
+     "'optim.weight_decay' = '5e-4'"),
+])
+def test_bad_workflow_config_fails_before_any_job(tmp_path, patch, message):
+    from onecycle.config import deep_merge
+
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(deep_merge(smoke, patch)))
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
+    result = subprocess.run([shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"),
+                             "--directory", str(tmp_path), "--configfile", str(tmp_path / "bad.yaml"), "-n", "--cores", "1"],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and message in result.stdout + result.stderr
+    assert not (tmp_path / "results").exists()

@@ -29,6 +29,7 @@ from onecycle import io
 from onecycle.config import RangeTestConfig
 from onecycle.models import build_model
 from onecycle.optim import build_optimizer
+from onecycle.train import evaluate, load_data, resolve_device
 
 HISTORY_COLUMNS = ("iteration", "lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
 
@@ -44,20 +45,6 @@ class RangeTestResult:
     history: pd.DataFrame
     suggestions: dict[str, bound_rules.Suggestion]
     diverged: dict[str, Any] | None
-
-
-@torch.no_grad()
-def _evaluate(model: nn.Module, batches: Iterable, loss_fn: Callable) -> tuple[float, float]:
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in batches:
-        logits = model(x)
-        loss_sum += loss_fn(logits, y).item() * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
-    return loss_sum / count, correct / count
 
 
 def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, *,
@@ -109,7 +96,7 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
             break
         best_smoothed = min(best_smoothed, smoothed)
         if eval_batches is not None and ((it + 1) % eval_every == 0 or it == iterations - 1):
-            row["test_loss"], row["test_accuracy"] = _evaluate(model, eval_batches, loss_fn)
+            row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn)
         rows.append(row)
     if saved is not None:
         model.load_state_dict(saved[0])
@@ -141,8 +128,6 @@ class _FixedSet:
 def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, Any]:
     """`onecycle range-test`: build data and model from a config, run, write history.csv,
     bounds.json and (last) metrics.json."""
-    from onecycle.train import load_data, resolve_device  # shared data path with training
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     spec = cfg.range_test

@@ -21,6 +21,7 @@ def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
     return {**{f"table_{ext}": tables / f"{experiment}.{ext}" for ext in ("csv", "md", "tex")},
             "time_to_accuracy": tables / f"{experiment}_time_to_accuracy.csv",
+            "paired": tables / f"{experiment}_paired.csv",
             **{f"accuracy_{ext}": figures / f"{experiment}_accuracy.{ext}" for ext in ("png", "pdf")}}
 
 
@@ -68,9 +69,12 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     histories = _histories(trains, "history.csv")
     if exp.candidate and exp.baseline:
         speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate)
+        # 1cycle minus baseline over the seeds both have: mean difference, bootstrap CI, sign-flip p.
+        paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment)])
     else:
-        speed = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
+        speed = paired = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
     io.write_csv(outputs["time_to_accuracy"], speed)
+    io.write_csv(outputs["paired"], paired)
 
     traces = {group: frames[0][1] for group, frames in _histories(trains, "train_log.csv").items()}
     plots.plot_accuracy_curves({g: [f for _, f in frames] for g, frames in histories.items()}, traces,

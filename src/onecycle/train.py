@@ -18,6 +18,7 @@ import json
 import math
 import os
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -165,16 +166,19 @@ def check_schedule(cfg: RunConfig) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Any) -> tuple[float, float]:
-    """Mean loss and accuracy over every example `batches` yields (the full test set)."""
+def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, float]:
+    """Mean loss and accuracy over every example `batches` yields (for training runs: the full
+    test set); the model's train/eval mode is restored afterwards."""
+    was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
-    for x, y in batches.epoch(0):
+    for x, y in batches:
         logits = model(x)
-        loss_sum += nn.functional.cross_entropy(logits, y, reduction="sum").item()
+        loss_sum += loss_fn(logits, y).item() * y.numel()
         correct += (logits.argmax(1) == y).sum().item()
         count += y.numel()
-    model.train()
+    model.train(was_training)
     return loss_sum / count, correct / count
 
 
@@ -291,7 +295,7 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
             break
         last_epoch = epoch + 1 == train_cfg.epochs
         if (epoch + 1) % train_cfg.eval_every_epochs == 0 or last_epoch:
-            test_loss, test_accuracy = evaluate(model, bundle.test)
+            test_loss, test_accuracy = evaluate(model, bundle.test.epoch(0))
             history.append({"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
                             "momentum": optimizer.param_groups[0].get("momentum"),
                             "train_loss": loss_sum.item() / iters_per_epoch, "test_loss": test_loss,

@@ -13,6 +13,11 @@ rule report_experiment:
             caption="../report/time_to_accuracy.rst",
             category="Tables",
         ),
+        paired=report(
+            f"{R}/tables/{{experiment}}_paired.csv",
+            caption="../report/paired.rst",
+            category="Tables",
+        ),
         figures=report(
             multiext(f"{R}/figures/{{experiment}}_accuracy", ".png", ".pdf"),
             caption="../report/accuracy.rst",

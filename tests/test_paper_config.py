@@ -78,9 +78,15 @@ GROUPS = {
     "sc_fig2b_resnet56_5k": 1,
     "sc_fig2b_resnet56_20k": 1,
     "sc_fig2b_resnet56_100k": 1,
+    "part1_fig7a_cifar3_mom0p9": 1,
+    "part1_fig7a_cifar3_mom0p7": 1,
+    "part1_fig7a_cifar3_mom0p99": 1,
+    "part1_fig7b_cifar3_momentum_range_test": 4,   # plus the four short fixed-momentum runs
+    "part1_fig13d_densenet40_tbs256": 1,
+    "part1_fig13d_densenet40_tbs512": 1,
 }
 RANGE_TEST_EXPERIMENTS = {name for name in GROUPS if "_fig" in name}
-TRAIN_JOBS = SEEDS * sum(GROUPS.values())  # 376
+TRAIN_JOBS = SEEDS * sum(GROUPS.values())  # 412
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +145,15 @@ def test_job_counts_per_experiment(plan):
     for name, groups in GROUPS.items():
         assert len(plan.workflow.experiments[name].groups) == groups, name
         assert len(plan.experiment_trains(name)) == groups * SEEDS, name
-    assert len(plan.trains) == TRAIN_JOBS == 376
+    assert len(plan.trains) == TRAIN_JOBS == 412
     # One range test per range-test experiment (seed 0), none elsewhere.
     assert {job.experiment for job in plan.range_tests.values()} == RANGE_TEST_EXPERIMENTS
-    assert len(plan.range_tests) == len(RANGE_TEST_EXPERIMENTS) == 18
-    for name in RANGE_TEST_EXPERIMENTS:
+    assert len(plan.range_tests) == len(RANGE_TEST_EXPERIMENTS) == 24
+    # Their groups train from the range test's bounds; the momentum range test (Fig 7b) has no LR
+    # bounds, so its short runs use fixed settings.
+    for name in RANGE_TEST_EXPERIMENTS - {"part1_fig7b_cifar3_momentum_range_test"}:
         assert all(job.needs_bounds for job in plan.experiment_trains(name)), name
+    assert not any(job.needs_bounds for job in plan.experiment_trains("part1_fig7b_cifar3_momentum_range_test"))
 
 
 def test_every_runnable_published_row_is_mapped(plan, published_ids):
@@ -389,6 +398,8 @@ def test_range_test_momentum_ramps(plan):
     for job in plan.range_tests.values():
         exp = plan.workflow.experiments[job.experiment]
         cfg = _range_test(plan, job.experiment)
+        if cfg.range_test.start_lr == cfg.range_test.end_lr:
+            continue  # the momentum range test, pinned in its own test below
         match = CM.search(f"{exp.description} {exp.replicates}")
         expected = [float(match[1]), float(match[2])] if match else None
         assert cfg.range_test.momentum_range == expected, job.experiment
@@ -401,6 +412,7 @@ def test_range_test_momentum_ramps(plan):
         **{f"part1_fig14b_lenet_wd{wd}": [0.95, 0.8] for wd in ("1e-4", "5e-4", "1e-3", "3e-3")},
         **{f"part1_fig13a_wide32_wd{wd}": [0.95, 0.85] for wd in ("1e-3", "1e-4", "1e-5")},
         **{f"part1_fig15a_c100_resnet56_wd{wd}": [0.95, 0.85] for wd in ("1e-4", "1e-5", "3e-4")},
+        **{f"part1_fig13d_densenet40_tbs{tbs}": [0.9, 0.85] for tbs in (256, 512)},
     }
     assert _range_test(plan, "part1_fig14a_lenet_m0.9").optim.momentum == 0.9
 
@@ -456,3 +468,16 @@ def test_snakemake_dry_run_of_the_default_config():
     assert stats["report_experiment"] == len(GROUPS)
     assert stats["prepare_data"] == 4  # cifar10, cifar100, mnist, imagefolder
     assert stats["total"] == sum(count for rule, count in stats.items() if rule != "total")
+
+
+def test_fig7b_momentum_range_test_and_short_runs(plan):
+    # Part 1 Fig 7b (B1): LR 0.01 held, momentum 0.7 -> 1, WD 4e-3, TBS 548, 10k iterations;
+    # then the short fixed-momentum runs at 0.99 / 0.97 / 0.95 / 0.9 (D2).
+    cfg = _range_test(plan, "part1_fig7b_cifar3_momentum_range_test")
+    spec = cfg.range_test
+    assert (spec.start_lr, spec.end_lr, spec.momentum_range, spec.iterations) == (0.01, 0.01, [0.7, 1.0], 10000)
+    assert (cfg.optim.weight_decay, cfg.train.batch_size) == (4e-3, 548)
+    momenta = sorted(job.config["schedule"]["params"]["momentum"]
+                     for job in plan.experiment_trains("part1_fig7b_cifar3_momentum_range_test")
+                     if job.seed == 0)
+    assert momenta == [0.9, 0.95, 0.97, 0.99]

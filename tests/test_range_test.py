@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from onecycle.range_test import combine_bounds, lr_range_test, ramp_lr
+from onecycle.plots import plot_range_test
+from onecycle.range_test import bounds_record, combine_bounds, lr_range_test, ramp_lr
 
 
 def _problem(seed=0):
@@ -74,3 +75,26 @@ def test_combined_bounds_take_the_median_over_seeds():
     combined = combine_bounds(records)
     assert combined["max_lr"] == pytest.approx(0.2) and combined["base_lr"] == pytest.approx(0.02)
     assert (combined["n_seeds"], combined["n_seeds_with_bounds"]) == (4, 3)
+
+
+def test_momentum_range_test_holds_lr_and_ramps_momentum(tmp_path):
+    # Part 1 §4.3, Fig 7b: LR 0.01 held, momentum 0.7 -> 1 over the test.
+    model, optimizer, loader = _problem()
+    result = lr_range_test(model, loader, optimizer, start_lr=0.01, end_lr=0.01, iterations=10,
+                           momentum_range=(0.7, 1.0), eval_batches=loader, eval_every=5)
+    assert set(result.history.lr) == {0.01}
+    assert result.history.momentum.tolist() == pytest.approx([0.7 + 0.03 * i for i in range(10)])
+    assert result.suggestions == {}
+    record = bounds_record(result.suggestions, "smith_accuracy_peak", "1cycle", None)
+    assert record["max_lr"] is None and record["base_lr"] is None
+    paths = plot_range_test([result.history], record, tmp_path / "momentum", "Part 1 Fig 7b", x="momentum")
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_momentum_range_test_config_needs_a_momentum_ramp():
+    from onecycle.config import ConfigError, RangeTestSpec, parse
+
+    assert parse(RangeTestSpec, {"start_lr": 0.01, "end_lr": 0.01, "iterations": 100,
+                                 "momentum_range": [0.7, 1.0]}).momentum_range == [0.7, 1.0]
+    with pytest.raises(ConfigError, match="give momentum_range for a momentum range test"):
+        parse(RangeTestSpec, {"start_lr": 0.01, "end_lr": 0.01, "iterations": 100})

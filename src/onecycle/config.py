@@ -149,12 +149,18 @@ class RangeTestSpec(StrictModel):
 
     @model_validator(mode="after")
     def _ramp_is_sane(self) -> RangeTestSpec:
-        if self.end_lr <= self.start_lr:
+        if self.end_lr == self.start_lr:
+            # A momentum range test (Part 1 §4.3, Fig 7b): LR held, momentum ramped.
+            if self.momentum_range is None:
+                raise ValueError(f"end_lr equals start_lr ({self.start_lr}): give momentum_range for a "
+                                 "momentum range test, or an end_lr above start_lr")
+        elif self.end_lr < self.start_lr:
             raise ValueError(f"end_lr ({self.end_lr}) must be above start_lr ({self.start_lr})")
         if self.ramp == "exponential" and self.start_lr <= 0:
             raise ValueError("start_lr must be > 0 for an exponential ramp")
-        if self.momentum_range is not None and not all(0 <= m < 1 for m in self.momentum_range):
-            raise ValueError(f"momentum_range values must lie in [0, 1), got {self.momentum_range}")
+        # Up to 1 inclusive: Part 1's momentum range test (Fig 7b) ramps 0.7 -> 1.
+        if self.momentum_range is not None and not all(0 <= m <= 1 for m in self.momentum_range):
+            raise ValueError(f"momentum_range values must lie in [0, 1], got {self.momentum_range}")
         return self
 
     @field_validator("bounds_rule")

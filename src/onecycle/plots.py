@@ -81,7 +81,9 @@ def _finite_curve(frame: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.n
 
 
 def _seed_curves(frames: Sequence[pd.DataFrame], x: str, y: str, y_scale: float) -> list[tuple[np.ndarray, ...]]:
-    return [(xs, ys * y_scale) for xs, ys in (_finite_curve(f, x, y) for f in frames)]
+    # Sorted by x: a momentum range test may ramp momentum downwards, and interpolation needs x rising.
+    curves = [_finite_curve(f, x, y) for f in frames]
+    return [(xs[order], ys[order] * y_scale) for xs, ys in curves for order in [np.argsort(xs, kind="stable")]]
 
 
 def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
@@ -135,20 +137,24 @@ def choose_scale(values: Sequence[float]) -> str:
 
 
 def plot_range_test(histories: Sequence[pd.DataFrame], bounds: Mapping[str, Any] | None, out_stem: Path,
-                    title: str, *, x_scale: str | None = None) -> list[Path]:
+                    title: str, *, x_scale: str | None = None, x: str = "lr") -> list[Path]:
     """LR range test: smoothed train loss, test loss and test accuracy (%) against LR.
 
     histories: one range-test history.csv frame per seed. bounds: a bounds.json mapping (or the
     combined bounds of several seeds): `base_lr`/`max_lr` are drawn as vertical lines, and each
     entry of `suggestions` with a `max_lr` as a marker on the loss panel. x_scale: "linear",
-    "log", or None to choose with `choose_scale`. Returns the written PNG and PDF paths.
+    "log", or None to choose with `choose_scale`. x: "lr", or "momentum" for a momentum range
+    test (Part 1 Fig 7b: LR held, momentum ramped; no LR bounds then). Returns the written PNG
+    and PDF paths.
     """
+    if x not in ("lr", "momentum"):
+        raise ValueError(f"plot_range_test: x must be 'lr' or 'momentum', got {x!r}")
     panels = (("smoothed_loss", "smoothed train loss", 1.0), ("test_loss", "test loss", 1.0),
               ("test_accuracy", "test accuracy (%)", 100.0))
     for i, history in enumerate(histories):
-        _require_columns(history, ["lr"] + [column for column, _, _ in panels], f"range-test history #{i}")
+        _require_columns(history, [x] + [column for column, _, _ in panels], f"range-test history #{i}")
     if x_scale is None:
-        x_scale = choose_scale([lr for h in histories for lr in h["lr"].to_numpy(dtype=float)])
+        x_scale = choose_scale([v for h in histories for v in h[x].to_numpy(dtype=float)])
     if x_scale not in ("linear", "log"):
         raise ValueError(f"plot_range_test: x_scale must be 'linear', 'log' or None, got {x_scale!r}")
 
@@ -157,11 +163,11 @@ def plot_range_test(histories: Sequence[pd.DataFrame], bounds: Mapping[str, Any]
         axes = fig.subplots(1, len(panels), sharex=True)
         color = sns.color_palette("colorblind")[0]
         for ax, (column, label, scale) in zip(axes, panels):
-            _draw_mean_band(ax, _seed_curves(histories, "lr", column, scale), color, "range test")
+            _draw_mean_band(ax, _seed_curves(histories, x, column, scale), color, "range test")
             ax.set_xscale(x_scale)
-            ax.set_xlabel("learning rate")
+            ax.set_xlabel("learning rate" if x == "lr" else "momentum")
             ax.set_ylabel(label)
-        if bounds is not None:
+        if bounds is not None and x == "lr":
             _draw_bounds(axes, axes[0], bounds)
         _finish(axes[0], empty=not histories, legend_loc="best")
         fig.suptitle(title)

@@ -102,7 +102,9 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
         model.load_state_dict(saved[0])
         optimizer.load_state_dict(saved[1])
     history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    return RangeTestResult(history, bound_rules.suggest_all(history), diverged)
+    # LR bounds only come from an LR ramp; a momentum range test (start_lr == end_lr) has none.
+    suggestions = bound_rules.suggest_all(history) if end_lr > start_lr else {}
+    return RangeTestResult(history, suggestions, diverged)
 
 
 class _EpochStream:
@@ -157,9 +159,11 @@ def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, A
 
 def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, policy_kind: str,
                   divisor: float | None) -> dict[str, Any]:
-    """Every heuristic's suggestion side by side, and the (base_lr, max_lr) the chosen one gives."""
-    chosen = suggestions[rule]
-    base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor) if chosen.max_lr is not None else (None, None)
+    """Every heuristic's suggestion side by side, and the (base_lr, max_lr) the chosen one gives
+    (none for a momentum range test, which has no LR suggestions)."""
+    chosen = suggestions.get(rule)
+    found = chosen is not None and chosen.max_lr is not None
+    base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor) if found else (None, None)
     return {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
             "chosen_rule": rule, "policy_kind": policy_kind, "base_lr": base_lr, "max_lr": max_lr}
 

@@ -96,6 +96,9 @@ def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
     if bounds is not None and first_seed_bounds.exists():
         # The heuristics' suggestions (of the first seed) become markers on the figure.
         bounds = {**bounds, "suggestions": io.read_json(first_seed_bounds)["suggestions"]}
+    spec = jobs[0].config["range_test"]
+    momentum_test = spec["start_lr"] == spec["end_lr"]  # Part 1 Fig 7b: LR held, momentum ramped
     plots.plot_range_test(frames, bounds, outputs["range_test_png"].with_suffix(""),
-                          title=f"LR range test: {_caption(plan, experiment)}")
+                          title=f"{'Momentum' if momentum_test else 'LR'} range test: {_caption(plan, experiment)}",
+                          x="momentum" if momentum_test else "lr")
     return list(outputs.values())

@@ -36,6 +36,7 @@ localrules:
     combine_bounds,
     report_experiment,
     range_test_figure,
+    comparison_figure,
 
 
 rule all:

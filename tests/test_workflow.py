@@ -52,7 +52,7 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
     onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_3ep" / "seed0" / "metrics.json").read_text())
     assert onecycle["config"]["schedule_resolved"]["params"]["max_lr"] == pytest.approx(bounds["max_lr"])
     assert onecycle["provenance"]["package_version"]
-    for figure in ("fmnist_lenet_accuracy", "fmnist_lenet_range_test"):
+    for figure in ("fmnist_lenet_accuracy", "fmnist_lenet_range_test", "fmnist_lenet_comparison"):
         assert (results / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (results / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
     markdown = (results / "tables" / "fmnist_lenet.md").read_text()

@@ -66,7 +66,7 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments import expand
-    from onecycle.report import write_experiment_report, write_range_test_figure
+    from onecycle.report import write_comparison_figure, write_experiment_report, write_range_test_figure
 
     plan = expand(load_mapping(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
@@ -79,6 +79,8 @@ def _report(args: argparse.Namespace) -> int:
             written += write_experiment_report(plan, name)
         if args.only in (None, "range-test"):
             written += write_range_test_figure(plan, name)
+        if args.only in (None, "comparison"):
+            written += write_comparison_figure(plan, name)
         for path in written:
             print(path)
     return 0
@@ -120,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment")
-    p.add_argument("--only", choices=("runs", "range-test"),
-                   help="only the training tables/figures, or only the range-test figure")
+    p.add_argument("--only", choices=("runs", "range-test", "comparison"),
+                   help="only the training tables/figures, the range-test figure or the comparison figure")
     p.set_defaults(handler=_report)
 
     cli_schedule.register(sub)

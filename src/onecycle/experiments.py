@@ -24,10 +24,18 @@ from pydantic import Field, field_validator, model_validator
 
 from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
                              parse)
+from onecycle.distributed import check_batch_size
 from onecycle.train import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class Comparison(StrictModel):
+    """What a comparison figure puts on its axes: dotted config paths, or "group"."""
+
+    x: str                      # e.g. "optim.weight_decay", "data.train_subset", "group"
+    hue: str | None = None      # series, e.g. "schedule.policy"
 
 
 class ExperimentConfig(StrictModel):
@@ -46,6 +54,14 @@ class ExperimentConfig(StrictModel):
     # Time-to-accuracy: how fast `candidate` reaches `baseline`'s final accuracy.
     baseline: str | None = None
     candidate: str | None = None
+    # Final accuracy against the setting this experiment varies, as one figure (e.g. Part 1's
+    # weight-decay comparisons, SC's limited-data rows).
+    compare: Comparison | None = None
+    # GPUs per training job of this experiment, overriding the workflow's `gpus_per_job`.
+    # More than 1: data-parallel through torchrun (onecycle.distributed); train.batch_size
+    # stays the total batch (the papers' TBS = per-GPU batch x GPUs) and must divide by it.
+    # Range tests keep `gpus_per_job`: they run in one process.
+    gpus: int | None = Field(default=None, ge=0)
 
     @field_validator("groups")
     @classmethod
@@ -113,6 +129,8 @@ class Job:
     config: dict[str, Any] = field(hash=False)
     dataset: str = ""
     needs_bounds: bool = False
+    # Devices the job claims; more than 1 runs it data-parallel (torchrun, one process each).
+    gpus: int = 0
 
 
 @dataclass
@@ -157,7 +175,9 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 cfg = parse(RangeTestConfig, raw, f"{source}: experiments.{exp_name} (range test)")
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
-                                          cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset)
+                                          cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
+                                          gpus=workflow.gpus_per_job)
+        gpus = workflow.gpus_per_job if exp.gpus is None else exp.gpus
         for group, overrides in exp.groups.items():
             for seed in workflow.seeds:
                 job_id = f"{exp_name}/{group}/seed{seed}"
@@ -167,6 +187,7 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 cfg = parse(RunConfig, raw, where)
                 try:
                     check_schedule(cfg)
+                    check_batch_size(cfg.train.batch_size, gpus)
                 except ConfigError as error:
                     raise ConfigError(f"{where}: {error}") from None
                 needs_bounds = cfg.schedule.lr_bounds == "range_test"
@@ -174,5 +195,6 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                     raise ConfigError(f"{source}: experiments.{exp_name}.groups.{group}: schedule.lr_bounds "
                                       "is 'range_test' but the experiment has no range_test block")
                 trains[job_id] = Job("train", job_id, exp_name, group, seed, results / "train" / job_id,
-                                     cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset, needs_bounds)
+                                     cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
+                                     needs_bounds, gpus)
     return Plan(workflow, results, range_tests, trains)

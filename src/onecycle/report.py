@@ -33,8 +33,17 @@ def range_test_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {f"range_test_{ext}": figures / f"{experiment}_range_test.{ext}" for ext in ("png", "pdf")}
 
 
+def comparison_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_comparison_figure` produces; none unless the experiment sets `compare`."""
+    if plan.workflow.experiments[experiment].compare is None:
+        return {}
+    figures = plan.results_dir / "figures"
+    return {f"comparison_{ext}": figures / f"{experiment}_comparison.{ext}" for ext in ("png", "pdf")}
+
+
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment)}
+    return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
+            **comparison_outputs(plan, experiment)}
 
 
 def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
@@ -101,4 +110,22 @@ def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
     plots.plot_range_test(frames, bounds, outputs["range_test_png"].with_suffix(""),
                           title=f"{'Momentum' if momentum_test else 'LR'} range test: {_caption(plan, experiment)}",
                           x="momentum" if momentum_test else "lr")
+    return list(outputs.values())
+
+
+def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
+    """Final accuracy against the setting the experiment varies (weight decay, momentum, batch
+    size, training-set size...), one point per seed, as in Part 1's and SC's comparisons."""
+    outputs = comparison_outputs(plan, experiment)
+    if not outputs:
+        return []
+    compare = plan.workflow.experiments[experiment].compare
+    finished = [job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
+                if (job.out_dir / "metrics.json").exists()]
+    # Columns named by their config paths; "group" is a column of every run already.
+    settings = {path: path for path in (compare.x, compare.hue) if path not in (None, "group")}
+    runs = aggregate.collect_runs(finished, settings=settings)
+    plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
+                          title=f"Final test accuracy vs {compare.x}: {experiment}",
+                          hue=compare.hue)
     return list(outputs.values())

@@ -9,7 +9,10 @@ Faithfulness and safety rules this loop keeps:
   on CPU;
 - a diverging run (NaN/inf loss, or loss beyond `divergence_factor` x the first loss) ends
   early and still writes its result with status "diverged": the DAG goes on;
-- every file is written atomically; metrics.json last, so its presence means "finished".
+- every file is written atomically; metrics.json last, so its presence means "finished";
+- under torchrun the run is data-parallel (onecycle.distributed): train.batch_size stays the
+  total batch, each rank trains on its shard of every global batch, all ranks take the same
+  decisions, and rank 0 alone writes files.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import torch
 from torch import nn
 
 from onecycle import data as datasets
-from onecycle import io
+from onecycle import distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
 from onecycle.models import build_model
 from onecycle.optim import build_optimizer
@@ -74,8 +77,9 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     if isinstance(train_set, datasets.FolderDataset):
         # ImageNet subsets stay on disk; torchvision's ImageNet presets (random-resized crop and
         # mirror for training, resize + centre crop for validation) replace data.augment.
-        # JPEG decoding runs in DataLoader workers: up to 8, never more than the job's cores.
-        workers = min(8, len(os.sched_getaffinity(0)))
+        # JPEG decoding runs in DataLoader workers: up to 8 per process, never more than the
+        # job's cores (shared by the data-parallel processes of a multi-GPU job).
+        workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
         train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
                                        augment="random_resized_crop_mirror", seed=cfg.seed,
                                        num_workers=workers, device=device)
@@ -167,9 +171,11 @@ def check_schedule(cfg: RunConfig) -> None:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             loss_fn: Callable = nn.functional.cross_entropy) -> tuple[float, float]:
+             loss_fn: Callable = nn.functional.cross_entropy,
+             reduce: Callable[[list[float]], list[float]] | None = None) -> tuple[float, float]:
     """Mean loss and accuracy over every example `batches` yields (for training runs: the full
-    test set); the model's train/eval mode is restored afterwards."""
+    test set); the model's train/eval mode is restored afterwards. `reduce` sums the
+    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set."""
     was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
@@ -179,6 +185,8 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
         correct += (logits.argmax(1) == y).sum().item()
         count += y.numel()
     model.train(was_training)
+    if reduce is not None:
+        loss_sum, correct, count = reduce([loss_sum, correct, count])
     return loss_sum / count, correct / count
 
 
@@ -226,19 +234,37 @@ def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run (or resume) one training run; write history.csv, train_log.csv, metrics.json."""
-    out_dir = Path(out_dir)
+    """Run (or resume) one training run; write history.csv, train_log.csv, metrics.json.
+
+    Started by torchrun (WORLD_SIZE > 1), this process is one rank of a data-parallel run
+    (onecycle.distributed): every rank returns the same metrics, rank 0 alone writes files."""
+    distributed.check_batch_size(cfg.train.batch_size, distributed.world_size_from_env())
+    ctx, device = distributed.init(resolve_device(cfg.train.device))
+    try:
+        return _train(cfg, Path(out_dir), bounds, ctx, device)
+    finally:
+        distributed.shutdown(ctx)
+
+
+def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
+           ctx: distributed.Context, device: torch.device) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.seed)
     bundle = load_data(cfg, device)
     iters_per_epoch = len(bundle.train)
+    # Single process: the bundle's batches themselves. Data-parallel: this rank's shards.
+    train_batches, test_batches = ctx.train_batches(bundle.train), ctx.test_batches(bundle.test)
     schedule, schedule_params = build_schedule(cfg, iters_per_epoch, bounds)
     resolved = {**cfg.model_dump(mode="json"),
                 "schedule_resolved": {"policy": schedule.name, "steps": schedule.steps,
                                       "params": schedule_params},
                 "iterations_per_epoch": iters_per_epoch, "bounds": bounds}
-    io.write_json(out_dir / "config.json", resolved)
+    if ctx.enabled:
+        # Data-parallel processes; per-device batch = train.batch_size / world_size. Only then:
+        # a one-process run's config (and so its checkpoints) stays as before.
+        resolved["world_size"] = ctx.world_size
+    if ctx.is_main:
+        io.write_json(out_dir / "config.json", resolved)
 
     model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
                         **cfg.model.options).to(device)
@@ -251,33 +277,54 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng"])
+        torch.set_rng_state(state["rng_ranks"][ctx.rank] if ctx.enabled else state["rng"])
         it, history, log_rows = state["iteration"], state["history"], state["log_rows"]
         first_loss, elapsed = state["first_loss"], state["elapsed"]
         resumed_loss_sum = state["epoch_loss_sum"]
+    elif ctx.rank > 0:
+        # Every rank built the same initial weights; from here on each rank draws its own
+        # dropout masks (rank 0 keeps the one-process stream).
+        torch.manual_seed(datasets.derived_seed("rank", cfg.seed, ctx.rank))
+    # Data-parallel: DistributedDataParallel averages the shards' gradients. Evaluation and
+    # checkpoints use the bare `model` (rank 0's weights and buffers).
+    net = ctx.wrap(model, device)
 
     def snapshot(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> dict[str, Any]:
-        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "rng": torch.get_rng_state(), "iteration": it, "history": history,
-                "log_rows": log_rows, "first_loss": first_loss,
-                "elapsed": elapsed if elapsed_now is None else elapsed_now,
-                "epoch_loss_sum": epoch_loss_sum}
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "rng": torch.get_rng_state(), "iteration": it, "history": history,
+                 "log_rows": log_rows, "first_loss": first_loss,
+                 "elapsed": elapsed if elapsed_now is None else elapsed_now,
+                 "epoch_loss_sum": epoch_loss_sum}
+        rng_ranks = ctx.rng_states()  # a collective: every rank calls snapshot() together
+        if rng_ranks is not None:
+            state["rng_ranks"] = rng_ranks
+        return state
+
+    def save_checkpoint(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> None:
+        state = snapshot(epoch_loss_sum, elapsed_now)
+        if ctx.is_main:
+            checkpointer.save(state)
 
     diverged = None
-    model.train()
+    net.train()
     start_epoch, skip = divmod(it, iters_per_epoch)
     for epoch in range(start_epoch, train_cfg.epochs):
         epoch_start = time.perf_counter()
+        # Under DDP each rank sums its shards' losses; the mean over ranks is the global one
+        # (a resumed sum, itself global, is carried by every rank and survives that mean).
         loss_sum = torch.tensor(resumed_loss_sum if skip else 0.0, device=device)
-        for batch_index, (x, y) in enumerate(bundle.train.epoch(epoch)):
+        for batch_index, (x, y) in enumerate(train_batches.epoch(epoch)):
             if batch_index < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
-            loss = train_step(model, optimizer, schedule, it, x, y)
+            loss = train_step(net, optimizer, schedule, it, x, y)
             loss_sum += loss
             it += 1
+            main_due = False
             if it % train_cfg.log_every == 0 or first_loss is None or batch_index == iters_per_epoch - 1:
-                # .item() syncs the device: only on logged iterations.
-                value = loss.item()
+                # .item() syncs the device: only on logged iterations. Under DDP one all-reduce
+                # gives every rank the global batch's mean loss and rank 0's checkpoint clock,
+                # so all ranks log, stop and checkpoint together.
+                value, main_due = ctx.step_values(loss, checkpointer.due())
                 first_loss = value if first_loss is None else first_loss
                 log_rows.append({"iteration": it - 1, "epoch": epoch + 1, "lr": schedule.lr(it - 1),
                                  "momentum": optimizer.param_groups[0].get("momentum"), "train_loss": value})
@@ -287,28 +334,29 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
                     break
             # Not after an epoch's last batch: the epoch-end checkpoint follows its evaluation,
             # and a resume from a snapshot taken before the evaluation would skip it.
-            if checkpointer.due() and batch_index < iters_per_epoch - 1:
-                checkpointer.save(snapshot(loss_sum.item(), elapsed + time.perf_counter() - epoch_start))
+            # Single process: the clock, every iteration; data-parallel: rank 0's, when logged.
+            due = main_due if ctx.enabled else checkpointer.due()
+            if due and batch_index < iters_per_epoch - 1:
+                save_checkpoint(ctx.mean_over_ranks(loss_sum), elapsed + time.perf_counter() - epoch_start)
         skip = 0
         elapsed += time.perf_counter() - epoch_start
         if diverged:
             break
         last_epoch = epoch + 1 == train_cfg.epochs
         if (epoch + 1) % train_cfg.eval_every_epochs == 0 or last_epoch:
-            test_loss, test_accuracy = evaluate(model, bundle.test.epoch(0))
+            ctx.sync_buffers(model)  # rank 0's batch-norm statistics on every rank
+            test_loss, test_accuracy = evaluate(model, test_batches.epoch(0), reduce=ctx.sum_over_ranks)
             history.append({"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
                             "momentum": optimizer.param_groups[0].get("momentum"),
-                            "train_loss": loss_sum.item() / iters_per_epoch, "test_loss": test_loss,
+                            "train_loss": ctx.mean_over_ranks(loss_sum) / iters_per_epoch, "test_loss": test_loss,
                             "test_accuracy": test_accuracy, "wall_time_s": elapsed})
             reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
             if reason:
                 diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
                 break
         if not last_epoch:
-            checkpointer.save(snapshot())
+            save_checkpoint()
 
-    io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=list(HISTORY_COLUMNS)))
-    io.write_csv(out_dir / "train_log.csv", pd.DataFrame(log_rows, columns=list(LOG_COLUMNS)))
     finished = [r for r in history if math.isfinite(r["test_accuracy"])]
     metrics = {
         "status": "diverged" if diverged else "completed",
@@ -320,10 +368,14 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
         "best": _summary(max(finished, key=lambda r: r["test_accuracy"]) if finished else None),
         "diverged": diverged,
         "wall_time_s": elapsed,
-        "provenance": io.provenance(str(device), cfg.seed),
+        "provenance": {**io.provenance(str(device), cfg.seed), "world_size": ctx.world_size,
+                       "distributed_backend": ctx.backend},
     }
-    io.write_json(out_dir / "metrics.json", metrics)
-    checkpointer.remove()
+    if ctx.is_main:
+        io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=list(HISTORY_COLUMNS)))
+        io.write_csv(out_dir / "train_log.csv", pd.DataFrame(log_rows, columns=list(LOG_COLUMNS)))
+        io.write_json(out_dir / "metrics.json", metrics)
+        checkpointer.remove()
     return metrics
 
 

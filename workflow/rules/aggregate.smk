@@ -47,3 +47,21 @@ rule range_test_figure:
         "../../environment.yml"
     shell:
         "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only range-test > {log:q} 2>&1"
+
+
+rule comparison_figure:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        results=_run_report_results,
+    output:
+        report(
+            multiext(f"{R}/figures/{{experiment}}_comparison", ".png", ".pdf"),
+            caption="../report/comparison.rst",
+            category="Comparisons",
+        ),
+    log:
+        f"{R}/logs/report/{{experiment}}_comparison.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only comparison > {log:q} 2>&1"

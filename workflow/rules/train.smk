@@ -1,3 +1,6 @@
+from onecycle.distributed import launch_prefix
+
+
 rule job_spec:
     output:
         f"{R}/train/{{train_job}}/spec.json",
@@ -23,15 +26,20 @@ rule train:
         f"{R}/logs/train/{{train_job}}/run.log",
     params:
         out=lambda wc: PLAN.trains[wc.train_job].out_dir,
-        # Pre-quoted: the only value here that is not formatted with :q below.
+        # Pre-quoted: the only values here that are not formatted with :q below.
         bounds=lambda wc, input: f"--bounds {shlex.quote(input.bounds)}" if "bounds" in input.keys() else "",
+        # `onecycle train`, or for N > 1 GPUs `torchrun --standalone --nproc_per_node N -m
+        # onecycle.cli train`: data-parallel, one process per GPU (onecycle.distributed).
+        launcher=lambda wc: launch_prefix(PLAN.trains[wc.train_job].gpus, "train"),
     threads: TRAIN_THREADS
     resources:
-        gpu=GPUS_PER_JOB,
+        # The workflow's gpus_per_job, or the experiment's own `gpus`.
+        gpu=lambda wc: PLAN.trains[wc.train_job].gpus,
     conda:
         "../../environment.yml"
     shell:
-        # The exec wrapper claims distinct GPUs (Snakemake only counts them, snakemake#281);
-        # a killed job resumes from its checkpoint when run again.
+        # The exec wrapper claims distinct GPUs (Snakemake only counts them, snakemake#281)
+        # before torchrun starts one process per claimed GPU; a killed job resumes from its
+        # checkpoint when run again.
         "python -m onecycle.gpu_slots -n {resources.gpu} -- "
-        "onecycle train --config {input.spec:q} --out {params.out:q} {params.bounds} > {log:q} 2>&1"
+        "{params.launcher} --config {input.spec:q} --out {params.out:q} {params.bounds} > {log:q} 2>&1"

@@ -125,3 +125,16 @@ def test_evaluation_interval_keeps_the_last_epoch(tiny_run_config, tmp_path):
     history = pd.read_csv(tmp_path / "history.csv")
     assert list(history.epoch) == [2, 3] and list(history.iteration) == [16, 24]
     assert metrics["epochs_completed"] == 3 and metrics["final"]["epoch"] == 3
+
+
+def test_speed_options_run_and_are_recorded(tiny_run_config, tmp_path):
+    # bf16 autocast and channels-last are GPU speed options; on CPU they must still train, and
+    # the resolved config says which were used. fp32 contiguous stays the default.
+    cfg = deep_merge(tiny_run_config, {"train": {"epochs": 2, "precision": "bf16", "channels_last": True,
+                                                 "mode": "fast"}})
+    metrics = _run(cfg, tmp_path / "fast")
+    assert metrics["status"] == "completed" and metrics["final"]["test_accuracy"] > 0.1
+    saved = json.loads((tmp_path / "fast" / "config.json").read_text())
+    assert (saved["train"]["precision"], saved["train"]["channels_last"], saved["train"]["mode"]) == ("bf16", True, "fast")
+    reference = _run(tiny_run_config, tmp_path / "fp32")
+    assert metrics["final"]["test_loss"] != reference["final"]["test_loss"]  # bf16 really ran

@@ -126,6 +126,13 @@ class TrainConfig(StrictModel):
     # Checkpoints at every epoch end, and in between at most this often on long epochs.
     checkpoint_every_s: Number = Field(default=300.0, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # GPU speed options, off by default (the papers trained in fp32): bf16 autocast of the
+    # forward pass and loss, and channels-last memory layout for convolutions.
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    # "deterministic": deterministic algorithms (bit-for-bit reruns on CPU; on CUDA as far as
+    # torch allows, warning otherwise). "fast": cuDNN autotuning and TF32 matmuls on CUDA.
+    mode: Literal["deterministic", "fast"] = "deterministic"
 
 
 class RangeTestSpec(StrictModel):

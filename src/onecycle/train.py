@@ -50,6 +50,16 @@ LR_BOUND_PARAMS: dict[str, tuple[str | None, str]] = {
 }
 
 
+def set_mode(mode: str, device: torch.device) -> None:
+    """Deterministic or fast kernels (TrainConfig.mode)."""
+    deterministic = mode == "deterministic"
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not deterministic
+        torch.backends.cuda.matmul.allow_tf32 = not deterministic
+        torch.backends.cudnn.allow_tf32 = not deterministic
+
+
 def resolve_device(setting: str) -> torch.device:
     if setting == "cuda" and not torch.cuda.is_available():
         raise ConfigError("train.device is 'cuda' but CUDA is not available on this machine")
@@ -143,11 +153,13 @@ def build_schedule(cfg: RunConfig, iters_per_epoch: int, bounds: dict[str, Any] 
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, it: int,
-               x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+               x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One SGD iteration at the schedule's LR and momentum for `it`; returns the (detached)
-    loss without syncing the device."""
+    loss without syncing the device. `autocast_dtype` (bf16) runs forward and loss under
+    autocast; weights, gradients and the optimizer stay fp32."""
     apply_schedule(optimizer, schedule, it)
-    loss = nn.functional.cross_entropy(model(x), y)
+    with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        loss = nn.functional.cross_entropy(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -249,6 +261,8 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
 def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
            ctx: distributed.Context, device: torch.device) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Provenance of the code that starts the run (files edited while it runs do not count).
+    provenance = io.provenance(str(device), cfg.seed)
     torch.manual_seed(cfg.seed)
     bundle = load_data(cfg, device)
     iters_per_epoch = len(bundle.train)
@@ -268,8 +282,12 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
 
     model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
                         **cfg.model.options).to(device)
-    optimizer = build_optimizer(model, cfg.optim, lr=schedule.lr(0))
     train_cfg: TrainConfig = cfg.train
+    set_mode(train_cfg.mode, device)
+    memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else None
+    optimizer = build_optimizer(model, cfg.optim, lr=schedule.lr(0))
     checkpointer = Checkpointer(out_dir, json.dumps(resolved, sort_keys=True), train_cfg.checkpoint_every_s)
 
     it, history, log_rows, first_loss, elapsed, resumed_loss_sum = 0, [], [], None, 0.0, 0.0
@@ -316,7 +334,8 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
         for batch_index, (x, y) in enumerate(train_batches.epoch(epoch)):
             if batch_index < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
-            loss = train_step(net, optimizer, schedule, it, x, y)
+            loss = train_step(net, optimizer, schedule, it, x.contiguous(memory_format=memory_format), y,
+                              autocast_dtype)
             loss_sum += loss
             it += 1
             main_due = False
@@ -368,7 +387,7 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
         "best": _summary(max(finished, key=lambda r: r["test_accuracy"]) if finished else None),
         "diverged": diverged,
         "wall_time_s": elapsed,
-        "provenance": {**io.provenance(str(device), cfg.seed), "world_size": ctx.world_size,
+        "provenance": {**provenance, "world_size": ctx.world_size,
                        "distributed_backend": ctx.backend},
     }
     if ctx.is_main:

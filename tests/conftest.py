@@ -13,8 +13,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 
-@pytest.fixture
-def tiny_run_config():
+def tiny_run() -> dict:
     """A LeNet run on 1 024 Fashion-MNIST images: seconds on one core, evaluated on all 10k."""
     return {
         "name": "tiny/onecycle/seed0", "experiment": "tiny", "group": "onecycle", "seed": 0,
@@ -26,3 +25,8 @@ def tiny_run_config():
                                 "momentum": 0.95, "min_momentum": 0.8}},
         "train": {"batch_size": 128, "epochs": 2, "eval_batch_size": 2000, "log_every": 2},
     }
+
+
+@pytest.fixture
+def tiny_run_config():
+    return tiny_run()

@@ -21,7 +21,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, needs_fashion_mnist
+from conftest import REPO, needs_fashion_mnist, tiny_run
 
 RTOL = 1e-5  # measured ~3e-7 (float32 summation order); see the module docstring
 OUTPUTS = {"config.json", "history.csv", "train_log.csv", "metrics.json"}
@@ -30,17 +30,12 @@ OUTPUTS = {"config.json", "history.csv", "train_log.csv", "metrics.json"}
 def _run_config():
     """LeNet on 256 Fashion-MNIST images, total batch 64 = 2 x 32: 8 iterations, every one logged,
     evaluated on the full 10k test set after each of 2 epochs; a checkpoint at every chance."""
-    return {
-        "name": "tiny/ddp/seed0", "experiment": "tiny", "group": "ddp", "seed": 0,
-        "data": {"dataset": "fashion_mnist", "train_subset": 256, "normalize": "mean"},
-        "model": {"arch": "lenet"},
-        "optim": {"update_rule": "caffe", "weight_decay": 5.0e-4, "momentum": 0.9},
-        "schedule": {"policy": "smith_1cycle",
-                     "params": {"variant": "caffe", "base_lr": 0.01, "max_lr": 0.1, "stepsize_epochs": 0.9,
-                                "momentum": 0.95, "min_momentum": 0.8}},
-        "train": {"batch_size": 64, "epochs": 2, "eval_batch_size": 2000, "log_every": 1,
-                  "device": "cpu", "checkpoint_every_s": 1.0e-6},
-    }
+    from onecycle.config import deep_merge
+
+    return deep_merge(tiny_run(), {
+        "name": "tiny/ddp/seed0", "group": "ddp", "data": {"train_subset": 256},
+        "train": {"batch_size": 64, "log_every": 1, "device": "cpu", "checkpoint_every_s": 1.0e-6},
+    })
 
 
 def _torchrun_worker(config, out, record, *flags):

@@ -285,6 +285,14 @@ def test_channel_statistics_match_numpy():
     assert dataset.channel_std() == pytest.approx(scaled.std(axis=(0, 2, 3)).tolist(), rel=1e-12)
 
 
+def test_mean_image_is_the_per_pixel_mean_of_compute_image_mean():
+    images = torch.from_numpy(random_uint8((9, 3, 5, 4), 8))
+    dataset = data.ArrayDataset(images, torch.zeros(9, dtype=torch.int64), 10)
+    mean = dataset.mean_image()
+    assert mean.dtype == torch.float32 and mean.shape == (3, 5, 4)
+    np.testing.assert_allclose(mean.numpy(), images.numpy().astype(np.float64).mean(axis=0), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------------------------
@@ -589,3 +597,57 @@ def test_concurrent_prepare_downloads_once_and_never_exposes_a_partial_folder(tm
     assert min(seconds for _, seconds in outcomes) >= 1.4
     assert len(data.load_split("cifar10", "train", root)) == 15
     assert sorted(p.name for p in root.parent.iterdir()) == [".cifar10.prepare.lock", "cifar10"]
+
+
+# --- Caffe's data layer (data.normalize caffe_mean_image / caffe_scale) ----------------------
+
+def caffe_reference(image: np.ndarray, mean: np.ndarray | None, scale: float, mirror: bool) -> np.ndarray:
+    """data_transformer.cpp, Transform(const Datum&): the loop over (c, h, w), literally."""
+    channels, height, width = image.shape
+    out = np.empty((channels, height, width), dtype=np.float32)
+    for c in range(channels):
+        for h in range(height):
+            for w in range(width):
+                top_w = width - 1 - w if mirror else w
+                value = float(image[c, h, w]) - (float(mean[c, h, w]) if mean is not None else 0.0)
+                out[c, h, top_w] = value * scale
+    return out
+
+
+def test_caffe_mean_image_is_subtracted_before_the_mirror():
+    dataset = indexed_dataset(64, channels=3, size=5)
+    mean = dataset.mean_image()
+    assert not torch.equal(mean, mean.flip(-1))  # else the order would not show
+    batches = data.Batches(dataset, 16, shuffle=True, drop_last=False, augment="mirror",
+                           caffe=data.CaffeTransform(mean_image=mean), seed=3)
+    seen = set()
+    for images, labels in batches.epoch(0):
+        for image, label in zip(images, labels):
+            source = dataset.images[label].numpy()
+            as_is = caffe_reference(source, mean.numpy(), 1.0, mirror=False)
+            mirrored = caffe_reference(source, mean.numpy(), 1.0, mirror=True)
+            matches = [np.allclose(image.numpy(), ref, rtol=0, atol=1e-4) for ref in (as_is, mirrored)]
+            assert any(matches), int(label)
+            seen.add(matches.index(True))
+    assert seen == {0, 1}  # both flipped and unflipped images were checked
+
+
+def test_caffe_scale_is_lenets_one_256th_without_a_mean():
+    dataset = indexed_dataset(10, channels=1, size=4)
+    batches = data.Batches(dataset, 10, shuffle=False, drop_last=False,
+                           caffe=data.CaffeTransform(scale=data.CAFFE_LENET_SCALE), seed=0)
+    (images, _), = list(batches.epoch(0))
+    expected = np.stack([caffe_reference(i.numpy(), None, 0.00390625, mirror=False) for i in dataset.images])
+    np.testing.assert_array_equal(images.numpy(), expected)
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({}, "give either mean .and std. or caffe, not both or neither"),
+    ({"mean": [0.5], "caffe": data.CaffeTransform()}, "give either mean"),
+    ({"caffe": data.CaffeTransform(mean_image=torch.zeros(1, 3, 3))}, r"mean_image has shape \(1, 3, 3\), the images \(1, 4, 4\)"),
+    ({"caffe": data.CaffeTransform(mean_image=torch.zeros(1, 4, 4)), "augment": "pad_crop_mirror"},
+     "not 'pad_crop_mirror' .Caffe never pads."),
+])
+def test_bad_normalisation_arguments_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        data.Batches(indexed_dataset(4, channels=1, size=4), 2, shuffle=False, drop_last=False, seed=0, **kwargs)

@@ -73,3 +73,77 @@ def test_build_optimizer_picks_the_rule():
     assert plain.param_groups[0]["momentum"] == 0.95 and plain.param_groups[0]["weight_decay"] == 5e-4
     with pytest.raises(ValueError, match="nesterov"):
         build_optimizer(model, OptimConfig(algorithm="nesterov", momentum=0.0), lr=0.1)
+
+
+# --- Caffe's per-parameter multipliers (optim.multipliers: prototxt) -------------------------
+
+def _group_of(groups, parameter):
+    (group,) = [g for g in groups if any(p is parameter for p in g["params"])]
+    return group
+
+
+def test_prototxt_multipliers_give_cifar3_its_caffe_rates_and_decays():
+    # hyperParam1 cifar3.prototxt (docs/models.md): conv1/conv2 biases lr_mult 2, conv3 bias 1,
+    # classifier weight decay_mult 250, classifier bias lr_mult 2 and decay_mult 0.
+    from onecycle.models import build_model
+
+    model = build_model("cifar3", num_classes=10)
+    groups = parameter_groups(model, 3.0e-3, "all", "prototxt")
+    named = dict(model.named_parameters())
+    expected = {"conv1.weight": (1, 3.0e-3), "conv1.bias": (2, 3.0e-3), "conv3.bias": (1, 3.0e-3),
+                "ip1.weight": (1, 250 * 3.0e-3), "ip1.bias": (2, 0.0)}
+    for name, (lr_mult, decay) in expected.items():
+        group = _group_of(groups, named[name])
+        assert (group["lr_mult"], group["weight_decay"]) == pytest.approx((lr_mult, decay)), name
+    assert sum(len(g["params"]) for g in groups) == len(named)
+    # Without multipliers: one group, Caffe's defaults 1 and 1 everywhere.
+    (plain,) = parameter_groups(model, 3.0e-3, "all", "none")
+    assert plain["lr_mult"] == 1.0 and plain["weight_decay"] == 3.0e-3
+
+
+def test_weights_only_exempts_1d_tensors_on_top_of_the_multipliers():
+    from onecycle.models import build_model
+
+    model = build_model("lenet", num_classes=10)
+    groups = parameter_groups(model, 5.0e-4, "weights_only", "prototxt")
+    bias = _group_of(groups, model.ip1.bias)
+    weight = _group_of(groups, model.ip1.weight)
+    assert (bias["lr_mult"], bias["weight_decay"]) == (2.0, 0.0)
+    assert (weight["lr_mult"], weight["weight_decay"]) == (1.0, 5.0e-4)
+
+
+def test_prototxt_multipliers_need_a_caffe_port():
+    with pytest.raises(ValueError, match="optim.multipliers 'prototxt' needs a Caffe port; Linear"):
+        parameter_groups(torch.nn.Linear(2, 2), 1.0e-4, "all", "prototxt")
+
+
+def test_caffe_step_with_multipliers_matches_the_solver_formula():
+    # sgd_solver.cpp: v = m*v + (lr*lr_mult) * (g + (wd*decay_mult)*w); w -= v, per parameter,
+    # with the LR changing between the two steps. The schedule sets group lr = lr * lr_mult.
+    from onecycle.models import build_model, param_multipliers
+    from onecycle.schedules import apply_schedule, make_schedule
+
+    torch.manual_seed(0)
+    model = build_model("cifar3", num_classes=10, input_size=12)
+    optimizer = build_optimizer(model, OptimConfig(update_rule="caffe", weight_decay=3.0e-3, momentum=0.9,
+                                                   multipliers="prototxt"), lr=0.0)
+    schedule = make_schedule("triangular", steps=4, base_lr=0.001, max_lr=0.005, stepsize=2)
+    mults = param_multipliers(model)
+    x, y = torch.randn(4, 3, 12, 12), torch.tensor([0, 1, 2, 3])
+    expected = {name: p.detach().clone() for name, p in model.named_parameters()}
+    history = {name: torch.zeros_like(p) for name, p in expected.items()}
+    for it in range(2):
+        apply_schedule(optimizer, schedule, it)
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        for name, p in model.named_parameters():
+            m = mults[name]
+            rate, decay = schedule.lr(it) * m.lr_mult, 3.0e-3 * m.decay_mult
+            history[name] = 0.9 * history[name] + rate * (p.grad + decay * p.detach())
+            expected[name] = p.detach() - history[name]
+        optimizer.step()
+        for name, p in model.named_parameters():
+            torch.testing.assert_close(p.detach(), expected[name], rtol=0, atol=1e-7, msg=name)
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx(
+        sorted(schedule.lr(1) * g["lr_mult"] for g in optimizer.param_groups))
+    assert {g["lr_mult"] for g in optimizer.param_groups} == {1.0, 2.0}

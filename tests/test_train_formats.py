@@ -2,17 +2,20 @@
 
 import numpy as np
 import pandas as pd
+import torch
 
 from data_fixtures import random_uint8, write_cifar10, write_image_folder
+from onecycle import data
 from onecycle.config import RunConfig, parse
-from onecycle.train import train
+from onecycle.train import normalisation, train
 
 
-def _run_config(dataset, root, arch, batch, augment="none", max_lr=0.1, **data):
+def _run_config(dataset, root, arch, batch, augment="none", max_lr=0.1, optim=None, **data_keys):
     return parse(RunConfig, {
         "name": f"{dataset}-fixture", "seed": 0,
-        "data": {"dataset": dataset, "root": str(root), "augment": augment, **data},
+        "data": {"dataset": dataset, "root": str(root), "augment": augment, **data_keys},
         "model": {"arch": arch},
+        "optim": optim or {},
         "schedule": {"policy": "smith_1cycle", "params": {"base_lr": max_lr / 10, "max_lr": max_lr, "stepsize": 1}},
         "train": {"batch_size": batch, "epochs": 2, "eval_batch_size": 7},
     })
@@ -27,6 +30,34 @@ def test_cifar10_fixture_trains_and_evaluates_every_test_image(tmp_path):
     history = pd.read_csv(tmp_path / "out" / "history.csv")
     # Accuracy is a count over all 23 test images (eval batches of 7: 7+7+7+2).
     assert np.allclose((history.test_accuracy * 23) % 1, 0)
+
+
+def _write_cifar10_fixture(root):
+    train_batches = [(random_uint8((16, 3072), seed), [i % 10 for i in range(16)]) for seed in range(5)]
+    write_cifar10(root, train_batches, (random_uint8((23, 3072), 99), [i % 10 for i in range(23)]))
+
+
+def test_caffe_mean_image_comes_from_the_whole_training_set(tmp_path):
+    # Smith's prototxts name one mean file; SC's reduced-data runs keep it (onecycle.train).
+    _write_cifar10_fixture(tmp_path)
+    cfg = _run_config("cifar10", tmp_path, "cifar3", batch=16, normalize="caffe_mean_image", train_subset=32)
+    subset = data.load_split("cifar10", "train", tmp_path, subset=32)
+    transform = normalisation(cfg.data, subset, tmp_path)["caffe"]
+    assert torch.equal(transform.mean_image, data.load_split("cifar10", "train", tmp_path).mean_image())
+    assert not torch.equal(transform.mean_image, subset.mean_image())
+    assert transform.scale == 1.0
+
+
+def test_cifar3_trains_with_caffe_inputs_and_multipliers(tmp_path):
+    # Smith's CIFAR protocol on the 3-layer net: 0..255 minus the mean image, the prototxt's
+    # lr_mult / decay_mult (decay_mult 250 on the classifier), Caffe's Nesterov rule.
+    _write_cifar10_fixture(tmp_path)
+    optim = {"algorithm": "nesterov", "update_rule": "caffe", "weight_decay": 3.0e-3, "multipliers": "prototxt"}
+    cfg = _run_config("cifar10", tmp_path, "cifar3", batch=16, augment="mirror", max_lr=0.005, optim=optim,
+                      normalize="caffe_mean_image")
+    metrics = train(cfg, tmp_path / "out")
+    assert metrics["status"] == "completed" and metrics["iterations"] == 10
+    assert metrics["config"]["optim"]["multipliers"] == "prototxt"
 
 
 def test_imagefolder_fixture_trains_resnet50(tmp_path):

@@ -34,8 +34,11 @@ class DataConfig(StrictModel):
     train_subset: int | None = Field(default=None, gt=0)
     # "mirror" = Smith's Caffe augmentation (mirror: true, crop = image size; paper_tables.md D6).
     augment: Literal["none", "mirror", "pad_crop_mirror"] = "none"
-    # "mean" = mean subtraction only, as Caffe's mean file does (D6); "mean_std" = standardise.
-    normalize: Literal["mean", "mean_std"] = "mean_std"
+    # On x/255: "mean_std" standardises per channel; "mean" subtracts the channel mean only.
+    # Caffe's data layer on 0..255 pixels (onecycle.data.CaffeTransform): "caffe_mean_image"
+    # subtracts the training set's per-pixel mean image, no scale, as Smith's CIFAR prototxts
+    # (mean file, D6); "caffe_scale" multiplies by 1/256, no mean, as Caffe's LeNet (S12).
+    normalize: Literal["mean", "mean_std", "caffe_mean_image", "caffe_scale"] = "mean_std"
     # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10).
     classes: list[str] | None = None
 
@@ -90,6 +93,10 @@ class OptimConfig(StrictModel):
     weight_decay: Number = Field(default=0.0, ge=0.0)
     # Caffe applied weight decay to every parameter, BN scale/shift included (D6).
     weight_decay_on: Literal["all", "weights_only"] = "all"
+    # "prototxt": each parameter's lr_mult / decay_mult from the model's Caffe prototxt, as
+    # Caffe's solver applied them (lr * lr_mult, weight_decay * decay_mult; docs/models.md,
+    # e.g. biases at twice the LR, cifar3's classifier at 250 x the decay). "none": 1 and 1.
+    multipliers: Literal["none", "prototxt"] = "none"
     # Used whenever the schedule itself sets no momentum.
     momentum: Number = Field(default=0.9, ge=0.0, lt=1.0)
 
@@ -133,6 +140,17 @@ class TrainConfig(StrictModel):
     # "deterministic": deterministic algorithms (bit-for-bit reruns on CPU; on CUDA as far as
     # torch allows, warning otherwise). "fast": cuDNN autotuning and TF32 matmuls on CUDA.
     mode: Literal["deterministic", "fast"] = "deterministic"
+    # Per-GPU batch norm: the batch is normalised in this many equal shards, as that many GPUs
+    # each normalised their own part in the papers (paper_tables.md D6: SC 8 x 125, Part 1
+    # 4 x 128; CaffeBatchNorm2d.shards). Data-parallel processes share the shards out.
+    batch_norm_shards: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _shards_divide_the_batch(self) -> TrainConfig:
+        if self.batch_size % self.batch_norm_shards:
+            raise ValueError(f"batch_size {self.batch_size} does not split into batch_norm_shards = "
+                             f"{self.batch_norm_shards} equal parts")
+        return self
 
 
 class RangeTestSpec(StrictModel):

@@ -384,6 +384,14 @@ class ArrayDataset:
         # Exact integer sums, so the variance formula loses nothing to cancellation.
         return tuple(math.sqrt((count * q - s * s) / count**2) / 255 for s, q in zip(total, squares))
 
+    def mean_image(self) -> torch.Tensor:
+        """Per-pixel mean over all images, float32 (C, H, W) on the 0..255 scale: what Caffe's
+        tools/compute_image_mean writes to a mean.binaryproto (exact integer sums, then / N)."""
+        total = torch.zeros(self.images.shape[1:], dtype=torch.int64)
+        for chunk in self.images.split(4096):
+            total += chunk.to(device="cpu", dtype=torch.int64).sum(dim=0)
+        return (total.double() / len(self)).float()
+
     def _channel_sums(self) -> tuple[int, list[int], list[int]]:
         channels = self.images.shape[1]
         total = torch.zeros(channels, dtype=torch.int64)
@@ -627,11 +635,31 @@ def _batch_count(size: int, batch_size: int, drop_last: bool) -> int:
     return size // batch_size if drop_last else -(-size // batch_size)
 
 
+@dataclass(frozen=True, eq=False)
+class CaffeTransform:
+    """Caffe's DataTransformer (src/caffe/data_transformer.cpp) on 0..255 pixels:
+    out = (x - mean_image) * scale.
+
+    Caffe subtracts the mean at each pixel's *source* position and then writes the pixel to its
+    mirrored position, so a mirrored image is mirror(x - mean_image), not mirror(x) - mean_image.
+    Smith's CIFAR runs use a mean file and no scale (inputs about -128..128; paper_tables.md
+    D6); Caffe's LeNet uses no mean and scale 0.00390625 = 1/256 (BVLC/caffe
+    examples/mnist/lenet_train_test.prototxt, S12).
+    """
+    scale: float = 1.0
+    mean_image: torch.Tensor | None = None  # float32 (C, H, W), 0..255: ArrayDataset.mean_image()
+
+
+# Caffe LeNet's data layer `scale: 0.00390625` (BVLC/caffe examples/mnist/lenet_train_test.prototxt).
+CAFFE_LENET_SCALE = 0.00390625
+
+
 class Batches:
     """Epochs of (images, labels) batches from an in-memory `ArrayDataset`.
 
     The uint8 images move to `device` once. Per batch they are indexed, augmented with batched
-    tensor ops and normalised as (x/255 - mean)/std to float32.
+    tensor ops and normalised to float32, either as (x/255 - mean)/std or, with `caffe`, as
+    Caffe's data layer did (`CaffeTransform`).
 
     augment:
       "none";
@@ -640,8 +668,8 @@ class Batches:
         paper_tables.md D6, A3);
       "pad_crop_mirror": CROP_PADDING zero pixels on each side, a random crop back to size, then
         the random flip (He et al. 2016 §4.2, the common variant).
-    std None subtracts the mean only, like Caffe's mean-image subtraction (paper_tables.md D6);
-    a per-channel mean stands in for Caffe's per-pixel mean image.
+    std None subtracts the mean only; a per-channel mean then stands in for Caffe's per-pixel
+    mean image, which `caffe=CaffeTransform(mean_image=...)` subtracts exactly (paper_tables.md D6).
 
     Epoch e's order, flips and crop offsets are drawn, in that order, at its start from a CPU
     torch.Generator seeded with derived_seed("batches", seed, e): a pure function of (seed,
@@ -649,17 +677,33 @@ class Batches:
     """
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool, drop_last: bool,
-                 augment: str = "none", mean: Sequence[float], std: Sequence[float] | None,
+                 augment: str = "none", mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, caffe: CaffeTransform | None = None,
                  seed: int, device: torch.device | str = "cpu") -> None:
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment={augment!r}; expected one of {AUGMENTATIONS}")
+        if (mean is None) == (caffe is None):
+            raise ValueError("give either mean (and std) or caffe, not both or neither")
         self._num_batches = _batch_count(len(dataset), batch_size, drop_last)
         channels = dataset.images.shape[1]
         self.device = torch.device(device)
-        self._mean = _channel_vector("mean", mean, channels, self.device)
-        self._std = None if std is None else _channel_vector("std", std, channels, self.device)
-        if self._std is not None and bool((self._std <= 0).any()):
-            raise ValueError(f"std={tuple(std)} must be positive")
+        self._mean = self._std = self._mean_image = None
+        if caffe is not None:
+            self._scale = float(caffe.scale)
+            if caffe.mean_image is not None:
+                if tuple(caffe.mean_image.shape) != tuple(dataset.images.shape[1:]):
+                    raise ValueError(f"mean_image has shape {tuple(caffe.mean_image.shape)}, the images "
+                                     f"{tuple(dataset.images.shape[1:])}")
+                if augment == "pad_crop_mirror":
+                    # Caffe crops inside the image and its mean file; it has no zero padding.
+                    raise ValueError("a Caffe mean image goes with augment 'none' or 'mirror', "
+                                     "not 'pad_crop_mirror' (Caffe never pads)")
+                self._mean_image = caffe.mean_image.to(self.device, torch.float32).unsqueeze(0)
+        else:
+            self._mean = _channel_vector("mean", mean, channels, self.device)
+            self._std = None if std is None else _channel_vector("std", std, channels, self.device)
+            if self._std is not None and bool((self._std <= 0).any()):
+                raise ValueError(f"std={tuple(std)} must be positive")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.augment, self.seed = augment, seed
         self._images = dataset.images.to(self.device)
@@ -685,11 +729,20 @@ class Batches:
             images = self._images.index_select(0, indices)
             if offsets is not None:
                 images = _crop_windows(images, offsets[window], CROP_PADDING)
-            if flips is not None:
-                images = torch.where(flips[window].view(-1, 1, 1, 1), images.flip(-1), images)
-            yield self._normalise(images), self._labels.index_select(0, indices)
+            flipped = None if flips is None else flips[window].view(-1, 1, 1, 1)
+            if flipped is not None:
+                images = torch.where(flipped, images.flip(-1), images)
+            yield self._normalise(images, flipped), self._labels.index_select(0, indices)
 
-    def _normalise(self, images: torch.Tensor) -> torch.Tensor:
+    def _normalise(self, images: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
+        if self._mean is None:  # Caffe's transform, on the 0..255 scale
+            pixels = images.float()
+            if self._mean_image is not None:
+                mean = self._mean_image
+                if flipped is not None:  # mirror(x - mean): a flipped image loses the flipped mean
+                    mean = torch.where(flipped, mean.flip(-1), mean)
+                pixels.sub_(mean)
+            return pixels.mul_(self._scale) if self._scale != 1.0 else pixels
         scaled = images.float().div_(255).sub_(self._mean)
         return scaled if self._std is None else scaled.div_(self._std)
 

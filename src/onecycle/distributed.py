@@ -69,11 +69,20 @@ def _env_int(name: str, default: int) -> int:
         raise ConfigError(f"${name} = {value!r} is not an integer (set by torchrun)") from None
 
 
-def check_batch_size(batch_size: int, world_size: int) -> None:
+def check_batch_size(batch_size: int, world_size: int, batch_norm_shards: int = 1) -> None:
     if world_size > 1 and batch_size % world_size:
         raise ConfigError(f"train.batch_size = {batch_size} is not divisible by the {world_size} "
                           f"data-parallel processes: it is the total batch (per-device batch x "
                           f"devices), so pick a multiple of {world_size}")
+    if world_size > 1 and batch_norm_shards > 1 and batch_norm_shards % world_size:
+        raise ConfigError(f"train.batch_norm_shards = {batch_norm_shards} does not share out over the "
+                          f"{world_size} data-parallel processes: it counts the shards of the total "
+                          f"batch, so pick a multiple of {world_size}")
+
+
+def local_batch_norm_shards(batch_norm_shards: int, world_size: int) -> int:
+    """Shards of one process's part of the batch: the processes share out the total's."""
+    return max(1, batch_norm_shards // world_size)
 
 
 @dataclass

@@ -187,7 +187,7 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 cfg = parse(RunConfig, raw, where)
                 try:
                     check_schedule(cfg)
-                    check_batch_size(cfg.train.batch_size, gpus)
+                    check_batch_size(cfg.train.batch_size, gpus, cfg.train.batch_norm_shards)
                 except ConfigError as error:
                     raise ConfigError(f"{where}: {error}") from None
                 needs_bounds = cfg.schedule.lr_bounds == "range_test"

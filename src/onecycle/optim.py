@@ -8,6 +8,9 @@ a cyclical schedule (paper_tables.md D6):
 
 With a constant LR they are the same; with 1cycle, Caffe's buffer carries the LRs of past
 iterations, PyTorch's does not. Smith's runs used Caffe, so replicating them exactly needs it.
+
+Caffe also scales both per parameter by the prototxt's lr_mult and decay_mult: `parameter_groups`
+builds those groups (`optim.multipliers: prototxt`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 from onecycle.config import OptimConfig
+from onecycle.models import CaffePort, ParamMultipliers, param_multipliers
 
 
 class CaffeSGD(torch.optim.Optimizer):
@@ -62,19 +66,44 @@ class CaffeSGD(torch.optim.Optimizer):
         return loss
 
 
-def parameter_groups(model: nn.Module, weight_decay: float, weight_decay_on: str) -> list[dict]:
-    if weight_decay_on == "all":
-        return [{"params": list(model.parameters()), "weight_decay": weight_decay}]
-    # "weights_only": conv and linear weights; biases and BN scales/shifts (1-D) go undecayed.
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+def parameter_groups(model: nn.Module, weight_decay: float, weight_decay_on: str = "all",
+                     multipliers: str = "none") -> list[dict]:
+    """Param groups with Caffe's per-parameter learning-rate and weight-decay multipliers.
+
+    Caffe's solver gives parameter p the rate lr * lr_mult(p) and the decay
+    weight_decay * decay_mult(p) (sgd_solver.cpp: local_rate, local_decay). With
+    `multipliers="prototxt"` the multipliers are the model's prototxt values
+    (onecycle.models.param_multipliers: a Caffe port's own, 1 and 1 for any other model);
+    with "none" every parameter has 1 and 1. `weight_decay_on="weights_only"` then exempts
+    biases and BN scales/shifts (1-D tensors) from decay, which Caffe only does through
+    decay_mult 0 (paper_tables.md D6).
+
+    One group per distinct (lr_mult, decay), in the order parameters first appear. Each group
+    carries its `lr_mult`: onecycle.schedules.apply_schedule sets the group's lr to
+    schedule.lr(it) * lr_mult every iteration, as Caffe recomputes local_rate.
+    """
+    if multipliers not in ("none", "prototxt"):
+        raise ValueError(f"multipliers must be 'none' or 'prototxt', got {multipliers!r}")
+    if weight_decay_on not in ("all", "weights_only"):
+        raise ValueError(f"weight_decay_on must be 'all' or 'weights_only', got {weight_decay_on!r}")
+    if multipliers == "prototxt" and not isinstance(model, CaffePort):
+        raise ValueError(f"optim.multipliers 'prototxt' needs a Caffe port; {type(model).__name__} "
+                         "has no prototxt multipliers (use 'none')")
+    table = param_multipliers(model) if multipliers == "prototxt" else {}
+    groups: dict[tuple[float, float], dict] = {}
+    for name, parameter in model.named_parameters():
+        mult = table.get(name, ParamMultipliers())
+        exempt = weight_decay_on == "weights_only" and parameter.ndim <= 1
+        key = (mult.lr_mult, 0.0 if exempt else weight_decay * mult.decay_mult)
+        group = groups.setdefault(key, {"params": [], "lr_mult": key[0], "weight_decay": key[1]})
+        group["params"].append(parameter)
+    return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, lr: float) -> torch.optim.Optimizer:
-    """The optimizer for a run; the schedule then sets lr (and momentum) every iteration."""
-    groups = parameter_groups(model, config.weight_decay, config.weight_decay_on)
+    """The optimizer for a run; the schedule then sets each group's lr (schedule.lr(it) times the
+    group's lr_mult) and momentum every iteration."""
+    groups = parameter_groups(model, config.weight_decay, config.weight_decay_on, config.multipliers)
     nesterov = config.algorithm == "nesterov"
     if config.update_rule == "caffe":
         return CaffeSGD(groups, lr=lr, momentum=config.momentum, nesterov=nesterov)

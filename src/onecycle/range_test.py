@@ -26,8 +26,9 @@ from torch import nn
 
 from onecycle import bounds as bound_rules
 from onecycle import io
-from onecycle.config import RangeTestConfig
+from onecycle.config import ConfigError, RangeTestConfig
 from onecycle.models import build_model
+from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
 from onecycle.train import evaluate, load_data, resolve_device
 
@@ -74,7 +75,8 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
         if momentum_range is not None:
             momentum = momentum_range[0] + (momentum_range[1] - momentum_range[0]) * it / iterations
         for group in optimizer.param_groups:
-            group["lr"] = lr
+            # A group's lr_mult (Caffe's per-parameter multiplier, onecycle.optim) scales the ramp.
+            group["lr"] = lr * group.get("lr_mult", 1.0)
             if momentum is not None:
                 group["momentum"] = momentum
         x, y = next(batches)
@@ -139,6 +141,10 @@ def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, A
     io.write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
     model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
                         **cfg.model.options).to(device)
+    try:
+        set_batch_norm_shards(model, cfg.train.batch_norm_shards)
+    except ValueError as error:
+        raise ConfigError(f"train.batch_norm_shards = {cfg.train.batch_norm_shards}: {error}") from None
     optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
     result = lr_range_test(model, _EpochStream(bundle.train), optimizer, start_lr=spec.start_lr,
                            end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,

@@ -732,7 +732,8 @@ def schedule_frame(schedule: Schedule) -> pd.DataFrame:
 def _checked_scales(optimizer: torch.optim.Optimizer, group_scales: Sequence[float] | None) -> list[float]:
     groups = len(optimizer.param_groups)
     if group_scales is None:
-        return [1.0] * groups
+        # A group's own `lr_mult` (Caffe's per-parameter multiplier, onecycle.optim), else 1.
+        group_scales = [group.get("lr_mult", 1.0) for group in optimizer.param_groups]
     scales = list(group_scales)
     if len(scales) != groups:
         raise ValueError(f"group_scales has {len(scales)} entries but the optimizer has {groups} param groups")
@@ -759,7 +760,10 @@ def _set_momentum(group: dict[str, Any], value: float) -> None:
 
 def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int,
                    group_scales: Sequence[float] | None = None) -> None:
-    """Set every param group's lr (times its scale) and momentum to the values of iteration `it`."""
+    """Set every param group's lr (times its scale) and momentum to the values of iteration `it`.
+
+    Without `group_scales`, a group's scale is its `lr_mult` entry (1 when it has none), so the
+    groups of onecycle.optim.parameter_groups keep Caffe's per-parameter learning rates."""
     scales = _checked_scales(optimizer, group_scales)
     lr, momentum = schedule.lr(it), schedule.momentum(it)
     if momentum is not None:
@@ -772,7 +776,8 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int
 
 class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
     """A `Schedule` as a torch LR scheduler: construction applies iteration 0, each `step()`
-    the next iteration. Group g gets lr = schedule.lr(it) * group_scales[g].
+    the next iteration. Group g gets lr = schedule.lr(it) * group_scales[g] (default: each
+    group's `lr_mult`, else 1, as in `apply_schedule`).
 
     `state_dict()` holds the progress only (plain numbers, so `torch.load(weights_only=True)`
     reads it); the schedule and group_scales are configuration, given again to the constructor.

@@ -34,6 +34,7 @@ from onecycle import data as datasets
 from onecycle import distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
 from onecycle.models import build_model
+from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
 from onecycle.schedules import Schedule, apply_schedule, make_schedule
 
@@ -103,14 +104,25 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     if cfg.train.batch_size > len(train_set):
         raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the "
                           f"{len(train_set)} training images of {d.dataset}")
-    mean = train_set.channel_mean()
-    std = train_set.channel_std() if d.normalize == "mean_std" else None
-    common = {"mean": mean, "std": std, "device": device}
+    common = {**normalisation(d, train_set, root), "device": device}
     train = datasets.Batches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
                              augment=d.augment, seed=cfg.seed, **common)
     test = datasets.Batches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                             augment="none", seed=0, **common)
     return DataBundle(train, test, info.num_classes, info.in_channels)
+
+
+def normalisation(d: Any, train_set: datasets.ArrayDataset, root: Path | None) -> dict[str, Any]:
+    """`Batches` keywords for data.normalize, from the statistics of the training images."""
+    if d.normalize == "caffe_scale":
+        return {"caffe": datasets.CaffeTransform(scale=datasets.CAFFE_LENET_SCALE)}
+    if d.normalize == "caffe_mean_image":
+        # Smith's prototxts name one mean file, computed on the whole training set; SC's
+        # reduced-data runs (Table 1) swap only the LMDB source, so a subset keeps that mean.
+        full = datasets.load_split(d.dataset, "train", root) if d.train_subset else train_set
+        return {"caffe": datasets.CaffeTransform(mean_image=full.mean_image())}
+    return {"mean": train_set.channel_mean(),
+            "std": train_set.channel_std() if d.normalize == "mean_std" else None}
 
 
 def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
@@ -250,7 +262,8 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
 
     Started by torchrun (WORLD_SIZE > 1), this process is one rank of a data-parallel run
     (onecycle.distributed): every rank returns the same metrics, rank 0 alone writes files."""
-    distributed.check_batch_size(cfg.train.batch_size, distributed.world_size_from_env())
+    distributed.check_batch_size(cfg.train.batch_size, distributed.world_size_from_env(),
+                                 cfg.train.batch_norm_shards)
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     try:
         return _train(cfg, Path(out_dir), bounds, ctx, device)
@@ -283,6 +296,10 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
     model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
                         **cfg.model.options).to(device)
     train_cfg: TrainConfig = cfg.train
+    try:
+        set_batch_norm_shards(model, distributed.local_batch_norm_shards(train_cfg.batch_norm_shards, ctx.world_size))
+    except ValueError as error:
+        raise ConfigError(f"train.batch_norm_shards = {train_cfg.batch_norm_shards}: {error}") from None
     set_mode(train_cfg.mode, device)
     memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)

@@ -48,6 +48,14 @@ def cifar3_feature_side(input_size: int) -> int:
     return side
 
 
+def _fits(input_size: int) -> bool:
+    try:
+        cifar3_feature_side(input_size)
+    except ValueError:
+        return False
+    return True
+
+
 class Cifar3(CaffePort):
     def __init__(self, num_classes: int, in_channels: int = 3, input_size: int = 32) -> None:
         super().__init__()
@@ -55,8 +63,10 @@ class Cifar3(CaffePort):
         try:
             side = cifar3_feature_side(input_size)
         except ValueError:
+            smallest = next(n for n in range(1, 64) if _fits(n))
             raise ValueError(
-                f"input_size={input_size} is too small for cifar3 (three 3x3/2 poolings need >= 3)"
+                f"input_size={input_size} is too small for cifar3 (three 3x3/2 poolings need "
+                f">= {smallest})"
             ) from None
         self.in_channels = in_channels
         self.input_size = input_size

@@ -94,6 +94,13 @@ class CaffeBatchNorm2d(nn.Module):
     variance 0, and so does this port.
 
     ``weight``/``bias`` are the Scale layer (Caffe fillers: constant 1 and constant 0).
+
+    ``shards`` > 1 emulates Caffe's multi-GPU training on one device: each GPU normalises its own
+    part of the batch (paper_tables.md D6: 125 images per GPU in SC, about 128 in Part 1), so the
+    batch is cut into ``shards`` equal consecutive parts, each normalised by its own statistics.
+    Every Caffe solver keeps its own running statistics (the BatchNorm blobs are not synchronised)
+    and Caffe tests on the root solver's net, so the running statistics follow the first shard.
+    Set it with :func:`set_batch_norm_shards`.
     """
 
     def __init__(self, num_features: int, moving_average_fraction: float) -> None:
@@ -106,6 +113,7 @@ class CaffeBatchNorm2d(nn.Module):
         self.register_buffer("mean_sum", torch.zeros(num_features))
         self.register_buffer("var_sum", torch.zeros(num_features))
         self.register_buffer("sum_weight", torch.zeros(()))
+        self.shards = 1
 
     def running_mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and variance Caffe uses at test time (``use_global_stats: true``)."""
@@ -116,18 +124,55 @@ class CaffeBatchNorm2d(nn.Module):
         if not self.training:
             mean, var = self.running_mean_var()
             return F.batch_norm(x, mean, var, self.weight, self.bias, False, 0.0, self.eps)
-        with torch.no_grad():
-            var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
-            m = x.numel() // x.shape[1]
-            bias_correction = m / (m - 1) if m > 1 else 1.0
-            maf = self.moving_average_fraction
-            self.mean_sum.mul_(maf).add_(mean)
-            self.var_sum.mul_(maf).add_(var, alpha=bias_correction)
-            self.sum_weight.mul_(maf).add_(1.0)
+        if self.shards > 1:
+            return self._sharded_forward(x)
+        self._update_running_sums(x)
         return F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
 
+    @torch.no_grad()
+    def _update_running_sums(self, x: torch.Tensor) -> None:
+        var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+        m = x.numel() // x.shape[1]
+        bias_correction = m / (m - 1) if m > 1 else 1.0
+        maf = self.moving_average_fraction
+        self.mean_sum.mul_(maf).add_(mean)
+        self.var_sum.mul_(maf).add_(var, alpha=bias_correction)
+        self.sum_weight.mul_(maf).add_(1.0)
+
+    def _sharded_forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        if n % self.shards:
+            raise ValueError(f"a batch of {n} does not split into {self.shards} equal "
+                             "batch-norm shards")
+        per_shard = n // self.shards
+        self._update_running_sums(x[:per_shard])  # the root GPU's statistics
+        # Shard s's channel k becomes channel s*C + k of one batch_norm call over (N/S, S*C, H, W).
+        grouped = x.reshape(self.shards, per_shard, c, h, w).transpose(0, 1)
+        grouped = grouped.reshape(per_shard, self.shards * c, h, w)
+        out = F.batch_norm(grouped, None, None, self.weight.repeat(self.shards),
+                           self.bias.repeat(self.shards), True, 0.0, self.eps)
+        return out.reshape(per_shard, self.shards, c, h, w).transpose(0, 1).reshape(n, c, h, w)
+
     def extra_repr(self) -> str:
-        return f"{self.num_features}, moving_average_fraction={self.moving_average_fraction}"
+        shards = f", shards={self.shards}" if self.shards > 1 else ""
+        return f"{self.num_features}, moving_average_fraction={self.moving_average_fraction}{shards}"
+
+
+def set_batch_norm_shards(model: nn.Module, shards: int) -> None:
+    """Per-GPU batch-norm statistics for ``shards`` GPUs on one device (CaffeBatchNorm2d.shards).
+
+    A model without batch norm is left as it is; one with PyTorch's own batch norm cannot split
+    its statistics and is refused (only the Caffe ports implement the shards)."""
+    require_positive_int("shards", shards)
+    if shards > 1:
+        stock = [name for name, m in model.named_modules()
+                 if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        if stock:
+            raise ValueError(f"batch-norm shards need Caffe's batch norm (the Caffe ports); "
+                             f"{type(model).__name__} uses torch's at {stock[0]!r}")
+    for module in model.modules():
+        if isinstance(module, CaffeBatchNorm2d):
+            module.shards = shards
 
 
 class WithinChannelLRN(nn.Module):

@@ -2,8 +2,10 @@
 
 ``build_model("resnet56", num_classes=10, init="msra")`` returns an ``nn.Module``. Every entry
 names its source; docs/models.md tables the parameter counts and every deviation from the source.
-Caffe ports (all but ``resnet50``) also know their prototxt's fillers (``init="prototxt"``) and
-its per-parameter ``lr_mult`` / ``decay_mult`` (:func:`param_multipliers`).
+Caffe ports (all but ``resnet50`` and ``inception_resnet_v2``) also know their prototxt's fillers
+(``init="prototxt"``) and their per-parameter ``lr_mult`` / ``decay_mult``
+(:func:`param_multipliers`).
+GoogLeNet returns :class:`WithAuxiliary` in training mode; :func:`classification_loss` reduces it.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .alexnet import AlexNet
 from .caffe_cifar import Cifar3
 from .densenet import DenseNet40
+from .googlenet import GoogLeNet
 from .hyperparam1_resnet import resnet56_part1, wide32
 from .imagenet import resnet50
+from .inception_resnet_v2 import InceptionResNetV2
 from .init import INIT_SCHEMES, fill_all_layers
 from .layers import CaffePort, ParamMultipliers, require_positive_int
 from .lenet import LeNet
+from .outputs import WithAuxiliary, classification_loss
 from .superconvergence_resnet import resnet20, resnet56, resnet110
 
 __all__ = [
@@ -30,7 +36,9 @@ __all__ = [
     "CaffePort",
     "ModelInfo",
     "ParamMultipliers",
+    "WithAuxiliary",
     "build_model",
+    "classification_loss",
     "param_multipliers",
     "parameter_count",
 ]
@@ -54,6 +62,7 @@ class ModelInfo:
 
 _SC = "lnsmith54/super-convergence architectures/"
 _HP1 = "lnsmith54/hyperParam1 Cifar/architectures/"
+_BVLC = "BVLC/caffe models/"
 
 MODELS: dict[str, ModelInfo] = {
     info.name: info
@@ -87,6 +96,16 @@ MODELS: dict[str, ModelInfo] = {
             "Imagenet/architectures/resnet50.prototxt, not ported)",
             3,
             224,
+        ),
+        ModelInfo("alexnet", AlexNet, _BVLC + "bvlc_alexnet/train_val.prototxt", 3, 227),
+        ModelInfo("googlenet", GoogLeNet, _BVLC + "bvlc_googlenet/train_val.prototxt", 3, 224),
+        ModelInfo(
+            "inception_resnet_v2",
+            InceptionResNetV2,
+            "arXiv:1602.07261 as timm inception_resnet_v2 / TF-slim (Smith's: hyperParam1 "
+            "Imagenet/architectures/inception-resnet-v2.prototxt, not available)",
+            3,
+            299,
         ),
     )
 }

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from data_fixtures import random_uint8, write_cifar10, write_image_folder
@@ -68,3 +69,38 @@ def test_imagefolder_fixture_trains_resnet50(tmp_path):
     metrics = train(cfg, tmp_path / "out")
     assert metrics["status"] == "completed" and metrics["iterations"] == 4
     assert 0.0 <= metrics["final"]["test_accuracy"] <= 1.0
+
+
+def test_imagefolder_crops_at_the_models_input_size(tmp_path):
+    # AlexNet was built for Caffe's 227x227 crops; the folder pipeline must follow the model.
+    classes = ["n01440764", "n02102040"]
+    write_image_folder(tmp_path, classes, per_class=3, size=(40, 48), seed=0)
+    cfg = _run_config("imagefolder", tmp_path, "alexnet", batch=3, max_lr=1e-3, classes=classes)
+    metrics = train(cfg, tmp_path / "out")
+    assert metrics["status"] == "completed" and metrics["iterations"] == 4
+
+
+def test_train_step_minimises_caffes_total_loss_with_auxiliary_heads():
+    # GoogLeNet's train_val.prototxt: loss3 + 0.3 * loss1 + 0.3 * loss2 (onecycle.models.outputs).
+    from onecycle.models import WithAuxiliary
+    from onecycle.schedules import make_schedule
+    from onecycle.train import train_step
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.main, self.aux = torch.nn.Linear(4, 3), torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return WithAuxiliary(self.main(x), ((0.3, self.aux(x)),)) if self.training else self.main(x)
+
+    torch.manual_seed(0)
+    model = TwoHeads()
+    x, y = torch.randn(5, 4), torch.tensor([0, 1, 2, 0, 1])
+    with torch.no_grad():
+        expected = (torch.nn.functional.cross_entropy(model.main(x), y)
+                    + 0.3 * torch.nn.functional.cross_entropy(model.aux(x), y))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    loss = train_step(model, optimizer, make_schedule("fixed", steps=1, base_lr=0.1), 0, x, y)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert model.aux.weight.grad is not None  # the auxiliary head is trained too

@@ -812,15 +812,20 @@ def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | None)
 FOLDER_AUGMENTATIONS = ("random_resized_crop_mirror", "center_crop")
 
 
-def _folder_transform(augment: str):
-    # torchvision references/classification presets: train RandomResizedCrop 224 + flip,
-    # eval Resize 256 + CenterCrop 224. (Smith's Caffe ImageNet runs used a fixed 230 crop,
-    # mirror and a mean file instead: paper_tables.md C2, Imagenet/architectures.)
+# torchvision's ImageNet presets crop 224 from images resized to 256: eval crops keep that ratio
+# at other sides (AlexNet's 227 from 259, Inception-ResNet-v2's 299 from 342, as timm's 0.875).
+EVAL_CROP_RATIO = 224 / 256
+
+
+def _folder_transform(augment: str, crop_size: int = 224):
+    # torchvision references/classification presets: train RandomResizedCrop + flip, eval
+    # Resize + CenterCrop. (Smith's Caffe ImageNet runs used a fixed 230 crop, mirror and a
+    # mean file instead: paper_tables.md C2, Imagenet/architectures.)
     from torchvision import transforms
 
-    geometry = ([transforms.RandomResizedCrop(224), transforms.RandomHorizontalFlip()]
+    geometry = ([transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip()]
                 if augment == "random_resized_crop_mirror"
-                else [transforms.Resize(256), transforms.CenterCrop(224)])
+                else [transforms.Resize(round(crop_size / EVAL_CROP_RATIO)), transforms.CenterCrop(crop_size)])
     return transforms.Compose([*geometry, transforms.ToTensor(),
                                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
 
@@ -853,14 +858,14 @@ class FolderBatches:
 
     def __init__(self, dataset: FolderDataset, batch_size: int, *, shuffle: bool, drop_last: bool,
                  augment: str, seed: int, num_workers: int = 4,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", crop_size: int = 224) -> None:
         if augment not in FOLDER_AUGMENTATIONS:
             raise ValueError(f"augment={augment!r}; expected one of {FOLDER_AUGMENTATIONS}")
         self._num_batches = _batch_count(len(dataset), batch_size, drop_last)
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
-        self.augment, self.seed, self.num_workers = augment, seed, num_workers
+        self.augment, self.seed, self.num_workers, self.crop_size = augment, seed, num_workers, crop_size
         self.device = torch.device(device)
-        self._transform = _folder_transform(augment)
+        self._transform = _folder_transform(augment, crop_size)
 
     def __len__(self) -> int:
         return self._num_batches

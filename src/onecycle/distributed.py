@@ -263,7 +263,8 @@ class ShardedTestBatches:
             subset = datasets.FolderDataset(folder.dataset.split_dir, folder.dataset.classes, part)
             yield from datasets.FolderBatches(
                 subset, folder.batch_size, shuffle=False, drop_last=False, augment=folder.augment,
-                seed=folder.seed, num_workers=folder.num_workers, device=folder.device).epoch(epoch_index)
+                seed=folder.seed, num_workers=folder.num_workers, device=folder.device,
+                crop_size=folder.crop_size).epoch(epoch_index)
             return
         for index, batch in enumerate(self.batches.epoch(epoch_index)):
             if index % self.world_size == self.rank:

@@ -27,7 +27,7 @@ from torch import nn
 from onecycle import bounds as bound_rules
 from onecycle import io
 from onecycle.config import ConfigError, RangeTestConfig
-from onecycle.models import build_model
+from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
 from onecycle.train import evaluate, load_data, resolve_device
@@ -80,7 +80,7 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
             if momentum is not None:
                 group["momentum"] = momentum
         x, y = next(batches)
-        loss = loss_fn(model(x), y)
+        loss = classification_loss(model(x), y, loss_fn)  # auxiliary heads included, as Caffe
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

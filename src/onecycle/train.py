@@ -33,7 +33,7 @@ from torch import nn
 from onecycle import data as datasets
 from onecycle import distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
-from onecycle.models import build_model
+from onecycle.models import MODELS, build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
 from onecycle.schedules import Schedule, apply_schedule, make_schedule
@@ -91,11 +91,14 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
         # JPEG decoding runs in DataLoader workers: up to 8 per process, never more than the
         # job's cores (shared by the data-parallel processes of a multi-GPU job).
         workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
+        # Crops at the side the model was built for (AlexNet 227, Inception-ResNet-v2 299).
+        crop = MODELS[cfg.model.arch].input_size
         train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
                                        augment="random_resized_crop_mirror", seed=cfg.seed,
-                                       num_workers=workers, device=device)
+                                       num_workers=workers, device=device, crop_size=crop)
         test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
-                                      augment="center_crop", seed=0, num_workers=workers, device=device)
+                                      augment="center_crop", seed=0, num_workers=workers, device=device,
+                                      crop_size=crop)
         return DataBundle(train, test, train_set.num_classes, info.in_channels)
     if eval_subset is not None and eval_subset < len(test_set):
         # A fixed held-out subset, the same for every seed, so range tests are comparable.
@@ -171,7 +174,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
     autocast; weights, gradients and the optimizer stay fp32."""
     apply_schedule(optimizer, schedule, it)
     with torch.autocast(x.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
-        loss = nn.functional.cross_entropy(model(x), y)
+        # Caffe's total loss: with GoogLeNet's auxiliary heads, main + 0.3 x each auxiliary.
+        loss = classification_loss(model(x), y)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

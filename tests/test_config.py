@@ -121,3 +121,49 @@ def test_expand_errors_name_experiment_and_group():
         expand(too_long)
     with pytest.raises(ConfigError, match="baseline 'nope' is not one of the groups"):
         expand(deep_merge(WORKFLOW, {"experiments": {"exp": {"baseline": "nope"}}}))
+
+
+def _part1_workflow(arch: str, seeds: list[int]) -> dict:
+    base = deep_merge(WORKFLOW["experiments"]["exp"]["base"],
+                      {"data": {"dataset": "cifar10"}, "model": {"arch": arch, "init": "prototxt"},
+                       "train": {"batch_size": 512, "batch_norm_shards": 4}})
+    exp = {"base": base, "seed_protocol": "part1",
+           "groups": {"one": {"schedule": VALID_RUN["schedule"]}}}
+    return {"results_dir": "out", "seeds": seeds, "experiments": {"exp": exp}}
+
+
+def test_part1_protocol_varies_batch_and_filler_over_the_four_runs():
+    # x4.sh (paper_tables.md C2, D6): per-GPU batch 128+3, +2, +1, +0 on 4 GPUs; the msra ->
+    # xavier rewrite on runs 1 and 3; a fifth seed starts the pattern again.
+    plan = expand(_part1_workflow("resnet56_part1", [0, 1, 2, 3, 7]))
+    runs = [plan.trains[f"exp/one/seed{seed}"].config for seed in (0, 1, 2, 3, 7)]
+    assert [r["train"]["batch_size"] for r in runs] == [524, 520, 516, 512, 524]
+    assert [r["model"]["init"] for r in runs] == ["xavier", "prototxt", "xavier", "prototxt", "xavier"]
+    # cifar3's gaussian fillers are not rewritten: only the batch varies.
+    cifar3 = expand(_part1_workflow("cifar3", [0, 1]))
+    assert [cifar3.trains[f"exp/one/seed{s}"].config["model"]["init"] for s in (0, 1)] == ["prototxt"] * 2
+    same = expand(deep_merge(_part1_workflow("resnet56_part1", [0, 1]), {"experiments": {"exp": {"seed_protocol": "same"}}}))
+    assert {same.trains[f"exp/one/seed{s}"].config["train"]["batch_size"] for s in (0, 1)} == {512}
+
+
+def test_part1_protocol_needs_a_batch_of_four_gpus():
+    bad = deep_merge(_part1_workflow("cifar3", [0]), {"experiments": {"exp": {"base": {"train": {
+        "batch_size": 510, "batch_norm_shards": 1}}}}})
+    with pytest.raises(ConfigError, match="groups.one: seed_protocol 'part1' needs train.batch_size, the total of 4 "
+                                          "per-GPU batches, as a multiple of 4; got 510"):
+        expand(bad)
+
+
+def test_gpu_seats_and_sharing():
+    sharing = deep_merge(WORKFLOW, {"gpus_per_job": 1, "jobs_per_gpu": 4, "experiments": {"exp": {"share_gpu": True}}})
+    plan = expand(sharing)
+    job, test = plan.trains["exp/one/seed0"], plan.range_tests["exp/seed0"]
+    assert (job.gpus, job.gpu_seats, job.per_device) == (1, 1, 4)
+    assert (test.gpus, test.gpu_seats, test.per_device) == (1, 1, 4)
+    # Not sharing: a whole device, i.e. all of its jobs_per_gpu seats.
+    exclusive = expand(deep_merge(sharing, {"experiments": {"exp": {"share_gpu": False}}})).trains["exp/one/seed0"]
+    assert (exclusive.gpus, exclusive.gpu_seats, exclusive.per_device) == (1, 4, 1)
+    default = expand(deep_merge(WORKFLOW, {"gpus_per_job": 1})).trains["exp/one/seed0"]
+    assert (default.gpus, default.gpu_seats, default.per_device) == (1, 1, 1)
+    with pytest.raises(ConfigError, match="experiments.exp: share_gpu is for single-GPU jobs, but its jobs take 2 GPUs"):
+        expand(deep_merge(sharing, {"experiments": {"exp": {"gpus": 2}}}))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import selectors
 import shutil
 import signal
@@ -19,7 +20,9 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
+from conftest import REPO
 from onecycle import gpu_slots
 from onecycle.gpu_slots import GpuSlotError, claim
 
@@ -334,3 +337,70 @@ def test_snakemake_jobs_running_together_never_share_a_gpu(slot_env, tmp_path):
     overlapping = [(a, b) for a, b in itertools.combinations(intervals, 2) if a[0] < b[1] and b[0] < a[1]]
     assert overlapping, "no two jobs ran at the same time, so the run proves nothing"
     assert all(not set(a[2]) & set(b[2]) for a, b in overlapping)
+
+
+@pytest.mark.slow
+def test_snakemake_sharing_jobs_meet_only_each_other_and_at_most_k_to_a_device(slot_env, tmp_path):
+    # Seats as the main workflow counts them (jobs_per_gpu 2 on 2 devices: --resources gpu=4).
+    shutil.copy(WORKFLOW, tmp_path / "Snakefile")
+    slot_env("0,1")
+    run = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "8", "--resources", "gpu=4", "--workflow-profile", "none",
+         "--config", "single_gpu_jobs=2", "shared_jobs=6", "jobs_per_gpu=2", "--quiet"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    records = {name: runs[0] for name, runs in read_records(tmp_path / "out").items()}
+    assert len(records) == 9 and records["double"][2] == ["0", "1"]
+    meetings = [(a, b) for a, b in itertools.combinations(records, 2)
+                if records[a][0] < records[b][1] and records[b][0] < records[a][1]
+                and set(records[a][2]) & set(records[b][2])]
+    assert meetings, "no two jobs shared a device, so sharing was never exercised"
+    assert all(a.startswith("shared") and b.startswith("shared") for a, b in meetings), meetings
+    # Never three sharing jobs on one device at once: check at every start.
+    for name, (start, _, devices) in records.items():
+        on_device = [other for other, (s, e, d) in records.items() if s <= start < e and d == devices]
+        assert len(on_device) <= 2, (name, on_device)
+
+
+# --- the main workflow's wiring ---------------------------------------------------------------
+
+def _sharing_config(tmp_path: Path) -> Path:
+    """configs/smoke.yaml on GPUs, one seed, as an exclusive and a sharing experiment."""
+    smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+    exclusive = smoke["experiments"]["fmnist_lenet"]
+    smoke.update({"seeds": [0], "gpus_per_job": 1, "jobs_per_gpu": 2,
+                  "experiments": {"exclusive": exclusive, "shared": {**exclusive, "share_gpu": True}}})
+    path = tmp_path / "sharing.yaml"
+    path.write_text(yaml.safe_dump(smoke))
+    return path
+
+
+def _main_snakemake(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(_sharing_config(tmp_path)), *args],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.mark.slow
+def test_main_workflow_gives_sharing_jobs_one_seat_and_the_per_device_flag(tmp_path):
+    run = _main_snakemake(tmp_path, "-n", "-p", "--cores", "2", "--resources", "gpu=4")
+    assert run.returncode == 0, run.stderr[-3000:]
+    jobs = re.findall(r"rule (train|range_test):\n(?:.*\n)*?    resources: [^\n]*gpu=(\d+)\n(?:.*\n)*?"
+                      r"Shell command: python -m onecycle.gpu_slots -n (\d+) --per-device (\d+) -- "
+                      r"onecycle [a-z-]+ --config \S*/(exclusive|shared)/", run.stdout)
+    assert {(kind, exp) for kind, _, _, _, exp in jobs} == {
+        (kind, exp) for kind in ("train", "range_test") for exp in ("exclusive", "shared")}
+    for _, seats, gpus, per_device, experiment in jobs:
+        expected = ("1", "1", "2") if experiment == "shared" else ("2", "1", "1")
+        assert (seats, gpus, per_device) == expected, experiment
+
+
+@pytest.mark.slow
+def test_main_workflow_refuses_sharing_on_a_cluster_before_submitting(tmp_path):
+    run = _main_snakemake(tmp_path, "--executor", "slurm", "--jobs", "2")
+    assert run.returncode != 0
+    assert "jobs_per_gpu = 2 is for one machine" in run.stderr + run.stdout
+    assert not (tmp_path / "results").exists()

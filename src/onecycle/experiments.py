@@ -30,6 +30,16 @@ from onecycle.train import check_schedule
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# Part 1's four runs per setting (`seed_protocol: part1`; hyperParam1 Cifar/x4.sh, paper_tables.md
+# C2 and D6): 4 GPUs, per-GPU batch BS+3, BS+2, BS+1, BS for runs 1-4 (BS = TBS / 4), and
+# runs 1 and 3 with x4.sh's msra -> xavier rewrite of the architecture file.
+PART1_GPUS = 4
+PART1_PER_GPU_BATCH_OFFSETS = (3, 2, 1, 0)
+PART1_XAVIER_RUNS = (0, 2)
+# The ports whose prototxt fillers the rewrite touches (docs/models.md, "Initialisation"):
+# their msra layers become xavier. cifar3's gaussian fillers are left alone.
+PART1_REWRITTEN_ARCHS = ("resnet56_part1", "wide32", "densenet40")
+
 
 class Comparison(StrictModel):
     """What a comparison figure puts on its axes: dotted config paths, or "group"."""
@@ -62,6 +72,11 @@ class ExperimentConfig(StrictModel):
     # stays the total batch (the papers' TBS = per-GPU batch x GPUs) and must divide by it.
     # Range tests keep `gpus_per_job`: they run in one process.
     gpus: int | None = Field(default=None, ge=0)
+    # Small single-GPU jobs (LeNet on MNIST) that may run `jobs_per_gpu` to a device.
+    share_gpu: bool = False
+    # "same": every seed runs the group's settings. "part1": the i-th seed is Smith's run
+    # i % 4 + 1 of x4.sh (PART1_* above): TBS + 4 x (3, 2, 1, 0) and xavier on runs 1 and 3.
+    seed_protocol: Literal["same", "part1"] = "same"
 
     @field_validator("groups")
     @classmethod
@@ -91,6 +106,11 @@ class WorkflowConfig(StrictModel):
     train_threads: int = Field(default=1, gt=0)
     # GPUs per training job (0 on CPU-only runs such as the smoke replication).
     gpus_per_job: int = Field(default=0, ge=0)
+    # Jobs of `share_gpu` experiments that may run together on one GPU (onecycle.gpu_slots
+    # --per-device). One machine only: `--resources gpu=N` then counts seats, N = GPUs x
+    # jobs_per_gpu, and every other GPU job takes all jobs_per_gpu seats of its devices. A
+    # cluster gives each job its own GPUs; the Snakefile refuses jobs_per_gpu > 1 there.
+    jobs_per_gpu: int = Field(default=1, ge=1)
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
 
     @field_validator("seeds")
@@ -131,6 +151,10 @@ class Job:
     needs_bounds: bool = False
     # Devices the job claims; more than 1 runs it data-parallel (torchrun, one process each).
     gpus: int = 0
+    # Its Snakemake `gpu` resource: gpus x jobs_per_gpu seats, or 1 seat for a sharing job.
+    gpu_seats: int = 0
+    # Jobs that may share each of its devices (gpu_slots --per-device): jobs_per_gpu if it shares.
+    per_device: int = 1
 
 
 @dataclass
@@ -160,6 +184,28 @@ def load_workflow_config(data: dict[str, Any], source: str = "workflow config") 
     return parse(WorkflowConfig, data, source)
 
 
+def gpu_placement(gpus: int, share_gpu: bool, jobs_per_gpu: int, where: str) -> dict[str, int]:
+    """A job's devices, its seats in `--resources gpu=N` and the jobs that may share a device."""
+    if share_gpu and jobs_per_gpu > 1 and gpus > 0:
+        if gpus != 1:
+            raise ConfigError(f"{where}: share_gpu is for single-GPU jobs, but its jobs take {gpus} GPUs")
+        return {"gpus": 1, "gpu_seats": 1, "per_device": jobs_per_gpu}
+    return {"gpus": gpus, "gpu_seats": gpus * jobs_per_gpu, "per_device": 1}
+
+
+def part1_run_overrides(run_index: int, merged: dict[str, Any], where: str) -> dict[str, Any]:
+    """Settings of Smith's run `run_index % 4 + 1` of a Part 1 setting (x4.sh; PART1_* above)."""
+    run = run_index % PART1_GPUS
+    batch = merged.get("train", {}).get("batch_size")
+    if not isinstance(batch, int) or batch % PART1_GPUS:
+        raise ConfigError(f"{where}: seed_protocol 'part1' needs train.batch_size, the total of "
+                          f"{PART1_GPUS} per-GPU batches, as a multiple of {PART1_GPUS}; got {batch!r}")
+    overrides: dict[str, Any] = {"train": {"batch_size": batch + PART1_GPUS * PART1_PER_GPU_BATCH_OFFSETS[run]}}
+    if run in PART1_XAVIER_RUNS and merged.get("model", {}).get("arch") in PART1_REWRITTEN_ARCHS:
+        overrides["model"] = {"init": "xavier"}
+    return overrides
+
+
 def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
     """Every job of the workflow, validated; raises ConfigError naming the job and key."""
     workflow = load_workflow_config(data, source)
@@ -167,23 +213,28 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
     range_tests: dict[str, Job] = {}
     trains: dict[str, Job] = {}
     for exp_name, exp in workflow.experiments.items():
+        exp_where = f"{source}: experiments.{exp_name}"
         if exp.range_test is not None:
+            placement = gpu_placement(workflow.gpus_per_job, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
             for seed in exp.range_test_seeds or workflow.seeds[:1]:
                 job_id = f"{exp_name}/seed{seed}"
                 raw = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
                                             "range_test": exp.range_test})
-                cfg = parse(RangeTestConfig, raw, f"{source}: experiments.{exp_name} (range test)")
+                cfg = parse(RangeTestConfig, raw, f"{exp_where} (range test)")
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
                                           cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
-                                          gpus=workflow.gpus_per_job)
+                                          **placement)
         gpus = workflow.gpus_per_job if exp.gpus is None else exp.gpus
+        placement = gpu_placement(gpus, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
         for group, overrides in exp.groups.items():
-            for seed in workflow.seeds:
+            for run_index, seed in enumerate(workflow.seeds):
                 job_id = f"{exp_name}/{group}/seed{seed}"
-                raw = deep_merge(deep_merge(exp.base, overrides),
-                                 {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
                 where = f"{source}: experiments.{exp_name}.groups.{group}"
+                raw = deep_merge(exp.base, overrides)
+                if exp.seed_protocol == "part1":
+                    raw = deep_merge(raw, part1_run_overrides(run_index, raw, where))
+                raw = deep_merge(raw, {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
                 cfg = parse(RunConfig, raw, where)
                 try:
                     check_schedule(cfg)
@@ -196,5 +247,5 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                                       "is 'range_test' but the experiment has no range_test block")
                 trains[job_id] = Job("train", job_id, exp_name, group, seed, results / "train" / job_id,
                                      cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
-                                     needs_bounds, gpus)
+                                     needs_bounds, **placement)
     return Plan(workflow, results, range_tests, trains)

@@ -1,6 +1,8 @@
 import re
 import shlex
 
+from snakemake.exceptions import WorkflowError
+
 from onecycle import io
 
 # Wildcard values are exactly the job ids the plan holds: no rule can match a path the
@@ -17,7 +19,19 @@ wildcard_constraints:
 
 
 TRAIN_THREADS = PLAN.workflow.train_threads
-GPUS_PER_JOB = PLAN.workflow.gpus_per_job
+
+# GPU jobs declare `resources: gpu=` in seats: with jobs_per_gpu = k, a job of a `share_gpu`
+# experiment takes 1 seat and may meet k-1 others on its device (gpu_slots --per-device k);
+# every other GPU job takes all k seats of each of its devices. With k = 1 seats are GPUs.
+# Seats only mean something to a local `--resources gpu=N` cap: a cluster executor would read
+# them as GPUs to allocate, so sharing is refused there, before any job is submitted (the
+# executor is known from onstart on, not while the Snakefile is parsed).
+onstart:
+    if PLAN.workflow.jobs_per_gpu > 1 and workflow.non_local_exec:
+        raise WorkflowError(
+            f"jobs_per_gpu = {PLAN.workflow.jobs_per_gpu} is for one machine (--resources gpu= counts "
+            "seats there); on a cluster every job gets its own GPUs: set jobs_per_gpu: 1"
+        )
 
 
 def _train_inputs(wc):

@@ -24,13 +24,15 @@ rule range_test:
         f"{R}/logs/range_test/{{range_job}}/run.log",
     params:
         out=lambda wc: PLAN.range_tests[wc.range_job].out_dir,
+        gpus=lambda wc: PLAN.range_tests[wc.range_job].gpus,
+        per_device=lambda wc: PLAN.range_tests[wc.range_job].per_device,
     threads: TRAIN_THREADS
     resources:
-        gpu=GPUS_PER_JOB,
+        gpu=lambda wc: PLAN.range_tests[wc.range_job].gpu_seats,
     conda:
         "../../environment.yml"
     shell:
-        "python -m onecycle.gpu_slots -n {resources.gpu} -- "
+        "python -m onecycle.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
         "onecycle range-test --config {input.spec:q} --out {params.out:q} > {log:q} 2>&1"
 
 

@@ -31,15 +31,17 @@ rule train:
         # `onecycle train`, or for N > 1 GPUs `torchrun --standalone --nproc_per_node N -m
         # onecycle.cli train`: data-parallel, one process per GPU (onecycle.distributed).
         launcher=lambda wc: launch_prefix(PLAN.trains[wc.train_job].gpus, "train"),
+        # The workflow's gpus_per_job, or the experiment's own `gpus`; sharing: see common.smk.
+        gpus=lambda wc: PLAN.trains[wc.train_job].gpus,
+        per_device=lambda wc: PLAN.trains[wc.train_job].per_device,
     threads: TRAIN_THREADS
     resources:
-        # The workflow's gpus_per_job, or the experiment's own `gpus`.
-        gpu=lambda wc: PLAN.trains[wc.train_job].gpus,
+        gpu=lambda wc: PLAN.trains[wc.train_job].gpu_seats,
     conda:
         "../../environment.yml"
     shell:
         # The exec wrapper claims distinct GPUs (Snakemake only counts them, snakemake#281)
         # before torchrun starts one process per claimed GPU; a killed job resumes from its
         # checkpoint when run again.
-        "python -m onecycle.gpu_slots -n {resources.gpu} -- "
+        "python -m onecycle.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
         "{params.launcher} --config {input.spec:q} --out {params.out:q} {params.bounds} > {log:q} 2>&1"

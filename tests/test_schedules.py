@@ -223,6 +223,14 @@ def test_clr_hand_values():
     assert_values(triangular2, {4: 1.0, 12: 0.55}, {0: 0.9, 12: 0.9})
     exp_range = make_schedule("exp_range", 17, base_lr=0.1, max_lr=1.0, stepsize=4, gamma=0.9)
     assert_values(exp_range, {4: 0.69049})  # .1 + .9 * .9**4
+    # decay=bounds, the CLR paper's text: both bounds x gamma**it. Peak 1 * .9**4; trough at 8
+    # .1 * .9**8; half way up at 2: (.1 + .9/2) * .9**2.
+    bounds = make_schedule("exp_range", 17, base_lr=0.1, max_lr=1.0, stepsize=4, gamma=0.9, decay="bounds")
+    assert_values(bounds, {0: 0.1, 2: 0.4455, 4: 0.6561, 8: 0.043046721})
+    # Its cycle-average tracks Caffe exp from the midpoint (CLR Fig 10): at a trough the
+    # midpoint's exp value lies between the bounds' decayed values.
+    exp = make_schedule("exp", 17, base_lr=0.55, gamma=0.9)
+    assert bounds.lr(8) < exp.lr(8) < 1.0 * 0.9**8
 
 
 @pytest.mark.parametrize("steps", [5, 50, 300])
@@ -306,6 +314,7 @@ SMITH = dict(base_lr=0.1, max_lr=1.0, stepsize=3)
     ("torch_1cycle", {"max_lr": 1.0, "anneal_strategy": "cosine"}, r"anneal_strategy must be one of 'cos', 'linear'"),
     ("torch_1cycle", {"max_lr": 1.0, "three_phase": "yes"}, r"three_phase must be true or false, got 'yes'"),
     ("exp_range", {**SMITH, "gamma": 1.5}, r"gamma must be <= 1, got 1.5"),
+    ("exp_range", {**SMITH, "gamma": 0.9, "decay": "both"}, r"decay must be one of 'amplitude', 'bounds', got 'both'"),
     ("step", {"base_lr": 0.1, "gamma": -0.1, "stepsize": 2}, r"gamma must be >= 0, got -0.1"),
     ("multistep", {"base_lr": 0.1, "gamma": 0.1, "stepvalue": [5, 3]}, r"stepvalue must be strictly increasing, got \[5, 3\]"),
     ("multistep", {"base_lr": 0.1, "gamma": 0.1, "stepvalue": 5}, r"stepvalue must be a non-empty list"),

@@ -262,12 +262,20 @@ class CyclicalLR(_ConstantMomentumSchedule):
         cycle = floor(1 + it / (2 stepsize));  x = |it / stepsize - 2 cycle + 1|
         lr = base_lr + (max_lr - base_lr) * max(0, 1 - x) * scale
     scale = 1 (triangular), 1 / 2**(cycle-1) (triangular2), gamma**it (exp_range).
+
+    exp_range's `decay` says what gamma**it shrinks. "amplitude" is the formula above, as
+    bckenstler's Keras CLR and torch's CyclicLR(mode="exp_range") compute it: the LR tends to
+    base_lr. "bounds" is the CLR paper's wording (§3.1: "each boundary value declines by an
+    exponential factor of gamma^iteration"): lr = gamma**it * (base_lr + (max_lr - base_lr) *
+    max(0, 1 - x)), which oscillates around Caffe's exp policy from the same midpoint, as the
+    paper's Fig 10 shows. Smith's Caffe code for exp_range is not published.
     """
 
     base_lr: float
     max_lr: float
     stepsize: int
     gamma: float | None  # exp_range only
+    decay: str = "amplitude"  # exp_range only: "amplitude" | "bounds"
 
     def _lr(self, it: int) -> float:
         cycle = math.floor(1 + it / (2 * self.stepsize))
@@ -278,6 +286,8 @@ class CyclicalLR(_ConstantMomentumSchedule):
             scale = 1 / 2.0 ** (cycle - 1)
         else:
             scale = self.gamma**it
+            if self.decay == "bounds":
+                return (self.base_lr + (self.max_lr - self.base_lr) * max(0.0, 1 - x)) * scale
         return self.base_lr + (self.max_lr - self.base_lr) * max(0.0, 1 - x) * scale
 
 
@@ -548,9 +558,10 @@ def _clr_builder(mode: str) -> Callable[[int, _Params], Schedule]:
         base_lr = p.lr("base_lr")
         # gamma < 1 shrinks the amplitude every iteration; > 1 would grow it without bound.
         gamma = p.number("gamma", above=0.0, at_most=1.0) if mode == "exp_range" else None
+        decay = p.choice("decay", ("amplitude", "bounds")) if mode == "exp_range" else "amplitude"
         return CyclicalLR(name=mode, steps=steps, base_lr=base_lr,
                           max_lr=p.at_least_lr("max_lr", "base_lr", base_lr),
-                          stepsize=p.count("stepsize"), gamma=gamma,
+                          stepsize=p.count("stepsize"), gamma=gamma, decay=decay,
                           constant_momentum=p.optional_momentum("momentum"))
 
     return build
@@ -664,8 +675,10 @@ def _policies() -> dict[str, PolicyInfo]:
                    {**clr, "momentum": None}, _CLR_SOURCE, _clr_builder("triangular")),
         PolicyInfo("triangular2", "CLR triangular2: triangular with the amplitude halved every cycle",
                    {**clr, "momentum": None}, _CLR_SOURCE, _clr_builder("triangular2")),
-        PolicyInfo("exp_range", "CLR exp_range: triangular with the amplitude scaled by gamma**it",
-                   {**clr, "gamma": REQUIRED, "momentum": None}, _CLR_SOURCE, _clr_builder("exp_range")),
+        PolicyInfo("exp_range", "CLR exp_range: triangular scaled by gamma**it, its amplitude (Keras, "
+                   "torch) or both bounds (decay=bounds, the CLR paper's text)",
+                   {**clr, "gamma": REQUIRED, "decay": "amplitude", "momentum": None}, _CLR_SOURCE,
+                   _clr_builder("exp_range")),
         PolicyInfo("fixed", "Caffe fixed: base_lr", {"base_lr": REQUIRED, "momentum": None},
                    _CAFFE_SOURCE, _build_fixed),
         PolicyInfo("step", "Caffe step: base_lr * gamma**floor(it / stepsize)",

@@ -80,8 +80,9 @@ def first_batch(batches, epoch=0):
 
 def test_registry_describes_every_dataset():
     assert set(data.DATASETS) == {"fashion_mnist", "mnist", "cifar10", "cifar100", "digits",
-                                  "imagefolder"}
+                                  "imagefolder", "imagenet"}
     assert (data.DATASETS["cifar100"].num_classes, data.DATASETS["cifar10"].train_size) == (100, 50_000)
+    assert (data.DATASETS["imagenet"].train_size, data.DATASETS["imagenet"].test_size) == (1_281_167, 50_000)
     assert data.DATASETS["imagefolder"].test_size is None
     assert set(data.SOURCES) == set(data.DATASETS) - {"digits"}
 
@@ -407,6 +408,33 @@ def test_image_folder_lists_classes_in_the_given_order(tmp_path):
     assert {(Path(p).parent.name, label) for p, label in train.samples} == {(WNIDS[2], 0), (WNIDS[0], 1)}
     assert data.load_split("imagefolder", "test", tmp_path, class_list=WNIDS).split_dir == tmp_path / "val"
     assert len(data.load_split("imagefolder", "train", tmp_path, class_list=WNIDS, subset=4)) == 4
+
+
+def test_image_folder_all_classes_are_the_train_folders_sorted(tmp_path):
+    # data.classes: all, i.e. full ImageNet: ImageFolder's sorted wnid order, the same for val.
+    shuffled = [WNIDS[1], WNIDS[2], WNIDS[0]]
+    write_image_folder(tmp_path, shuffled, per_class=2, size=(8, 8), seed=0)
+    train = data.load_split("imagefolder", "train", tmp_path, class_list="all")
+    test = data.load_split("imagefolder", "test", tmp_path, class_list="all")
+    assert train.classes == test.classes == tuple(sorted(WNIDS)) and train.num_classes == 3
+    (tmp_path / "train" / "n09999999").mkdir()  # a class without a val folder is an error
+    with pytest.raises(ValueError, match="class 'n09999999': folder .*val/n09999999 does not exist"):
+        data.load_split("imagefolder", "test", tmp_path, class_list="all")
+    with pytest.raises(ValueError, match="class_list 'all': .*/nowhere/train does not exist"):
+        data.load_split("imagefolder", "train", tmp_path / "nowhere", class_list="all")
+
+
+def test_imagenet_is_the_users_folder_with_every_class_and_never_downloads(tmp_path):
+    with pytest.raises(FileNotFoundError, match="imagenet: .* lacks train/; ImageNet cannot be downloaded without "
+                                                "a registration"):
+        data.prepare("imagenet", tmp_path / "imagenet")
+    assert not (tmp_path / "imagenet").exists()
+    write_image_folder(tmp_path / "imagenet", WNIDS, per_class=2, size=(8, 8), seed=0)
+    assert data.prepare("imagenet", tmp_path / "imagenet") == tmp_path / "imagenet"
+    train = data.load_split("imagenet", "train", tmp_path / "imagenet")
+    assert train.classes == tuple(sorted(WNIDS)) and len(train) == 6
+    with pytest.raises(ValueError, match="class_list is for imagefolder only, not 'imagenet'"):
+        data.load_split("imagenet", "train", tmp_path / "imagenet", class_list=WNIDS[:1])
 
 
 def test_image_folder_missing_class_names_wnid_and_folder(tmp_path):

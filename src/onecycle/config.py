@@ -39,8 +39,9 @@ class DataConfig(StrictModel):
     # subtracts the training set's per-pixel mean image, no scale, as Smith's CIFAR prototxts
     # (mean file, D6); "caffe_scale" multiplies by 1/256, no mean, as Caffe's LeNet (S12).
     normalize: Literal["mean", "mean_std", "caffe_mean_image", "caffe_scale"] = "mean_std"
-    # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10).
-    classes: list[str] | None = None
+    # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10), or
+    # "all": every class folder under train/ (the full ImageNet of CLR's AlexNet/GoogLeNet runs).
+    classes: list[str] | Literal["all"] | None = None
 
     @field_validator("dataset")
     @classmethod

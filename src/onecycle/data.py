@@ -69,6 +69,10 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo("imagefolder", 10, 3, 224, None, None,
                     "ImageNet (Russakovsky et al. 2015) subsets; default Imagenette, "
                     "https://github.com/fastai/imagenette"),
+        # ILSVRC2012: 1 281 167 training and 50 000 validation images (Russakovsky et al. 2015,
+        # Table 2), every class folder of the user's copy (the CLR paper's AlexNet/GoogLeNet).
+        DatasetInfo("imagenet", 1000, 3, 224, 1_281_167, 50_000,
+                    "ILSVRC2012 (Russakovsky et al. 2015), https://image-net.org/download.php"),
     )
 }
 
@@ -193,6 +197,13 @@ SOURCES: dict[str, Source] = {
         downloaded_dirs=tuple(f"{split}/{wnid}" for split in ("train", "val")
                               for wnid in IMAGENETTE_WNIDS),
         hint="pass root= a folder with train/<wnid>/*.JPEG and val/<wnid>/*.JPEG"),
+    # ImageNet needs a registration, so nothing downloads: a user's extracted copy is checked
+    # by its layout (the val images sorted into class folders, e.g. by ILSVRC2012's valprep.sh).
+    "imagenet": Source(
+        mirrors=(), downloads={}, contents={}, extract=False, required_dirs=("train", "val"),
+        hint="ImageNet cannot be downloaded without a registration at https://image-net.org: put "
+             "ILSVRC2012 there as train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (or set $ONECYCLE_DATA "
+             "to the folder above an imagenet/ copy)"),
 }
 
 
@@ -212,6 +223,8 @@ def prepare(name: str, root: Path | None = None, download: bool = True) -> Path:
         return root
     source = SOURCES[name]
     if not _is_present(source, root):
+        if not source.mirrors:
+            raise FileNotFoundError(f"{name}: {root} lacks {_first_missing(source, root)}; {source.hint}")
         if not download:
             raise FileNotFoundError(f"{name}: {root} lacks {_first_missing(source, root)}; "
                                     f"call prepare({name!r}, download=True) or {source.hint}")
@@ -405,7 +418,7 @@ class ArrayDataset:
 
 
 def load_split(name: str, split: str, root: Path | None = None, subset: int | None = None,
-               subset_seed: int = 0, class_list: Sequence[str] | None = None
+               subset_seed: int = 0, class_list: Sequence[str] | str | None = None
                ) -> ArrayDataset | FolderDataset:
     """Load `split` ("train" | "test") of dataset `name` from `root` (call `prepare` first).
 
@@ -415,7 +428,7 @@ def load_split(name: str, split: str, root: Path | None = None, subset: int | No
     Smith drew his `train{10,20,30,40}k_lmdb` subsets is not documented (paper_tables.md B2,
     Fig 6a), so ours are uniform random, not class-balanced. The test split is always
     evaluated whole. `class_list` (imagefolder only) picks ImageNet classes by WordNet id, in
-    class-index order; default: Imagenette's ten.
+    class-index order; default: Imagenette's ten; "all": every class folder under train/.
     """
     info = dataset_info(name)
     if split not in SPLITS:
@@ -424,7 +437,7 @@ def load_split(name: str, split: str, root: Path | None = None, subset: int | No
         raise ValueError(f"subset={subset} on the {split!r} split: subsets are of the train split "
                          f"only; evaluation always uses the full test set")
     if class_list is not None and name != "imagefolder":
-        raise ValueError(f"class_list is for imagefolder only, not {name!r}")
+        raise ValueError(f"class_list is for imagefolder only, not {name!r} (imagenet has all its classes)")
     root = Path(root) if root is not None else default_root(name)
     if name in ("mnist", "fashion_mnist"):
         dataset = _load_idx_split(name, root, split, info.num_classes)
@@ -433,7 +446,7 @@ def load_split(name: str, split: str, root: Path | None = None, subset: int | No
     elif name == "digits":
         dataset = _load_digits_split(split)
     else:
-        dataset = _load_folder_split(root, split, class_list)
+        dataset = _load_folder_split(root, split, ALL_CLASSES if name == "imagenet" else class_list)
     return dataset if subset is None else _take_subset(dataset, subset, subset_seed)
 
 
@@ -772,6 +785,8 @@ def _crop_windows(images: torch.Tensor, offsets: torch.Tensor, padding: int) -> 
 # ----------------------------------------------------------------------------------------------
 
 _FOLDER_SPLIT_DIRS = {"train": "train", "test": "val"}
+# `class_list` value for every class folder of the train split (data.classes: all).
+ALL_CLASSES = "all"
 
 
 @dataclass(frozen=True, eq=False)
@@ -789,9 +804,16 @@ class FolderDataset:
         return len(self.samples)
 
 
-def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | None) -> FolderDataset:
+def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | str | None) -> FolderDataset:
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+    if class_list == ALL_CLASSES:
+        # Every class folder of the train split, sorted: ImageNet's 1000 wnids in the class-index
+        # order torchvision's ImageFolder gives them. The val split must hold the same folders.
+        train_dir = root / _FOLDER_SPLIT_DIRS["train"]
+        if not train_dir.is_dir():
+            raise ValueError(f"class_list 'all': {train_dir} does not exist")
+        class_list = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir())
     classes = tuple(IMAGENETTE_WNIDS if class_list is None else class_list)
     if len(set(classes)) != len(classes) or not classes:
         raise ValueError(f"class_list={list(classes)} must be non-empty without repeats")

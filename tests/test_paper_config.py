@@ -32,19 +32,6 @@ IMAGENETTE_TRAIN = 9469
 # Caffe's test_interval in SC's and Part 1's solvers (paper_tables.md C1, C2).
 CAFFE_TEST_INTERVAL = 100
 
-NO_ARCHITECTURE = "CLR Table 1 ImageNet row: no AlexNet/GoogLeNet in onecycle.models"
-SKIPPED = {
-    "clr_t1_imagenet_alexnet_fixed": NO_ARCHITECTURE,
-    "clr_t1_imagenet_alexnet_triangular2": NO_ARCHITECTURE,
-    "clr_t1_imagenet_alexnet_exp_300k": NO_ARCHITECTURE,
-    "clr_t1_imagenet_alexnet_exp_460k": NO_ARCHITECTURE,
-    "clr_t1_imagenet_alexnet_exp_range": NO_ARCHITECTURE,
-    "clr_t1_imagenet_googlenet_fixed": NO_ARCHITECTURE,
-    "clr_t1_imagenet_googlenet_triangular2": NO_ARCHITECTURE,
-    "clr_t1_imagenet_googlenet_exp": NO_ARCHITECTURE,
-    "clr_t1_imagenet_googlenet_exp_range": NO_ARCHITECTURE,
-}
-
 # Groups per experiment; each group runs once per seed.
 GROUPS = {
     "part1_t2_cifar10_wide32": 7,
@@ -58,7 +45,10 @@ GROUPS = {
     "part1_t1_cifar3_cm": 10,
     "part1_t1_resnet56_cm": 10,
     "clr_t1_cifar10": 5,
+    "clr_t1_imagenet_alexnet": 5,
+    "clr_t1_imagenet_googlenet": 4,
     "imagenette_resnet50": 3,
+    "imagenette_inception_resnet_v2": 4,
     # Range-test experiments: one curve each, plus one short group trained from its bounds.
     "part1_fig14a_lenet_m0.9": 1,
     "part1_fig14a_lenet_cm0.95-0.8": 1,
@@ -86,7 +76,7 @@ GROUPS = {
     "part1_fig13d_densenet40_tbs512": 1,
 }
 RANGE_TEST_EXPERIMENTS = {name for name in GROUPS if "_fig" in name}
-TRAIN_JOBS = SEEDS * sum(GROUPS.values())  # 412
+TRAIN_JOBS = SEEDS * sum(GROUPS.values())  # 464
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +135,7 @@ def test_job_counts_per_experiment(plan):
     for name, groups in GROUPS.items():
         assert len(plan.workflow.experiments[name].groups) == groups, name
         assert len(plan.experiment_trains(name)) == groups * SEEDS, name
-    assert len(plan.trains) == TRAIN_JOBS == 412
+    assert len(plan.trains) == TRAIN_JOBS == 464
     # One range test per range-test experiment (seed 0), none elsewhere.
     assert {job.experiment for job in plan.range_tests.values()} == RANGE_TEST_EXPERIMENTS
     assert len(plan.range_tests) == len(RANGE_TEST_EXPERIMENTS) == 24
@@ -160,9 +150,9 @@ def test_every_runnable_published_row_is_mapped(plan, published_ids):
     mapped = [row for exp in plan.workflow.experiments.values() for row in exp.published.values()]
     assert set(mapped) <= published_ids, set(mapped) - published_ids
     assert len(mapped) == len(set(mapped)), "a published row is mapped twice"
-    assert set(SKIPPED) <= published_ids and not set(SKIPPED) & set(mapped)
-    assert published_ids - set(SKIPPED) == set(mapped)
-    assert len(mapped) == 71
+    # Every published row of configs/reference/published.yaml has its runs.
+    assert published_ids == set(mapped)
+    assert len(mapped) == 80
 
 
 def test_every_schedule_builds_at_its_real_length(plan):
@@ -205,7 +195,8 @@ def test_sc_clr_50k(plan):
     assert cfg.model.arch == "resnet56" and cfg.model.options == {"moving_average_fraction": 0.95}
     assert (cfg.optim.algorithm, cfg.optim.update_rule) == ("sgd", "caffe")
     assert cfg.optim.momentum == 0.9 and cfg.optim.weight_decay == 1.0e-4
-    assert (cfg.data.augment, cfg.data.normalize) == ("mirror", "mean")
+    assert (cfg.data.augment, cfg.data.normalize) == ("mirror", "caffe_mean_image")
+    assert (cfg.optim.multipliers, cfg.train.batch_norm_shards) == ("prototxt", 8)  # 8 GPUs x 125 (A3)
 
 
 def test_sc_piecewise_constant_50k(plan):
@@ -231,9 +222,13 @@ def test_sc_limited_data_keeps_the_iteration_budget(plan, samples):
     assert cfg.model.options == {"moving_average_fraction": 0.999}
 
 
+# Part 1's run 4 of every setting (x4.sh): per-GPU batch BS + 0, i.e. the printed TBS.
+PART1_TBS_SEED = 3
+
+
 def test_part1_step_baseline_fractions(plan):
     # A2 remarks (V-log): multistep gamma 0.316 at 1/2, 3/4, 7/8, 7/8+1/32, 15/16 of training.
-    cfg, ipe, schedule, params = _run(plan, "part1_t2_cifar10_wide32", "step_100ep")
+    cfg, ipe, schedule, params = _run(plan, "part1_t2_cifar10_wide32", "step_100ep", seed=PART1_TBS_SEED)
     assert ipe == 97 and schedule.steps == 9700
     assert params["base_lr"] == 0.1 and params["gamma"] == 0.316
     for value, fraction in zip(params["stepvalue"], (1 / 2, 3 / 4, 7 / 8, 29 / 32, 15 / 16), strict=True):
@@ -244,31 +239,38 @@ def test_part1_step_baseline_fractions(plan):
 def test_part1_1cycle_rows(plan):
     # A2: WRN "0.1-1/23" 50 epochs, CM 0.95-0.85; DenseNet "0.1-4/22" CM 0.9-0.85 WD 1e-6;
     # C100 "0.09-0.9/45" 100 epochs.
-    _, _, _, wrn = _run(plan, "part1_t2_cifar10_wide32", "onecycle_50ep")
+    _, _, _, wrn = _run(plan, "part1_t2_cifar10_wide32", "onecycle_50ep", seed=PART1_TBS_SEED)
     assert (wrn["base_lr"], wrn["max_lr"], wrn["stepsize"]) == (0.1, 1.0, 23 * 97)
     assert (wrn["momentum"], wrn["min_momentum"]) == (0.95, 0.85)
-    cfg, _, _, den = _run(plan, "part1_t2_cifar10_densenet40", "onecycle_50ep")
+    cfg, _, _, den = _run(plan, "part1_t2_cifar10_densenet40", "onecycle_50ep", seed=PART1_TBS_SEED)
     assert (den["base_lr"], den["max_lr"], den["stepsize"]) == (0.1, 4.0, 22 * 97)
     assert (den["momentum"], den["min_momentum"]) == (0.9, 0.85) and cfg.optim.weight_decay == 1.0e-6
-    _, _, _, c100 = _run(plan, "part1_t2_cifar100_resnet56", "onecycle_100ep")
+    _, _, _, c100 = _run(plan, "part1_t2_cifar100_resnet56", "onecycle_100ep", seed=PART1_TBS_SEED)
     assert (c100["base_lr"], c100["max_lr"], c100["stepsize"]) == (0.09, 0.9, 45 * 97)
     for name in ("part1_t2_cifar10_wide32", "part1_t2_cifar10_densenet40", "part1_t2_cifar100_resnet56",
                  "part1_t1_cifar3_cm", "part1_t1_resnet56_cm"):
         for job in plan.experiment_trains(name):
             cfg = RunConfig.model_validate(job.config)
             assert (cfg.optim.algorithm, cfg.optim.update_rule) == ("nesterov", "caffe"), job.job_id
-            assert (cfg.data.augment, cfg.data.normalize) == ("mirror", "mean"), job.job_id
-            assert cfg.train.batch_size == (128 if name == "part1_t1_cifar3_cm" else 512), job.job_id
+            assert cfg.optim.multipliers == "prototxt", job.job_id
+            # cifar3.prototxt's data layers have a mean file only; the other nets mirror (D6).
+            augment = "none" if name == "part1_t1_cifar3_cm" else "mirror"
+            assert (cfg.data.augment, cfg.data.normalize) == (augment, "caffe_mean_image"), job.job_id
+            # x4.sh: per-GPU batch BS+3, +2, +1, +0 on 4 GPUs for the 4 seeds (C2, D6).
+            tbs = 128 if name == "part1_t1_cifar3_cm" else 512
+            assert cfg.train.batch_size == tbs + 4 * (3 - job.seed), job.job_id
+            if name != "part1_t1_cifar3_cm":  # 3-layer: no batch norm
+                assert cfg.train.batch_norm_shards == 4, job.job_id
 
 
 def test_part1_table1_constant_lr_rows_are_constant(plan):
     # A1: "0.1 (const)" rows, as S3 states them (the ambiguity is documented in the config).
     for group in ("const_cm_down", "const_cm_up", "const_m85", "const_m90", "const_m95"):
-        _, _, schedule, _ = _run(plan, "part1_t1_resnet56_cm", group)
+        _, _, schedule, _ = _run(plan, "part1_t1_resnet56_cm", group, seed=PART1_TBS_SEED)
         assert {schedule.lr(it) for it in range(0, schedule.steps, 97)} == {0.1}, group
-    _, _, schedule, _ = _run(plan, "part1_t1_resnet56_cm", "const_cm_down")
+    _, _, schedule, _ = _run(plan, "part1_t1_resnet56_cm", "const_cm_down", seed=PART1_TBS_SEED)
     assert schedule.momentum(0) == pytest.approx(0.95) and schedule.momentum(41 * 97) == pytest.approx(0.85)
-    _, _, schedule, _ = _run(plan, "part1_t1_cifar3_cm", "cyclic_cm_up")
+    _, _, schedule, _ = _run(plan, "part1_t1_cifar3_cm", "cyclic_cm_up", seed=PART1_TBS_SEED)
     assert schedule.momentum(0) == pytest.approx(0.90) and schedule.momentum(11 * 390) == pytest.approx(1.0)
 
 
@@ -428,7 +430,9 @@ def test_fig14a_momentum_ramp_reaches_the_optimizer(plan):
     x = torch.randn(64, 8)
     batches = [(x[i:i + 16], (x[i:i + 16, 0] > 0).long()) for i in range(0, 64, 16)]
     model = torch.nn.Linear(8, 2)
-    optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
+    # The toy model is no Caffe port: the experiment's optimizer without its prototxt multipliers.
+    assert cfg.optim.multipliers == "prototxt"
+    optimizer = build_optimizer(model, cfg.optim.model_copy(update={"multipliers": "none"}), lr=spec.start_lr)
     assert (cfg.optim.algorithm, cfg.optim.update_rule) == ("nesterov", "caffe")
     iterations = 20
     result = lr_range_test(model, batches, optimizer, start_lr=spec.start_lr, end_lr=spec.end_lr,
@@ -466,7 +470,7 @@ def test_snakemake_dry_run_of_the_default_config():
     assert stats["train"] == TRAIN_JOBS and stats["job_spec"] == TRAIN_JOBS
     assert stats["range_test"] == stats["combine_bounds"] == len(RANGE_TEST_EXPERIMENTS)
     assert stats["report_experiment"] == len(GROUPS)
-    assert stats["prepare_data"] == 4  # cifar10, cifar100, mnist, imagefolder
+    assert stats["prepare_data"] == 5  # cifar10, cifar100, mnist, imagefolder, imagenet
     assert stats["total"] == sum(count for rule, count in stats.items() if rule != "total")
 
 
@@ -481,3 +485,70 @@ def test_fig7b_momentum_range_test_and_short_runs(plan):
                      for job in plan.experiment_trains("part1_fig7b_cifar3_momentum_range_test")
                      if job.seed == 0)
     assert momenta == [0.9, 0.95, 0.97, 0.99]
+
+
+def test_part1_four_runs_vary_batch_and_filler_as_x4_sh(plan):
+    # C2 / D6: runs 1-4 at per-GPU 131, 130, 129, 128 on 4 GPUs; msra -> xavier on runs 1 and 3.
+    # The schedule follows each run's own epochs (50000 // TBS iterations each).
+    runs = [_run(plan, "part1_t2_cifar10_wide32", "onecycle_50ep", seed=seed) for seed in range(4)]
+    assert [cfg.train.batch_size for cfg, *_ in runs] == [524, 520, 516, 512]
+    assert [cfg.model.init for cfg, *_ in runs] == ["xavier", "prototxt", "xavier", "prototxt"]
+    assert [ipe for _, ipe, *_ in runs] == [95, 96, 96, 97]
+    assert [params["stepsize"] for *_, params in runs] == [23 * 95, 23 * 96, 23 * 96, 23 * 97]
+    # cifar3's gaussian fillers are untouched by the rewrite; only the batch varies.
+    c3 = [_run(plan, "part1_t1_cifar3_cm", "cyclic_m95", seed=seed)[0] for seed in range(4)]
+    assert [cfg.train.batch_size for cfg in c3] == [140, 136, 132, 128]
+    assert {cfg.model.init for cfg in c3} == {"prototxt"}
+
+
+def test_caffe_data_layers_and_multipliers_per_experiment_family(plan):
+    # Header "Caffe's semantics": the data layer of each prototxt (D6, S12) and its multipliers.
+    for job in plan.trains.values():
+        cfg = RunConfig.model_validate(job.config)
+        arch, data = cfg.model.arch, cfg.data
+        if data.dataset in ("imagefolder", "imagenet"):
+            continue  # torchvision presets (G6)
+        expected = {"lenet": "caffe_scale"}.get(arch, "caffe_mean_image")
+        assert data.normalize == expected, job.job_id
+        assert cfg.optim.multipliers == "prototxt", job.job_id
+        if arch == "cifar3":
+            assert data.augment == "none", job.job_id
+        if arch in ("resnet56", "resnet20", "resnet110"):  # SC: 8 GPUs
+            assert cfg.train.batch_norm_shards == 8, job.job_id
+
+
+def test_clr_imagenet_rows(plan):
+    # The CLR paper §4.2: AlexNet batch 256 (bvlc_alexnet), GoogLeNet batch 128; stepsize 30k.
+    cfg, ipe, schedule, params = _run(plan, "clr_t1_imagenet_alexnet", "triangular2_400k")
+    assert ipe == 1_281_167 // 256 == 5004 and schedule.steps == 80 * 5004 == 400_320
+    assert params == {"base_lr": 0.01, "max_lr": 0.015, "stepsize": 30000}
+    assert (cfg.model.arch, cfg.model.init, cfg.optim.multipliers) == ("alexnet", "prototxt", "prototxt")
+    assert (cfg.optim.weight_decay, cfg.optim.momentum, cfg.optim.algorithm) == (5.0e-4, 0.9, "sgd")
+    _, _, schedule, _ = _run(plan, "clr_t1_imagenet_alexnet", "fixed_400k")
+    assert schedule.lr(99_999) == pytest.approx(0.01) and schedule.lr(100_000) == pytest.approx(0.001)
+    _, _, schedule, params = _run(plan, "clr_t1_imagenet_alexnet", "exp_range_300k")
+    assert schedule.steps == 60 * 5004 and params["decay"] == "bounds"
+    # Both bounds decay: at the end of the first cycle the LR is base x gamma^it (§3.1 text).
+    assert schedule.lr(60_000) == pytest.approx(0.006 * 0.999995 ** 60_000)
+    assert {_run(plan, "clr_t1_imagenet_alexnet", g)[2].steps for g in ("exp_300k", "exp_460k")} == {
+        60 * 5004, 92 * 5004}
+    cfg, ipe, schedule, params = _run(plan, "clr_t1_imagenet_googlenet", "exp_range_240k")
+    assert ipe == 1_281_167 // 128 == 10_009 and schedule.steps == 24 * 10_009
+    assert (params["base_lr"], params["max_lr"], params["gamma"]) == (0.01, 0.026, 0.99998)
+    assert (cfg.model.arch, cfg.train.batch_size, cfg.optim.weight_decay) == ("googlenet", 128, 2.0e-4)
+    for job in [*plan.experiment_trains("clr_t1_imagenet_alexnet"), *plan.experiment_trains("clr_t1_imagenet_googlenet")]:
+        assert job.config["data"] == {"dataset": "imagenet"}, job.job_id
+
+
+def test_imagenette_inception_resnet_v2_scaled_in_epochs(plan):
+    # Part 1 §5.5 / C2 inception solvers: 1cycle 0.05-1.0, stepsize 108k of 220k it (49 %), TBS
+    # 112 on 4 GPUs; the logged solvers' momentum stepsize 1 080 000 (A8) in the as_logged group.
+    cfg, ipe, schedule, params = _run(plan, "imagenette_inception_resnet_v2", "onecycle_20ep")
+    assert ipe == IMAGENETTE_TRAIN // 112 == 84 and schedule.steps == 20 * 84
+    assert params["stepsize"] / schedule.steps == pytest.approx(108 / 220, abs=0.01)
+    assert schedule.momentum(params["stepsize"]) == pytest.approx(0.85)
+    _, _, logged, params = _run(plan, "imagenette_inception_resnet_v2", "onecycle_20ep_as_logged")
+    # 1 080 000 of 220k it, i.e. 98.2 of the 20 epochs: momentum barely moves (0.95 -> ~0.93).
+    assert 0.92 < min(logged.momentum(it) for it in range(logged.steps)) < 0.94
+    assert plan.workflow.experiments["imagenette_inception_resnet_v2"].gpus == 4
+    assert (cfg.model.arch, cfg.train.batch_size) == ("inception_resnet_v2", 112)

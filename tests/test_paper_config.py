@@ -552,3 +552,18 @@ def test_imagenette_inception_resnet_v2_scaled_in_epochs(plan):
     assert 0.92 < min(logged.momentum(it) for it in range(logged.steps)) < 0.94
     assert plan.workflow.experiments["imagenette_inception_resnet_v2"].gpus == 4
     assert (cfg.model.arch, cfg.train.batch_size) == ("inception_resnet_v2", 112)
+
+
+def test_lenet_jobs_share_a_gpu_when_the_machine_allows(raw):
+    # share_gpu on the LeNet experiments; the default jobs_per_gpu 1 keeps one job per GPU.
+    sharing = expand({**raw, "jobs_per_gpu": 4}, str(PAPER))
+    for job in [*sharing.trains.values(), *sharing.range_tests.values()]:
+        lenet = RunConfig.model_validate(job.config).model.arch == "lenet" if job.kind == "train" else \
+            RangeTestConfig.model_validate(job.config).model.arch == "lenet"
+        placement = (job.gpus, job.gpu_seats, job.per_device)
+        if lenet:
+            assert placement == (1, 1, 4), job.job_id
+        else:
+            assert placement == (job.gpus, 4 * job.gpus, 1), job.job_id
+    default = expand(raw, str(PAPER)).trains["part1_t2_mnist_lenet/onecycle_12ep/seed0"]
+    assert (default.gpus, default.gpu_seats, default.per_device) == (1, 1, 1)

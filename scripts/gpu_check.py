@@ -2,10 +2,13 @@
 
     python scripts/gpu_check.py        (or: make gpu-check)
 
-With CUDA: the tests marked `gpu`, the benchmarks on CUDA (ONECYCLE_BENCH_DEVICE=cuda), and a
+With CUDA: the tests marked `gpu`, the benchmarks on CUDA (ONECYCLE_BENCH_DEVICE=cuda), a
 short CIFAR-shaped throughput run: resnet56 on synthetic 3x32x32 uint8 images, batch 512,
-fp32 and bf16 autocast + channels_last, bare loop vs the suite. Without CUDA it says so, runs
-the throughput run with LeNet for a few iterations on CPU, and exits 0.
+fp32 and bf16 autocast + channels_last, bare loop vs the suite, and the suite again with Caffe's
+semantics (mean image, prototxt multipliers, batch norm in 4 shards); then LeNet jobs sharing
+one GPU 1, 2 and 4 ways through onecycle.gpu_slots --per-device (issue: small jobs per device).
+Without CUDA it says so, runs the throughput run with LeNet for a few iterations on CPU, and
+exits 0.
 
 Exit status 1 when a pytest step fails or times out, else 0.
 """
@@ -22,12 +25,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import tempfile
+
 import torch
 from torch import nn
 
 from onecycle.config import OptimConfig
-from onecycle.data import ArrayDataset, Batches
+from onecycle.data import ArrayDataset, Batches, CaffeTransform
 from onecycle.models import build_model
+from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
 from onecycle.schedules import make_schedule
 from onecycle.train import train_step
@@ -52,6 +58,37 @@ CIFAR = Shape("resnet56", 3, 32, 512, 50, 10)
 CPU_FALLBACK = Shape("lenet", 1, 28, 128, 20, 3)
 THROUGHPUT_LEGEND = ("throughput: bare = torch SGD at a fixed lr on pre-made device batches; suite = "
                      "Batches(pad_crop_mirror) + train_step + smith_1cycle; (suite/bare)")
+# Part 1's CIFAR runs: 4 GPUs' batch norm on one device (train.batch_norm_shards).
+CAFFE_SHARDS = 4
+# Jobs per GPU to measure, and each round's timing: every process waits until a common start
+# time (after CUDA has initialised everywhere), then counts images over the same window.
+SHARING = (1, 2, 4)
+SHARING_STARTUP_S, SHARING_WINDOW_S = 20.0, 8.0
+SHARING_JOB = """
+import sys, time, torch
+from onecycle.config import OptimConfig
+from onecycle.models import build_model
+from onecycle.optim import build_optimizer
+from onecycle.schedules import make_schedule
+from onecycle.train import train_step
+start, window = float(sys.argv[1]), float(sys.argv[2])
+device = torch.device("cuda")
+torch.manual_seed(0)
+x = torch.randn(512, 1, 28, 28, device=device)
+y = torch.randint(0, 10, (512,), device=device)
+model = build_model("lenet", 10).to(device)
+schedule = make_schedule("fixed", steps=10**9, base_lr=0.01)
+optimizer = build_optimizer(model, OptimConfig(update_rule="caffe", momentum=0.9), lr=0.01)
+it = 0
+while time.time() < start:
+    train_step(model, optimizer, schedule, it, x, y); it += 1
+torch.cuda.synchronize()
+images = 0
+while time.time() < start + window:
+    train_step(model, optimizer, schedule, it, x, y); it += 1; images += 512
+torch.cuda.synchronize()
+print(images / (time.time() - start))
+"""
 
 
 def say(line: str) -> None:
@@ -105,13 +142,16 @@ def timed_run(step, batches, warmup: int, device: torch.device) -> tuple[float, 
     return images / (time.perf_counter() - start), values[-1]
 
 
-def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last: bool) -> str:
+def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last: bool,
+               caffe: bool = False) -> str:
     """One line: images/s of the bare loop and of the suite (both update rules).
 
     Bare: torch SGD at a fixed lr on pre-made batches already on the device (and already
     channels_last when asked). Suite: `Batches` (pad_crop_mirror) feeding `train_step` with
     Smith's 1cycle, the optimizer from `build_optimizer`. `train_step` has no autocast of its
-    own, so bf16 wraps whole iterations on every side alike.
+    own, so bf16 wraps whole iterations on every side alike. `caffe`: the suite feeds Caffe's
+    data layer (mean image, mirror), applies the prototxt multipliers and normalises batch norm
+    in CAFFE_SHARDS shards, as the paper config's Part 1 runs do.
     """
     count = (shape.warmup + shape.iterations) * shape.batch_size
     generator = torch.Generator().manual_seed(0)
@@ -119,8 +159,10 @@ def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last:
         torch.randint(0, 256, (count, shape.channels, shape.side, shape.side), generator=generator,
                       dtype=torch.uint8),
         torch.randint(0, 10, (count,), generator=generator), 10)
-    batches = Batches(dataset, shape.batch_size, shuffle=True, drop_last=True, augment="pad_crop_mirror",
-                      mean=dataset.channel_mean(), std=dataset.channel_std(), seed=0, device=device)
+    normalise = ({"caffe": CaffeTransform(mean_image=dataset.mean_image())} if caffe
+                 else {"mean": dataset.channel_mean(), "std": dataset.channel_std()})
+    batches = Batches(dataset, shape.batch_size, shuffle=True, drop_last=True,
+                      augment="mirror" if caffe else "pad_crop_mirror", seed=0, device=device, **normalise)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     premade = [(x.contiguous(memory_format=memory_format), y) for x, y in batches.epoch(0)]
     torch.manual_seed(0)
@@ -134,19 +176,41 @@ def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last:
         model = copy.deepcopy(start_model)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
         results["bare"] = timed_run(bare_step(model, optimizer), premade, shape.warmup, device)
-        for rule in ("pytorch", "caffe"):
+        for rule in ("caffe",) if caffe else ("pytorch", "caffe"):
             model = copy.deepcopy(start_model)
-            config = OptimConfig(update_rule=rule, momentum=0.9, weight_decay=5e-4)
+            if caffe:
+                set_batch_norm_shards(model, CAFFE_SHARDS)
+            config = OptimConfig(update_rule=rule, momentum=0.9, weight_decay=5e-4,
+                                 multipliers="prototxt" if caffe else "none")
             optimizer = build_optimizer(model, config, lr=schedule.lr(0))
             results[f"suite {rule} rule"] = timed_run(suite_step(model, optimizer, schedule),
                                                       batches.epoch(1), shape.warmup, device)
     bare_rate = results["bare"][0]
-    mode = ("bf16 autocast" if bf16 else "fp32") + (" + channels_last" if channels_last else "")
+    mode = (("bf16 autocast" if bf16 else "fp32") + (" + channels_last" if channels_last else "")
+            + (f" + Caffe semantics (mean image, multipliers, {CAFFE_SHARDS} BN shards)" if caffe else ""))
     parts = [f"bare {bare_rate:,.0f} img/s"] + [f"{name} {rate:,.0f} img/s ({rate / bare_rate:.3f})"
                                                  for name, (rate, _) in results.items() if name != "bare"]
     losses = ", ".join(f"{loss:.3f}" for _, loss in results.values())
     return (f"throughput {shape.arch} on {device.type}, batch {shape.batch_size}, {shape.iterations} "
             f"timed iterations, {mode}: {'; '.join(parts)}; last losses {losses}")
+
+
+def sharing_throughput() -> str:
+    """One line: LeNet images/s summed over k concurrent jobs on GPU 0, each claimed through the
+    real exec wrapper (gpu_slots --per-device k), for every k in SHARING, with the gain over 1."""
+    rates = {}
+    with tempfile.TemporaryDirectory() as lock_dir:
+        env = {**os.environ, "ONECYCLE_GPU_SLOTS": "0", "ONECYCLE_GPU_LOCK_DIR": lock_dir}
+        for k in SHARING:
+            start = time.time() + SHARING_STARTUP_S
+            jobs = [subprocess.Popen([sys.executable, "-m", "onecycle.gpu_slots", "-n", "1", "--per-device",
+                                      str(k), "--", sys.executable, "-c", SHARING_JOB, str(start),
+                                      str(SHARING_WINDOW_S)], env=env, stdout=subprocess.PIPE, text=True)
+                    for _ in range(k)]
+            outputs = [job.communicate(timeout=SHARING_STARTUP_S + SHARING_WINDOW_S + 60)[0] for job in jobs]
+            rates[k] = sum(float(out.strip().splitlines()[-1]) for out in outputs)
+    parts = [f"{k} per GPU {rate:,.0f} img/s ({rate / rates[1]:.2f}x)" for k, rate in rates.items()]
+    return f"sharing: lenet, batch 512, caffe rule, {SHARING_WINDOW_S:.0f} s window: " + "; ".join(parts)
 
 
 def main() -> int:
@@ -178,6 +242,12 @@ def main() -> int:
     say(THROUGHPUT_LEGEND)
     for bf16, channels_last in ((False, False), (True, True)):
         say(throughput(CIFAR, device, bf16=bf16, channels_last=channels_last))
+    say(throughput(CIFAR, device, bf16=False, channels_last=False, caffe=True))
+    try:
+        say(sharing_throughput())
+    except (subprocess.SubprocessError, ValueError, IndexError) as error:
+        say(f"sharing: FAILED ({error})")
+        failures += 1
     say(f"gpu-check: {'all steps passed' if not failures else f'{failures} step(s) FAILED'}")
     return 1 if failures else 0
 

@@ -225,9 +225,9 @@ def test_train_rule_runs_torchrun_for_multi_gpu_jobs(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr
-    assert ("python -m onecycle.gpu_slots -n 2 -- torchrun --standalone --nproc_per_node 2 -m onecycle.cli "
+    assert ("python -m onecycle.gpu_slots -n 2 --per-device 1 -- torchrun --standalone --nproc_per_node 2 -m onecycle.cli "
             "train --config 'results/dry run/train/multi/inv_6ep/seed0/spec.json'") in printed
-    assert ("python -m onecycle.gpu_slots -n 1 -- onecycle train "
+    assert ("python -m onecycle.gpu_slots -n 1 --per-device 1 -- onecycle train "
             "--config 'results/dry run/train/single/inv_6ep/seed0/spec.json'") in printed
 
 

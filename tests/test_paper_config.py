@@ -22,7 +22,7 @@ from onecycle.models import build_model
 from onecycle.optim import build_optimizer
 from onecycle.published import load_published
 from onecycle.range_test import lr_range_test
-from onecycle.train import build_schedule, load_data
+from onecycle.train import build_schedule, load_data, schedule_iterations_per_epoch
 
 PAPER = REPO / "configs" / "paper.yaml"
 PUBLISHED = REPO / "configs" / "reference" / "published.yaml"
@@ -94,12 +94,16 @@ def published_ids():
     return set(load_published(PUBLISHED)["id"])
 
 
+def _train_size(cfg):
+    return cfg.data.train_subset or DATASETS[cfg.data.dataset].train_size or IMAGENETTE_TRAIN
+
+
 def _run(plan, experiment, group, seed=0):
-    """The job's validated RunConfig, its iterations per epoch, and its schedule."""
+    """The job's validated RunConfig, its iterations per epoch as its epochs count them (of
+    train.epoch_batch_size where set), and its schedule."""
     job = plan.trains[f"{experiment}/{group}/seed{seed}"]
     cfg = RunConfig.model_validate(job.config)
-    train_size = cfg.data.train_subset or DATASETS[cfg.data.dataset].train_size or IMAGENETTE_TRAIN
-    iters_per_epoch = train_size // cfg.train.batch_size
+    iters_per_epoch = schedule_iterations_per_epoch(cfg.train, _train_size(cfg))
     bounds = {"base_lr": 0.1, "max_lr": 1.0} if job.needs_bounds else None
     schedule, params = build_schedule(cfg, iters_per_epoch, bounds)
     return cfg, iters_per_epoch, schedule, params
@@ -489,12 +493,15 @@ def test_fig7b_momentum_range_test_and_short_runs(plan):
 
 def test_part1_four_runs_vary_batch_and_filler_as_x4_sh(plan):
     # C2 / D6: runs 1-4 at per-GPU 131, 130, 129, 128 on 4 GPUs; msra -> xavier on runs 1 and 3.
-    # The schedule follows each run's own epochs (50000 // TBS iterations each).
+    # x4.sh writes one solver from the nominal TBS 512 for all four: the same iterations and
+    # stepsize, though the larger batches pass over the data in fewer iterations.
     runs = [_run(plan, "part1_t2_cifar10_wide32", "onecycle_50ep", seed=seed) for seed in range(4)]
     assert [cfg.train.batch_size for cfg, *_ in runs] == [524, 520, 516, 512]
     assert [cfg.model.init for cfg, *_ in runs] == ["xavier", "prototxt", "xavier", "prototxt"]
-    assert [ipe for _, ipe, *_ in runs] == [95, 96, 96, 97]
-    assert [params["stepsize"] for *_, params in runs] == [23 * 95, 23 * 96, 23 * 96, 23 * 97]
+    assert [50000 // cfg.train.batch_size for cfg, *_ in runs] == [95, 96, 96, 97]  # data passes
+    assert {ipe for _, ipe, *_ in runs} == {97}
+    assert {schedule.steps for _, _, schedule, _ in runs} == {50 * 97}
+    assert {params["stepsize"] for *_, params in runs} == {23 * 97}
     # cifar3's gaussian fillers are untouched by the rewrite; only the batch varies.
     c3 = [_run(plan, "part1_t1_cifar3_cm", "cyclic_m95", seed=seed)[0] for seed in range(4)]
     assert [cfg.train.batch_size for cfg in c3] == [140, 136, 132, 128]

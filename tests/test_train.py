@@ -138,3 +138,24 @@ def test_speed_options_run_and_are_recorded(tiny_run_config, tmp_path):
     assert (saved["train"]["precision"], saved["train"]["channels_last"], saved["train"]["mode"]) == ("bf16", True, "fast")
     reference = _run(tiny_run_config, tmp_path / "fp32")
     assert metrics["final"]["test_loss"] != reference["final"]["test_loss"]  # bf16 really ran
+
+
+def test_epochs_counted_in_another_batch_end_inside_a_data_pass(tiny_run_config, tmp_path):
+    # Part 1's x4.sh: run 1 feeds TBS 524 but runs the nominal TBS 512's iterations (C2). Here:
+    # batch 100 over 1 024 images (10 it per pass), epochs counted at batch 128 (8 it): 2 epochs
+    # = 16 iterations = one whole pass and 6 iterations of the next, evaluated at the end.
+    cfg = deep_merge(tiny_run_config, {"train": {"batch_size": 100, "epoch_batch_size": 128}})
+    metrics = _run(cfg, tmp_path)
+    assert metrics["iterations"] == metrics["iterations_planned"] == 16
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.epoch) == [1, 2] and list(history.iteration) == [10, 16]
+    log = pd.read_csv(tmp_path / "train_log.csv")
+    assert log.iteration.iloc[-1] == 15  # the last step logged, none after it
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert (saved["iterations_per_epoch"], saved["schedule_iterations_per_epoch"]) == (10, 8)
+    # stepsize_epochs 0.9 of the tiny run are 0.9 x 8 = 7 iterations, not 0.9 x 10 = 9.
+    assert saved["schedule_resolved"]["params"]["stepsize"] == 7
+    # The second pass's train loss is the mean over its 6 iterations: within the spread of the
+    # losses logged among them (a sum over 6 divided by 10 would sit 40 % below).
+    logged = log.set_index("iteration").train_loss.loc[[11, 13, 15]]
+    assert 0.8 * logged.min() < history.train_loss.iloc[1] < 1.2 * logged.max()

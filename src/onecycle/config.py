@@ -145,6 +145,11 @@ class TrainConfig(StrictModel):
     # each normalised their own part in the papers (paper_tables.md D6: SC 8 x 125, Part 1
     # 4 x 128; CaffeBatchNorm2d.shards). Data-parallel processes share the shards out.
     batch_norm_shards: int = Field(default=1, gt=0)
+    # The batch whose iterations per epoch (training images // it) count train.epochs and the
+    # schedule's *_epochs keys; default batch_size. Part 1's x4.sh sizes one solver for all four
+    # runs of a setting from the nominal TBS while each run feeds its own batch (C2), so
+    # seed_protocol part1 sets the nominal TBS here: every run takes the same iterations.
+    epoch_batch_size: int | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
     def _shards_divide_the_batch(self) -> TrainConfig:

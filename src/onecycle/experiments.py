@@ -74,8 +74,9 @@ class ExperimentConfig(StrictModel):
     gpus: int | None = Field(default=None, ge=0)
     # Small single-GPU jobs (LeNet on MNIST) that may run `jobs_per_gpu` to a device.
     share_gpu: bool = False
-    # "same": every seed runs the group's settings. "part1": the i-th seed is Smith's run
-    # i % 4 + 1 of x4.sh (PART1_* above): TBS + 4 x (3, 2, 1, 0) and xavier on runs 1 and 3.
+    # "same": every seed runs the group's settings. "part1": seed s is Smith's run s % 4 + 1 of
+    # x4.sh (PART1_* above): TBS + 4 x (3, 2, 1, 0), the nominal TBS's iterations, and xavier on
+    # runs 1 and 3.
     seed_protocol: Literal["same", "part1"] = "same"
 
     @field_validator("groups")
@@ -193,14 +194,17 @@ def gpu_placement(gpus: int, share_gpu: bool, jobs_per_gpu: int, where: str) -> 
     return {"gpus": gpus, "gpu_seats": gpus * jobs_per_gpu, "per_device": 1}
 
 
-def part1_run_overrides(run_index: int, merged: dict[str, Any], where: str) -> dict[str, Any]:
-    """Settings of Smith's run `run_index % 4 + 1` of a Part 1 setting (x4.sh; PART1_* above)."""
-    run = run_index % PART1_GPUS
+def part1_run_overrides(seed: int, merged: dict[str, Any], where: str) -> dict[str, Any]:
+    """Settings of Smith's run `seed % 4 + 1` of a Part 1 setting (x4.sh; PART1_* above). x4.sh
+    writes one solver from the nominal TBS for all four runs, so every run keeps the nominal
+    epochs' iterations (train.epoch_batch_size) while it feeds its own batch."""
+    run = seed % PART1_GPUS
     batch = merged.get("train", {}).get("batch_size")
     if not isinstance(batch, int) or batch % PART1_GPUS:
         raise ConfigError(f"{where}: seed_protocol 'part1' needs train.batch_size, the total of "
                           f"{PART1_GPUS} per-GPU batches, as a multiple of {PART1_GPUS}; got {batch!r}")
-    overrides: dict[str, Any] = {"train": {"batch_size": batch + PART1_GPUS * PART1_PER_GPU_BATCH_OFFSETS[run]}}
+    overrides: dict[str, Any] = {"train": {"batch_size": batch + PART1_GPUS * PART1_PER_GPU_BATCH_OFFSETS[run],
+                                           "epoch_batch_size": batch}}
     if run in PART1_XAVIER_RUNS and merged.get("model", {}).get("arch") in PART1_REWRITTEN_ARCHS:
         overrides["model"] = {"init": "xavier"}
     return overrides
@@ -228,12 +232,12 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
         gpus = workflow.gpus_per_job if exp.gpus is None else exp.gpus
         placement = gpu_placement(gpus, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
         for group, overrides in exp.groups.items():
-            for run_index, seed in enumerate(workflow.seeds):
+            for seed in workflow.seeds:
                 job_id = f"{exp_name}/{group}/seed{seed}"
                 where = f"{source}: experiments.{exp_name}.groups.{group}"
                 raw = deep_merge(exp.base, overrides)
                 if exp.seed_protocol == "part1":
-                    raw = deep_merge(raw, part1_run_overrides(run_index, raw, where))
+                    raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
                 raw = deep_merge(raw, {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
                 cfg = parse(RunConfig, raw, where)
                 try:

@@ -75,6 +75,7 @@ class DataBundle:
     test: Any
     num_classes: int
     in_channels: int
+    train_size: int  # training images, for epochs counted in another batch (epoch_batch_size)
 
 
 def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | None = None) -> DataBundle:
@@ -99,7 +100,7 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
         test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                                       augment="center_crop", seed=0, num_workers=workers, device=device,
                                       crop_size=crop)
-        return DataBundle(train, test, train_set.num_classes, info.in_channels)
+        return DataBundle(train, test, train_set.num_classes, info.in_channels, len(train_set))
     if eval_subset is not None and eval_subset < len(test_set):
         # A fixed held-out subset, the same for every seed, so range tests are comparable.
         keep = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))[:eval_subset]
@@ -112,7 +113,7 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
                              augment=d.augment, seed=cfg.seed, **common)
     test = datasets.Batches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                             augment="none", seed=0, **common)
-    return DataBundle(train, test, info.num_classes, info.in_channels)
+    return DataBundle(train, test, info.num_classes, info.in_channels, len(train_set))
 
 
 def normalisation(d: Any, train_set: datasets.ArrayDataset, root: Path | None) -> dict[str, Any]:
@@ -182,6 +183,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
     return loss.detach()
 
 
+def schedule_iterations_per_epoch(train_cfg: TrainConfig, train_size: int) -> int:
+    """Iterations per epoch as train.epochs and the schedule's *_epochs keys count them: of
+    train.epoch_batch_size when it is set (Part 1's x4.sh, C2), else of the batch size trained."""
+    return train_size // (train_cfg.epoch_batch_size or train_cfg.batch_size)
+
+
 def check_schedule(cfg: RunConfig) -> None:
     """Build the run's schedule without data, so that a stepsize longer than the run fails when
     the workflow is expanded, not when the job starts. Range-test bounds are not known yet:
@@ -189,12 +196,15 @@ def check_schedule(cfg: RunConfig) -> None:
     info = datasets.DATASETS[cfg.data.dataset]
     if info.train_size is None:  # ImageFolder subsets: size known only once the folder is read
         return
-    iters_per_epoch = min(cfg.data.train_subset or info.train_size, info.train_size) // cfg.train.batch_size
-    if iters_per_epoch < 1:
-        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the "
-                          f"{cfg.data.train_subset or info.train_size} training images of {cfg.data.dataset}")
+    train_size = min(cfg.data.train_subset or info.train_size, info.train_size)
+    for key in ("batch_size", "epoch_batch_size"):
+        batch = getattr(cfg.train, key)
+        if batch is not None and batch > train_size:
+            raise ConfigError(f"train.{key} = {batch} is larger than the {train_size} training images "
+                              f"of {cfg.data.dataset}")
     stand_in = {"base_lr": 0.1, "max_lr": 1.0, "chosen_rule": "stand-in"}
-    build_schedule(cfg, iters_per_epoch, stand_in if cfg.schedule.lr_bounds == "range_test" else None)
+    build_schedule(cfg, schedule_iterations_per_epoch(cfg.train, train_size),
+                   stand_in if cfg.schedule.lr_bounds == "range_test" else None)
 
 
 @torch.no_grad()
@@ -282,14 +292,18 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
     provenance = io.provenance(str(device), cfg.seed)
     torch.manual_seed(cfg.seed)
     bundle = load_data(cfg, device)
-    iters_per_epoch = len(bundle.train)
+    iters_per_epoch = len(bundle.train)  # of the data: one pass over the training images
     # Single process: the bundle's batches themselves. Data-parallel: this rank's shards.
     train_batches, test_batches = ctx.train_batches(bundle.train), ctx.test_batches(bundle.test)
-    schedule, schedule_params = build_schedule(cfg, iters_per_epoch, bounds)
+    schedule_ipe = schedule_iterations_per_epoch(cfg.train, bundle.train_size)
+    schedule, schedule_params = build_schedule(cfg, schedule_ipe, bounds)
     resolved = {**cfg.model_dump(mode="json"),
                 "schedule_resolved": {"policy": schedule.name, "steps": schedule.steps,
                                       "params": schedule_params},
                 "iterations_per_epoch": iters_per_epoch, "bounds": bounds}
+    if cfg.train.epoch_batch_size is not None:
+        # Epochs counted in another batch (only then: other runs' configs stay as they were).
+        resolved["schedule_iterations_per_epoch"] = schedule_ipe
     if ctx.enabled:
         # Data-parallel processes; per-device batch = train.batch_size / world_size. Only then:
         # a one-process run's config (and so its checkpoints) stays as before.
@@ -346,13 +360,19 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
 
     diverged = None
     net.train()
+    # The schedule's steps are the run: whole passes over the data, the last one cut short when
+    # the epochs are counted in another batch (train.epoch_batch_size).
+    data_epochs = math.ceil(schedule.steps / iters_per_epoch)
     start_epoch, skip = divmod(it, iters_per_epoch)
-    for epoch in range(start_epoch, train_cfg.epochs):
+    for epoch in range(start_epoch, data_epochs):
+        epoch_iters = min(iters_per_epoch, schedule.steps - epoch * iters_per_epoch)
         epoch_start = time.perf_counter()
         # Under DDP each rank sums its shards' losses; the mean over ranks is the global one
         # (a resumed sum, itself global, is carried by every rank and survives that mean).
         loss_sum = torch.tensor(resumed_loss_sum if skip else 0.0, device=device)
         for batch_index, (x, y) in enumerate(train_batches.epoch(epoch)):
+            if batch_index == epoch_iters:
+                break
             if batch_index < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
             loss = train_step(net, optimizer, schedule, it, x.contiguous(memory_format=memory_format), y,
@@ -360,7 +380,7 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
             loss_sum += loss
             it += 1
             main_due = False
-            if it % train_cfg.log_every == 0 or first_loss is None or batch_index == iters_per_epoch - 1:
+            if it % train_cfg.log_every == 0 or first_loss is None or batch_index == epoch_iters - 1:
                 # .item() syncs the device: only on logged iterations. Under DDP one all-reduce
                 # gives every rank the global batch's mean loss and rank 0's checkpoint clock,
                 # so all ranks log, stop and checkpoint together.
@@ -376,19 +396,19 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
             # and a resume from a snapshot taken before the evaluation would skip it.
             # Single process: the clock, every iteration; data-parallel: rank 0's, when logged.
             due = main_due if ctx.enabled else checkpointer.due()
-            if due and batch_index < iters_per_epoch - 1:
+            if due and batch_index < epoch_iters - 1:
                 save_checkpoint(ctx.mean_over_ranks(loss_sum), elapsed + time.perf_counter() - epoch_start)
         skip = 0
         elapsed += time.perf_counter() - epoch_start
         if diverged:
             break
-        last_epoch = epoch + 1 == train_cfg.epochs
+        last_epoch = epoch + 1 == data_epochs
         if (epoch + 1) % train_cfg.eval_every_epochs == 0 or last_epoch:
             ctx.sync_buffers(model)  # rank 0's batch-norm statistics on every rank
             test_loss, test_accuracy = evaluate(model, test_batches.epoch(0), reduce=ctx.sum_over_ranks)
             history.append({"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
                             "momentum": optimizer.param_groups[0].get("momentum"),
-                            "train_loss": ctx.mean_over_ranks(loss_sum) / iters_per_epoch, "test_loss": test_loss,
+                            "train_loss": ctx.mean_over_ranks(loss_sum) / epoch_iters, "test_loss": test_loss,
                             "test_accuracy": test_accuracy, "wall_time_s": elapsed})
             reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
             if reason:

@@ -1,0 +1,81 @@
+"""The CUDA paths, checked against the CPU: run by `make gpu-check` on a GPU machine, skipped
+elsewhere. Each test compares a result on CUDA with the same computation on the CPU, so it
+fails if a device path silently differs (a tensor left on the wrong device, a transform that
+depends on where it runs)."""
+
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from onecycle import data
+from onecycle.config import RunConfig, parse
+from onecycle.models.layers import CaffeBatchNorm2d
+from onecycle.train import train
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+CUDA = torch.device("cuda")
+
+
+def test_sharded_batch_norm_on_cuda_equals_the_cpu():
+    torch.manual_seed(0)
+    x = torch.randn(16, 8, 6, 6)
+    layers = {}
+    for device in ("cpu", "cuda"):
+        bn = CaffeBatchNorm2d(8, moving_average_fraction=0.9).to(device)
+        bn.shards = 4
+        out = bn(x.to(device))
+        layers[device] = (out.cpu(), bn.mean_sum.cpu(), bn.var_sum.cpu())
+    for got, want in zip(layers["cuda"], layers["cpu"], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    reference = torch.cat([F.batch_norm(part, None, None, training=True, eps=1e-5) for part in x.split(4)])
+    torch.testing.assert_close(layers["cpu"][0], reference, rtol=1e-5, atol=1e-5)
+
+
+def test_caffe_transform_batches_on_cuda_equal_the_cpu():
+    images = torch.randint(0, 256, (40, 3, 8, 8), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    dataset = data.ArrayDataset(images, torch.arange(40) % 10, 10)
+    transform = data.CaffeTransform(mean_image=dataset.mean_image())
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        batches = data.Batches(dataset, 16, shuffle=True, drop_last=False, augment="mirror",
+                               caffe=transform, seed=3, device=device)
+        outputs[device] = [(x.cpu(), y.cpu()) for x, y in batches.epoch(2)]
+    for (x_gpu, y_gpu), (x_cpu, y_cpu) in zip(outputs["cuda"], outputs["cpu"], strict=True):
+        assert torch.equal(y_gpu, y_cpu)
+        torch.testing.assert_close(x_gpu, x_cpu, rtol=0, atol=1e-4)
+
+
+def _digits_run(**train_keys) -> RunConfig:
+    """ResNet-20 on the 8x8 digits (scikit-learn's, no download) with every Caffe option on."""
+    return parse(RunConfig, {
+        "name": "cuda-check", "seed": 0,
+        "data": {"dataset": "digits", "augment": "mirror", "normalize": "caffe_mean_image"},
+        "model": {"arch": "resnet20", "init": "prototxt"},
+        "optim": {"algorithm": "nesterov", "update_rule": "caffe", "multipliers": "prototxt",
+                  "weight_decay": 1.0e-4},
+        "schedule": {"policy": "smith_1cycle",
+                     "params": {"variant": "caffe", "base_lr": 0.001, "max_lr": 0.01, "stepsize": 10,
+                                "momentum": 0.95, "min_momentum": 0.85}},
+        "train": {"batch_size": 64, "epochs": 1, "eval_batch_size": 360, "batch_norm_shards": 4, **train_keys},
+    })
+
+
+def test_training_on_cuda_follows_the_cpu_run(tmp_path):
+    # Deterministic fp32 on both devices: the same batches and weights, so the first loss agrees
+    # to float noise and 22 iterations later the test loss still agrees closely.
+    runs = {device: train(_digits_run(device=device), tmp_path / device) for device in ("cpu", "cuda")}
+    assert runs["cuda"]["provenance"]["device"].startswith("cuda")
+    first = {device: pd.read_csv(tmp_path / device / "train_log.csv").train_loss.iloc[0] for device in runs}
+    assert first["cuda"] == pytest.approx(first["cpu"], rel=1e-4)
+    cpu, gpu = runs["cpu"]["final"], runs["cuda"]["final"]
+    assert gpu["iteration"] == cpu["iteration"] == 22
+    assert gpu["test_loss"] == pytest.approx(cpu["test_loss"], rel=2e-2)
+
+
+def test_bf16_and_channels_last_on_cuda_train_and_are_recorded(tmp_path):
+    metrics = train(_digits_run(device="cuda", precision="bf16", channels_last=True, mode="fast"), tmp_path)
+    assert metrics["status"] == "completed"
+    train_config = metrics["config"]["train"]
+    assert (train_config["precision"], train_config["channels_last"], train_config["mode"]) == ("bf16", True, "fast")

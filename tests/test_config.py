@@ -171,3 +171,21 @@ def test_gpu_seats_and_sharing():
     assert (default.gpus, default.gpu_seats, default.per_device) == (1, 1, 1)
     with pytest.raises(ConfigError, match="experiments.exp: share_gpu is for single-GPU jobs, but its jobs take 2 GPUs"):
         expand(deep_merge(sharing, {"experiments": {"exp": {"gpus": 2}}}))
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"model": {"arch": "resnet50", "init": "prototxt"}}, "model.init 'prototxt' needs a Caffe port; 'resnet50'"),
+    ({"model": {"arch": "resnet50"}, "optim": {"multipliers": "prototxt"}},
+     "optim.multipliers 'prototxt' needs a Caffe port; 'resnet50' has no prototxt multipliers"),
+    ({"model": {"arch": "inception_resnet_v2"}, "train": {"batch_norm_shards": 2}},
+     "train.batch_norm_shards > 1 needs Caffe's batch norm .* 'inception_resnet_v2' uses torch's"),
+    ({"data": {"classes": "al"}}, "'data.classes' = 'al': classes is a list of WordNet ids, or 'all'"),
+    ({"data": {"classes": ["n01440764"]}}, "data: classes is for imagefolder only, not 'digits'"),
+    ({"data": {"dataset": "imagenet", "augment": "mirror"}}, "data: imagenet takes torchvision's ImageNet presets"),
+    ({"data": {"dataset": "cifar10", "normalize": "caffe_mean_image", "augment": "pad_crop_mirror"}},
+     "normalize 'caffe_mean_image' goes with augment 'none' or 'mirror'"),
+    ({"train": {"batch_size": 30, "batch_norm_shards": 4}}, "batch_size 30 does not split into batch_norm_shards = 4"),
+])
+def test_caffe_options_that_cannot_apply_fail_before_any_work(patch, message):
+    with pytest.raises(ConfigError, match=message):
+        parse(RunConfig, deep_merge(VALID_RUN, patch), "c.yaml")

@@ -150,9 +150,17 @@ def test_per_device_lets_k_jobs_share_a_device(slot_env, holders):
     assert first_line(holders(per_device=2)).startswith("error: timed out")
 
 
-def test_sharing_jobs_spread_over_devices_first(slot_env, holders):
+def test_sharing_jobs_fill_a_device_before_the_next(slot_env, holders):
     slot_env("0,1")
-    assert [first_line(holders(per_device=2)) for _ in range(3)] == ["0", "1", "0"]
+    assert [first_line(holders(per_device=2)) for _ in range(3)] == ["0", "0", "1"]
+
+
+def test_free_seats_leave_whole_devices_for_exclusive_jobs(slot_env, holders):
+    # The workflow's seat count (jobs_per_gpu 2, 2 devices = 4 seats): two sharing jobs take 2
+    # seats, and the 2 seats Snakemake still sees free are one whole device.
+    slot_env("0,1")
+    assert [first_line(holders(per_device=2)) for _ in range(2)] == ["0", "0"]
+    assert first_line(holders()) == "1"
 
 
 def test_exclusive_and_sharing_jobs_never_meet_on_a_device(slot_env, holders):

@@ -375,3 +375,12 @@ def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
 def test_init_schemes():
     assert INIT_SCHEMES == ("default", "msra", "xavier", "prototxt")
     assert MODELS["densenet40"].options() == ("moving_average_fraction", "dropout")
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_caffe_port_flag_matches_the_built_model(name):
+    # Configs refuse Caffe-only options (prototxt fillers/multipliers, batch-norm shards) from
+    # this flag, before any model is built: it must say what the model really is.
+    from onecycle.models import CaffePort
+
+    assert MODELS[name].caffe_port == isinstance(build_model(name, 10), CaffePort)

@@ -227,10 +227,6 @@ def test_clr_hand_values():
     # .1 * .9**8; half way up at 2: (.1 + .9/2) * .9**2.
     bounds = make_schedule("exp_range", 17, base_lr=0.1, max_lr=1.0, stepsize=4, gamma=0.9, decay="bounds")
     assert_values(bounds, {0: 0.1, 2: 0.4455, 4: 0.6561, 8: 0.043046721})
-    # Its cycle-average tracks Caffe exp from the midpoint (CLR Fig 10): at a trough the
-    # midpoint's exp value lies between the bounds' decayed values.
-    exp = make_schedule("exp", 17, base_lr=0.55, gamma=0.9)
-    assert bounds.lr(8) < exp.lr(8) < 1.0 * 0.9**8
 
 
 @pytest.mark.parametrize("steps", [5, 50, 300])
@@ -432,6 +428,18 @@ def test_adapter_group_scales_and_bad_scales():
         OneCycleScheduler(sgd(groups=2), schedule, group_scales=[1.0])
     with pytest.raises(ValueError, match=r"group_scales\[1\] must be a finite number >= 0, got -1"):
         apply_schedule(sgd(groups=2), schedule, 0, group_scales=[1.0, -1])
+
+
+def test_group_scales_multiply_each_groups_caffe_lr_mult():
+    # onecycle.optim's groups carry Caffe's lr_mult; a scale given on top must keep it.
+    schedule = smith_with_momentum()
+    opt = sgd(groups=2)
+    opt.param_groups[1]["lr_mult"] = 2.0
+    apply_schedule(opt, schedule, 3)
+    assert [g["lr"] for g in opt.param_groups] == [schedule.lr(3), 2.0 * schedule.lr(3)]
+    scheduler = OneCycleScheduler(opt, schedule, group_scales=[0.5, 0.5])
+    run_steps(opt, scheduler, 4)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.5 * schedule.lr(4), 1.0 * schedule.lr(4)])
 
 
 def test_adapter_sets_adam_beta1_and_rejects_optimizers_without_momentum():

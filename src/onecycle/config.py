@@ -40,7 +40,7 @@ class DataConfig(StrictModel):
     # (mean file, D6); "caffe_scale" multiplies by 1/256, no mean, as Caffe's LeNet (S12).
     normalize: Literal["mean", "mean_std", "caffe_mean_image", "caffe_scale"] = "mean_std"
     # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10), or
-    # "all": every class folder under train/ (the full ImageNet of CLR's AlexNet/GoogLeNet runs).
+    # "all": every class folder under train/. (Full ILSVRC2012 is the `imagenet` dataset.)
     classes: list[str] | Literal["all"] | None = None
 
     @field_validator("dataset")
@@ -49,6 +49,27 @@ class DataConfig(StrictModel):
         from onecycle.data import DATASETS
 
         return _check_name(name, DATASETS, "dataset")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _list_or_all(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "all":
+            raise ValueError("classes is a list of WordNet ids, or 'all'")
+        return value
+
+    @model_validator(mode="after")
+    def _options_fit_the_dataset(self) -> DataConfig:
+        folder = self.dataset in ("imagefolder", "imagenet")
+        if self.classes is not None and self.dataset != "imagefolder":
+            raise ValueError(f"classes is for imagefolder only, not {self.dataset!r}")
+        if folder and (self.augment != "none" or self.normalize != "mean_std"):
+            # FolderBatches applies torchvision's ImageNet presets; a key it ignores is an error.
+            raise ValueError(f"{self.dataset} takes torchvision's ImageNet presets: leave augment and "
+                             "normalize unset")
+        if self.normalize == "caffe_mean_image" and self.augment == "pad_crop_mirror":
+            raise ValueError("normalize 'caffe_mean_image' goes with augment 'none' or 'mirror': "
+                             "Caffe crops inside the image and never pads")
+        return self
 
 
 class ModelConfig(StrictModel):
@@ -211,6 +232,23 @@ class _JobConfig(StrictModel):
     model: ModelConfig
     optim: OptimConfig = OptimConfig()
     train: TrainConfig
+
+    @model_validator(mode="after")
+    def _caffe_options_need_a_caffe_port(self) -> _JobConfig:
+        from onecycle.models import MODELS
+
+        if MODELS[self.model.arch].caffe_port:
+            return self
+        arch = self.model.arch
+        if self.model.init == "prototxt":
+            raise ValueError(f"model.init 'prototxt' needs a Caffe port; {arch!r} has no prototxt fillers")
+        if self.optim.multipliers == "prototxt":
+            raise ValueError(f"optim.multipliers 'prototxt' needs a Caffe port; {arch!r} has no prototxt "
+                             "multipliers (use 'none')")
+        if self.train.batch_norm_shards > 1:
+            raise ValueError(f"train.batch_norm_shards > 1 needs Caffe's batch norm (the Caffe ports); "
+                             f"{arch!r} uses torch's")
+        return self
 
 
 class RunConfig(_JobConfig):

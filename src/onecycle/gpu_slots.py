@@ -18,7 +18,8 @@ Sharing (`per_device=k`, for small jobs such as LeNet on MNIST): a sharing job h
 k "seat" files of a device plus a *shared* flock on the device file; an exclusive job
 (k=1) holds an *exclusive* flock on the device file. So exclusive and sharing jobs never meet
 on a device, whatever mix of rules a workflow runs. Sharing jobs that ask for different k
-meet at most max(k) to a device.
+meet at most max(k) to a device. Sharing jobs fill the first device with a free seat, so the
+devices they leave are whole for exclusive jobs.
 
 Limits: the lock directory must be on local disk (flock over NFS is unreliable); the pool
 should match `--resources gpu=N` (a smaller pool makes jobs wait, never share); this
@@ -207,18 +208,19 @@ def _try_claim_once(
 ) -> tuple[list[int], list[str]] | None:
     fds: list[int] = []
     claimed: list[str] = []
-    # Seat 0 of every device before seat 1 of any: sharing jobs spread over the devices
-    # instead of stacking on the first one.
-    for seat in range(per_device):
-        for device_id in ids:
-            if device_id in claimed:
-                continue
+    # Every seat of a device before the next device (first fit): sharing jobs fill devices,
+    # so the devices left free are whole. The workflow counts a device as per_device seats of
+    # `--resources gpu=N` (onecycle.experiments.gpu_placement); spreading k sharing jobs over k
+    # devices would leave seats free that no exclusive job can use.
+    for device_id in ids:
+        for seat in range(per_device):
             device_fds = _try_device(directory, device_id, seat, per_device)
             if device_fds:
                 fds += device_fds
                 claimed.append(device_id)
-            if len(claimed) == n:
-                return fds, sorted(claimed, key=ids.index)
+                break
+        if len(claimed) == n:
+            return fds, claimed
     # A partial claim lets go of everything before waiting: holding some devices while
     # waiting for others could deadlock two multi-GPU jobs.
     for fd in fds:

@@ -73,8 +73,8 @@ def parameter_groups(model: nn.Module, weight_decay: float, weight_decay_on: str
     Caffe's solver gives parameter p the rate lr * lr_mult(p) and the decay
     weight_decay * decay_mult(p) (sgd_solver.cpp: local_rate, local_decay). With
     `multipliers="prototxt"` the multipliers are the model's prototxt values
-    (onecycle.models.param_multipliers: a Caffe port's own, 1 and 1 for any other model);
-    with "none" every parameter has 1 and 1. `weight_decay_on="weights_only"` then exempts
+    (onecycle.models.param_multipliers; a model that is no Caffe port is refused); with "none"
+    every parameter has 1 and 1. `weight_decay_on="weights_only"` then exempts
     biases and BN scales/shifts (1-D tensors) from decay, which Caffe only does through
     decay_mult 0 (paper_tables.md D6).
 

@@ -744,16 +744,15 @@ def schedule_frame(schedule: Schedule) -> pd.DataFrame:
 
 def _checked_scales(optimizer: torch.optim.Optimizer, group_scales: Sequence[float] | None) -> list[float]:
     groups = len(optimizer.param_groups)
-    if group_scales is None:
-        # A group's own `lr_mult` (Caffe's per-parameter multiplier, onecycle.optim), else 1.
-        group_scales = [group.get("lr_mult", 1.0) for group in optimizer.param_groups]
-    scales = list(group_scales)
+    scales = [1.0] * groups if group_scales is None else list(group_scales)
     if len(scales) != groups:
         raise ValueError(f"group_scales has {len(scales)} entries but the optimizer has {groups} param groups")
     for i, scale in enumerate(scales):
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 0:
             raise ValueError(f"group_scales[{i}] must be a finite number >= 0, got {scale!r}")
-    return [float(scale) for scale in scales]
+    # Times each group's own `lr_mult` (Caffe's per-parameter multiplier, onecycle.optim), else 1:
+    # a scale given on top never drops the prototxt's multipliers.
+    return [float(scale) * group.get("lr_mult", 1.0) for scale, group in zip(scales, optimizer.param_groups)]
 
 
 def _check_momentum_groups(optimizer: torch.optim.Optimizer, schedule: Schedule) -> None:
@@ -775,8 +774,8 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int
                    group_scales: Sequence[float] | None = None) -> None:
     """Set every param group's lr (times its scale) and momentum to the values of iteration `it`.
 
-    Without `group_scales`, a group's scale is its `lr_mult` entry (1 when it has none), so the
-    groups of onecycle.optim.parameter_groups keep Caffe's per-parameter learning rates."""
+    A group's scale is group_scales[g] (default 1) times its `lr_mult` entry (1 when it has
+    none), so the groups of onecycle.optim.parameter_groups keep Caffe's per-parameter rates."""
     scales = _checked_scales(optimizer, group_scales)
     lr, momentum = schedule.lr(it), schedule.momentum(it)
     if momentum is not None:
@@ -789,8 +788,8 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int
 
 class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
     """A `Schedule` as a torch LR scheduler: construction applies iteration 0, each `step()`
-    the next iteration. Group g gets lr = schedule.lr(it) * group_scales[g] (default: each
-    group's `lr_mult`, else 1, as in `apply_schedule`).
+    the next iteration. Group g gets lr = schedule.lr(it) * group_scales[g] * its `lr_mult`
+    (each 1 by default), as in `apply_schedule`.
 
     `state_dict()` holds the progress only (plain numbers, so `torch.load(weights_only=True)`
     reads it); the schedule and group_scales are configuration, given again to the constructor.

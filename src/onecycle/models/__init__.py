@@ -53,6 +53,10 @@ class ModelInfo:
     source: str  # one line: the prototxt (repository and path) or paper it follows
     input_channels: int  # channels of the data it was designed for
     input_size: int  # side of the square inputs it was designed for
+    # A port of a Caffe prototxt (a CaffePort): it has prototxt fillers and multipliers, and
+    # Caffe's batch norm, so init "prototxt", optim.multipliers "prototxt" and batch-norm
+    # shards apply. Checked against the built model in tests/test_models.py.
+    caffe_port: bool = True
 
     def options(self) -> tuple[str, ...]:
         """Keyword options ``build`` accepts beyond num_classes and in_channels."""
@@ -96,6 +100,7 @@ MODELS: dict[str, ModelInfo] = {
             "Imagenet/architectures/resnet50.prototxt, not ported)",
             3,
             224,
+            caffe_port=False,
         ),
         ModelInfo("alexnet", AlexNet, _BVLC + "bvlc_alexnet/train_val.prototxt", 3, 227),
         ModelInfo("googlenet", GoogLeNet, _BVLC + "bvlc_googlenet/train_val.prototxt", 3, 224),
@@ -106,6 +111,7 @@ MODELS: dict[str, ModelInfo] = {
             "Imagenet/architectures/inception-resnet-v2.prototxt, not available)",
             3,
             299,
+            caffe_port=False,
         ),
     )
 }

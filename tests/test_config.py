@@ -189,3 +189,16 @@ def test_gpu_seats_and_sharing():
 def test_caffe_options_that_cannot_apply_fail_before_any_work(patch, message):
     with pytest.raises(ConfigError, match=message):
         parse(RunConfig, deep_merge(VALID_RUN, patch), "c.yaml")
+
+
+def test_gpu_jobs_train_on_cuda_or_fail_at_once():
+    # A job that claims a GPU must not fall back to days on the CPU where CUDA is missing:
+    # "auto" becomes "cuda", which onecycle.train refuses at start without CUDA.
+    gpu = expand(deep_merge(WORKFLOW, {"gpus_per_job": 1}))
+    assert gpu.trains["exp/one/seed0"].config["train"]["device"] == "cuda"
+    assert gpu.range_tests["exp/seed0"].config["train"]["device"] == "cuda"
+    cpu = expand(WORKFLOW)
+    assert "device" not in cpu.trains["exp/one/seed0"].config["train"]  # "auto", the default
+    with pytest.raises(ConfigError, match="groups.one: train.device is 'cpu' but its jobs claim 1 GPU"):
+        expand(deep_merge(WORKFLOW, {"gpus_per_job": 1, "experiments": {"exp": {
+            "range_test": None, "groups": {"one": {"schedule": VALID_RUN["schedule"], "train": {"device": "cpu"}}}}}}))

@@ -210,6 +210,19 @@ def part1_run_overrides(seed: int, merged: dict[str, Any], where: str) -> dict[s
     return overrides
 
 
+def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, Any]:
+    """A job that claims GPUs trains on CUDA: "auto" becomes "cuda", so on a machine without
+    CUDA the job fails at once (onecycle.train.resolve_device) instead of training for days on
+    the CPU; "cpu" with claimed GPUs is a contradiction."""
+    device = raw.get("train", {}).get("device", "auto")
+    if gpus == 0 or device == "cuda":
+        return {}
+    if device == "cpu":
+        raise ConfigError(f"{where}: train.device is 'cpu' but its jobs claim {gpus} GPU(s): set "
+                          "gpus_per_job (or the experiment's gpus) to 0 for CPU runs")
+    return {"train": {"device": "cuda"}}
+
+
 def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
     """Every job of the workflow, validated; raises ConfigError naming the job and key."""
     workflow = load_workflow_config(data, source)
@@ -224,6 +237,7 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 job_id = f"{exp_name}/seed{seed}"
                 raw = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
                                             "range_test": exp.range_test})
+                raw = deep_merge(raw, device_overrides(raw, placement["gpus"], f"{exp_where} (range test)"))
                 cfg = parse(RangeTestConfig, raw, f"{exp_where} (range test)")
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
@@ -238,6 +252,7 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 raw = deep_merge(exp.base, overrides)
                 if exp.seed_protocol == "part1":
                     raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
+                raw = deep_merge(raw, device_overrides(raw, placement["gpus"], where))
                 raw = deep_merge(raw, {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
                 cfg = parse(RunConfig, raw, where)
                 try:

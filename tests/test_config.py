@@ -185,6 +185,8 @@ def test_gpu_seats_and_sharing():
     ({"data": {"dataset": "cifar10", "normalize": "caffe_mean_image", "augment": "pad_crop_mirror"}},
      "normalize 'caffe_mean_image' goes with augment 'none' or 'mirror'"),
     ({"train": {"batch_size": 30, "batch_norm_shards": 4}}, "batch_size 30 does not split into batch_norm_shards = 4"),
+    ({"data": {"dataset": "imagenet"}, "model": {"arch": "alexnet"},
+      "train": {"caffe_test": {"test_iter": 10, "batch": 50}}}, "train.caffe_test is for in-memory datasets; imagenet"),
 ])
 def test_caffe_options_that_cannot_apply_fail_before_any_work(patch, message):
     with pytest.raises(ConfigError, match=message):

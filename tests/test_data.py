@@ -679,3 +679,39 @@ def test_caffe_scale_is_lenets_one_256th_without_a_mean():
 def test_bad_normalisation_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         data.Batches(indexed_dataset(4, channels=1, size=4), 2, shuffle=False, drop_last=False, seed=0, **kwargs)
+
+
+# --- Caffe's test sample (train.caffe_test) ---------------------------------------------------
+
+def test_caffe_test_windows_carry_the_cursor_and_wrap():
+    # 10 images (label = index), tests of 3 batches x 4: the reader goes on where it stopped.
+    dataset = indexed_dataset(10, channels=1, size=4)
+    sample = data.CaffeTestSample(dataset, test_iter=3, batch_size=4, mirror=False,
+                                  caffe=data.CaffeTransform(), seed=0)
+    labels = lambda k: torch.cat([y for _, y in sample.epoch(k)]).tolist()  # noqa: E731
+    assert len(sample) == 3
+    assert labels(0) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert labels(1) == [2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3]
+    for images, ys in sample.epoch(1):  # unmirrored, unscaled: the raw pixels
+        assert torch.equal(images, dataset.images[ys].float())
+
+
+def test_caffe_test_mirror_flips_after_the_mean_and_repeats_per_test():
+    dataset = indexed_dataset(64, channels=3, size=5)
+    mean = dataset.mean_image()
+    sample = data.CaffeTestSample(dataset, test_iter=4, batch_size=16, mirror=True,
+                                  caffe=data.CaffeTransform(mean_image=mean), seed=2)
+    flipped = 0
+    for images, labels in sample.epoch(0):
+        for image, label in zip(images, labels):
+            source = dataset.images[label].numpy()
+            mirrored = caffe_reference(source, mean.numpy(), 1.0, mirror=True)
+            as_is = caffe_reference(source, mean.numpy(), 1.0, mirror=False)
+            is_flipped = np.allclose(image.numpy(), mirrored, atol=1e-4)
+            assert is_flipped or np.allclose(image.numpy(), as_is, atol=1e-4)
+            flipped += is_flipped
+    assert 16 < flipped < 48  # Binomial(64, 1/2)
+    again = [x for x, _ in sample.epoch(0)]
+    assert all(torch.equal(a, b) for a, b in zip(again, [x for x, _ in sample.epoch(0)], strict=True))
+    other = [x for x, _ in sample.epoch(1)]  # the next test: other flips (same images: 64 of 64)
+    assert not all(torch.equal(a, b) for a, b in zip(again, other, strict=True))

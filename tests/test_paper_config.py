@@ -573,3 +573,19 @@ def test_lenet_jobs_share_a_gpu_when_the_machine_allows(raw):
             assert placement == (job.gpus, 4 * job.gpus, 1), job.job_id
     default = expand(raw, str(PAPER)).trains["part1_t2_mnist_lenet/onecycle_12ep/seed0"]
     assert (default.gpus, default.gpu_seats, default.per_device) == (1, 1, 1)
+
+
+def test_caffe_test_samples_as_each_prototxt_and_solver_had_them(plan):
+    # D6 / A3: test_iter 200 x test batch 32 (Part 1 ResNets, WRN), 37 (DenseNet), 100 (3-layer),
+    # 125 (SC); the hyperParam1 ResNet/WRN/DenseNet TEST layers mirror, cifar3's and SC's do not.
+    expected = {"part1_t2_cifar10_wide32": (200, 32, True), "part1_t2_cifar100_resnet56": (200, 32, True),
+                "part1_t1_resnet56_cm": (200, 32, True), "part1_t2_cifar10_densenet40": (200, 37, True),
+                "part1_t1_cifar3_cm": (200, 100, False), "sc_t1_resnet56": (200, 125, False),
+                "sc_t1_max_lr_sweep": (200, 125, False), "sc_batch_size_sweep": (200, 125, False)}
+    for name, (test_iter, batch, mirror) in expected.items():
+        for job in plan.experiment_trains(name):
+            spec = RunConfig.model_validate(job.config).train.caffe_test
+            assert (spec.test_iter, spec.batch, spec.mirror) == (test_iter, batch, mirror), job.job_id
+    # Caffe's LeNet and cifar10_full solvers test 100 x 100 = the whole 10k set: nothing to add.
+    for name in ("part1_t2_mnist_lenet", "clr_t1_cifar10"):
+        assert all(RunConfig.model_validate(j.config).train.caffe_test is None for j in plan.experiment_trains(name))

@@ -159,3 +159,22 @@ def test_epochs_counted_in_another_batch_end_inside_a_data_pass(tiny_run_config,
     # losses logged among them (a sum over 6 divided by 10 would sit 40 % below).
     logged = log.set_index("iteration").train_loss.loc[[11, 13, 15]]
     assert 0.8 * logged.min() < history.train_loss.iloc[1] < 1.2 * logged.max()
+
+
+def test_caffe_test_sample_covering_the_test_set_scores_what_the_full_set_does(tiny_run_config, tmp_path):
+    # train.caffe_test (G5): 5 tests' batches of 2 000 = the 10k test images exactly, unmirrored,
+    # so every window is the whole set in another batching: the same accuracy, each evaluation.
+    cfg = deep_merge(tiny_run_config, {"train": {"caffe_test": {"test_iter": 5, "batch": 2000}}})
+    metrics = _run(cfg, tmp_path)
+    history = pd.read_csv(tmp_path / "history.csv")
+    assert list(history.columns[-2:]) == ["caffe_test_loss", "caffe_test_accuracy"]
+    assert (history.caffe_test_accuracy == history.test_accuracy).all()
+    assert history.caffe_test_loss.tolist() == pytest.approx(history.test_loss.tolist(), rel=1e-6)
+    assert metrics["final"]["caffe_test_accuracy"] == metrics["final"]["test_accuracy"]
+    # A Part 1 sample: 200 x 32 = 6 400 mirrored images, another number from the same weights.
+    part1 = deep_merge(tiny_run_config, {"train": {"caffe_test": {"test_iter": 200, "batch": 32, "mirror": True}}})
+    _run(part1, tmp_path / "part1")
+    sampled = pd.read_csv(tmp_path / "part1" / "history.csv")
+    assert (sampled.test_accuracy == history.test_accuracy).all()  # the full set is untouched
+    assert not (sampled.caffe_test_accuracy == sampled.test_accuracy).all()
+    assert ((sampled.caffe_test_accuracy * 6400).round() - sampled.caffe_test_accuracy * 6400).abs().max() < 1e-6

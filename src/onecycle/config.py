@@ -141,6 +141,15 @@ class ScheduleConfig(StrictModel):
         return _check_name(name, POLICIES, "policy")
 
 
+class CaffeTestSpec(StrictModel):
+    """Caffe's test phase (onecycle.data.CaffeTestSample; paper_tables.md D6): test_iter x batch
+    images per test, read on from the previous test, mirrored where the TEST data layer mirrors."""
+
+    test_iter: int = Field(gt=0)
+    batch: int = Field(gt=0)
+    mirror: bool = False
+
+
 class TrainConfig(StrictModel):
     batch_size: int = Field(gt=0)
     # Required for training (RunConfig checks it); a range test runs for its own iterations.
@@ -171,6 +180,9 @@ class TrainConfig(StrictModel):
     # runs of a setting from the nominal TBS while each run feeds its own batch (C2), so
     # seed_protocol part1 sets the nominal TBS here: every run takes the same iterations.
     epoch_batch_size: int | None = Field(default=None, gt=0)
+    # Also score every evaluation on Caffe's test sample (G5): extra history columns
+    # caffe_test_loss / caffe_test_accuracy beside the full test set's, which stays the result.
+    caffe_test: CaffeTestSpec | None = None
 
     @model_validator(mode="after")
     def _shards_divide_the_batch(self) -> TrainConfig:
@@ -236,6 +248,10 @@ class _JobConfig(StrictModel):
     @model_validator(mode="after")
     def _caffe_options_need_a_caffe_port(self) -> _JobConfig:
         from onecycle.models import MODELS
+
+        if self.train.caffe_test is not None and self.data.dataset in ("imagefolder", "imagenet"):
+            raise ValueError(f"train.caffe_test is for in-memory datasets; {self.data.dataset} is "
+                             "always scored on its whole validation set")
 
         if MODELS[self.model.arch].caffe_port:
             return self

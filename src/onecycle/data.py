@@ -747,6 +747,16 @@ class Batches:
                 images = torch.where(flipped, images.flip(-1), images)
             yield self._normalise(images, flipped), self._labels.index_select(0, indices)
 
+    def select(self, indices: torch.Tensor, flips: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images `indices` (CPU int64), each flipped where `flips` (CPU bool) says, normalised as
+        every batch is; no crops. For samples that are not an epoch's (CaffeTestSample)."""
+        indices = indices.to(self.device)
+        images = self._images.index_select(0, indices)
+        flipped = None if flips is None else flips.to(self.device).view(-1, 1, 1, 1)
+        if flipped is not None:
+            images = torch.where(flipped, images.flip(-1), images)
+        return self._normalise(images, flipped), self._labels.index_select(0, indices)
+
     def _normalise(self, images: torch.Tensor, flipped: torch.Tensor | None) -> torch.Tensor:
         if self._mean is None:  # Caffe's transform, on the 0..255 scale
             pixels = images.float()
@@ -758,6 +768,49 @@ class Batches:
             return pixels.mul_(self._scale) if self._scale != 1.0 else pixels
         scaled = images.float().div_(255).sub_(self._mean)
         return scaled if self._std is None else scaled.div_(self._std)
+
+
+class CaffeTestSample:
+    """The images of Caffe's test phases (paper_tables.md D6): each test scores `test_iter`
+    batches of `batch_size` images read in order from the test set, the reader's cursor going on
+    from where the previous test stopped and wrapping at the end (SC: 200 x 125 = 25 000 images
+    of the 10k set; Part 1: 200 x 32 = 6 400). With `mirror` (hyperParam1's TEST data layers)
+    each image is flipped with probability 1/2, after the mean is subtracted (`CaffeTransform`).
+
+    `epoch(k)` yields the k-th test's batches: it starts at image k * test_iter * batch_size
+    (mod the set's size), and its flips are drawn from derived_seed("caffe-test", seed, k), a
+    pure function of the evaluation's index, so a resumed run scores the same images. The
+    cursor advances per evaluation of this suite; Caffe's also counted its test at iteration 0
+    and tested every test_interval iterations, so which window a given evaluation sees differs
+    from Caffe's, not how many images or how they are drawn.
+    """
+
+    def __init__(self, dataset: ArrayDataset, *, test_iter: int, batch_size: int, mirror: bool,
+                 caffe: CaffeTransform | None = None, mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, seed: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        for name, value in (("test_iter", test_iter), ("batch_size", batch_size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        self.test_iter, self.batch_size, self.mirror, self.seed = test_iter, batch_size, mirror, seed
+        self.drop_last = False  # for distributed sharding: every batch is a whole test batch
+        # The normalisation of `Batches`, on the same device, over the whole test set in order.
+        self._all = Batches(dataset, batch_size, shuffle=False, drop_last=False, mean=mean, std=std,
+                            caffe=caffe, seed=seed, device=device)
+        self._size = len(dataset)
+
+    def __len__(self) -> int:
+        return self.test_iter
+
+    def epoch(self, test_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        images = self.test_iter * self.batch_size
+        start = (test_index * images) % self._size
+        order = (start + torch.arange(images)) % self._size
+        generator = _epoch_generator("caffe-test", self.seed, test_index)
+        flips = (torch.rand(images, generator=generator) < 0.5) if self.mirror else None
+        for b in range(self.test_iter):
+            window = slice(b * self.batch_size, (b + 1) * self.batch_size)
+            yield self._all.select(order[window], None if flips is None else flips[window])
 
 
 def _channel_vector(what: str, values: Sequence[float], channels: int, device: torch.device

@@ -76,6 +76,7 @@ class DataBundle:
     num_classes: int
     in_channels: int
     train_size: int  # training images, for epochs counted in another batch (epoch_batch_size)
+    caffe_test: Any = None  # data.CaffeTestSample when train.caffe_test asks for it
 
 
 def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | None = None) -> DataBundle:
@@ -113,7 +114,10 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
                              augment=d.augment, seed=cfg.seed, **common)
     test = datasets.Batches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                             augment="none", seed=0, **common)
-    return DataBundle(train, test, info.num_classes, info.in_channels, len(train_set))
+    spec = cfg.train.caffe_test if eval_subset is None else None  # not for range tests
+    caffe_test = None if spec is None else datasets.CaffeTestSample(
+        test_set, test_iter=spec.test_iter, batch_size=spec.batch, mirror=spec.mirror, seed=cfg.seed, **common)
+    return DataBundle(train, test, info.num_classes, info.in_channels, len(train_set), caffe_test)
 
 
 def normalisation(d: Any, train_set: datasets.ArrayDataset, root: Path | None) -> dict[str, Any]:
@@ -268,7 +272,10 @@ class Checkpointer:
 
 def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
     keys = ("epoch", "iteration", "test_accuracy", "test_loss")
-    return {k: (row[k] if row else None) for k in keys}
+    summary = {k: (row[k] if row else None) for k in keys}
+    if row and "caffe_test_accuracy" in row:
+        summary["caffe_test_accuracy"] = row["caffe_test_accuracy"]
+    return summary
 
 
 def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -295,6 +302,7 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
     iters_per_epoch = len(bundle.train)  # of the data: one pass over the training images
     # Single process: the bundle's batches themselves. Data-parallel: this rank's shards.
     train_batches, test_batches = ctx.train_batches(bundle.train), ctx.test_batches(bundle.test)
+    caffe_test = None if bundle.caffe_test is None else ctx.test_batches(bundle.caffe_test)
     schedule_ipe = schedule_iterations_per_epoch(cfg.train, bundle.train_size)
     schedule, schedule_params = build_schedule(cfg, schedule_ipe, bounds)
     resolved = {**cfg.model_dump(mode="json"),
@@ -406,10 +414,14 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
         if (epoch + 1) % train_cfg.eval_every_epochs == 0 or last_epoch:
             ctx.sync_buffers(model)  # rank 0's batch-norm statistics on every rank
             test_loss, test_accuracy = evaluate(model, test_batches.epoch(0), reduce=ctx.sum_over_ranks)
-            history.append({"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
-                            "momentum": optimizer.param_groups[0].get("momentum"),
-                            "train_loss": ctx.mean_over_ranks(loss_sum) / epoch_iters, "test_loss": test_loss,
-                            "test_accuracy": test_accuracy, "wall_time_s": elapsed})
+            row = {"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
+                   "momentum": optimizer.param_groups[0].get("momentum"),
+                   "train_loss": ctx.mean_over_ranks(loss_sum) / epoch_iters, "test_loss": test_loss,
+                   "test_accuracy": test_accuracy, "wall_time_s": elapsed}
+            if caffe_test is not None:  # the k-th evaluation reads Caffe's k-th test window
+                row["caffe_test_loss"], row["caffe_test_accuracy"] = evaluate(
+                    model, caffe_test.epoch(len(history)), reduce=ctx.sum_over_ranks)
+            history.append(row)
             reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
             if reason:
                 diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
@@ -432,7 +444,8 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
                        "distributed_backend": ctx.backend},
     }
     if ctx.is_main:
-        io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=list(HISTORY_COLUMNS)))
+        columns = list(HISTORY_COLUMNS) + (list(CAFFE_TEST_COLUMNS) if caffe_test is not None else [])
+        io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=columns))
         io.write_csv(out_dir / "train_log.csv", pd.DataFrame(log_rows, columns=list(LOG_COLUMNS)))
         io.write_json(out_dir / "metrics.json", metrics)
         checkpointer.remove()
@@ -440,4 +453,6 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
 
 
 HISTORY_COLUMNS = ("epoch", "iteration", "lr", "momentum", "train_loss", "test_loss", "test_accuracy", "wall_time_s")
+# With train.caffe_test: the same evaluation scored on Caffe's test sample (G5).
+CAFFE_TEST_COLUMNS = ("caffe_test_loss", "caffe_test_accuracy")
 LOG_COLUMNS = ("iteration", "epoch", "lr", "momentum", "train_loss")

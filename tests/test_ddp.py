@@ -148,8 +148,10 @@ def test_batch_norm_shards_are_shared_out_over_the_processes(tmp_path):
     # Evaluated with rank 0's running statistics, i.e. the first shard's (measured 1e-4 apart:
     # the weights' rounding differences, amplified by a loss of 5 after 4 steps).
     assert hist_two.test_loss.iloc[0] == pytest.approx(hist_one.test_loss.iloc[0], rel=1e-3)
-    # Without the shards the very first forward pass normalises otherwise (one epoch is enough).
-    unsharded = deep_merge(config, {"train": {"batch_norm_shards": 1, "epochs": 1}})
+    # Without the shards the very first forward pass normalises otherwise: one epoch at any LR
+    # shows it (the loss of iteration 0 comes before any update).
+    unsharded = {**deep_merge(config, {"train": {"batch_norm_shards": 1, "epochs": 1}}),
+                 "schedule": {"policy": "fixed", "params": {"base_lr": 0.01}}}
     train(parse(RunConfig, unsharded), tmp_path / "whole")
     log_whole = pd.read_csv(tmp_path / "whole" / "train_log.csv")
     assert abs(log_whole.train_loss.iloc[0] - log_one.train_loss.iloc[0]) > 100 * RTOL * log_one.train_loss.iloc[0]

@@ -28,3 +28,24 @@ def test_json_has_no_nan_and_files_honour_the_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_git_revision_marks_code_changes_but_not_rewritten_results(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "src" / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "table.csv").write_text("a\n1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    clean = io.git_revision(tmp_path / "src")
+    assert clean is not None and not clean.endswith("-dirty")
+    (tmp_path / "results" / "table.csv").write_text("a\n2\n")  # the workflow rewrote a kept result
+    assert io.git_revision(tmp_path / "src") == clean
+    (tmp_path / "src" / "code.py").write_text("x = 2\n")  # a code change
+    assert io.git_revision(tmp_path / "src") == f"{clean}-dirty"

@@ -92,8 +92,14 @@ def write_csv(target: str | os.PathLike[str], frame: Any) -> None:
     write_text(target, buffer.getvalue())
 
 
+# Outputs, not code: the workflow rewrites the results kept in git (results/smoke/...) as it
+# runs, which must not mark the code that produces them as modified.
+RESULTS_PATHSPEC = ":(top,exclude)results"
+
+
 def git_revision(start: str | os.PathLike[str] | None = None) -> str | None:
-    """The checkout's commit (with '-dirty' if it has uncommitted changes), or None outside git.
+    """The checkout's commit (with '-dirty' if tracked files outside results/ have uncommitted
+    changes), or None outside git.
 
     Snakemake does not track code changes between runs, so every result records this.
     """
@@ -101,8 +107,9 @@ def git_revision(start: str | os.PathLike[str] | None = None) -> str | None:
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                RESULTS_PATHSPEC], cwd=cwd, capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{rev}-dirty" if dirty else rev

@@ -181,7 +181,7 @@ def test_gpu_seats_and_sharing():
      "train.batch_norm_shards > 1 needs Caffe's batch norm .* 'inception_resnet_v2' uses torch's"),
     ({"data": {"classes": "al"}}, "'data.classes' = 'al': classes is a list of WordNet ids, or 'all'"),
     ({"data": {"classes": ["n01440764"]}}, "data: classes is for imagefolder only, not 'digits'"),
-    ({"data": {"dataset": "imagenet", "augment": "mirror"}}, "data: imagenet takes torchvision's ImageNet presets"),
+    ({"data": {"dataset": "imagenet", "augment": "mirror"}}, "data: imagenet with normalize 'mean_std' takes torchvision's ImageNet presets"),
     ({"data": {"dataset": "cifar10", "normalize": "caffe_mean_image", "augment": "pad_crop_mirror"}},
      "normalize 'caffe_mean_image' goes with augment 'none' or 'mirror'"),
     ({"train": {"batch_size": 30, "batch_norm_shards": 4}}, "batch_size 30 does not split into batch_norm_shards = 4"),

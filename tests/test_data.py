@@ -452,7 +452,8 @@ def test_folder_batches_center_crop_values_and_seeding(tmp_path):
     write_image(tmp_path / "val" / WNIDS[0] / "a.png", pixels)  # Resize(256) leaves 256x256 alone
     dataset = data.load_split("imagefolder", "test", tmp_path, class_list=WNIDS[:1])
     x, y = first_batch(data.FolderBatches(dataset, 1, shuffle=False, drop_last=False,
-                                          augment="center_crop", seed=0, num_workers=0))
+                                          transform=data.torchvision_preset(train=False),
+                                          seed=0, num_workers=0))
     crop = torch.from_numpy(pixels[16:240, 16:240]).permute(2, 0, 1).double() / 255
     expected = (crop - torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(
         data.IMAGENET_STD).view(3, 1, 1)
@@ -464,7 +465,7 @@ def test_folder_batches_augmentation_is_seeded_per_sample(tmp_path):
     write_image_folder(tmp_path, WNIDS, per_class=2, size=(40, 50), seed=1)
     dataset = data.load_split("imagefolder", "train", tmp_path, class_list=WNIDS)
     make = lambda workers: data.FolderBatches(dataset, 4, shuffle=True, drop_last=False,  # noqa: E731
-                                              augment="random_resized_crop_mirror", seed=9,
+                                              transform=data.torchvision_preset(train=True), seed=9,
                                               num_workers=workers)
     in_process = list(make(0).epoch(1))
     with_worker = list(make(1).epoch(1))

@@ -188,9 +188,9 @@ def test_shards_make_up_the_global_batches_and_the_whole_test_set(tmp_path):
     split = {s: data.load_split("imagefolder", s, tmp_path, class_list=["n01440764", "n02102040"])
              for s in ("train", "test")}
     folder_train = data.FolderBatches(split["train"], 4, shuffle=True, drop_last=True,
-                                      augment="random_resized_crop_mirror", seed=3, num_workers=0)
+                                      transform=data.torchvision_preset(train=True), seed=3, num_workers=0)
     folder_test = data.FolderBatches(split["test"], 3, shuffle=False, drop_last=False,
-                                     augment="center_crop", seed=0, num_workers=0)
+                                     transform=data.torchvision_preset(train=False), seed=0, num_workers=0)
     for batches in (train, folder_train):
         shards = [ShardedTrainBatches(batches, rank, 2) for rank in (0, 1)]
         assert len(shards[0]) == len(batches)

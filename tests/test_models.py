@@ -384,3 +384,19 @@ def test_caffe_port_flag_matches_the_built_model(name):
     from onecycle.models import CaffePort
 
     assert MODELS[name].caffe_port == isinstance(build_model(name, 10), CaffePort)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_fixed_input_size_flag_matches_the_forward(name):
+    # Configs check data.crop_size against this flag before any data is read (a Caffe mean
+    # image over ImageNet takes a while): it must say whether the forward takes other sides.
+    info = MODELS[name]
+    model = build_model(name, 10).eval()
+    other = info.input_size + 8  # still a multiple of 4, as the CIFAR ResNets need
+    x = torch.randn(1, info.input_channels, other, other)
+    if info.fixed_input_size:
+        with pytest.raises(ValueError, match=f"built for {info.input_size}x{info.input_size} inputs"):
+            model(x)
+    else:
+        with torch.no_grad():
+            assert model(x).shape == (1, 10)

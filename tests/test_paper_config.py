@@ -15,6 +15,7 @@ import torch
 import yaml
 
 from conftest import REPO
+from onecycle.caffe_imagenet import CaffeImageNetTransform
 from onecycle.config import RangeTestConfig, RunConfig
 from onecycle.data import DATASETS, IMAGENETTE_WNIDS, FolderBatches
 from onecycle.experiments import expand
@@ -305,9 +306,10 @@ def test_imagenette_protocol_scaled_in_epochs(plan):
     assert params == {"base_lr": 0.1, "gamma": 0.94, "stepsize": 2 * ipe}  # 20k it ~ 2.0 ImageNet epochs
     assert cfg.optim.weight_decay == 1.0e-4
     for job in plan.experiment_trains("imagenette_resnet50"):
-        # The prepare_data download's root and Imagenette's 10 classes (both defaults); nothing
-        # that load_data ignores for imagefolder (augment, normalize) is written.
-        assert job.config["data"] == {"dataset": "imagefolder"}, job.job_id
+        # The prepare_data download's root and Imagenette's 10 classes (both defaults), Caffe's
+        # data layer as resnet50.prototxt (crop 230, mirror, mean file; G6).
+        assert job.config["data"] == {"dataset": "imagefolder", "normalize": "caffe_mean_image",
+                                      "augment": "mirror", "crop_size": 230}, job.job_id
         cfg = RunConfig.model_validate(job.config)
         assert (cfg.data.root, cfg.data.classes) == (None, None)
         assert (cfg.train.batch_size, cfg.train.eval_batch_size) == (128, 250)
@@ -327,8 +329,9 @@ def _fake_imagenette(root, train_per_class, val_per_class):
 
 def test_imagenette_config_loads_through_folder_batches(plan, tmp_path):
     # The experiment's own job config, on a stand-in folder of Imagenette's layout (only `root`
-    # changed): load_data builds FolderBatches with torchvision's presets and Imagenette's 10
-    # classes, and the model gets 10 outputs. No training, no download.
+    # changed): load_data builds FolderBatches with Caffe's data layer as resnet50.prototxt
+    # sets it (crop 230, mirror, mean file) and Imagenette's 10 classes, and the model gets 10
+    # outputs. No training, no download.
     _fake_imagenette(tmp_path, train_per_class=13, val_per_class=2)
     job = plan.trains["imagenette_resnet50/onecycle_20ep/seed0"]
     raw = {**job.config, "data": {**job.config["data"], "root": str(tmp_path)}}
@@ -337,13 +340,21 @@ def test_imagenette_config_loads_through_folder_batches(plan, tmp_path):
     assert isinstance(bundle.train, FolderBatches) and isinstance(bundle.test, FolderBatches)
     assert (bundle.num_classes, bundle.in_channels) == (10, 3)
     assert bundle.train.dataset.classes == IMAGENETTE_WNIDS
-    assert (bundle.train.augment, bundle.test.augment) == ("random_resized_crop_mirror", "center_crop")
+    train, test = bundle.train.transform, bundle.test.transform
+    assert isinstance(train, CaffeImageNetTransform) and isinstance(test, CaffeImageNetTransform)
+    assert (train.crop_size, train.train, train.mirror) == (230, True, True)
+    assert (test.crop_size, test.train, test.mirror) == (230, False, False)
+    # The mean of the 130 training images (each one colour, squashed), not of the validation
+    # ones (JPEG moves a flat colour by up to a level or so).
+    colours = torch.tensor([[25.0 * label, 7.0 * i, 128.0] for label in range(10) for i in range(13)])
+    assert torch.allclose(train.mean_image, colours.mean(0).view(3, 1, 1).expand(3, 256, 256), atol=1.0)
     assert len(bundle.train) == 130 // 128 == 1  # drop_last, as 9469 // 128 = 73 on Imagenette
     images, labels = next(iter(bundle.test.epoch(0)))
-    assert images.shape == (20, 3, 224, 224) and sorted(set(labels.tolist())) == list(range(10))
+    assert images.shape == (20, 3, 230, 230) and sorted(set(labels.tolist())) == list(range(10))
     model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
                         **cfg.model.options)
     assert model.fc.out_features == 10
+    assert model(images[:2]).shape == (2, 10)
 
 
 def test_evaluation_spacing_follows_caffes_test_interval(plan):
@@ -513,8 +524,10 @@ def test_caffe_data_layers_and_multipliers_per_experiment_family(plan):
     for job in plan.trains.values():
         cfg = RunConfig.model_validate(job.config)
         arch, data = cfg.model.arch, cfg.data
-        if data.dataset in ("imagefolder", "imagenet"):
-            continue  # torchvision presets (G6)
+        if data.dataset in ("imagefolder", "imagenet"):  # bvlc_* train_val, resnet50.prototxt (G6)
+            assert (data.normalize, data.augment) == ("caffe_mean_image", "mirror"), job.job_id
+            assert data.crop_size == {"resnet50": 230, "inception_resnet_v2": 230}.get(arch), job.job_id
+            continue
         expected = {"lenet": "caffe_scale"}.get(arch, "caffe_mean_image")
         assert data.normalize == expected, job.job_id
         assert cfg.optim.multipliers == "prototxt", job.job_id
@@ -544,7 +557,9 @@ def test_clr_imagenet_rows(plan):
     assert (params["base_lr"], params["max_lr"], params["gamma"]) == (0.01, 0.026, 0.99998)
     assert (cfg.model.arch, cfg.train.batch_size, cfg.optim.weight_decay) == ("googlenet", 128, 2.0e-4)
     for job in [*plan.experiment_trains("clr_t1_imagenet_alexnet"), *plan.experiment_trains("clr_t1_imagenet_googlenet")]:
-        assert job.config["data"] == {"dataset": "imagenet"}, job.job_id
+        # bvlc_alexnet / bvlc_googlenet train_val: mirror, crops of the nets' own sides (G6).
+        assert job.config["data"] == {"dataset": "imagenet", "normalize": "caffe_mean_image",
+                                      "augment": "mirror"}, job.job_id
 
 
 def test_imagenette_inception_resnet_v2_scaled_in_epochs(plan):

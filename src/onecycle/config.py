@@ -38,7 +38,14 @@ class DataConfig(StrictModel):
     # Caffe's data layer on 0..255 pixels (onecycle.data.CaffeTransform): "caffe_mean_image"
     # subtracts the training set's per-pixel mean image, no scale, as Smith's CIFAR prototxts
     # (mean file, D6); "caffe_scale" multiplies by 1/256, no mean, as Caffe's LeNet (S12).
+    # On ImageNet folders "mean_std" means torchvision's ImageNet presets and "caffe_mean_image"
+    # Caffe's ImageNet data layer: 256x256 squashed images, fixed-size crops (random for
+    # training, mirrored with augment "mirror"; centred for validation) minus the mean image
+    # (onecycle.caffe_imagenet; paper_tables.md C2 Imagenet/architectures).
     normalize: Literal["mean", "mean_std", "caffe_mean_image", "caffe_scale"] = "mean_std"
+    # ImageNet folders only: the side of the crops; default the model's input size. Smith's
+    # resnet50 and inception-resnet-v2 prototxts crop 230 (C2 Imagenet/architectures).
+    crop_size: int | None = Field(default=None, gt=0)
     # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10), or
     # "all": every class folder under train/. (Full ILSVRC2012 is the `imagenet` dataset.)
     classes: list[str] | Literal["all"] | None = None
@@ -62,14 +69,31 @@ class DataConfig(StrictModel):
         folder = self.dataset in ("imagefolder", "imagenet")
         if self.classes is not None and self.dataset != "imagefolder":
             raise ValueError(f"classes is for imagefolder only, not {self.dataset!r}")
-        if folder and (self.augment != "none" or self.normalize != "mean_std"):
-            # FolderBatches applies torchvision's ImageNet presets; a key it ignores is an error.
-            raise ValueError(f"{self.dataset} takes torchvision's ImageNet presets: leave augment and "
-                             "normalize unset")
+        if folder:
+            _check_folder_preprocessing(self)
+        elif self.crop_size is not None:
+            raise ValueError(f"crop_size is for ImageNet folders; {self.dataset} is used at its own size")
         if self.normalize == "caffe_mean_image" and self.augment == "pad_crop_mirror":
             raise ValueError("normalize 'caffe_mean_image' goes with augment 'none' or 'mirror': "
                              "Caffe crops inside the image and never pads")
         return self
+
+
+def _check_folder_preprocessing(data: DataConfig) -> None:
+    # Keys the chosen pipeline would ignore are errors, not silently dropped.
+    from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE
+
+    if data.normalize == "mean_std":
+        if data.augment != "none":
+            raise ValueError(f"{data.dataset} with normalize 'mean_std' takes torchvision's ImageNet "
+                             "presets, which fix the augmentation: leave augment unset")
+    elif data.normalize == "caffe_mean_image":  # augment: pad_crop_mirror is refused as for CIFAR
+        if data.crop_size is not None and data.crop_size > CAFFE_IMAGENET_SIDE:
+            raise ValueError(f"crop_size = {data.crop_size} does not fit in Caffe's "
+                             f"{CAFFE_IMAGENET_SIDE}x{CAFFE_IMAGENET_SIDE} ImageNet images")
+    else:
+        raise ValueError(f"{data.dataset} takes normalize 'mean_std' (torchvision's ImageNet presets) "
+                         f"or 'caffe_mean_image' (Caffe's data layer), not {data.normalize!r}")
 
 
 class ModelConfig(StrictModel):
@@ -244,6 +268,23 @@ class _JobConfig(StrictModel):
     model: ModelConfig
     optim: OptimConfig = OptimConfig()
     train: TrainConfig
+
+    @model_validator(mode="after")
+    def _crop_fits_the_model(self) -> _JobConfig:
+        from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE
+        from onecycle.models import MODELS
+
+        if self.data.dataset not in ("imagefolder", "imagenet"):
+            return self
+        info, crop = MODELS[self.model.arch], self.data.crop_size
+        if crop is not None and crop != info.input_size and info.fixed_input_size:
+            raise ValueError(f"data.crop_size = {crop}: {info.name} takes {info.input_size}x{info.input_size} "
+                             "inputs only")
+        if crop is None and self.data.normalize == "caffe_mean_image" and info.input_size > CAFFE_IMAGENET_SIDE:
+            raise ValueError(f"{info.name}'s {info.input_size}x{info.input_size} inputs do not fit in Caffe's "
+                             f"{CAFFE_IMAGENET_SIDE}x{CAFFE_IMAGENET_SIDE} images: set data.crop_size "
+                             "(Smith's prototxts crop 230)")
+        return self
 
     @model_validator(mode="after")
     def _caffe_options_need_a_caffe_port(self) -> _JobConfig:

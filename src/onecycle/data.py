@@ -21,7 +21,6 @@ Typical use::
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import gzip
 import hashlib
 import math
@@ -31,12 +30,15 @@ import shutil
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+
+from onecycle import io
 
 
 @dataclass(frozen=True)
@@ -292,15 +294,10 @@ def _open_maybe_gzip(path: Path):
 
 @contextlib.contextmanager
 def _exclusive_lock(root: Path) -> Iterator[None]:
-    """flock on a sibling lock file; the file is never deleted (deleting lock files races)."""
+    """io.exclusive_lock on a sibling lock file, `.<root name>.prepare.lock`."""
     root.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = root.parent / f".{root.name}.prepare.lock"
-    with open(lock_path, "a+b") as lock_file:
-        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+    with io.exclusive_lock(root.parent / f".{root.name}.prepare.lock"):
+        yield
 
 
 def _download_and_install(name: str, source: Source, root: Path) -> None:
@@ -884,22 +881,19 @@ def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | str |
     return FolderDataset(split_dir, classes, tuple(samples))
 
 
-FOLDER_AUGMENTATIONS = ("random_resized_crop_mirror", "center_crop")
-
-
 # torchvision's ImageNet presets crop 224 from images resized to 256: eval crops keep that ratio
 # at other sides (AlexNet's 227 from 259, Inception-ResNet-v2's 299 from 342, as timm's 0.875).
 EVAL_CROP_RATIO = 224 / 256
 
 
-def _folder_transform(augment: str, crop_size: int = 224):
-    # torchvision references/classification presets: train RandomResizedCrop + flip, eval
-    # Resize + CenterCrop. (Smith's Caffe ImageNet runs used a fixed 230 crop, mirror and a
-    # mean file instead: paper_tables.md C2, Imagenet/architectures.)
+def torchvision_preset(*, train: bool, crop_size: int = 224):
+    """torchvision references/classification presets, PIL image -> normalised float32 tensor:
+    train RandomResizedCrop + flip, eval Resize + CenterCrop, then ImageNet mean/std. (Smith's
+    Caffe ImageNet runs used fixed crops of 256x256 images, mirror and a mean file instead:
+    onecycle.caffe_imagenet.)"""
     from torchvision import transforms
 
-    geometry = ([transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip()]
-                if augment == "random_resized_crop_mirror"
+    geometry = ([transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip()] if train
                 else [transforms.Resize(round(crop_size / EVAL_CROP_RATIO)), transforms.CenterCrop(crop_size)])
     return transforms.Compose([*geometry, transforms.ToTensor(),
                                transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
@@ -927,20 +921,19 @@ class _SeededFolderImages(torch.utils.data.Dataset):
 
 
 class FolderBatches:
-    """Epochs of normalised (images, labels) batches from a `FolderDataset`, same interface as
-    `Batches`. Images are decoded by `num_workers` DataLoader workers; epoch e's order is
-    torch.randperm under derived_seed("folder-order", seed, e)."""
+    """Epochs of (images, labels) batches from a `FolderDataset`, same interface as `Batches`.
+    `transform` takes each decoded RGB PIL image to a float tensor (`torchvision_preset` or
+    caffe_imagenet.CaffeImageNetTransform; picklable, for the workers). Images are decoded by
+    `num_workers` DataLoader workers; epoch e's order is torch.randperm under
+    derived_seed("folder-order", seed, e)."""
 
     def __init__(self, dataset: FolderDataset, batch_size: int, *, shuffle: bool, drop_last: bool,
-                 augment: str, seed: int, num_workers: int = 4,
-                 device: torch.device | str = "cpu", crop_size: int = 224) -> None:
-        if augment not in FOLDER_AUGMENTATIONS:
-            raise ValueError(f"augment={augment!r}; expected one of {FOLDER_AUGMENTATIONS}")
+                 transform: Callable[[Any], torch.Tensor], seed: int, num_workers: int = 4,
+                 device: torch.device | str = "cpu") -> None:
         self._num_batches = _batch_count(len(dataset), batch_size, drop_last)
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
-        self.augment, self.seed, self.num_workers, self.crop_size = augment, seed, num_workers, crop_size
+        self.transform, self.seed, self.num_workers = transform, seed, num_workers
         self.device = torch.device(device)
-        self._transform = _folder_transform(augment, crop_size)
 
     def __len__(self) -> int:
         return self._num_batches
@@ -950,7 +943,7 @@ class FolderBatches:
         generator = _epoch_generator("folder-order", self.seed, epoch_index)
         order = torch.randperm(size, generator=generator) if self.shuffle else torch.arange(size)
         loader = torch.utils.data.DataLoader(
-            _SeededFolderImages(self.dataset.samples, self._transform, (self.seed, epoch_index)),
+            _SeededFolderImages(self.dataset.samples, self.transform, (self.seed, epoch_index)),
             batch_size=self.batch_size, sampler=order.tolist(), drop_last=self.drop_last,
             num_workers=self.num_workers, pin_memory=self.device.type == "cuda")
         for images, labels in loader:

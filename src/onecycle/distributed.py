@@ -234,7 +234,7 @@ class ShardedTrainBatches:
         lo, hi = self.rank * self.shard_size, (self.rank + 1) * self.shard_size
         mine = order[: count * folder.batch_size].view(count, folder.batch_size)[:, lo:hi].reshape(-1)
         loader = torch.utils.data.DataLoader(
-            datasets._SeededFolderImages(folder.dataset.samples, folder._transform, (folder.seed, epoch_index)),
+            datasets._SeededFolderImages(folder.dataset.samples, folder.transform, (folder.seed, epoch_index)),
             batch_size=self.shard_size, sampler=mine.tolist(), drop_last=False,
             num_workers=folder.num_workers, pin_memory=folder.device.type == "cuda")
         for images, labels in loader:
@@ -262,9 +262,8 @@ class ShardedTestBatches:
                 return
             subset = datasets.FolderDataset(folder.dataset.split_dir, folder.dataset.classes, part)
             yield from datasets.FolderBatches(
-                subset, folder.batch_size, shuffle=False, drop_last=False, augment=folder.augment,
-                seed=folder.seed, num_workers=folder.num_workers, device=folder.device,
-                crop_size=folder.crop_size).epoch(epoch_index)
+                subset, folder.batch_size, shuffle=False, drop_last=False, transform=folder.transform,
+                seed=folder.seed, num_workers=folder.num_workers, device=folder.device).epoch(epoch_index)
             return
         for index, batch in enumerate(self.batches.epoch(epoch_index)):
             if index % self.world_size == self.rank:

@@ -8,6 +8,7 @@ it, then `os.replace`s it over the target (atomic on POSIX within one filesystem
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import math
@@ -48,6 +49,19 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold an flock on `lock_path` (created if need be): concurrent jobs take turns. The kernel
+    drops it when the holder dies, even on SIGKILL. The file is never deleted: deleting lock
+    files races with a waiter that has it open."""
+    with open(lock_path, "a+b") as lock_file:
+        fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

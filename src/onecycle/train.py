@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from onecycle import data as datasets
-from onecycle import distributed, io
+from onecycle import caffe_imagenet, distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
 from onecycle.models import MODELS, build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
@@ -88,19 +88,16 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     train_set = datasets.load_split(d.dataset, "train", root, subset=d.train_subset, class_list=d.classes)
     test_set = datasets.load_split(d.dataset, "test", root, class_list=d.classes)
     if isinstance(train_set, datasets.FolderDataset):
-        # ImageNet subsets stay on disk; torchvision's ImageNet presets (random-resized crop and
-        # mirror for training, resize + centre crop for validation) replace data.augment.
-        # JPEG decoding runs in DataLoader workers: up to 8 per process, never more than the
-        # job's cores (shared by the data-parallel processes of a multi-GPU job).
+        # ImageNet subsets stay on disk. JPEG decoding runs in DataLoader workers: up to 8 per
+        # process, never more than the job's cores (shared by the data-parallel processes of a
+        # multi-GPU job).
         workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
-        # Crops at the side the model was built for (AlexNet 227, Inception-ResNet-v2 299).
-        crop = MODELS[cfg.model.arch].input_size
+        train_transform, test_transform = folder_transforms(d, cfg.model.arch, train_set, workers)
         train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
-                                       augment="random_resized_crop_mirror", seed=cfg.seed,
-                                       num_workers=workers, device=device, crop_size=crop)
+                                       transform=train_transform, seed=cfg.seed, num_workers=workers,
+                                       device=device)
         test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
-                                      augment="center_crop", seed=0, num_workers=workers, device=device,
-                                      crop_size=crop)
+                                      transform=test_transform, seed=0, num_workers=workers, device=device)
         return DataBundle(train, test, train_set.num_classes, info.in_channels, len(train_set))
     if eval_subset is not None and eval_subset < len(test_set):
         # A fixed held-out subset, the same for every seed, so range tests are comparable.
@@ -118,6 +115,22 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     caffe_test = None if spec is None else datasets.CaffeTestSample(
         test_set, test_iter=spec.test_iter, batch_size=spec.batch, mirror=spec.mirror, seed=cfg.seed, **common)
     return DataBundle(train, test, info.num_classes, info.in_channels, len(train_set), caffe_test)
+
+
+def folder_transforms(d: Any, arch: str, train_set: datasets.FolderDataset, workers: int) -> tuple[Any, Any]:
+    """(train, test) image transforms for an ImageNet folder: torchvision's ImageNet presets, or
+    Caffe's data layer with the training images' mean (normalize 'caffe_mean_image')."""
+    # Crops default to the side the model was built for (AlexNet 227, Inception-ResNet-v2 299).
+    crop = d.crop_size or MODELS[arch].input_size
+    if d.normalize != "caffe_mean_image":
+        return (datasets.torchvision_preset(train=True, crop_size=crop),
+                datasets.torchvision_preset(train=False, crop_size=crop))
+    # As for CIFAR: one mean file over the whole training split, even for a train_subset run.
+    full = (datasets.load_split(d.dataset, "train", Path(d.root) if d.root else None, class_list=d.classes)
+            if d.train_subset else train_set)
+    mean = caffe_imagenet.mean_image(full.split_dir.parent, [path for path, _ in full.samples], workers)
+    return (caffe_imagenet.CaffeImageNetTransform(mean, crop, train=True, mirror=d.augment == "mirror"),
+            caffe_imagenet.CaffeImageNetTransform(mean, crop, train=False, mirror=False))
 
 
 def normalisation(d: Any, train_set: datasets.ArrayDataset, root: Path | None) -> dict[str, Any]:

@@ -57,6 +57,9 @@ class ModelInfo:
     # Caffe's batch norm, so init "prototxt", optim.multipliers "prototxt" and batch-norm
     # shards apply. Checked against the built model in tests/test_models.py.
     caffe_port: bool = True
+    # Its forward refuses inputs of any other side (fully connected layers sized for them), so a
+    # configured crop_size must equal input_size. Checked in tests/test_models.py.
+    fixed_input_size: bool = False
 
     def options(self) -> tuple[str, ...]:
         """Keyword options ``build`` accepts beyond num_classes and in_channels."""
@@ -71,9 +74,11 @@ _BVLC = "BVLC/caffe models/"
 MODELS: dict[str, ModelInfo] = {
     info.name: info
     for info in (
-        ModelInfo("lenet", LeNet, "BVLC/caffe examples/mnist/lenet_train_test.prototxt", 1, 28),
+        ModelInfo("lenet", LeNet, "BVLC/caffe examples/mnist/lenet_train_test.prototxt", 1, 28,
+                  fixed_input_size=True),
         ModelInfo(
-            "cifar3", Cifar3, _HP1 + "cifar3.prototxt (C10) = cifar100.prototxt (C100)", 3, 32
+            "cifar3", Cifar3, _HP1 + "cifar3.prototxt (C10) = cifar100.prototxt (C100)", 3, 32,
+            fixed_input_size=True,
         ),
         ModelInfo("resnet20", resnet20, _SC + "Resnet20Cifar.prototxt", 3, 32),
         ModelInfo("resnet56", resnet56, _SC + "Resnet56Cifar.prototxt", 3, 32),
@@ -102,8 +107,10 @@ MODELS: dict[str, ModelInfo] = {
             224,
             caffe_port=False,
         ),
-        ModelInfo("alexnet", AlexNet, _BVLC + "bvlc_alexnet/train_val.prototxt", 3, 227),
-        ModelInfo("googlenet", GoogLeNet, _BVLC + "bvlc_googlenet/train_val.prototxt", 3, 224),
+        ModelInfo("alexnet", AlexNet, _BVLC + "bvlc_alexnet/train_val.prototxt", 3, 227,
+                  fixed_input_size=True),
+        ModelInfo("googlenet", GoogLeNet, _BVLC + "bvlc_googlenet/train_val.prototxt", 3, 224,
+                  fixed_input_size=True),
         ModelInfo(
             "inception_resnet_v2",
             InceptionResNetV2,

@@ -1,0 +1,130 @@
+"""Caffe's ImageNet data layer for ImageNet-style folders (`data.normalize: caffe_mean_image`).
+
+Smith's ImageNet runs, like BVLC's, read an LMDB that `convert_imageset` filled with every image
+squashed to 256x256 (BVLC/caffe examples/imagenet/create_imagenet.sh, RESIZE_HEIGHT =
+RESIZE_WIDTH = 256, no aspect kept), and a mean file that `compute_image_mean` wrote over that
+LMDB. Caffe's DataTransformer then takes, per image and on 0..255 pixels (scale 1):
+
+- TRAIN: a random crop_size x crop_size window (offsets uniform in 0..256-crop_size), the mean
+  image subtracted at each pixel's source position, and a left-right mirror with probability
+  1/2 when the prototxt says `mirror: true`;
+- TEST: the centre window ((256 - crop_size) // 2 offsets), mean subtracted, never mirrored.
+
+Crops: 227 for bvlc_alexnet, 224 for bvlc_googlenet, 230 for Smith's resnet50 and
+inception-resnet-v2 (paper_tables.md C2, Imagenet/architectures).
+
+Differences that remain, documented rather than hidden: images are squashed with torchvision's
+bilinear resize without antialiasing (OpenCV's INTER_LINEAR, which convert_imageset uses, has
+the same sampling but rounds in fixed point, so pixels can differ by 1); channels stay RGB
+(Caffe's are BGR, a permutation the first layer's i.i.d. initialisation cannot tell apart); the
+mean is summed exactly in float64 (compute_image_mean sums in float32).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import io
+
+# convert_imageset's --resize_height / --resize_width in create_imagenet.sh.
+CAFFE_IMAGENET_SIDE = 256
+
+# Mean images are cached under the data root, keyed by the image list, so the hundreds of jobs
+# of a paper run compute each mean once (as the papers' single mean.binaryproto).
+MEAN_CACHE_DIR = ".onecycle-caffe-mean"
+
+
+def squash(image: Any) -> torch.Tensor:
+    """The uint8 (3, 256, 256) image convert_imageset would store for an RGB PIL image."""
+    from torchvision.transforms.v2 import functional as F
+
+    pixels = F.pil_to_tensor(image)
+    return F.resize(pixels, [CAFFE_IMAGENET_SIDE, CAFFE_IMAGENET_SIDE],
+                    interpolation=F.InterpolationMode.BILINEAR, antialias=False)
+
+
+class CaffeImageNetTransform:
+    """RGB PIL image -> float32 (3, crop_size, crop_size): Caffe's DataTransformer on the squashed
+    image (module docstring). Randomness comes from torch's global generator, which
+    `data.FolderBatches` seeds per sample. Picklable, for DataLoader workers."""
+
+    def __init__(self, mean_image: torch.Tensor, crop_size: int, *, train: bool, mirror: bool) -> None:
+        side = CAFFE_IMAGENET_SIDE
+        if tuple(mean_image.shape) != (3, side, side):
+            raise ValueError(f"mean_image has shape {tuple(mean_image.shape)}, expected (3, {side}, {side})")
+        if not 0 < crop_size <= side:
+            raise ValueError(f"crop_size={crop_size}: Caffe crops inside the {side}x{side} images")
+        if mirror and not train:
+            raise ValueError("Caffe's TEST phase takes the centre crop unmirrored")
+        self.mean_image = mean_image.float()
+        self.crop_size, self.train, self.mirror = crop_size, train, mirror
+
+    def __call__(self, image: Any) -> torch.Tensor:
+        side, crop = CAFFE_IMAGENET_SIDE, self.crop_size
+        # data_transformer.cpp draws the mirror coin first, then the row and column offsets.
+        flip = self.mirror and bool(torch.randint(2, ()))
+        if self.train:
+            row, col = (int(torch.randint(side - crop + 1, ())) for _ in range(2))
+        else:
+            row = col = (side - crop) // 2
+        window = (slice(None), slice(row, row + crop), slice(col, col + crop))
+        out = squash(image).float()[window] - self.mean_image[window]
+        return out.flip(-1) if flip else out
+
+
+class _SquashedImages(torch.utils.data.Dataset):
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        from torchvision.datasets.folder import default_loader  # PIL, converted to RGB
+
+        return squash(default_loader(self.paths[index]))
+
+
+def compute_mean_image(paths: list[str], num_workers: int = 0) -> torch.Tensor:
+    """Per-pixel mean of the squashed images, float32 (3, 256, 256) on 0..255: what
+    compute_image_mean writes, from exact integer sums."""
+    if not paths:
+        raise ValueError("no images to average")
+    side = CAFFE_IMAGENET_SIDE
+    total = torch.zeros((3, side, side), dtype=torch.int64)
+    loader = torch.utils.data.DataLoader(_SquashedImages(paths), batch_size=64, num_workers=num_workers)
+    for batch in loader:
+        total += batch.to(torch.int64).sum(dim=0)
+    return (total.double() / len(paths)).float()
+
+
+def mean_image(root: Path, paths: list[str], num_workers: int = 0) -> torch.Tensor:
+    """The mean image of `paths` (files under `root`), computed once and cached under
+    root/MEAN_CACHE_DIR. Concurrent jobs wait on one lock: one computes, the others read."""
+    cache_dir = Path(root) / MEAN_CACHE_DIR
+    cached = cache_dir / f"{_image_list_key(root, paths)}.pt"
+    try:
+        cache_dir.mkdir(exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{cache_dir}: cannot create the Caffe mean-image cache ({error.strerror}); "
+                      "make the data root writable") from None
+    with io.exclusive_lock(cached.with_suffix(".lock")):
+        if not cached.exists():
+            computed = compute_mean_image(paths, num_workers)
+            with io.atomic_path(cached) as tmp:
+                torch.save(computed, tmp)
+        return torch.load(cached, weights_only=True)
+
+
+def _image_list_key(root: Path, paths: list[str]) -> str:
+    """A digest of the resize side and each image's path (relative to root) and size: a mean
+    never outlives the images it was computed from."""
+    digest = hashlib.sha256(f"squash {CAFFE_IMAGENET_SIDE}\n".encode())
+    for path in sorted(paths):
+        digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\n".encode())
+    return digest.hexdigest()[:16]

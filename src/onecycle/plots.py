@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import textwrap
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from onecycle import io
 # A range test whose LRs span more than this many decades is drawn on a log axis; Smith's
 # linear ramps (e.g. 0 -> 3, paper_tables.md B2 Fig 2b) start at 0 and stay linear.
 LOG_SCALE_DECADES = 2.0
+
+# Titles quote whole `replicates` strings; wrapped at this many characters they fit the figure.
+TITLE_WIDTH = 70
 
 _SUGGESTION_MARKERS = ("v", "^", "D", "s", "P", "X", "*", "o")
 
@@ -170,7 +174,7 @@ def plot_range_test(histories: Sequence[pd.DataFrame], bounds: Mapping[str, Any]
         if bounds is not None and x == "lr":
             _draw_bounds(axes, axes[0], bounds)
         _finish(axes[0], empty=not histories, legend_loc="best")
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
         return _save(fig, out_stem)
 
 
@@ -236,7 +240,7 @@ def plot_accuracy_curves(curves: Mapping[str, Sequence[pd.DataFrame]], traces: M
                     ax.plot(*_finite_curve(frame, "iteration", column), color=colors[group], label=group)
             ax.set_ylabel("learning rate" if column == "lr" else "momentum")
         axes[-1].set_xlabel("iteration")
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
         return _save(fig, out_stem)
 
 
@@ -285,5 +289,5 @@ def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *,
         ax.set_xlabel(x)
         ax.set_ylabel("final test accuracy (%)" if y == "final_accuracy" else y)
         _finish(ax, empty=runs.empty, legend_loc="best")
-        fig.suptitle(title)
+        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
         return _save(fig, out_stem)

@@ -95,6 +95,20 @@ def test_train_phase_crops_anywhere_inside_and_mirrors_half_the_time(picture):
     assert seen == set(candidates)
 
 
+def test_test_phase_mirrors_only_if_asked(picture):
+    # Caffe's coin does not depend on the phase; only the offsets do (centred in TEST).
+    image, datum, mean = picture
+    crop, mean64, offset = 8, mean.double().numpy(), (SIDE - 8) // 2
+    plain, mirrored = (caffe_transform_loop(datum, mean64, crop, offset, offset, flip) for flip in (False, True))
+    transform = CaffeImageNetTransform(mean, crop, train=False, mirror=True)
+    seen = set()
+    for seed in range(20):
+        torch.manual_seed(seed)
+        out = transform(image).double().numpy()
+        seen.add(next(flip for flip, value in ((False, plain), (True, mirrored)) if np.allclose(out, value, atol=1e-4)))
+    assert seen == {False, True}
+
+
 def test_mirror_false_never_flips(picture):
     image, datum, mean = picture
     transform = CaffeImageNetTransform(mean, SIDE, train=True, mirror=False)  # crop = image: offset 0
@@ -107,7 +121,6 @@ def test_mirror_false_never_flips(picture):
 @pytest.mark.parametrize("kwargs, message", [
     ({"crop_size": 257}, "crop_size=257: Caffe crops inside the 256x256 images"),
     ({"mean_image": torch.zeros(3, 224, 224)}, r"mean_image has shape \(3, 224, 224\)"),
-    ({"train": False, "mirror": True}, "TEST phase takes the centre crop unmirrored"),
 ])
 def test_transform_refuses_what_caffe_cannot_do(kwargs, message):
     arguments = {"mean_image": torch.zeros(3, SIDE, SIDE), "crop_size": 227, "train": True, "mirror": True}

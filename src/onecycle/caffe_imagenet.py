@@ -8,7 +8,9 @@ LMDB. Caffe's DataTransformer then takes, per image and on 0..255 pixels (scale 
 - TRAIN: a random crop_size x crop_size window (offsets uniform in 0..256-crop_size), the mean
   image subtracted at each pixel's source position, and a left-right mirror with probability
   1/2 when the prototxt says `mirror: true`;
-- TEST: the centre window ((256 - crop_size) // 2 offsets), mean subtracted, never mirrored.
+- TEST: the centre window ((256 - crop_size) // 2 offsets), mean subtracted, and the same
+  coin-flip mirror if the TEST layer says `mirror: true` (BVLC's do not; Smith's ImageNet TEST
+  layers are not published, so the workflow validates unmirrored).
 
 Crops: 227 for bvlc_alexnet, 224 for bvlc_googlenet, 230 for Smith's resnet50 and
 inception-resnet-v2 (paper_tables.md C2, Imagenet/architectures).
@@ -59,8 +61,6 @@ class CaffeImageNetTransform:
             raise ValueError(f"mean_image has shape {tuple(mean_image.shape)}, expected (3, {side}, {side})")
         if not 0 < crop_size <= side:
             raise ValueError(f"crop_size={crop_size}: Caffe crops inside the {side}x{side} images")
-        if mirror and not train:
-            raise ValueError("Caffe's TEST phase takes the centre crop unmirrored")
         self.mean_image = mean_image.float()
         self.crop_size, self.train, self.mirror = crop_size, train, mirror
 

@@ -17,6 +17,8 @@ from onecycle import caffe_imagenet, data
 from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE as SIDE
 from onecycle.caffe_imagenet import CaffeImageNetTransform, compute_mean_image, mean_image, squash
 from onecycle.config import ConfigError, RunConfig, parse
+from onecycle.distributed import ShardedTrainBatches
+from onecycle.train import folder_transforms
 
 # ---------------------------------------------------------------------------------------------
 # squash: convert_imageset --resize_height 256 --resize_width 256
@@ -74,6 +76,15 @@ def test_test_phase_is_the_centre_crop_minus_the_mean(picture):
     offset = (SIDE - crop) // 2  # 124
     expected = caffe_transform_loop(datum, mean.double().numpy(), crop, offset, offset, False)
     assert out.dtype == torch.float32
+    np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
+
+
+def test_other_sizes_are_squashed_before_the_crop(picture):
+    _, _, mean = picture
+    image = Image.fromarray(random_uint8((300, 512, 3), 6))
+    datum = squash(image).double().numpy()
+    out = CaffeImageNetTransform(mean, 227, train=False, mirror=False)(image)
+    expected = caffe_transform_loop(datum, mean.double().numpy(), 227, 14, 14, False)  # (256-227)//2
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
 
 
@@ -192,11 +203,40 @@ def test_concurrent_jobs_compute_the_mean_once(tmp_path, monkeypatch):
     assert len(calls) == 1 and torch.equal(results[0], results[1])
 
 
-def test_unwritable_data_root_is_one_line(tmp_path):
+def test_unwritable_cache_is_one_line(tmp_path):
     paths = _images(tmp_path, 1)
     (tmp_path / caffe_imagenet.MEAN_CACHE_DIR).write_text("not a folder")
-    with pytest.raises(ValueError, match="cannot create the Caffe mean-image cache"):
+    with pytest.raises(ValueError, match=r"cannot write the Caffe mean-image cache .* set \$ONECYCLE_MEAN_CACHE"):
         mean_image(tmp_path, paths)
+
+
+def read_only_lock(lock_path):
+    # What open() raises for the lock file on a read-only filesystem (root ignores chmod here).
+    raise OSError(30, "Read-only file system", str(lock_path))
+
+
+def test_read_only_root_serves_a_cached_mean_and_names_the_cache_otherwise(tmp_path, monkeypatch):
+    paths = _images(tmp_path, 2)
+    first = mean_image(tmp_path, paths)
+    monkeypatch.setattr(caffe_imagenet.io, "exclusive_lock", read_only_lock)
+    assert torch.equal(mean_image(tmp_path, paths), first)  # cached: no lock, no write
+    with pytest.raises(ValueError, match="Read-only file system"):
+        mean_image(tmp_path, paths[:1])  # not cached: it would have to write
+
+
+def test_mean_cache_can_live_elsewhere(tmp_path, monkeypatch):
+    paths = _images(tmp_path / "data", 1)
+    monkeypatch.setenv(caffe_imagenet.MEAN_CACHE_ENV, str(tmp_path / "cache"))
+    mean_image(tmp_path / "data", paths)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1
+    assert not (tmp_path / "data" / caffe_imagenet.MEAN_CACHE_DIR).exists()
+
+
+def test_an_unreadable_image_is_not_blamed_on_the_cache(tmp_path):
+    paths = _images(tmp_path, 1)
+    with pytest.raises(OSError) as raised:
+        mean_image(tmp_path, [*paths, str(tmp_path / "missing.JPEG")])
+    assert not isinstance(raised.value, ValueError)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,10 +283,33 @@ def test_folder_batches_with_caffe_transform_are_seeded_per_sample(tmp_path):
     dataset = data.load_split("imagefolder", "train", tmp_path, class_list=["n01440764", "n02102040"])
     mean = mean_image(tmp_path, [path for path, _ in dataset.samples])
     transform = CaffeImageNetTransform(mean, 227, train=True, mirror=True)
-    make = lambda workers: data.FolderBatches(dataset, 3, shuffle=True, drop_last=True,  # noqa: E731
-                                              transform=transform, seed=4, num_workers=workers)
+    make = lambda workers, shuffle=True: data.FolderBatches(  # noqa: E731
+        dataset, 3, shuffle=shuffle, drop_last=True, transform=transform, seed=4, num_workers=workers)
     in_process, with_worker = list(make(0).epoch(0)), list(make(1).epoch(0))
     assert len(in_process) == 2 and in_process[0][0].shape == (3, 3, 227, 227)
     for (x1, y1), (x2, y2) in zip(in_process, with_worker, strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
-    assert not torch.equal(in_process[0][0], next(iter(make(0).epoch(1)))[0])
+    # The same images in the same order: another epoch draws other crops and mirrors.
+    ordered = make(0, shuffle=False)
+    epoch0, epoch1 = next(iter(ordered.epoch(0))), next(iter(ordered.epoch(1)))
+    assert torch.equal(epoch0[1], epoch1[1]) and not torch.equal(epoch0[0], epoch1[0])
+    # Data-parallel ranks' shards put together are the one-process batches (distributed.py).
+    one_process = make(0, shuffle=True)
+    shards = [ShardedTrainBatches(one_process, rank, 3) for rank in range(3)]
+    for (x, y), *parts in zip(one_process.epoch(2), *(shard.epoch(2) for shard in shards), strict=True):
+        assert torch.equal(x, torch.cat([px for px, _ in parts])) and torch.equal(y, torch.cat([py for _, py in parts]))
+
+
+def test_a_train_subset_keeps_the_full_splits_mean(tmp_path):
+    # As Smith's reduced-data runs swapped only the LMDB: one mean file over the whole split.
+    write_image_folder(tmp_path, ["n01440764", "n02102040"], per_class=4, size=(20, 30), seed=3)
+    raw = _folder_config({"root": str(tmp_path), "classes": ["n01440764", "n02102040"],
+                          "normalize": "caffe_mean_image", "train_subset": 3}, "resnet50")
+    cfg = parse(RunConfig, raw, "c.yaml")
+    full = data.load_split("imagefolder", "train", tmp_path, class_list=cfg.data.classes)
+    subset = data.load_split("imagefolder", "train", tmp_path, subset=3, class_list=cfg.data.classes)
+    train, test = folder_transforms(cfg.data, "resnet50", subset, workers=0)
+    expected = compute_mean_image([path for path, _ in full.samples])
+    assert torch.equal(train.mean_image, expected) and torch.equal(test.mean_image, expected)
+    assert not torch.equal(expected, compute_mean_image([path for path, _ in subset.samples]))
+    assert (train.crop_size, train.mirror, test.train) == (224, False, False)  # resnet50's side; augment none

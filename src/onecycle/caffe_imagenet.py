@@ -15,11 +15,15 @@ LMDB. Caffe's DataTransformer then takes, per image and on 0..255 pixels (scale 
 Crops: 227 for bvlc_alexnet, 224 for bvlc_googlenet, 230 for Smith's resnet50 and
 inception-resnet-v2 (paper_tables.md C2, Imagenet/architectures).
 
-Differences that remain, documented rather than hidden: images are squashed with torchvision's
-bilinear resize without antialiasing (OpenCV's INTER_LINEAR, which convert_imageset uses, has
-the same sampling but rounds in fixed point, so pixels can differ by 1); channels stay RGB
-(Caffe's are BGR, a permutation the first layer's i.i.d. initialisation cannot tell apart); the
-mean is summed exactly in float64 (compute_image_mean sums in float32).
+Differences that remain, documented rather than hidden:
+- images are squashed with torchvision's bilinear resize without antialiasing (OpenCV's
+  INTER_LINEAR, which convert_imageset uses, samples the same but rounds in fixed point, so
+  pixels can differ by 1);
+- JPEGs are decoded by PIL, not OpenCV (levels can differ by 1, EXIF orientation may differ);
+- channels stay RGB (Caffe's are BGR, a permutation the first layer's i.i.d. initialisation
+  cannot tell apart);
+- the mean is summed exactly in float64 (compute_image_mean sums in float32);
+- the data order is this suite's (configs/paper.yaml G7).
 """
 
 from __future__ import annotations
@@ -36,9 +40,14 @@ from . import io
 # convert_imageset's --resize_height / --resize_width in create_imagenet.sh.
 CAFFE_IMAGENET_SIDE = 256
 
-# Mean images are cached under the data root, keyed by the image list, so the hundreds of jobs
-# of a paper run compute each mean once (as the papers' single mean.binaryproto).
+# Mean images are cached, keyed by the image list, so the hundreds of jobs of a paper run
+# compute each mean once (as the papers' single mean.binaryproto): under the data root, or
+# under $ONECYCLE_MEAN_CACHE for a read-only root (a shared ILSVRC2012 copy, say).
 MEAN_CACHE_DIR = ".onecycle-caffe-mean"
+MEAN_CACHE_ENV = "ONECYCLE_MEAN_CACHE"
+# Part of the cache key: change it whenever `squash` or `compute_mean_image` changes, so that no
+# mean computed the old way is reused.
+MEAN_FORMAT = "squash 256x256 bilinear no-antialias; exact float64 mean v1"
 
 
 def squash(image: Any) -> torch.Tensor:
@@ -104,27 +113,32 @@ def compute_mean_image(paths: list[str], num_workers: int = 0) -> torch.Tensor:
 
 
 def mean_image(root: Path, paths: list[str], num_workers: int = 0) -> torch.Tensor:
-    """The mean image of `paths` (files under `root`), computed once and cached under
-    root/MEAN_CACHE_DIR. Concurrent jobs wait on one lock: one computes, the others read."""
-    cache_dir = Path(root) / MEAN_CACHE_DIR
+    """The mean image of `paths` (files under `root`), computed once and cached (MEAN_CACHE_DIR
+    under root, or $ONECYCLE_MEAN_CACHE). Concurrent jobs wait on one lock: one computes, the
+    others read. A cached mean is read without the lock, so a read-only cache still serves."""
+    cache_dir = Path(os.environ.get(MEAN_CACHE_ENV) or Path(root) / MEAN_CACHE_DIR)
     cached = cache_dir / f"{_image_list_key(root, paths)}.pt"
-    try:
-        cache_dir.mkdir(exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{cache_dir}: cannot create the Caffe mean-image cache ({error.strerror}); "
-                      "make the data root writable") from None
-    with io.exclusive_lock(cached.with_suffix(".lock")):
-        if not cached.exists():
-            computed = compute_mean_image(paths, num_workers)
-            with io.atomic_path(cached) as tmp:
-                torch.save(computed, tmp)
+    if cached.exists():  # written atomically: an existing file is complete
         return torch.load(cached, weights_only=True)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        with io.exclusive_lock(cached.with_suffix(".lock")):
+            if not cached.exists():  # another job may have written it while we waited
+                computed = compute_mean_image(paths, num_workers)
+                with io.atomic_path(cached) as tmp:
+                    torch.save(computed, tmp)
+    except OSError as error:
+        if error.filename is None or not Path(error.filename).is_relative_to(cache_dir):
+            raise  # an image that cannot be read, say: not the cache's fault
+        raise ValueError(f"{cache_dir}: cannot write the Caffe mean-image cache ({error.strerror}); "
+                         f"make it writable or set ${MEAN_CACHE_ENV} to a writable folder") from None
+    return torch.load(cached, weights_only=True)
 
 
 def _image_list_key(root: Path, paths: list[str]) -> str:
-    """A digest of the resize side and each image's path (relative to root) and size: a mean
-    never outlives the images it was computed from."""
-    digest = hashlib.sha256(f"squash {CAFFE_IMAGENET_SIDE}\n".encode())
+    """A digest of MEAN_FORMAT and each image's path (relative to root) and size: another image
+    list, a renamed, added or removed file, or a file of another size gets another mean."""
+    digest = hashlib.sha256(f"{MEAN_FORMAT}\n".encode())
     for path in sorted(paths):
         digest.update(f"{os.path.relpath(path, root)}\t{os.path.getsize(path)}\n".encode())
     return digest.hexdigest()[:16]

@@ -330,6 +330,54 @@ def test_batches_are_a_pure_function_of_seed_and_epoch():
     assert sorted(labels_of(uninterrupted, 4).tolist()) == list(range(50))
 
 
+def caffe_cursor_batches(lmdb_order: list[int], batch_size: int, batches: int) -> list[list[int]]:
+    """Caffe's DataLayer, literally: a cursor over the LMDB that yields batch_size records per
+    batch and goes back to the first record after the last (cursor->SeekToFirst())."""
+    cursor, out = 0, []
+    for _ in range(batches):
+        batch = []
+        for _ in range(batch_size):
+            batch.append(lmdb_order[cursor])
+            cursor = (cursor + 1) % len(lmdb_order)
+        out.append(batch)
+    return out
+
+
+def test_caffe_lmdb_order_is_caffes_cursor_over_the_files_order():
+    # 10 images, batch 3: 3 batches per pass (the tenth image waits for the next pass), so pass
+    # 1 starts at image 9 and wraps, as Caffe's stream of batches does.
+    dataset = indexed_dataset(10)
+    make = lambda seed: data.Batches(dataset, 3, shuffle=True, drop_last=True, augment="mirror",  # noqa: E731
+                                     mean=[0, 0], std=None, seed=seed, order="caffe_lmdb")
+    batches = make(0)
+    ours = [y.tolist() for epoch in range(4) for _, y in batches.epoch(epoch)]
+    assert ours == caffe_cursor_batches(list(range(10)), 3, 12)
+    assert ours[3] == [9, 0, 1]
+    # The order is the LMDB's for every seed; the mirror coins are still the seed's.
+    other = make(1)
+    assert [y.tolist() for _, y in other.epoch(2)] == [y.tolist() for _, y in batches.epoch(2)]
+    assert not torch.equal(first_batch(other, 2)[0], first_batch(batches, 2)[0])
+
+
+def test_caffe_lmdb_pass_by_hand():
+    lmdb = torch.tensor([5, 3, 8, 1, 9])
+    assert data.caffe_lmdb_pass(lmdb, 0, 4).tolist() == [5, 3, 8, 1]
+    assert data.caffe_lmdb_pass(lmdb, 1, 4).tolist() == [9, 5, 3, 8]
+    assert data.caffe_lmdb_pass(lmdb, 2, 4).tolist() == [1, 9, 5, 3]
+    with pytest.raises(ValueError, match="count=6 must be in 1..5"):
+        data.caffe_lmdb_pass(lmdb, 0, 6)
+
+
+def test_caffe_lmdb_order_is_for_training_batches():
+    common = dict(mean=[0, 0], std=None, seed=0, order="caffe_lmdb")
+    with pytest.raises(ValueError, match="order 'caffe_lmdb' is a training order"):
+        data.Batches(indexed_dataset(10), 3, shuffle=False, drop_last=True, **common)
+    with pytest.raises(ValueError, match="order 'caffe_lmdb' is a training order"):
+        data.Batches(indexed_dataset(10), 3, shuffle=True, drop_last=False, **common)
+    with pytest.raises(ValueError, match="order='lmdb'"):
+        data.Batches(indexed_dataset(10), 3, shuffle=True, drop_last=True, **{**common, "order": "lmdb"})
+
+
 def test_batch_counts_and_drop_last():
     dataset = indexed_dataset(10)
     common = dict(mean=[0, 0], std=None, seed=0)
@@ -473,6 +521,24 @@ def test_folder_batches_augmentation_is_seeded_per_sample(tmp_path):
     for (x1, y1), (x2, y2) in zip(in_process, with_worker, strict=True):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
     assert not torch.equal(in_process[0][0], next(iter(make(0).epoch(2)))[0])
+
+
+def test_folder_caffe_lmdb_order_is_one_shuffle_streamed_for_every_seed(tmp_path):
+    # convert_imageset --shuffle wrote the ImageNet LMDB once: one permutation for all runs,
+    # read as a stream across passes.
+    write_image_folder(tmp_path, WNIDS, per_class=3, size=(8, 8), seed=4)
+    dataset = data.load_split("imagefolder", "train", tmp_path, class_list=WNIDS)  # 9 images
+    make = lambda seed: data.FolderBatches(dataset, 2, shuffle=True, drop_last=True,  # noqa: E731
+                                           transform=data.torchvision_preset(train=True, crop_size=8),
+                                           seed=seed, num_workers=0, order="caffe_lmdb")
+    batches = make(0)
+    lmdb = torch.cat([batches.pass_order(0), batches.pass_order(1)])[:9].tolist()
+    assert sorted(lmdb) == list(range(9)) and lmdb != list(range(9))
+    passes = [batches.pass_order(p).tolist() for p in range(3)]
+    assert [passes[p][i:i + 2] for p in range(3) for i in (0, 2, 4, 6)] == caffe_cursor_batches(lmdb, 2, 12)
+    assert all(torch.equal(make(7).pass_order(p), batches.pass_order(p)) for p in range(3))
+    labels = [y.tolist() for _, y in batches.epoch(1)]
+    assert labels == [[dataset.samples[i][1] for i in passes[1][j:j + 2]] for j in (0, 2, 4, 6)]
 
 
 # ---------------------------------------------------------------------------------------------

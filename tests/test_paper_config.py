@@ -309,7 +309,7 @@ def test_imagenette_protocol_scaled_in_epochs(plan):
         # The prepare_data download's root and Imagenette's 10 classes (both defaults), Caffe's
         # data layer as resnet50.prototxt (crop 230, mirror, mean file; G6).
         assert job.config["data"] == {"dataset": "imagefolder", "normalize": "caffe_mean_image",
-                                      "augment": "mirror", "crop_size": 230}, job.job_id
+                                      "augment": "mirror", "crop_size": 230, "order": "caffe_lmdb"}, job.job_id
         cfg = RunConfig.model_validate(job.config)
         assert (cfg.data.root, cfg.data.classes) == (None, None)
         assert (cfg.train.batch_size, cfg.train.eval_batch_size) == (128, 250)
@@ -524,6 +524,7 @@ def test_caffe_data_layers_and_multipliers_per_experiment_family(plan):
     for job in plan.trains.values():
         cfg = RunConfig.model_validate(job.config)
         arch, data = cfg.model.arch, cfg.data
+        assert data.order == "caffe_lmdb", job.job_id  # G7: Caffe's data layer reads its LMDB in order
         if data.dataset in ("imagefolder", "imagenet"):  # bvlc_* train_val, resnet50.prototxt (G6)
             assert (data.normalize, data.augment) == ("caffe_mean_image", "mirror"), job.job_id
             assert data.crop_size == {"resnet50": 230, "inception_resnet_v2": 230}.get(arch), job.job_id
@@ -559,7 +560,7 @@ def test_clr_imagenet_rows(plan):
     for job in [*plan.experiment_trains("clr_t1_imagenet_alexnet"), *plan.experiment_trains("clr_t1_imagenet_googlenet")]:
         # bvlc_alexnet / bvlc_googlenet train_val: mirror, crops of the nets' own sides (G6).
         assert job.config["data"] == {"dataset": "imagenet", "normalize": "caffe_mean_image",
-                                      "augment": "mirror"}, job.job_id
+                                      "augment": "mirror", "order": "caffe_lmdb"}, job.job_id
 
 
 def test_imagenette_inception_resnet_v2_scaled_in_epochs(plan):

@@ -46,6 +46,10 @@ class DataConfig(StrictModel):
     # ImageNet folders only: the side of the crops; default the model's input size. Smith's
     # resnet50 and inception-resnet-v2 prototxts crop 230 (C2 Imagenet/architectures).
     crop_size: int | None = Field(default=None, gt=0)
+    # Training order (onecycle.data.ORDERS; configs/paper.yaml G7): "reshuffle" draws a fresh
+    # permutation per pass; "caffe_lmdb" reads as Caffe's data layer read its LMDB, in one fixed
+    # order (the files' for MNIST/CIFAR, one shuffle for ImageNet folders), wrapping mid-batch.
+    order: Literal["reshuffle", "caffe_lmdb"] = "reshuffle"
     # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10), or
     # "all": every class folder under train/. (Full ILSVRC2012 is the `imagenet` dataset.)
     classes: list[str] | Literal["all"] | None = None

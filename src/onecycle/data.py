@@ -645,6 +645,30 @@ def _batch_count(size: int, batch_size: int, drop_last: bool) -> int:
     return size // batch_size if drop_last else -(-size // batch_size)
 
 
+# How training passes order the examples (data.order; configs/paper.yaml G7). "reshuffle": a
+# fresh seeded permutation per pass. "caffe_lmdb": Caffe's data layer, which reads its LMDB front
+# to back in the order the converter wrote it, the cursor wrapping at the end: the same order
+# every pass, each pass starting where the previous one stopped (`caffe_lmdb_pass`).
+ORDERS = ("reshuffle", "caffe_lmdb")
+
+
+def _check_order(order: str, shuffle: bool, drop_last: bool) -> None:
+    if order not in ORDERS:
+        raise ValueError(f"order={order!r}; expected one of {ORDERS}")
+    if order == "caffe_lmdb" and not (shuffle and drop_last):
+        raise ValueError("order 'caffe_lmdb' is a training order: it needs shuffle=True and drop_last=True")
+
+
+def caffe_lmdb_pass(lmdb_order: torch.Tensor, pass_index: int, count: int) -> torch.Tensor:
+    """The `count` example indices Caffe's data layer reads in pass `pass_index` of an LMDB that
+    holds the examples in `lmdb_order`: pass p reads positions p * count ... p * count + count - 1,
+    modulo the LMDB's length, so consecutive passes continue one stream of batches."""
+    if not 0 < count <= len(lmdb_order):
+        raise ValueError(f"count={count} must be in 1..{len(lmdb_order)}")
+    start = (pass_index * count) % len(lmdb_order)
+    return torch.roll(lmdb_order, -start)[:count]
+
+
 @dataclass(frozen=True, eq=False)
 class CaffeTransform:
     """Caffe's DataTransformer (src/caffe/data_transformer.cpp) on 0..255 pixels:
@@ -683,15 +707,18 @@ class Batches:
 
     Epoch e's order, flips and crop offsets are drawn, in that order, at its start from a CPU
     torch.Generator seeded with derived_seed("batches", seed, e): a pure function of (seed,
-    epoch), the same on every device, with no RNG state to checkpoint.
+    epoch), the same on every device, with no RNG state to checkpoint. With order "caffe_lmdb"
+    the order is instead the stream of Caffe's data layer over the dataset in its files' order
+    (`caffe_lmdb_pass`), as Caffe's MNIST and CIFAR converters wrote their LMDBs.
     """
 
     def __init__(self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool, drop_last: bool,
                  augment: str = "none", mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, caffe: CaffeTransform | None = None,
-                 seed: int, device: torch.device | str = "cpu") -> None:
+                 seed: int, device: torch.device | str = "cpu", order: str = "reshuffle") -> None:
         if augment not in AUGMENTATIONS:
             raise ValueError(f"augment={augment!r}; expected one of {AUGMENTATIONS}")
+        _check_order(order, shuffle, drop_last)
         if (mean is None) == (caffe is None):
             raise ValueError("give either mean (and std) or caffe, not both or neither")
         self._num_batches = _batch_count(len(dataset), batch_size, drop_last)
@@ -715,7 +742,7 @@ class Batches:
             if self._std is not None and bool((self._std <= 0).any()):
                 raise ValueError(f"std={tuple(std)} must be positive")
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
-        self.augment, self.seed = augment, seed
+        self.augment, self.seed, self.order = augment, seed, order
         self._images = dataset.images.to(self.device)
         self._labels = dataset.labels.to(self.device)
 
@@ -725,7 +752,10 @@ class Batches:
     def epoch(self, epoch_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         size = len(self._labels)
         generator = _epoch_generator("batches", self.seed, epoch_index)
-        order = torch.randperm(size, generator=generator) if self.shuffle else torch.arange(size)
+        if self.order == "caffe_lmdb":  # Caffe's MNIST and CIFAR converters keep the files' order
+            order = caffe_lmdb_pass(torch.arange(size), epoch_index, self._num_batches * self.batch_size)
+        else:
+            order = torch.randperm(size, generator=generator) if self.shuffle else torch.arange(size)
         flips = offsets = None
         if self.augment != "none":
             flips = (torch.rand(size, generator=generator) < 0.5).to(self.device)
@@ -924,24 +954,34 @@ class FolderBatches:
     """Epochs of (images, labels) batches from a `FolderDataset`, same interface as `Batches`.
     `transform` takes each decoded RGB PIL image to a float tensor (`torchvision_preset` or
     caffe_imagenet.CaffeImageNetTransform; picklable, for the workers). Images are decoded by
-    `num_workers` DataLoader workers; epoch e's order is torch.randperm under
-    derived_seed("folder-order", seed, e)."""
+    `num_workers` DataLoader workers; epoch e's order (`pass_order`) is torch.randperm under
+    derived_seed("folder-order", seed, e), or with order "caffe_lmdb" the stream of Caffe's data
+    layer over one fixed permutation, the same for every run, as `convert_imageset --shuffle`
+    wrote the ImageNet LMDB once (BVLC examples/imagenet/create_imagenet.sh)."""
 
     def __init__(self, dataset: FolderDataset, batch_size: int, *, shuffle: bool, drop_last: bool,
                  transform: Callable[[Any], torch.Tensor], seed: int, num_workers: int = 4,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", order: str = "reshuffle") -> None:
+        _check_order(order, shuffle, drop_last)
         self._num_batches = _batch_count(len(dataset), batch_size, drop_last)
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
-        self.transform, self.seed, self.num_workers = transform, seed, num_workers
+        self.transform, self.seed, self.num_workers, self.order = transform, seed, num_workers, order
         self.device = torch.device(device)
 
     def __len__(self) -> int:
         return self._num_batches
 
-    def epoch(self, epoch_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def pass_order(self, epoch_index: int) -> torch.Tensor:
+        """The dataset indices epoch `epoch_index` reads, in order (data-parallel ranks cut it)."""
         size = len(self.dataset)
+        if self.order == "caffe_lmdb":
+            lmdb = torch.randperm(size, generator=torch.Generator().manual_seed(derived_seed("folder-lmdb")))
+            return caffe_lmdb_pass(lmdb, epoch_index, self._num_batches * self.batch_size)
         generator = _epoch_generator("folder-order", self.seed, epoch_index)
-        order = torch.randperm(size, generator=generator) if self.shuffle else torch.arange(size)
+        return torch.randperm(size, generator=generator) if self.shuffle else torch.arange(size)
+
+    def epoch(self, epoch_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = self.pass_order(epoch_index)
         loader = torch.utils.data.DataLoader(
             _SeededFolderImages(self.dataset.samples, self.transform, (self.seed, epoch_index)),
             batch_size=self.batch_size, sampler=order.tolist(), drop_last=self.drop_last,

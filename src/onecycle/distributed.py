@@ -227,9 +227,7 @@ class ShardedTrainBatches:
         # sample i of the epoch is transformed under its own seed (seed, epoch, i) whichever
         # process loads it, so the shards put together are the one-process batch.
         folder = self.batches
-        size = len(folder.dataset)
-        generator = datasets._epoch_generator("folder-order", folder.seed, epoch_index)
-        order = torch.randperm(size, generator=generator) if folder.shuffle else torch.arange(size)
+        order = folder.pass_order(epoch_index)
         count = len(folder)
         lo, hi = self.rank * self.shard_size, (self.rank + 1) * self.shard_size
         mine = order[: count * folder.batch_size].view(count, folder.batch_size)[:, lo:hi].reshape(-1)

@@ -95,7 +95,7 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
         train_transform, test_transform = folder_transforms(d, cfg.model.arch, train_set, workers)
         train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
                                        transform=train_transform, seed=cfg.seed, num_workers=workers,
-                                       device=device)
+                                       device=device, order=d.order)
         test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                                       transform=test_transform, seed=0, num_workers=workers, device=device)
         return DataBundle(train, test, train_set.num_classes, info.in_channels, len(train_set))
@@ -108,7 +108,7 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
                           f"{len(train_set)} training images of {d.dataset}")
     common = {**normalisation(d, train_set, root), "device": device}
     train = datasets.Batches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
-                             augment=d.augment, seed=cfg.seed, **common)
+                             augment=d.augment, seed=cfg.seed, order=d.order, **common)
     test = datasets.Batches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                             augment="none", seed=0, **common)
     spec = cfg.train.caffe_test if eval_subset is None else None  # not for range tests

@@ -4,6 +4,7 @@ and the config checks that guard it."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -13,7 +14,7 @@ import torch
 from data_fixtures import random_uint8, write_image, write_image_folder
 from PIL import Image
 
-from onecycle import caffe_imagenet, data
+from onecycle import caffe_imagenet, cli, data
 from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE as SIDE
 from onecycle.caffe_imagenet import CaffeImageNetTransform, compute_mean_image, mean_image, squash
 from onecycle.config import ConfigError, RunConfig, parse
@@ -313,3 +314,24 @@ def test_a_train_subset_keeps_the_full_splits_mean(tmp_path):
     assert torch.equal(train.mean_image, expected) and torch.equal(test.mean_image, expected)
     assert not torch.equal(expected, compute_mean_image([path for path, _ in subset.samples]))
     assert (train.crop_size, train.mirror, test.train) == (224, False, False)  # resnet50's side; augment none
+
+
+def test_caffe_mean_command_fills_the_cache_the_training_jobs_read(tmp_path, monkeypatch):
+    # The workflow's caffe_mean_image job (onecycle caffe-mean) computes; load_data only reads.
+    write_image_folder(tmp_path, ["n01440764", "n02102040"], per_class=2, size=(20, 30), seed=8)
+    classes = ["n01440764", "n02102040"]
+    splits = json.dumps([{"root": str(tmp_path), "classes": classes}])
+    record = tmp_path / "imagefolder.caffe_mean.json"
+    assert cli.main(["caffe-mean", "--dataset", "imagefolder", "--splits", splits, "--record", str(record)]) == 0
+    assert json.loads(record.read_text())["splits"] == [{"root": str(tmp_path), "classes": classes}]
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a training job recomputed the mean")
+
+    monkeypatch.setattr(caffe_imagenet, "compute_mean_image", must_not_run)
+    cfg = parse(RunConfig, _folder_config({"root": str(tmp_path), "classes": classes,
+                                           "normalize": "caffe_mean_image"}), "c.yaml")
+    train_split = data.load_split("imagefolder", "train", tmp_path, class_list=classes)
+    train, _ = folder_transforms(cfg.data, "resnet50", train_split, workers=0)
+    monkeypatch.undo()
+    assert torch.equal(train.mean_image, compute_mean_image([path for path, _ in train_split.samples]))

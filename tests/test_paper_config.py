@@ -327,6 +327,18 @@ def _fake_imagenette(root, train_per_class, val_per_class):
                 Image.new("RGB", (48, 40), (25 * label, 7 * i, 128)).save(folder / f"{wnid}_{i}.JPEG")
 
 
+def test_the_imagenet_folders_mean_images_are_jobs_of_their_own(plan):
+    # One per training split the Caffe-layer jobs read (G6), computed before any of them runs.
+    default_split = [{"root": None, "classes": None}]
+    assert plan.caffe_mean_images("imagefolder") == plan.caffe_mean_images("imagenet") == default_split
+    assert plan.caffe_mean_images("cifar10") == []
+    job = plan.trains["imagenette_resnet50/onecycle_20ep/seed0"]
+    assert plan.data_inputs(job) == {"data": plan.data_record("imagefolder"),
+                                     "caffe_mean": plan.caffe_mean_record("imagefolder")}
+    cifar = next(job for job in plan.trains.values() if job.dataset == "cifar10")
+    assert plan.data_inputs(cifar) == {"data": plan.data_record("cifar10")}
+
+
 def test_imagenette_config_loads_through_folder_batches(plan, tmp_path):
     # The experiment's own job config, on a stand-in folder of Imagenette's layout (only `root`
     # changed): load_data builds FolderBatches with Caffe's data layer as resnet50.prototxt
@@ -486,6 +498,7 @@ def test_snakemake_dry_run_of_the_default_config():
     assert stats["range_test"] == stats["combine_bounds"] == len(RANGE_TEST_EXPERIMENTS)
     assert stats["report_experiment"] == len(GROUPS)
     assert stats["prepare_data"] == 5  # cifar10, cifar100, mnist, imagefolder, imagenet
+    assert stats["caffe_mean_image"] == 2  # imagefolder (Imagenette), imagenet: G6's mean files
     assert stats["total"] == sum(count for rule, count in stats.items() if rule != "total")
 
 

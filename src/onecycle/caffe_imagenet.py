@@ -112,6 +112,12 @@ def compute_mean_image(paths: list[str], num_workers: int = 0) -> torch.Tensor:
     return (total.double() / len(paths)).float()
 
 
+def split_mean_image(train_split: Any, num_workers: int = 0) -> torch.Tensor:
+    """The mean file of a `data.FolderDataset` training split (cached as `mean_image`): the
+    workflow's data job computes it before the training jobs, which then only read it."""
+    return mean_image(train_split.split_dir.parent, [path for path, _ in train_split.samples], num_workers)
+
+
 def mean_image(root: Path, paths: list[str], num_workers: int = 0) -> torch.Tensor:
     """The mean image of `paths` (files under `root`), computed once and cached (MEAN_CACHE_DIR
     under root, or $ONECYCLE_MEAN_CACHE). Concurrent jobs wait on one lock: one computes, the

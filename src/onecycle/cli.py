@@ -4,6 +4,7 @@
     onecycle range-test --config RANGE.yaml --out DIR
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
     onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
+    onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME]
 
@@ -51,6 +52,22 @@ def _prepare_data(args: argparse.Namespace) -> int:
     root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download)
     io.write_json(args.record, {"dataset": args.dataset, "root": str(root), "verified": True})
     print(f"{args.dataset}: ready at {root}")
+    return 0
+
+
+def _caffe_mean(args: argparse.Namespace) -> int:
+    import json
+    import os
+
+    from onecycle import caffe_imagenet, data
+
+    splits = json.loads(args.splits)  # experiments.Plan.caffe_mean_images
+    for split in splits:
+        root = Path(split["root"]) if split.get("root") else None
+        train = data.load_split(args.dataset, "train", root, class_list=split.get("classes"))
+        caffe_imagenet.split_mean_image(train, num_workers=len(os.sched_getaffinity(0)))
+        print(f"{args.dataset}: Caffe mean image of the {len(train)} images under {train.split_dir} cached")
+    io.write_json(args.record, {"dataset": args.dataset, "splits": splits})
     return 0
 
 
@@ -113,6 +130,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", required=True, help="JSON record written once the data is verified")
     p.add_argument("--no-download", action="store_true")
     p.set_defaults(handler=_prepare_data)
+
+    p = sub.add_parser("caffe-mean", help="compute and cache the Caffe mean images of ImageNet-folder splits")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--splits", required=True, help='JSON list of {"root": ..., "classes": ...}')
+    p.add_argument("--record", required=True, help="JSON record written once every mean is cached")
+    p.set_defaults(handler=_caffe_mean)
 
     p = sub.add_parser("combine-bounds", help="median of several range-test seeds' bounds")
     p.add_argument("--out", required=True)

@@ -15,6 +15,7 @@ Layout under `results_dir` (predictable: no timestamps, one folder per run):
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,6 +180,33 @@ class Plan:
 
     def datasets(self) -> list[str]:
         return sorted({job.dataset for job in [*self.trains.values(), *self.range_tests.values()]})
+
+    def caffe_mean_images(self, dataset: str) -> list[dict[str, Any]]:
+        """The training splits of ImageNet folder `dataset` whose Caffe mean image some job needs,
+        as distinct {"root", "classes"}: a job of their own (rule caffe_mean_image) computes each
+        once with all its threads, so no training job waits on it holding GPUs."""
+        needed = {}
+        for job in [*self.trains.values(), *self.range_tests.values()]:
+            if job.dataset == dataset and needs_caffe_mean(job):
+                data = job.config["data"]
+                split = {"root": data.get("root"), "classes": data.get("classes")}
+                needed[json.dumps(split, sort_keys=True)] = split
+        return [needed[key] for key in sorted(needed)]
+
+    def caffe_mean_record(self, dataset: str) -> Path:
+        return self.results_dir / "data" / f"{dataset}.caffe_mean.json"
+
+    def data_inputs(self, job: Job) -> dict[str, Path]:
+        """A job's data dependencies: the verified dataset and, if it needs one, its mean image."""
+        inputs = {"data": self.data_record(job.dataset)}
+        if needs_caffe_mean(job):
+            inputs["caffe_mean"] = self.caffe_mean_record(job.dataset)
+        return inputs
+
+
+def needs_caffe_mean(job: Job) -> bool:
+    """Caffe's ImageNet data layer (normalize caffe_mean_image on a folder) reads a mean image."""
+    return job.dataset in ("imagefolder", "imagenet") and job.config["data"].get("normalize") == "caffe_mean_image"
 
 
 def load_workflow_config(data: dict[str, Any], source: str = "workflow config") -> WorkflowConfig:

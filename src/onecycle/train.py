@@ -128,7 +128,7 @@ def folder_transforms(d: Any, arch: str, train_set: datasets.FolderDataset, work
     # As for CIFAR: one mean file over the whole training split, even for a train_subset run.
     full = (datasets.load_split(d.dataset, "train", Path(d.root) if d.root else None, class_list=d.classes)
             if d.train_subset else train_set)
-    mean = caffe_imagenet.mean_image(full.split_dir.parent, [path for path, _ in full.samples], workers)
+    mean = caffe_imagenet.split_mean_image(full, workers)
     return (caffe_imagenet.CaffeImageNetTransform(mean, crop, train=True, mirror=d.augment == "mirror"),
             caffe_imagenet.CaffeImageNetTransform(mean, crop, train=False, mirror=False))
 

@@ -1,3 +1,4 @@
+import json
 import re
 import shlex
 
@@ -16,6 +17,7 @@ wildcard_constraints:
     range_job=_alternation(PLAN.range_tests),
     experiment=_alternation(PLAN.workflow.experiments),
     dataset=_alternation(PLAN.datasets()),
+    mean_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_mean_images(name)]),
 
 
 TRAIN_THREADS = PLAN.workflow.train_threads
@@ -36,10 +38,14 @@ onstart:
 
 def _train_inputs(wc):
     job = PLAN.trains[wc.train_job]
-    inputs = {"spec": f"{R}/train/{wc.train_job}/spec.json", "data": PLAN.data_record(job.dataset)}
+    inputs = {"spec": f"{R}/train/{wc.train_job}/spec.json", **PLAN.data_inputs(job)}
     if job.needs_bounds:
         inputs["bounds"] = PLAN.bounds_path(job.experiment)
     return inputs
+
+
+def _range_inputs(wc):
+    return {"spec": f"{R}/range_test/{wc.range_job}/spec.json", **PLAN.data_inputs(PLAN.range_tests[wc.range_job])}
 
 
 def _run_report_results(wc):

@@ -21,3 +21,22 @@ rule prepare_data:
         "../../environment.yml"
     shell:
         "onecycle prepare-data --dataset {wildcards.dataset:q} --record {output:q} > {log:q} 2>&1"
+
+
+# The Caffe mean images of ImageNet folders (a pass over every training image) get a job of
+# their own, after the data's and before any training's, which then only reads the cache.
+rule caffe_mean_image:
+    input:
+        f"{R}/data/{{mean_dataset}}.json",
+    output:
+        f"{R}/data/{{mean_dataset}}.caffe_mean.json",
+    log:
+        f"{R}/logs/data/{{mean_dataset}}.caffe_mean.log",
+    params:
+        splits=lambda wc: json.dumps(PLAN.caffe_mean_images(wc.mean_dataset)),
+    threads: TRAIN_THREADS
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle caffe-mean --dataset {wildcards.mean_dataset:q} --splits {params.splits:q} "
+        "--record {output:q} > {log:q} 2>&1"

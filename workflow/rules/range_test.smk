@@ -14,8 +14,7 @@ rule range_spec:
 
 rule range_test:
     input:
-        spec=f"{R}/range_test/{{range_job}}/spec.json",
-        data=lambda wc: PLAN.data_record(PLAN.range_tests[wc.range_job].dataset),
+        unpack(_range_inputs),
     output:
         history=f"{R}/range_test/{{range_job}}/history.csv",
         bounds=f"{R}/range_test/{{range_job}}/bounds.json",

@@ -4,6 +4,7 @@ import json
 import math
 import os
 import stat
+import subprocess
 
 import pytest
 
@@ -31,8 +32,6 @@ def test_json_has_no_nan_and_files_honour_the_umask(tmp_path):
 
 
 def test_git_revision_marks_code_changes_but_not_rewritten_results(tmp_path):
-    import subprocess
-
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 

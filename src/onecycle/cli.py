@@ -14,6 +14,8 @@ Bad input ends with one line `onecycle: error: ...` and exit status 2, before an
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -56,9 +58,6 @@ def _prepare_data(args: argparse.Namespace) -> int:
 
 
 def _caffe_mean(args: argparse.Namespace) -> int:
-    import json
-    import os
-
     from onecycle import caffe_imagenet, data
 
     splits = json.loads(args.splits)  # experiments.Plan.caffe_mean_images

@@ -70,7 +70,9 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _options_fit_the_dataset(self) -> DataConfig:
-        folder = self.dataset in ("imagefolder", "imagenet")
+        from onecycle.data import FOLDER_DATASETS
+
+        folder = self.dataset in FOLDER_DATASETS
         if self.classes is not None and self.dataset != "imagefolder":
             raise ValueError(f"classes is for imagefolder only, not {self.dataset!r}")
         if folder:
@@ -276,9 +278,10 @@ class _JobConfig(StrictModel):
     @model_validator(mode="after")
     def _crop_fits_the_model(self) -> _JobConfig:
         from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE
+        from onecycle.data import FOLDER_DATASETS
         from onecycle.models import MODELS
 
-        if self.data.dataset not in ("imagefolder", "imagenet"):
+        if self.data.dataset not in FOLDER_DATASETS:
             return self
         info, crop = MODELS[self.model.arch], self.data.crop_size
         if crop is not None and crop != info.input_size and info.fixed_input_size:
@@ -292,9 +295,10 @@ class _JobConfig(StrictModel):
 
     @model_validator(mode="after")
     def _caffe_options_need_a_caffe_port(self) -> _JobConfig:
+        from onecycle.data import FOLDER_DATASETS
         from onecycle.models import MODELS
 
-        if self.train.caffe_test is not None and self.data.dataset in ("imagefolder", "imagenet"):
+        if self.train.caffe_test is not None and self.data.dataset in FOLDER_DATASETS:
             raise ValueError(f"train.caffe_test is for in-memory datasets; {self.data.dataset} is "
                              "always scored on its whole validation set")
 

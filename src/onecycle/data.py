@@ -911,6 +911,10 @@ def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | str |
     return FolderDataset(split_dir, classes, tuple(samples))
 
 
+# Datasets read from ImageNet-style folders (FolderDataset / FolderBatches), not held in memory.
+FOLDER_DATASETS = ("imagefolder", "imagenet")
+
+
 # torchvision's ImageNet presets crop 224 from images resized to 256: eval crops keep that ratio
 # at other sides (AlexNet's 227 from 259, Inception-ResNet-v2's 299 from 342, as timm's 0.875).
 EVAL_CROP_RATIO = 224 / 256
@@ -967,6 +971,8 @@ class FolderBatches:
         self.dataset, self.batch_size, self.shuffle, self.drop_last = dataset, batch_size, shuffle, drop_last
         self.transform, self.seed, self.num_workers, self.order = transform, seed, num_workers, order
         self.device = torch.device(device)
+        self._lmdb_order = (torch.randperm(len(dataset), generator=torch.Generator().manual_seed(
+            derived_seed("folder-lmdb"))) if order == "caffe_lmdb" else None)
 
     def __len__(self) -> int:
         return self._num_batches
@@ -974,9 +980,8 @@ class FolderBatches:
     def pass_order(self, epoch_index: int) -> torch.Tensor:
         """The dataset indices epoch `epoch_index` reads, in order (data-parallel ranks cut it)."""
         size = len(self.dataset)
-        if self.order == "caffe_lmdb":
-            lmdb = torch.randperm(size, generator=torch.Generator().manual_seed(derived_seed("folder-lmdb")))
-            return caffe_lmdb_pass(lmdb, epoch_index, self._num_batches * self.batch_size)
+        if self._lmdb_order is not None:
+            return caffe_lmdb_pass(self._lmdb_order, epoch_index, self._num_batches * self.batch_size)
         generator = _epoch_generator("folder-order", self.seed, epoch_index)
         return torch.randperm(size, generator=generator) if self.shuffle else torch.arange(size)
 

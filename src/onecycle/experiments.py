@@ -25,6 +25,7 @@ from pydantic import Field, field_validator, model_validator
 
 from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
                              parse)
+from onecycle.data import FOLDER_DATASETS
 from onecycle.distributed import check_batch_size
 from onecycle.train import check_schedule
 
@@ -206,7 +207,7 @@ class Plan:
 
 def needs_caffe_mean(job: Job) -> bool:
     """Caffe's ImageNet data layer (normalize caffe_mean_image on a folder) reads a mean image."""
-    return job.dataset in ("imagefolder", "imagenet") and job.config["data"].get("normalize") == "caffe_mean_image"
+    return job.dataset in FOLDER_DATASETS and job.config["data"].get("normalize") == "caffe_mean_image"
 
 
 def load_workflow_config(data: dict[str, Any], source: str = "workflow config") -> WorkflowConfig:

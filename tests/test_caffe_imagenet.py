@@ -5,6 +5,7 @@ and the config checks that guard it."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -335,3 +336,24 @@ def test_caffe_mean_command_fills_the_cache_the_training_jobs_read(tmp_path, mon
     train, _ = folder_transforms(cfg.data, "resnet50", train_split, workers=0)
     monkeypatch.undo()
     assert torch.equal(train.mean_image, compute_mean_image([path for path, _ in train_split.samples]))
+
+
+@pytest.mark.parametrize("splits, message", [
+    ("not json", "--splits: expected a JSON list .*; not JSON"),
+    ("{}", "--splits: expected a JSON list .* got '{}'"),
+    ("[3]", "--splits: expected a JSON list .* got '\\[3\\]'"),
+    ('[{"root": null, "clases": null}]', "--splits: expected a JSON list"),
+])
+def test_caffe_mean_command_refuses_bad_splits_and_writes_nothing(tmp_path, capsys, splits, message):
+    record = tmp_path / "record.json"
+    assert cli.main(["caffe-mean", "--dataset", "imagefolder", "--splits", splits, "--record", str(record)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and re.search(message, error), error
+    assert not record.exists()
+
+
+def test_caffe_mean_command_is_for_folder_datasets(tmp_path, capsys):
+    record = tmp_path / "record.json"
+    assert cli.main(["caffe-mean", "--dataset", "cifar10", "--splits", "[]", "--record", str(record)]) == 2
+    assert "Caffe mean images are for ImageNet folders" in capsys.readouterr().err
+    assert not record.exists()

@@ -60,7 +60,10 @@ def _prepare_data(args: argparse.Namespace) -> int:
 def _caffe_mean(args: argparse.Namespace) -> int:
     from onecycle import caffe_imagenet, data
 
-    splits = json.loads(args.splits)  # experiments.Plan.caffe_mean_images
+    if args.dataset not in data.FOLDER_DATASETS:
+        raise ValueError(f"--dataset {args.dataset!r}: Caffe mean images are for ImageNet folders "
+                         f"({', '.join(data.FOLDER_DATASETS)})")
+    splits = _split_list(args.splits)
     for split in splits:
         root = Path(split["root"]) if split.get("root") else None
         train = data.load_split(args.dataset, "train", root, class_list=split.get("classes"))
@@ -68,6 +71,19 @@ def _caffe_mean(args: argparse.Namespace) -> int:
         print(f"{args.dataset}: Caffe mean image of the {len(train)} images under {train.split_dir} cached")
     io.write_json(args.record, {"dataset": args.dataset, "splits": splits})
     return 0
+
+
+def _split_list(text: str) -> list[dict]:
+    """--splits as experiments.Plan.caffe_mean_images writes it: a JSON list of {root, classes}."""
+    expected = '--splits: expected a JSON list of {"root": ..., "classes": ...} objects'
+    try:
+        splits = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{expected}; not JSON ({error.msg})") from None
+    if not isinstance(splits, list) or not all(
+            isinstance(split, dict) and set(split) <= {"root", "classes"} for split in splits):
+        raise ValueError(f"{expected}, got {text!r}")
+    return splits
 
 
 def _combine_bounds(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@
 # Needs root (it writes /etc/slurm and creates /dev/fakegpu*), Debian or Ubuntu packages,
 # and no systemd. Idempotent: `start` again keeps running daemons unless the configuration
 # changed. The recipe was verified on Debian 12 (Slurm 22.05, MUNGE 0.5):
-# shared/reference/snakemake-notes.md B.1-B.3.
+# docs/snakemake_notes.md B.1-B.3.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm

@@ -137,7 +137,7 @@ def test_summary_table_statistics_and_verdicts(runs, published):
     assert one["accuracy_std"] == pytest.approx(0.06)
     assert 99.20 <= one["accuracy_ci_low"] < 99.26 < one["accuracy_ci_high"] <= 99.32
     assert one[["epochs", "iterations", "wall_time_s"]].tolist() == pytest.approx([3, 300, 20.0])
-    # Paper: 99.25 ± 0.03 (paper_tables.md A2), V-img.
+    # Paper: 99.25 ± 0.03 (docs/paper_reference.md A2), V-img.
     assert one[["paper_accuracy", "paper_accuracy_std", "paper_confidence"]].tolist() == [99.25, 0.03, "V-img"]
     assert one["difference_pp"] == pytest.approx(0.01)
     assert one["verdict"] == "replicated"
@@ -293,7 +293,7 @@ def test_paired_comparison_refuses_a_group_spread_over_experiments(tmp_path):
 def test_published_rows_match_paper_tables(published):
     rows = published.set_index("id")
     assert rows.index.is_unique
-    # Every row of A2, every found row of A3, all of A1 and A5 (paper_tables.md).
+    # Every row of A2, every found row of A3, all of A1 and A5 (docs/paper_reference.md).
     assert published["table"].value_counts().to_dict() == {"A2": 26, "A3": 20, "A1": 20, "A5": 14}
 
     mnist = rows.loc["part1_t2_mnist_lenet_1cycle_12ep"]

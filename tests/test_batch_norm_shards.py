@@ -1,4 +1,4 @@
-"""Per-GPU batch norm on one device (train.batch_norm_shards; paper_tables.md D6), checked against
+"""Per-GPU batch norm on one device (train.batch_norm_shards; docs/paper_reference.md D6), checked against
 separate batch-norm passes over each shard, as each GPU of a Caffe multi-GPU run computes them."""
 
 import pytest

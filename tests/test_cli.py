@@ -81,6 +81,6 @@ def test_schedule_command_prints_csv():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.strip().splitlines()
     assert lines[0] == "step,lr,momentum" and len(lines) == 26
-    # Smith's Caffe 1cycle reaches 0 at 2*stepsize, then holds base/1000 (paper_tables.md D3).
+    # Smith's Caffe 1cycle reaches 0 at 2*stepsize, then holds base/1000 (docs/paper_reference.md D3).
     assert float(lines[21].split(",")[1]) == 0.0
     assert float(lines[22].split(",")[1]) == pytest.approx(0.08 / 1000)

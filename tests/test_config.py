@@ -133,7 +133,7 @@ def _part1_workflow(arch: str, seeds: list[int]) -> dict:
 
 
 def test_part1_protocol_varies_batch_and_filler_over_the_four_runs():
-    # x4.sh (paper_tables.md C2, D6): per-GPU batch 128+3, +2, +1, +0 on 4 GPUs; the msra ->
+    # x4.sh (docs/paper_reference.md C2, D6): per-GPU batch 128+3, +2, +1, +0 on 4 GPUs; the msra ->
     # xavier rewrite on runs 1 and 3; one solver sized from the nominal TBS for all four. Seed s
     # is run s % 4 + 1, wherever it stands in the list: seed 7 is run 4 again.
     plan = expand(_part1_workflow("resnet56_part1", [0, 1, 2, 3, 7]))

@@ -94,7 +94,7 @@ EXPECTED_COUNTS = {
     "resnet50": 25_557_032 - 990 * (2048 + 1),
 }
 
-CONV_LAYERS = {  # Conv2d modules per prototxt (paper_tables.md C1, A2 remarks)
+CONV_LAYERS = {  # Conv2d modules per prototxt (docs/paper_reference.md C1, A2 remarks)
     "resnet56": 55,  # pre_conv + 27 blocks x 2
     "resnet56_part1": 55,  # first + 26 blocks x 2 + 2 projections
     "wide32": 33,  # "33 conv layers"

@@ -1,4 +1,4 @@
-"""The two SGD update rules (paper_tables.md D6), pinned by hand and against torch.optim.SGD."""
+"""The two SGD update rules (docs/paper_reference.md D6), pinned by hand and against torch.optim.SGD."""
 
 import pytest
 import torch

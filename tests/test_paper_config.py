@@ -1,5 +1,5 @@
 """configs/paper.yaml, the Snakefile's default config: it expands, covers every published row
-that can run, resolves to the published settings (paper_tables.md), and builds a DAG.
+that can run, resolves to the published settings (docs/paper_reference.md), and builds a DAG.
 
 Job configs (`Job.config`) omit default values, so settings are read from the validated models
 (RunConfig / RangeTestConfig), never from the raw dicts."""
@@ -27,10 +27,10 @@ from onecycle.train import build_schedule, load_data, schedule_iterations_per_ep
 
 PAPER = REPO / "configs" / "paper.yaml"
 PUBLISHED = REPO / "configs" / "reference" / "published.yaml"
-SEEDS = 4  # Part 1's 4 runs per setting (paper_tables.md D6)
+SEEDS = 4  # Part 1's 4 runs per setting (docs/paper_reference.md D6)
 # Imagenette v2 training images (fastai/imagenette); `imagefolder` has no fixed train_size.
 IMAGENETTE_TRAIN = 9469
-# Caffe's test_interval in SC's and Part 1's solvers (paper_tables.md C1, C2).
+# Caffe's test_interval in SC's and Part 1's solvers (docs/paper_reference.md C1, C2).
 CAFFE_TEST_INTERVAL = 100
 
 # Groups per experiment; each group runs once per seed.

@@ -21,7 +21,7 @@ def _problem(seed=0):
 
 
 def test_ramps_match_their_definitions():
-    # Smith's linear ramp = Caffe triangular with base 0, stepsize = max_iter (paper_tables.md C1).
+    # Smith's linear ramp = Caffe triangular with base 0, stepsize = max_iter (docs/paper_reference.md C1).
     assert ramp_lr("linear", 0.0, 3.0, 20000, 5000) == 0.75
     assert ramp_lr("linear", 0.1, 1.1, 10, 0) == 0.1
     # torch-lr-finder's exponential ramp reaches end_lr at the last iteration.

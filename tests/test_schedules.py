@@ -49,7 +49,7 @@ def torch_reference(steps: int, make_scheduler, lr: float = 0.123):
 
 
 # ---------------------------------------------------------------------------------------------
-# Smith's 1cycle (paper_tables.md D3, D4): base .08, max .8 as in the hyperParam1 ResNet-56 logs.
+# Smith's 1cycle (docs/paper_reference.md D3, D4): base .08, max .8 as in the hyperParam1 ResNet-56 logs.
 
 S, STEPS = 10, 25  # cycle over [0, 20], tail 21..24
 
@@ -114,7 +114,7 @@ def test_smith_momentum_stepsize_and_constant_momentum():
     assert [constant.momentum(it) for it in (0, 10, 24)] == [0.9, 0.9, 0.9]
     bare = make_schedule("smith_1cycle", 25, base_lr=0.1, max_lr=1.0, stepsize=10)
     assert bare.momentum(10) is None
-    # Part 1 Table 1 runs increasing momentum 0.90 -> 1.00 (paper_tables.md A1).
+    # Part 1 Table 1 runs increasing momentum 0.90 -> 1.00 (docs/paper_reference.md A1).
     rising = make_schedule("smith_1cycle", 25, base_lr=0.1, max_lr=1.0, stepsize=10, momentum=0.9, min_momentum=1.0)
     assert close(rising.momentum(10), 1.0)
 
@@ -258,7 +258,7 @@ def test_caffe_policies_hand_values():
     # Caffe drops at iter >= stepvalue: it 2 already uses the first drop.
     assert_values(make_schedule("multistep", 7, base_lr=0.1, gamma=0.1, stepvalue=[2, 5]),
                   {1: 0.1, 2: 0.01, 4: 0.01, 5: 0.001, 6: 0.001})
-    # Caffe's LeNet solver (paper_tables.md A2): 0.01 * (1 + 1e-4 * 10000)**-0.75 = 0.01 / 2**0.75
+    # Caffe's LeNet solver (docs/paper_reference.md A2): 0.01 * (1 + 1e-4 * 10000)**-0.75 = 0.01 / 2**0.75
     assert_values(make_schedule("inv", 10001, base_lr=0.01, gamma=1e-4, power=0.75),
                   {0: 0.01, 10000: 0.005946035575013605})
     assert_values(make_schedule("exp", 4, base_lr=0.1, gamma=0.5), {0: 0.1, 3: 0.0125})

@@ -67,7 +67,7 @@ def test_gpu_jobs_run_on_slurm_with_the_devices_slurm_bound(slurm_cluster, tmp_p
     # locally instead of stepping aside.
     env[gpu_slots.SLOTS_ENV] = "7,8"
     env[gpu_slots.LOCK_DIR_ENV] = str(tmp_path / "locks")
-    # timeout -k: a stuck SLURM executor ignores SIGTERM (snakemake-notes.md B.2).
+    # timeout -k: a stuck SLURM executor ignores SIGTERM (docs/snakemake_notes.md B.2).
     command = [
         "timeout", "-k", "15", "300", sys.executable, "-m", "snakemake",
         "--executor", "slurm", "--jobs", "4",

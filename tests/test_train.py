@@ -32,7 +32,7 @@ def test_run_writes_results_and_follows_the_schedule(tiny_run_config, tmp_path):
     # Better than chance (10%) on the full 10k test set after 16 iterations.
     assert history.test_accuracy.iloc[-1] > 0.3
     log = pd.read_csv(tmp_path / "train_log.csv")
-    # stepsize 0.9 epochs of 8 iterations = 7; Smith's Caffe 1cycle (paper_tables.md D3).
+    # stepsize 0.9 epochs of 8 iterations = 7; Smith's Caffe 1cycle (docs/paper_reference.md D3).
     expected = make_schedule("smith_1cycle", 16, variant="caffe", base_lr=0.01, max_lr=0.1, stepsize=7,
                              momentum=0.95, min_momentum=0.8)
     for row in log.itertuples():

@@ -1,7 +1,7 @@
 """From raw runs to the replication tables: our numbers beside the papers', with a verdict.
 
 Aggregation reads an explicit list of result files and the settings recorded inside them; it
-never walks folders or parses settings back out of paths (shared/DESIGN.md §8). Missing runs
+never walks folders or parses settings back out of paths (docs/design.md §8). Missing runs
 are expected while a workflow is in progress: they appear as "pending" rows, never as a crash.
 Accuracies are percent in every table (the papers' unit); history files hold fractions.
 """

@@ -1,4 +1,4 @@
-"""LR-bound heuristics: pure functions of a recorded LR range-test curve (shared/DESIGN.md §5).
+"""LR-bound heuristics: pure functions of a recorded LR range-test curve (docs/design.md §5).
 
 Every rule reads the same `history` (one row per iteration: `lr`, `train_loss`, `smoothed_loss`,
 and on evaluation rows `test_loss` / `test_accuracy`) and returns a `Suggestion`; `suggest_all`
@@ -45,7 +45,7 @@ FASTAI_SKIP_END = 5
 FASTAI_SLIDE_LR_DIFF = 15
 FASTAI_SLIDE_THRESH = 0.005
 
-# lr_bounds divisors, paper_tables.md D2: CLR paper and SC give base = max/3 or /4 (T-1 / V-2;
+# lr_bounds divisors, docs/paper_reference.md D2: CLR paper and SC give base = max/3 or /4 (T-1 / V-2;
 # we take 4); Part 1 §4.1 gives max/10-20 when only one cycle is used (V-2) and its §5 recipe
 # uses max/10 (T-1).
 DEFAULT_DIVISORS = {"clr": 4.0, "1cycle": 10.0}
@@ -132,14 +132,14 @@ def _smith_extremum(history: pd.DataFrame, rule: str, column: str, peak: bool) -
 
 
 def smith_accuracy_peak(history: pd.DataFrame) -> Suggestion:
-    """max_lr = LR at the peak of test accuracy (SC; paper_tables.md D2 "max_lr = LR at the
+    """max_lr = LR at the peak of test accuracy (SC; docs/paper_reference.md D2 "max_lr = LR at the
     accuracy peak"; CLR paper: where accuracy "slows, becomes ragged or starts to fall")."""
     return _smith_extremum(history, "smith_accuracy_peak", "test_accuracy", peak=True)
 
 
 def smith_loss_turn_up(history: pd.DataFrame) -> Suggestion:
     """max_lr = LR where the test loss turns up, i.e. at its (lightly smoothed) minimum: Part 1
-    reads the validation/test loss against LR (paper_tables.md D2)."""
+    reads the validation/test loss against LR (docs/paper_reference.md D2)."""
     return _smith_extremum(history, "smith_loss_turn_up", "test_loss", peak=False)
 
 
@@ -171,7 +171,7 @@ def _steepest(history: pd.DataFrame, rule: str, log_lr: bool) -> Suggestion:
 def steepest_slope_lr(history: pd.DataFrame) -> Suggestion:
     """max_lr = LR of the most negative d(smoothed loss)/d(lr) (central differences).
 
-    Lightning >= 2.5.3 takes its gradient w.r.t. the LR values (shared/reference/peers.md §5);
+    Lightning >= 2.5.3 takes its gradient w.r.t. the LR values (docs/peers.md §5);
     on a linear ramp this also equals torch-lr-finder's index-spaced gradient.
     """
     return _steepest(history, "steepest_slope_lr", log_lr=False)
@@ -318,7 +318,7 @@ def lr_bounds(suggestion: Suggestion, policy_kind: Literal["clr", "1cycle"],
               divisor: float | None = None) -> tuple[float, float]:
     """(base_lr, max_lr) with base_lr = max_lr / divisor.
 
-    Default divisor (paper_tables.md D2): 4 for "clr" (CLR paper and SC: max/3 or /4), 10 for
+    Default divisor (docs/paper_reference.md D2): 4 for "clr" (CLR paper and SC: max/3 or /4), 10 for
     "1cycle" (Part 1 §4.1: max/10-20 with one cycle; §5 recipe: max/10). Raises ValueError if
     the rule proposed no max_lr, for an unknown policy_kind, or for a divisor <= 1 (base_lr would
     not be below max_lr).

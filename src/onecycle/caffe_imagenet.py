@@ -13,7 +13,7 @@ LMDB. Caffe's DataTransformer then takes, per image and on 0..255 pixels (scale 
   layers are not published, so the workflow validates unmirrored).
 
 Crops: 227 for bvlc_alexnet, 224 for bvlc_googlenet, 230 for Smith's resnet50 and
-inception-resnet-v2 (paper_tables.md C2, Imagenet/architectures).
+inception-resnet-v2 (docs/paper_reference.md C2, Imagenet/architectures).
 
 Differences that remain, documented rather than hidden:
 - images are squashed with torchvision's bilinear resize without antialiasing (OpenCV's

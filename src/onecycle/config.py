@@ -1,6 +1,6 @@
 """Typed, strict run configurations: one model per job kind, validated before any work starts.
 
-A YAML typo or a bad value must fail at once, naming the key path (shared/DESIGN.md §3), not
+A YAML typo or a bad value must fail at once, naming the key path (docs/design.md §3), not
 after minutes of training. Models forbid unknown keys (with a close-match suggestion), refuse
 strings where numbers belong (YAML 1.1 reads `1e-4` as a string), and check ranges.
 """
@@ -30,9 +30,9 @@ class StrictModel(BaseModel):
 class DataConfig(StrictModel):
     dataset: str
     root: str | None = None
-    # SC Table 1 trains on 10k..40k of CIFAR-10's 50k images (paper_tables.md A3).
+    # SC Table 1 trains on 10k..40k of CIFAR-10's 50k images (docs/paper_reference.md A3).
     train_subset: int | None = Field(default=None, gt=0)
-    # "mirror" = Smith's Caffe augmentation (mirror: true, crop = image size; paper_tables.md D6).
+    # "mirror" = Smith's Caffe augmentation (mirror: true, crop = image size; docs/paper_reference.md D6).
     augment: Literal["none", "mirror", "pad_crop_mirror"] = "none"
     # On x/255: "mean_std" standardises per channel; "mean" subtracts the channel mean only.
     # Caffe's data layer on 0..255 pixels (onecycle.data.CaffeTransform): "caffe_mean_image"
@@ -41,7 +41,7 @@ class DataConfig(StrictModel):
     # On ImageNet folders "mean_std" means torchvision's ImageNet presets and "caffe_mean_image"
     # Caffe's ImageNet data layer: 256x256 squashed images, fixed-size crops (random for
     # training, mirrored with augment "mirror"; centred for validation) minus the mean image
-    # (onecycle.caffe_imagenet; paper_tables.md C2 Imagenet/architectures).
+    # (onecycle.caffe_imagenet; docs/paper_reference.md C2 Imagenet/architectures).
     normalize: Literal["mean", "mean_std", "caffe_mean_image", "caffe_scale"] = "mean_std"
     # ImageNet folders only: the side of the crops; default the model's input size. Smith's
     # resnet50 and inception-resnet-v2 prototxts crop 230 (C2 Imagenet/architectures).
@@ -104,11 +104,11 @@ def _check_folder_preprocessing(data: DataConfig) -> None:
 
 class ModelConfig(StrictModel):
     arch: str
-    # Part 1 alternates Caffe's xavier and msra fillers over its 4 runs (paper_tables.md D6);
+    # Part 1 alternates Caffe's xavier and msra fillers over its 4 runs (docs/paper_reference.md D6);
     # "prototxt" uses the filler each layer's prototxt names (onecycle.models.INIT_SCHEMES).
     init: str = "default"
     # Architecture options, e.g. BN `moving_average_fraction` (0.95 for SC's CLR runs, 0.999
-    # for its step runs; paper_tables.md A3) or DenseNet's `dropout`.
+    # for its step runs; docs/paper_reference.md A3) or DenseNet's `dropout`.
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("arch")
@@ -138,7 +138,7 @@ class ModelConfig(StrictModel):
 
 
 class OptimConfig(StrictModel):
-    # SC's main runs use plain momentum SGD, Part 1 uses Nesterov (paper_tables.md D6).
+    # SC's main runs use plain momentum SGD, Part 1 uses Nesterov (docs/paper_reference.md D6).
     algorithm: Literal["sgd", "nesterov"] = "sgd"
     # "caffe": v = m*v + lr*(g + wd*w); w -= v  (LR inside the buffer; D6). "pytorch": torch.optim.SGD.
     update_rule: Literal["pytorch", "caffe"] = "pytorch"
@@ -172,7 +172,7 @@ class ScheduleConfig(StrictModel):
 
 
 class CaffeTestSpec(StrictModel):
-    """Caffe's test phase (onecycle.data.CaffeTestSample; paper_tables.md D6): test_iter x batch
+    """Caffe's test phase (onecycle.data.CaffeTestSample; docs/paper_reference.md D6): test_iter x batch
     images per test, read on from the previous test, mirrored where the TEST data layer mirrors."""
 
     test_iter: int = Field(gt=0)
@@ -202,7 +202,7 @@ class TrainConfig(StrictModel):
     # torch allows, warning otherwise). "fast": cuDNN autotuning and TF32 matmuls on CUDA.
     mode: Literal["deterministic", "fast"] = "deterministic"
     # Per-GPU batch norm: the batch is normalised in this many equal shards, as that many GPUs
-    # each normalised their own part in the papers (paper_tables.md D6: SC 8 x 125, Part 1
+    # each normalised their own part in the papers (docs/paper_reference.md D6: SC 8 x 125, Part 1
     # 4 x 128; CaffeBatchNorm2d.shards). Data-parallel processes share the shards out.
     batch_norm_shards: int = Field(default=1, gt=0)
     # The batch whose iterations per epoch (training images // it) count train.epochs and the
@@ -223,7 +223,7 @@ class TrainConfig(StrictModel):
 
 
 class RangeTestSpec(StrictModel):
-    # "linear": Smith's test (Caffe `triangular` with stepsize = max_iter, paper_tables.md C1);
+    # "linear": Smith's test (Caffe `triangular` with stepsize = max_iter, docs/paper_reference.md C1);
     # "exponential": fastai's / torch-lr-finder's.
     ramp: Literal["linear", "exponential"] = "linear"
     start_lr: Number = Field(ge=0.0)

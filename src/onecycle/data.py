@@ -2,8 +2,8 @@
 
 Small datasets (MNIST, Fashion-MNIST, CIFAR-10/100, the 8x8 digits) live in memory as one uint8
 tensor, on the GPU when there is one, and `Batches` augments whole batches with tensor ops: no
-per-sample PIL work (shared/DESIGN.md §7; the approach of airbench's GPU-resident CifarLoader,
-shared/reference/codebases.md §1.1). ImageNet subsets cannot fit in memory and go through
+per-sample PIL work (docs/design.md §7; the approach of airbench's GPU-resident CifarLoader,
+docs/design.md §11). ImageNet subsets cannot fit in memory and go through
 torchvision's folder loader and a DataLoader (`FolderBatches`).
 
 Every epoch's order and augmentation is a pure function of (seed, epoch index), so a run resumed
@@ -421,8 +421,8 @@ def load_split(name: str, split: str, root: Path | None = None, subset: int | No
 
     `subset` keeps the first `subset` examples of a permutation of the train split seeded by
     `subset_seed` (in their original order), so smaller subsets nest inside larger ones. SC
-    Table 1 trains ResNet-56 on 10k..40k of CIFAR-10's 50k images (paper_tables.md A3); how
-    Smith drew his `train{10,20,30,40}k_lmdb` subsets is not documented (paper_tables.md B2,
+    Table 1 trains ResNet-56 on 10k..40k of CIFAR-10's 50k images (docs/paper_reference.md A3); how
+    Smith drew his `train{10,20,30,40}k_lmdb` subsets is not documented (docs/paper_reference.md B2,
     Fig 6a), so ours are uniform random, not class-balanced. The test split is always
     evaluated whole. `class_list` (imagefolder only) picks ImageNet classes by WordNet id, in
     class-index order; default: Imagenette's ten; "all": every class folder under train/.
@@ -676,7 +676,7 @@ class CaffeTransform:
 
     Caffe subtracts the mean at each pixel's *source* position and then writes the pixel to its
     mirrored position, so a mirrored image is mirror(x - mean_image), not mirror(x) - mean_image.
-    Smith's CIFAR runs use a mean file and no scale (inputs about -128..128; paper_tables.md
+    Smith's CIFAR runs use a mean file and no scale (inputs about -128..128; docs/paper_reference.md
     D6); Caffe's LeNet uses no mean and scale 0.00390625 = 1/256 (BVLC/caffe
     examples/mnist/lenet_train_test.prototxt, S12).
     """
@@ -699,11 +699,11 @@ class Batches:
       "none";
       "mirror": each image flipped left-right with probability 1/2, nothing else. This is how
         Smith's Caffe runs augment CIFAR (`mirror: true`, crop size = image size, no padding;
-        paper_tables.md D6, A3);
+        docs/paper_reference.md D6, A3);
       "pad_crop_mirror": CROP_PADDING zero pixels on each side, a random crop back to size, then
         the random flip (He et al. 2016 §4.2, the common variant).
     std None subtracts the mean only; a per-channel mean then stands in for Caffe's per-pixel
-    mean image, which `caffe=CaffeTransform(mean_image=...)` subtracts exactly (paper_tables.md D6).
+    mean image, which `caffe=CaffeTransform(mean_image=...)` subtracts exactly (docs/paper_reference.md D6).
 
     Epoch e's order, flips and crop offsets are drawn, in that order, at its start from a CPU
     torch.Generator seeded with derived_seed("batches", seed, e): a pure function of (seed,
@@ -798,7 +798,7 @@ class Batches:
 
 
 class CaffeTestSample:
-    """The images of Caffe's test phases (paper_tables.md D6): each test scores `test_iter`
+    """The images of Caffe's test phases (docs/paper_reference.md D6): each test scores `test_iter`
     batches of `batch_size` images read in order from the test set, the reader's cursor going on
     from where the previous test stopped and wrapping at the end (SC: 200 x 125 = 25 000 images
     of the 10k set; Part 1: 200 x 32 = 6 400). With `mirror` (hyperParam1's TEST data layers)

@@ -2,7 +2,7 @@
 
     torchrun --standalone --nproc_per_node N -m onecycle.cli train --config RUN.yaml --out DIR
 
-What it keeps equal to a single-process run (shared/reference/paper_tables.md D6):
+What it keeps equal to a single-process run (docs/paper_reference.md D6):
 - `train.batch_size` is the TOTAL batch (the papers' TBS = per-device batch x devices). Every
   rank walks the same (seed, epoch)-ordered global batches and takes its contiguous shard,
   batch_size / N images, so one iteration sees exactly the images of a one-process iteration.

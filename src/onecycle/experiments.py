@@ -2,7 +2,7 @@
 
 A pure function of the config, used by the Snakefile and by `onecycle report`: the DAG never
 holds logic of its own, and aggregation reads explicit lists of result files built here, never
-walks folders or parses settings back out of paths (shared/DESIGN.md §8). Every job's config
+walks folders or parses settings back out of paths (docs/design.md §8). Every job's config
 is validated at expansion time, so a typo fails when the DAG is built, naming the key path.
 
 Layout under `results_dir` (predictable: no timestamps, one folder per run):
@@ -32,7 +32,7 @@ from onecycle.train import check_schedule
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# Part 1's four runs per setting (`seed_protocol: part1`; hyperParam1 Cifar/x4.sh, paper_tables.md
+# Part 1's four runs per setting (`seed_protocol: part1`; hyperParam1 Cifar/x4.sh, docs/paper_reference.md
 # C2 and D6): 4 GPUs, per-GPU batch BS+3, BS+2, BS+1, BS for runs 1-4 (BS = TBS / 4), and
 # runs 1 and 3 with x4.sh's msra -> xavier rewrite of the architecture file.
 PART1_GPUS = 4

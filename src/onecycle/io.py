@@ -1,7 +1,7 @@
 """Every file the suite writes goes through here: atomic, NaN-free JSON, provenance.
 
 A kill at any moment must leave either the old file or the new one, never half of one
-(shared/DESIGN.md §8): each writer fills a temporary file in the target's own folder, fsyncs
+(docs/design.md §8): each writer fills a temporary file in the target's own folder, fsyncs
 it, then `os.replace`s it over the target (atomic on POSIX within one filesystem).
 """
 

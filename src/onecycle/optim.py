@@ -1,7 +1,7 @@
 """Optimizers as the papers ran them: SGD with momentum or Nesterov, PyTorch's or Caffe's rule.
 
 The two update rules differ once the LR changes every iteration, which is the whole point of
-a cyclical schedule (paper_tables.md D6):
+a cyclical schedule (docs/paper_reference.md D6):
 
     PyTorch:  b = m*b + (g + wd*w);          w -= lr * b
     Caffe:    v = m*v + lr*(g + wd*w);       w -= v
@@ -76,7 +76,7 @@ def parameter_groups(model: nn.Module, weight_decay: float, weight_decay_on: str
     (onecycle.models.param_multipliers; a model that is no Caffe port is refused); with "none"
     every parameter has 1 and 1. `weight_decay_on="weights_only"` then exempts
     biases and BN scales/shifts (1-D tensors) from decay, which Caffe only does through
-    decay_mult 0 (paper_tables.md D6).
+    decay_mult 0 (docs/paper_reference.md D6).
 
     One group per distinct (lr_mult, decay), in the order parameters first appear. Each group
     carries its `lr_mult`: onecycle.schedules.apply_schedule sets the group's lr to

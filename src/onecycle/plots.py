@@ -8,7 +8,7 @@ results gives the same bytes.
 
 Several seeds are drawn as their mean with a min-max band on a common x grid. A seed that
 diverged contributes only where it has finite values: its curve stops where it stopped, and is
-never padded (shared/DESIGN.md §6 and §11: divergence must not be hidden by padding).
+never padded (docs/design.md §6 and §11: divergence must not be hidden by padding).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 from onecycle import io
 
 # A range test whose LRs span more than this many decades is drawn on a log axis; Smith's
-# linear ramps (e.g. 0 -> 3, paper_tables.md B2 Fig 2b) start at 0 and stay linear.
+# linear ramps (e.g. 0 -> 3, docs/paper_reference.md B2 Fig 2b) start at 0 and stay linear.
 LOG_SCALE_DECADES = 2.0
 
 # Titles quote whole `replicates` strings; wrapped at this many characters they fit the figure.

@@ -1,7 +1,7 @@
 """The papers' published numbers, loaded from data (configs/reference/published.yaml).
 
 The numbers live in YAML, not in code, so that each one keeps its source section and confidence
-tag from shared/reference/paper_tables.md, and a correction is a one-line data change. Every row
+tag from docs/paper_reference.md, and a correction is a one-line data change. Every row
 is validated on load: a typo in a number (YAML 1.1 reads `1e-4` as a string) must fail here,
 naming the row, not later as a strange table.
 """
@@ -18,7 +18,7 @@ import yaml
 
 PUBLISHED_RELATIVE_PATH = Path("configs") / "reference" / "published.yaml"
 
-# The tags of paper_tables.md; NF rows carry no number, so they are not in the file.
+# The tags of docs/paper_reference.md; NF rows carry no number, so they are not in the file.
 CONFIDENCE_TAGS = ("V-img", "V-2", "V-log", "T-1", "LOW")
 
 COLUMNS = ("id", "paper", "table", "dataset", "architecture", "policy", "settings", "accuracy",

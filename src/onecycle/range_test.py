@@ -3,10 +3,10 @@
 Train for a few hundred iterations while the LR climbs from `start_lr` to `end_lr`; record, per
 iteration, lr, momentum, raw and bias-corrected smoothed train loss, and every `eval_every`
 iterations the loss and accuracy on a fixed held-out subset: Smith reads test accuracy and
-test loss, not only the train loss (paper_tables.md D2). Stop when the loss diverges.
+test loss, not only the train loss (docs/paper_reference.md D2). Stop when the loss diverges.
 
 Ramps: "linear" is Smith's (Caffe `triangular` with base 0 and stepsize = max_iter,
-paper_tables.md C1: lr = start + (end - start) * it / iterations); "exponential" is fastai's
+docs/paper_reference.md C1: lr = start + (end - start) * it / iterations); "exponential" is fastai's
 and torch-lr-finder's (lr = start * (end/start) ** (it / (iterations - 1))).
 """
 

@@ -1,8 +1,8 @@
 """Learning-rate and momentum schedules as closed-form functions of the 0-based iteration.
 
 A schedule is a pure value: `lr(it)` and `momentum(it)` depend on `it` alone, so a resumed run
-needs only its iteration count (shared/DESIGN.md §4). Each policy reproduces a named source:
-Smith's 1cycle as his Caffe code executed it and as the papers describe it (paper_tables.md D3,
+needs only its iteration count (docs/design.md §4). Each policy reproduces a named source:
+Smith's 1cycle as his Caffe code executed it and as the papers describe it (docs/paper_reference.md D3,
 D4), fastai's and PyTorch's 1cycle, CLR (D1), Caffe's classic policies, and cosine annealing.
 tests/test_schedules.py pins each one against torch's own scheduler where one exists and
 against hand-computed values at every phase boundary otherwise.
@@ -74,12 +74,12 @@ class _ConstantMomentumSchedule(Schedule):
 
 
 # ---------------------------------------------------------------------------------------------
-# Smith's 1cycle (paper_tables.md D3) and Caffe's cyclical momentum (D4)
+# Smith's 1cycle (docs/paper_reference.md D3) and Caffe's cyclical momentum (D4)
 
 
 @dataclass(frozen=True, kw_only=True)
 class CaffeCyclicalMomentum:
-    """Momentum of Smith's Caffe fork (Part 1 Appendix A.2; paper_tables.md D4).
+    """Momentum of Smith's Caffe fork (Part 1 Appendix A.2; docs/paper_reference.md D4).
 
     With m = `momentum`, c = `min_momentum` (Caffe `cyclical_momentum[0]`) and
     s_m = `stepsize` (Caffe `cyclical_momentum[1]`):
@@ -109,7 +109,7 @@ class SmithOneCycle(Schedule):
     """Leslie Smith's 1cycle: one LR cycle over 2*stepsize iterations, then a tail far below.
 
     variant "caffe" = his Caffe `1cycle` policy as executed (reconstructed from the `lr =` lines
-    of every hyperParam1 log; paper_tables.md D3):
+    of every hyperParam1 log; docs/paper_reference.md D3):
         0 <= t <= s:   base + (max - base) * t / s
         s < t <= 2s:   max * (2s - t) / s          (down to ZERO, not back to base)
         t > 2s:        base / 1000                 (constant tail: 8e-5 for base 0.08 in the logs)
@@ -253,12 +253,12 @@ class TorchOneCycle(Schedule):
 
 
 # ---------------------------------------------------------------------------------------------
-# CLR (paper_tables.md D1), Caffe's policies, cosine
+# CLR (docs/paper_reference.md D1), Caffe's policies, cosine
 
 
 @dataclass(frozen=True, kw_only=True)
 class CyclicalLR(_ConstantMomentumSchedule):
-    """CLR (arXiv 1506.01186 §3.1; paper_tables.md D1), `name` = triangular | triangular2 | exp_range:
+    """CLR (arXiv 1506.01186 §3.1; docs/paper_reference.md D1), `name` = triangular | triangular2 | exp_range:
         cycle = floor(1 + it / (2 stepsize));  x = |it / stepsize - 2 cycle + 1|
         lr = base_lr + (max_lr - base_lr) * max(0, 1 - x) * scale
     scale = 1 (triangular), 1 / 2**(cycle-1) (triangular2), gamma**it (exp_range).
@@ -495,15 +495,15 @@ def _build_smith_1cycle(steps: int, p: _Params) -> Schedule:
             p.fail("stepsize", f"= {stepsize}: variant 'paper' needs a tail after the cycle, so "
                                f"2*stepsize must be < steps = {steps} (or use variant 'caffe')")
         # Part 1 Fig 8a: 0.1 -> 1.0 -> ... -> 0.001, i.e. the run ends at base_lr/100
-        # (paper_tables.md B1 row 8a, D3).
+        # (docs/paper_reference.md B1 row 8a, D3).
         final_lr = p.lr("final_lr") if p.given("final_lr") else base_lr / 100
         if final_lr > base_lr:
             p.fail("final_lr", f"must be <= base_lr ({base_lr!r}): the tail anneals below the "
-                               f"cycle's start (paper_tables.md D3), got {final_lr!r}")
+                               f"cycle's start (docs/paper_reference.md D3), got {final_lr!r}")
     else:
         if p.given("final_lr"):
             p.fail("final_lr", "applies only to variant 'paper': Smith's Caffe code ends in a "
-                               "constant tail of base_lr/1000 (paper_tables.md D3)")
+                               "constant tail of base_lr/1000 (docs/paper_reference.md D3)")
         final_lr = None
     momentum = p.optional_momentum("momentum")
     cyclical = None
@@ -516,7 +516,7 @@ def _build_smith_1cycle(steps: int, p: _Params) -> Schedule:
         if momentum is None:
             p.fail("min_momentum", "needs momentum (the maximum momentum, Caffe `momentum`)")
         # The value at the LR peak, Caffe cyclical_momentum[0]. Up to 1.0 inclusive: Part 1
-        # Table 1 also runs increasing momentum 0.90 -> 1.00 (paper_tables.md A1).
+        # Table 1 also runs increasing momentum 0.90 -> 1.00 (docs/paper_reference.md A1).
         min_momentum = p.number("min_momentum", at_least=0.0, at_most=1.0)
         momentum_stepsize = p.count("momentum_stepsize") if p.given("momentum_stepsize") else stepsize
         cyclical = CaffeCyclicalMomentum(momentum=momentum, min_momentum=min_momentum,
@@ -638,7 +638,7 @@ class PolicyInfo:
 
 
 _CAFFE_SOURCE = "Caffe SGDSolver::GetLearningRate (BVLC/caffe src/caffe/solvers/sgd_solver.cpp)"
-_CLR_SOURCE = ("CLR, arXiv 1506.01186 §3.1 (paper_tables.md D1); equals "
+_CLR_SOURCE = ("CLR, arXiv 1506.01186 §3.1 (docs/paper_reference.md D1); equals "
                "torch.optim.lr_scheduler.CyclicLR(mode=..., step_size_up=stepsize)")
 
 
@@ -648,7 +648,7 @@ def _policies() -> dict[str, PolicyInfo]:
         PolicyInfo(
             "smith_1cycle",
             "Smith's 1cycle: base_lr -> max_lr -> (caffe: 0, then base_lr/1000 | paper: base_lr, "
-            "then final_lr), with Caffe's cyclical momentum (paper_tables.md D3, D4)",
+            "then final_lr), with Caffe's cyclical momentum (docs/paper_reference.md D3, D4)",
             {"base_lr": REQUIRED, "max_lr": REQUIRED, "stepsize": REQUIRED, "variant": "paper",
              "final_lr": DerivedDefault("base_lr/100"), "momentum": None, "min_momentum": None,
              "momentum_stepsize": DerivedDefault("stepsize"), "momentum_second_cycle": False},

@@ -2,7 +2,7 @@
 
 Faithfulness and safety rules this loop keeps:
 - the LR (and momentum) of iteration `it` comes from a closed-form schedule, so a resumed run
-  needs only the iteration count (shared/DESIGN.md §4);
+  needs only the iteration count (docs/design.md §4);
 - evaluation is on the full test set after every epoch (a partial test set changes results);
 - batch order and augmentation are a pure function of (seed, epoch), and the checkpoint keeps
   model, optimizer, iteration and the torch RNG (dropout), so a killed run resumes bit for bit

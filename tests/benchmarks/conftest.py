@@ -1,6 +1,6 @@
 """Paired timing for the benchmarks: each one times a piece of the suite (the subject) against a
 bare PyTorch equivalent (the baseline) in the same run and reports the throughput ratio
-subject/baseline. No benchmark asserts on a duration (shared/DESIGN.md §10); they assert on the
+subject/baseline. No benchmark asserts on a duration (docs/design.md §10); they assert on the
 values both sides compute. The session ends with one line per benchmark, ready to paste.
 
 Environment:

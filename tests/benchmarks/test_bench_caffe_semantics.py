@@ -22,7 +22,7 @@ from onecycle.train import train_step
 from .test_bench_loops import Run, bare_sgd, bare_step
 
 BATCHES, BATCH_SIZE = 8, 32
-SHARDS = 4  # Part 1's 4 GPUs (paper_tables.md D6)
+SHARDS = 4  # Part 1's 4 GPUs (docs/paper_reference.md D6)
 ITERATIONS, ROUNDS = 2, 20
 
 

@@ -1,6 +1,6 @@
 """DenseNet-40 of Part 1 (lnsmith54/hyperParam1 Cifar/architectures/genDensenet40.prototxt).
 
-The prototxt follows liuzhuang13/DenseNetCaffe (paper_tables.md A2 remarks), read layer by layer:
+The prototxt follows liuzhuang13/DenseNetCaffe (docs/paper_reference.md A2 remarks), read layer by layer:
 
 - pre_conv 16@3x3 pad 1, no bias;
 - three groups of 12 layers: BN -> Scale -> ReLU -> conv 12@3x3 pad 1 (no bias) -> Dropout 0.2,

@@ -10,7 +10,7 @@ Both fillers use n = fan_in = blob.count() / blob.num(), i.e. ``weight[0].numel(
 - ``GaussianFiller``: gaussian(0, std) with the prototxt's std.
 
 Biases get Caffe's default ``bias_filler`` (constant 0); batch-norm Scale layers keep 1 and 0.
-Part 1 alternates xavier and msra across its four runs per setting (paper_tables.md C2, D6), so
+Part 1 alternates xavier and msra across its four runs per setting (docs/paper_reference.md C2, D6), so
 ``build_model(init=...)`` offers both, plus each prototxt's own fillers.
 
 Every filler draws from torch's global generator, so ``torch.manual_seed`` makes them repeatable.

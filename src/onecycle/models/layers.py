@@ -1,6 +1,6 @@
 """Caffe behaviours that PyTorch's stock layers do not reproduce, ported exactly.
 
-Smith's networks are Caffe prototxts (paper_tables.md C1/C2). Three Caffe semantics matter for a
+Smith's networks are Caffe prototxts (docs/paper_reference.md C1/C2). Three Caffe semantics matter for a
 faithful port and have no stock PyTorch equivalent:
 
 - ``BatchNorm`` keeps *normalised* running sums (src/caffe/layers/batch_norm_layer.cpp): the
@@ -96,7 +96,7 @@ class CaffeBatchNorm2d(nn.Module):
     ``weight``/``bias`` are the Scale layer (Caffe fillers: constant 1 and constant 0).
 
     ``shards`` > 1 emulates Caffe's multi-GPU training on one device: each GPU normalises its own
-    part of the batch (paper_tables.md D6: 125 images per GPU in SC, about 128 in Part 1), so the
+    part of the batch (docs/paper_reference.md D6: 125 images per GPU in SC, about 128 in Part 1), so the
     batch is cut into ``shards`` equal consecutive parts, each normalised by its own statistics.
     Every Caffe solver keeps its own running statistics (the BatchNorm blobs are not synchronised)
     and Caffe tests on the root solver's net, so the running statistics follow the first shard.

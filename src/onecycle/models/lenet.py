@@ -1,6 +1,6 @@
 """Caffe's MNIST LeNet (BVLC/caffe examples/mnist/lenet_train_test.prototxt).
 
-Part 1 trains it on MNIST with the Caffe example's solver (paper_tables.md A2 remarks):
+Part 1 trains it on MNIST with the Caffe example's solver (docs/paper_reference.md A2 remarks):
 conv1 20@5x5 -> max pool 2/2 -> conv2 50@5x5 -> max pool 2/2 -> ip1 500 -> ReLU -> ip2.
 There is no nonlinearity after the convolutions in the prototxt, and none is added here.
 Every weight filler is xavier; every layer has ``param {lr_mult: 1} param {lr_mult: 2}``.

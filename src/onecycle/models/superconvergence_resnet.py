@@ -1,7 +1,7 @@
 """CIFAR ResNets of the Super-Convergence paper (lnsmith54/super-convergence architectures/).
 
 Resnet20Cifar, Resnet56Cifar and Resnet110Cifar.prototxt come from one generator, read layer by
-layer for this port (paper_tables.md C1):
+layer for this port (docs/paper_reference.md C1):
 
 - pre: conv 16@3x3 -> BN -> ReLU.
 - three stages of n = (depth - 2) / 6 basic blocks (conv3x3-BN-ReLU-conv3x3-BN, add, ReLU).

@@ -75,7 +75,7 @@ def test_two_seeds_and_a_small_effect_are_inconclusive_with_what_would_settle_it
     assert row["lower_bound_pp"] == pytest.approx(0.3 - T95[1] * 0.2)
     assert row["resolution_pp"] == pytest.approx(T95[1] * 0.2)
     assert row["seeds_to_settle"] == 5
-    assert "5 seeds per group would decide it" in row["note"]
+    assert "at this mean and spread 5 seeds per group would decide it" in row["note"]
 
 
 def test_two_identical_small_differences_do_not_pass_as_certainty():

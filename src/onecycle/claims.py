@@ -222,12 +222,12 @@ def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[
         notes.insert(0, f"{len(pending)} run(s) to finish; so far: {evidence}")
     else:
         verdict = evidence
-    if evidence == "inconclusive":
+    if verdict == "inconclusive":
         notes.append(settle_text(deciding))
+    elif deciding.bounds.note:
+        notes.append(deciding.bounds.note)
     if len(comparisons) > 1:
         notes.append("; ".join(c.summary() for c in comparisons))
-    if deciding.bounds.note:
-        notes.append(deciding.bounds.note)
     row = _statistic_columns(deciding, evidence)
     row.update({"claim_id": claim.id, "kind": claim.kind, "text": claim.text, "source": claim.source,
                 "candidate": deciding.candidate, "baseline": deciding.baseline,
@@ -249,10 +249,14 @@ def settle_text(comparison: Comparison) -> str:
     if b.pairing == "none":
         return f"{b.note}: more seeds would decide it"
     needed = stats.seeds_to_settle(b, comparison.threshold)
-    more = (f"{needed} seeds per group would decide it at this mean and spread" if needed is not None else
-            f"no number of seeds would at this mean (it sits on the threshold)" if not b.mean_diff != comparison.threshold
-            else f"more than {stats.MAX_SEEDS_TO_SETTLE} seeds per group would be needed at this mean and spread")
-    return f"needs the mean {b.half_width:.2f} pp or more from the threshold at n = {b.n}; {more}"
+    if needed is not None:
+        more = f"at this mean and spread {needed} seeds per group would decide it"
+    elif b.mean_diff == comparison.threshold:
+        more = "no number of seeds would at this mean (it sits on the threshold)"
+    else:
+        more = f"at this mean and spread more than {stats.MAX_SEEDS_TO_SETTLE} seeds per group would be needed"
+    return (f"decided once the mean lies {b.half_width:.2f} pp or more from the threshold "
+            f"({comparison.threshold:+.2f}) at n = {b.n}; {more}")
 
 
 def _statistic_columns(comparison: Comparison, evidence: str) -> dict:

@@ -314,7 +314,7 @@ def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_st
         ("our runs", measured)]
     rows, columns = list(measured.index), list(measured.columns)
     with _style():
-        width = max(7.0, 2.4 + 0.95 * len(columns) * len(panels))
+        width = max(4.5, 2.4 + 0.95 * len(columns) * len(panels))
         fig = Figure(figsize=(width, 2.0 + 0.42 * max(len(rows), 1)), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
         for ax, (name, verdicts) in zip(axes, panels):

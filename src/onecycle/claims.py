@@ -223,8 +223,8 @@ def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[
     else:
         verdict = evidence
     if verdict == "inconclusive":
-        notes.append(settle_text(deciding))
-    elif deciding.bounds.note:
+        notes.append(settle_text(deciding))  # which, without a bound, carries the bound's note
+    if deciding.bounds.note and not (verdict == "inconclusive" and deciding.bounds.pairing == "none"):
         notes.append(deciding.bounds.note)
     if len(comparisons) > 1:
         notes.append("; ".join(c.summary() for c in comparisons))

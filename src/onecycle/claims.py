@@ -131,9 +131,8 @@ def speedup_values(runs: pd.DataFrame, histories: Mapping[str, Sequence[tuple[in
     Candidate: the best test accuracy (percent) among its evaluations at or before iteration
     B / k, "has it reached the target by then". Baseline: its final accuracy. B is the same
     seed's baseline iterations when both groups ran the same seeds, else the baseline's mean.
-    Also each candidate seed's speed-up B / (iterations to reach the baseline's final accuracy
-    minus margin_pp), inf-free: NaN where it never did, and notes for seeds without an
-    evaluation by B / k.
+    Also each candidate seed's speed-up, B / (iterations to reach the baseline's final accuracy
+    minus margin_pp), NaN where it never did, and notes for seeds without an evaluation by B / k.
     """
     baseline = runs[(runs["group"] == claim.baseline) & (runs["status"] == "completed")]
     finals = dict(zip(baseline["seed"].astype(int), baseline["final_accuracy"].astype(float)))
@@ -177,7 +176,7 @@ def _comparisons(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Seque
                                                            confidence)) for a, b in pairs], {"notes": []}
 
 
-def decide(claim: Claim, comparisons: Sequence[Comparison], recompute) -> tuple[str, Comparison]:
+def decide(comparisons: Sequence[Comparison], recompute) -> tuple[str, Comparison]:
     """The verdict of the module docstring and the comparison that decides it.
 
     `recompute(comparison, confidence)` gives a comparison's bounds at another confidence (for
@@ -212,7 +211,7 @@ def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[
                           stats.difference_bounds(*values, level))
 
     comparisons, extra = _comparisons(claim, runs, histories, confidence)
-    evidence, deciding = decide(claim, comparisons, recompute)
+    evidence, deciding = decide(comparisons, recompute)
     notes = list(extra["notes"])
     if diverged:
         verdict = "diverged"
@@ -281,7 +280,8 @@ def expected_verdict(claim: Claim, experiment: ExperimentConfig, published: pd.D
         return claim.expected, f"{BASIS_STATED} (no published row for every group)"
     if published is None or not all(g in experiment.published for g in groups):
         return None, ""
-    rows = {g: published.set_index("id").loc[experiment.published[g]] for g in groups}
+    by_id = published.set_index("id")
+    rows = {g: by_id.loc[experiment.published[g]] for g in groups}
     if claim.kind == "speedup":
         problem = _speedup_lengths_problem(claim, rows[claim.candidate], rows[claim.baseline])
         if problem:
@@ -302,7 +302,7 @@ def expected_verdict(claim: Claim, experiment: ExperimentConfig, published: pd.D
         return Comparison(a, b, theta, bounds)
 
     comparisons = [compare(a, b, confidence) for a, b in ordered_pairs(claim)]
-    verdict, _ = decide(claim, comparisons, lambda c, level: compare(c.candidate, c.baseline, level))
+    verdict, _ = decide(comparisons, lambda c, level: compare(c.candidate, c.baseline, level))
     if spread:
         runs = sorted({int(row["n_runs"]) for row in rows.values()})
         basis = f"{BASIS_TEST} on the published mean ± std, {'/'.join(map(str, runs))} runs per row; rows {tags}"

@@ -30,6 +30,7 @@ from onecycle.config import ConfigError, RangeTestConfig
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
+from onecycle.progress import SILENT, Progress
 from onecycle.train import evaluate, load_data, resolve_device
 
 HISTORY_COLUMNS = ("iteration", "lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
@@ -53,14 +54,16 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
                   eval_batches: Iterable | None = None, eval_every: int = 10,
                   momentum_range: tuple[float, float] | None = None,
                   loss_fn: Callable = nn.functional.cross_entropy, smoothing: float = 0.98,
-                  divergence_factor: float = 4.0, restore: bool = True) -> RangeTestResult:
+                  divergence_factor: float = 4.0, restore: bool = True,
+                  progress: Progress = SILENT) -> RangeTestResult:
     """Run an LR range test on any model, optimizer and batches; return the curve and every
     bound heuristic's suggestion (onecycle.bounds), side by side.
 
     `train_batches` is re-iterated as often as needed (a DataLoader works); `eval_batches` is
     the fixed held-out set evaluated every `eval_every` iterations (and at the last one).
     With `restore` (default) the model and optimizer are put back as they were, so a library
-    user can go on to train from the same starting point.
+    user can go on to train from the same starting point. `progress` hears of every iteration
+    and evaluation (onecycle.progress; silent by default).
     """
     if ramp not in ("linear", "exponential"):
         raise ValueError(f"ramp must be 'linear' or 'exponential', got {ramp!r}")
@@ -69,6 +72,7 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
     rows: list[dict[str, Any]] = []
     average, best_smoothed, diverged = 0.0, math.inf, None
     model.train()
+    progress.start(iterations)
     for it in range(iterations):
         lr = ramp_lr(ramp, start_lr, end_lr, iterations, it)
         momentum = None
@@ -97,8 +101,11 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
             rows.append(row)
             break
         best_smoothed = min(best_smoothed, smoothed)
+        progress.step(it + 1, lr, value)
         if eval_batches is not None and ((it + 1) % eval_every == 0 or it == iterations - 1):
             row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn)
+            progress.evaluation(iteration=it + 1, lr=lr, test_loss=row["test_loss"],
+                                test_accuracy=row["test_accuracy"], train_loss=value)
         rows.append(row)
     if saved is not None:
         model.load_state_dict(saved[0])
@@ -129,7 +136,7 @@ class _FixedSet:
         return iter(self.batches.epoch(0))
 
 
-def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, Any]:
+def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Progress = SILENT) -> dict[str, Any]:
     """`onecycle range-test`: build data and model from a config, run, write history.csv,
     bounds.json and (last) metrics.json."""
     out_dir = Path(out_dir)
@@ -150,7 +157,7 @@ def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, A
                            end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,
                            eval_batches=_FixedSet(bundle.test), eval_every=spec.eval_every,
                            momentum_range=spec.momentum_range, smoothing=spec.smoothing,
-                           divergence_factor=spec.divergence_factor, restore=False)
+                           divergence_factor=spec.divergence_factor, restore=False, progress=progress)
     io.write_csv(out_dir / "history.csv", result.history)
     bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
     io.write_json(out_dir / "bounds.json", bounds)

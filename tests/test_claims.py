@@ -305,13 +305,13 @@ def test_mirror_and_smoke_state_the_papers_lenet_claims():
 def test_report_rebuilds_the_mirrors_claims_and_scorecard_without_training(tmp_path, monkeypatch):
     import shutil
 
-    from onecycle import cli, range_test, train
+    from onecycle import cli, range_test_job, train
 
     def no_training(*args, **kwargs):
         raise AssertionError("onecycle report started a training or range-test job")
 
     monkeypatch.setattr(train, "train", no_training)
-    monkeypatch.setattr(range_test, "run_range_test_job", no_training)
+    monkeypatch.setattr(range_test_job, "run_range_test_job", no_training)
     results = tmp_path / "fmnist_mirror"
     shutil.copytree(REPO / "results" / "fmnist_mirror", results)
     config = load_mapping(REPO / "configs" / "fmnist_mirror.yaml")

@@ -258,9 +258,10 @@ def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance
 def summary_display(table: pd.DataFrame) -> pd.DataFrame:
     """The verdict table as text cells: group and schedule (with the LR bounds used), epochs,
     completed and diverged seeds, accuracy mean ± std, the seeds' values (n < 3) or the 95 %
-    bootstrap CI, the published number and our difference, and the verdict."""
+    bootstrap CI, the published number and our difference, and the verdict. Numbers are the
+    CSV's (`rounded_for_csv`), so a reader finds the same digits in both."""
     rows = []
-    for row in table.to_dict("records"):
+    for row in rounded_for_csv(table).to_dict("records"):
         ours = _format_number(row["accuracy_mean"], ".2f")
         if ours and not _is_missing(row["accuracy_std"]):
             ours += f" ± {row['accuracy_std']:.2f}"
@@ -472,7 +473,8 @@ def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
     by default): a column `X_std` merged into `X` or `X_mean` as "mean ± std" (the papers'
     style), numbers rounded per column."""
     stem = Path(stem)
-    io.write_csv(stem.parent / f"{stem.name}.csv", rounded_for_csv(frame))
+    frame = rounded_for_csv(frame)
+    io.write_csv(stem.parent / f"{stem.name}.csv", frame)
     if display is None:
         display = display_frame(frame if display_columns is None else frame[list(display_columns)])
     io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))

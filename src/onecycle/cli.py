@@ -6,7 +6,7 @@
     onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
-    onecycle report --config WORKFLOW.yaml [--experiment NAME]
+    onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
 
 Bad input ends with one line `onecycle: error: ...` and exit status 2, before any work starts.
 """
@@ -98,11 +98,12 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments import expand
+    from onecycle.html_report import write_html_report
     from onecycle.report import write_comparison_figure, write_experiment_report, write_range_test_figure
 
     plan = expand(load_mapping(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
-    for name in names:
+    for name in [] if args.only == "html" else names:
         if name not in plan.workflow.experiments:
             raise ConfigError(f"{args.config}: no experiment {name!r}; "
                               f"valid: {', '.join(plan.workflow.experiments)}")
@@ -115,6 +116,9 @@ def _report(args: argparse.Namespace) -> int:
             written += write_comparison_figure(plan, name)
         for path in written:
             print(path)
+    # The page shows every experiment: with all of them, or on its own (the workflow's html_report).
+    if args.only == "html" or (args.only is None and not args.experiment):
+        print(write_html_report(plan))
     return 0
 
 
@@ -160,8 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison"),
-                   help="only the training tables/figures, the range-test figure or the comparison figure")
+    p.add_argument("--only", choices=("runs", "range-test", "comparison", "html"),
+                   help="only the training tables/figures, the range-test figure, the comparison figure, "
+                        "or the static report page <results_dir>/report.html (all experiments)")
     p.set_defaults(handler=_report)
 
     cli_schedule.register(sub)

@@ -95,7 +95,8 @@ def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path
         os.dup2(read_end, 3)
         os.dup2(write_end, 4)
 
-    with tempfile.TemporaryDirectory() as profile:
+    # The browser's helper processes may still be writing the profile as it exits.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}",
                                     "about:blank"], preexec_fn=wire_fds, close_fds=False,
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -134,10 +135,17 @@ def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path
             page.console_errors = _errors(pipe.events)
             return page
         finally:
+            try:
+                pipe.call("Browser.close")
+            except (RuntimeError, TimeoutError, OSError):
+                pass  # already gone
             os.close(to_browser_write)
             os.close(from_browser_read)
-            process.kill()
-            process.wait(timeout=30)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=30)
 
 
 def _errors(events: list[dict[str, Any]]) -> list[str]:

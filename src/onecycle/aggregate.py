@@ -544,9 +544,10 @@ _NUMBER_CELL = re.compile(rf"^{_NUMBER}( ± {_NUMBER})?$|^{_NUMBER}(, {_NUMBER})
 
 
 def _numeric_display_columns(display: pd.DataFrame) -> set[str]:
-    """Columns whose non-empty cells are all numbers (right-aligned in LaTeX and HTML)."""
-    return {c for c in display.columns
-            if any(display[c]) and all(_NUMBER_CELL.match(str(v)) for v in display[c] if v != "")}
+    """Columns whose non-empty cells are all numbers (right-aligned in LaTeX and HTML, at their
+    natural width); an empty column (no published number yet) counts, so it takes no more room
+    than its header."""
+    return {c for c in display.columns if all(_NUMBER_CELL.match(str(v)) for v in display[c] if v != "")}
 
 
 def _markdown(display: pd.DataFrame, caption: str) -> str:
@@ -590,9 +591,16 @@ def _latex(display: pd.DataFrame, caption: str) -> str:
     header = [_latex_header(c) if c in numeric else _latex_escape(c) for c in display.columns]
     lines += [rf"\begin{{{environment}}}{width}{{@{{}}{align}@{{}}}}", r"\toprule",
               " & ".join(header) + r" \\", r"\midrule"]
-    lines.extend(" & ".join(_latex_escape(c) for c in row) + r" \\" for row in display.itertuples(index=False))
+    lines.extend(" & ".join(_latex_cell(value, column in numeric) for column, value in zip(display.columns, row))
+                 + r" \\" for row in display.itertuples(index=False))
     lines += [r"\bottomrule", rf"\end{{{environment}}}", r"\end{table}"]
     return "\n".join(lines) + "\n"
+
+
+def _latex_cell(value: Any, number: bool) -> str:
+    # A number's minus sign is a minus ($-$), not a hyphen.
+    text = _latex_escape(value)
+    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", text) if number else text
 
 
 def _latex_header(text: str) -> str:

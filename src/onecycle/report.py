@@ -89,8 +89,9 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
                                     expected_groups=[(experiment, group) for group in exp.groups],
                                     tolerance_pp=plan.workflow.tolerance_pp, schedules=labels)
     caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
-               f"completed seeds; {aggregate.SPREAD_HEADER}: each seed's accuracy where fewer than "
-               f"{stats.MIN_VALUES_FOR_CI} completed, else a 95% percentile-bootstrap CI of the mean.")
+               f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
+               f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a 95% percentile-bootstrap CI of the mean: column "
+               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables.")
     aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption,
                           display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
 

@@ -14,15 +14,11 @@ from typing import Any
 import pandas as pd
 
 from onecycle.schedules import make_schedule, schedule_frame
+from onecycle.train import LR_BOUND_PARAMS
 
 # The papers' names for the suite's policies; the rest print as their policy name.
 POLICY_NAMES = {"smith_1cycle": "1cycle", "fastai_1cycle": "fastai 1cycle", "torch_1cycle": "torch 1cycle",
                 "triangular": "CLR triangular", "triangular2": "CLR triangular2", "exp_range": "CLR exp_range"}
-
-# The (low, high) LR parameters of each policy that has two; "-" joins them ("0.01-0.1").
-_LR_PAIRS = {"smith_1cycle": ("base_lr", "max_lr"), "triangular": ("base_lr", "max_lr"),
-             "triangular2": ("base_lr", "max_lr"), "exp_range": ("base_lr", "max_lr")}
-_PEAK_LR = {"torch_1cycle": "max_lr", "fastai_1cycle": "lr_max"}
 
 
 def _lr(value: float) -> str:
@@ -36,11 +32,12 @@ def schedule_label(config: Mapping[str, Any]) -> str:
     policy = resolved.get("policy", config.get("schedule", {}).get("policy", "?"))
     params = resolved.get("params", {})
     name = POLICY_NAMES.get(policy, policy)
-    if policy in _LR_PAIRS and all(params.get(k) is not None for k in _LR_PAIRS[policy]):
-        low, high = (params[k] for k in _LR_PAIRS[policy])
-        rates = f"{_lr(low)}-{_lr(high)}"
-    elif policy in _PEAK_LR and params.get(_PEAK_LR[policy]) is not None:
-        rates = f"max {_lr(params[_PEAK_LR[policy]])}"
+    # The cyclic policies' (low, high) LR parameters, as the range test sets them; "-" joins a
+    # pair ("0.01-0.1"), a policy with only a peak says "max".
+    low_key, high_key = LR_BOUND_PARAMS.get(policy, (None, None))
+    if high_key and params.get(high_key) is not None:
+        high = params[high_key]
+        rates = f"{_lr(params[low_key])}-{_lr(high)}" if low_key and params.get(low_key) is not None else f"max {_lr(high)}"
     elif params.get("base_lr") is not None:
         rates = _lr(params["base_lr"])
     else:

@@ -10,6 +10,7 @@ the node. Nothing else of Snakemake's report changes.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from docutils.parsers.rst import directives
@@ -23,7 +24,10 @@ class _DataUri:
         from snakemake.report.common import data_uri_from_file
 
         # The path as written: docutils' uri() would drop its spaces (a results_dir may have some).
-        self.arguments[0] = data_uri_from_file(self.arguments[0].strip())
+        path = self.arguments[0].strip()
+        # docutils' default alt text is the argument, which would repeat the whole data URI.
+        self.options.setdefault("alt", Path(path).name)
+        self.arguments[0] = data_uri_from_file(path)
         return super().run()
 
 

@@ -39,7 +39,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _range_test(args: argparse.Namespace) -> int:
     from onecycle.config import load_range_test_config
-    from onecycle.range_test import run_range_test_job
+    from onecycle.range_test_job import run_range_test_job
 
     cfg = load_range_test_config(args.config)
     metrics = run_range_test_job(cfg, args.out)
@@ -87,7 +87,7 @@ def _split_list(text: str) -> list[dict]:
 
 
 def _combine_bounds(args: argparse.Namespace) -> int:
-    from onecycle.range_test import combine_bounds
+    from onecycle.range_test_job import combine_bounds
 
     combined = combine_bounds([io.read_json(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)

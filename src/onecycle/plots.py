@@ -33,10 +33,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from onecycle import io
-
-# A range test whose LRs span more than this many decades is drawn on a log axis when the ramp
-# is not known; Smith's linear ramps (e.g. 0 -> 3, docs/paper_reference.md B2 Fig 2b) start at 0.
-LOG_SCALE_DECADES = 2.0
+# When a range test's ramp is not known, its LR axis is log if the LRs span over two decades.
+from onecycle.range_test_plot import choose_scale
 
 # A loss panel's y axis ends at this multiple of the largest loss a seed started from. Above
 # it the curve is past the useful part: the range test itself stops once the smoothed loss
@@ -102,17 +100,6 @@ def _finite_curve(frame: pd.DataFrame, x: str, y: str, y_scale: float = 1.0) -> 
     keep = np.isfinite(xs) & np.isfinite(ys)
     order = np.argsort(xs[keep], kind="stable")
     return xs[keep][order], ys[keep][order] * y_scale
-
-
-def choose_scale(values: Sequence[float]) -> str:
-    """"log" when the values span more than two decades and none is <= 0, else "linear"."""
-    values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if len(values) == 0 or (values <= 0).any():
-        return "linear"
-    decades = np.log10(values.max()) - np.log10(values.min())
-    # The small slack keeps an exact two-decade span (1e-6..1e-4 is 100.00000000000001x in
-    # floating point) on the linear side.
-    return "log" if decades > LOG_SCALE_DECADES + 1e-9 else "linear"
 
 
 def _fmt(value: float) -> str:

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from torch import nn
 from onecycle import data as datasets
 from onecycle import caffe_imagenet, distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
+from onecycle.evaluation import evaluate
 from onecycle.models import MODELS, build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
@@ -222,27 +222,6 @@ def check_schedule(cfg: RunConfig) -> None:
     stand_in = {"base_lr": 0.1, "max_lr": 1.0, "chosen_rule": "stand-in"}
     build_schedule(cfg, schedule_iterations_per_epoch(cfg.train, train_size),
                    stand_in if cfg.schedule.lr_bounds == "range_test" else None)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             loss_fn: Callable = nn.functional.cross_entropy,
-             reduce: Callable[[list[float]], list[float]] | None = None) -> tuple[float, float]:
-    """Mean loss and accuracy over every example `batches` yields (for training runs: the full
-    test set); the model's train/eval mode is restored afterwards. `reduce` sums the
-    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set."""
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in batches:
-        logits = model(x)
-        loss_sum += loss_fn(logits, y).item() * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
-    if reduce is not None:
-        loss_sum, correct, count = reduce([loss_sum, correct, count])
-    return loss_sum / count, correct / count
 
 
 def divergence_reason(loss: float, first_loss: float | None, factor: float) -> str | None:

@@ -1,5 +1,6 @@
-"""The suite's training step and range test against a bare PyTorch loop: LeNet, batches of 128
-28x28 images, the same initial weights and the same pre-made batches on both sides.
+"""The suite's training step and range test against a bare PyTorch loop, and the range test
+against torch-lr-finder: LeNet, batches of 128 28x28 images, the same initial weights and the
+same pre-made batches on both sides.
 
 Baseline: the loop anyone writes by hand, torch.optim.SGD at a fixed lr (momentum 0.9, weight
 decay 5e-4, as the subjects use). Every loop keeps its losses as tensors and reads them once
@@ -12,13 +13,16 @@ within 0.5% of 1 with rounds of 3 iterations x 40, but spread +-5% with 30 x 5.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import itertools
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from onecycle.config import OptimConfig
 from onecycle.data import ArrayDataset, Batches
@@ -157,3 +161,38 @@ def test_range_test_vs_bare_loop(paired, device, batches):
     for name, value in suite_model.state_dict().items():
         assert torch.equal(value, start_weights[name]), name
     assert_learns(bare.losses)
+
+
+def test_range_test_vs_torch_lr_finder(paired, device, batches):
+    """`lr_range_test` against torch-lr-finder's `LRFinder.range_test` (issue 14 #7), both with
+    the exponential ramp on the same LeNet, SGD and batches (one DataLoader that hands over the
+    pre-made batches), each restoring model and optimizer afterwards (torch-lr-finder: its
+    constructor caches the state, `reset()` puts it back). torch-lr-finder's tqdm bar and print
+    are sent to a buffer: they are part of its cost, but not of the benchmark's output."""
+    lr_finder = pytest.importorskip("torch_lr_finder", reason="torch-lr-finder comes with onecycle[test]")
+    loader = DataLoader(batches, batch_size=None)
+    theirs_model = lenet(device)
+    ours_model = copy.deepcopy(theirs_model)
+    theirs_optimizer, ours_optimizer = bare_sgd(theirs_model), bare_sgd(ours_model)
+    start_lr, end_lr = 1e-3, 0.1
+
+    def torch_lr_finder_round() -> list[float]:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            finder = lr_finder.LRFinder(theirs_model, theirs_optimizer, nn.CrossEntropyLoss(), device=device)
+            finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=RANGE_ITERATIONS, step_mode="exp")
+            finder.reset()
+        return finder.history["loss"]
+
+    def onecycle_round():
+        return lr_range_test(ours_model, loader, ours_optimizer, start_lr=start_lr, end_lr=end_lr,
+                             iterations=RANGE_ITERATIONS, ramp="exponential")
+
+    pair = paired(baseline=torch_lr_finder_round, subject=onecycle_round,
+                  labels=("torch-lr-finder range_test", "lr_range_test"), work=RANGE_ITERATIONS,
+                  unit="iterations", rounds=RANGE_ROUNDS)
+
+    ours = pair.subject.history
+    assert pair.subject.diverged is None and len(ours) == len(pair.baseline) == RANGE_ITERATIONS
+    # Both restored their weights after every round, so each round starts from the same model
+    # on the same first batch: torch-lr-finder records that first loss raw.
+    assert ours.train_loss.iloc[0] == pytest.approx(pair.baseline[0], rel=1e-5)

@@ -55,9 +55,11 @@ def write_html_report(plan: Plan) -> Path:
     body = [f"<h1>{_e(title)}</h1>", *_provenance(plan), _contents(plan),
             _claims_section(plan), *(_experiment_section(plan, name) for name in plan.workflow.experiments),
             _runs_section(plan), _workflow_section(plan)]
+    style = STYLESHEET.read_text(encoding="utf-8")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-            f"<title>{_e(title)}</title>\n<style>\n{STYLESHEET.read_text(encoding='utf-8')}</style>\n</head>\n<body class=\"onecycle-report\">\n<main>\n"
+            f"<title>{_e(title)}</title>\n<style>\n{style}</style>\n</head>\n"
+            "<body class=\"onecycle-report\">\n<main>\n"
             + "\n".join(part for part in body if part) + "\n</main>\n</body>\n</html>\n")
     io.write_text(out, page)
     return out

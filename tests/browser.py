@@ -81,10 +81,11 @@ class _Pipe:
 
 
 def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path | None = None,
-           full_page: bool = False) -> Page:
+           full_page: bool = False, script: str | None = None) -> Page:
     """Open `path` (a local file) at width x height CSS pixels; return its DOM, images and
     console errors (console.error, uncaught exceptions, failed loads); write a PNG of the first
-    screen (or, with full_page, of the whole page) to `screenshot` if given."""
+    screen (or, with full_page, of the whole page) to `screenshot` if given. `script`: a
+    JavaScript expression run once the page has loaded (to open a view), before all that."""
     if CHROMIUM is None:
         raise RuntimeError("chromium is not installed")
     to_browser_read, to_browser_write = os.pipe()
@@ -117,6 +118,9 @@ def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path
                 return pipe.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
                                  session=session)["result"].get("value")
 
+            if script is not None:
+                evaluate(script)
+                time.sleep(1)  # let the page redraw
             page = Page(
                 dom=evaluate("document.documentElement.outerHTML"), text=evaluate("document.body.innerText"),
                 images=json.loads(evaluate("JSON.stringify(Array.from(document.images).map(i => ({src: i.src, "

@@ -32,7 +32,7 @@ ANSWER_TIMEOUT_S = 60
 class Page:
     dom: str                                            # document.documentElement.outerHTML
     text: str                                           # document.body.innerText
-    images: list[dict[str, Any]]                        # src, complete, naturalWidth, naturalHeight
+    images: list[dict[str, Any]]                        # src, complete, naturalWidth/Height, top, left, right
     console_errors: list[str] = field(default_factory=list)
     scroll_width: int = 0                               # document width; > viewport = horizontal scroll
 
@@ -125,7 +125,9 @@ def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path
                 dom=evaluate("document.documentElement.outerHTML"), text=evaluate("document.body.innerText"),
                 images=json.loads(evaluate("JSON.stringify(Array.from(document.images).map(i => ({src: i.src, "
                                            "complete: i.complete, naturalWidth: i.naturalWidth, "
-                                           "naturalHeight: i.naturalHeight})))")),
+                                           "naturalHeight: i.naturalHeight, top: i.getBoundingClientRect().top, "
+                                           "left: i.getBoundingClientRect().left, "
+                                           "right: i.getBoundingClientRect().right})))")),
                 scroll_width=evaluate("document.documentElement.scrollWidth"))
             if screenshot is not None:
                 options: dict[str, Any] = {"format": "png"}

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+import browser
 from conftest import REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist]
@@ -127,6 +128,15 @@ def test_snakemake_report_opens_on_the_verdicts_and_figures(dag_run):
                              "fmnist_lenet_comparison.png"])
     # The DAG ran here, so Snakemake has every job's times: the Statistics page has them.
     assert {entry["rule"] for entry in _report_data(html, "runtimes_spec")["data"]["values"]} >= {"train", "range_test"}
+    if browser.CHROMIUM is not None:
+        # The accuracy figure opened in a 1400 px window: its top is on screen (Snakemake's pane
+        # centres it vertically, which cut the top off; report.css stops that) and it fits the width.
+        opened = browser.render(report, width=1400, height=800, script=(
+            "(() => { const p = Object.keys(results).find(k => k.endsWith('fmnist_lenet_accuracy.png'));"
+            " app.setView({content: 'img', contentPath: results[p].data_uri}); })()"))
+        figure = [i for i in opened.images if i["naturalWidth"] > 1000]
+        assert opened.console_errors == [] and len(figure) == 1
+        assert figure[0]["top"] >= 0 and figure[0]["right"] <= 1400
 
 
 def test_snakemake_report_of_a_fresh_clone_warns_of_nothing(dag_run, tmp_path):

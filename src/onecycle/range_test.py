@@ -32,6 +32,7 @@ from torch import nn
 
 from onecycle import bounds as bound_rules
 from onecycle.evaluation import evaluate, model_device, move_to
+from onecycle.progress import SILENT, Progress
 from onecycle.schedules import check_momentum_groups, group_momentum, set_momentum
 
 HISTORY_COLUMNS = ("iteration", "lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
@@ -175,7 +176,7 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
                   loss_fn: Callable = nn.functional.cross_entropy, smoothing: float = 0.98,
                   divergence_factor: float = bound_rules.DIVERGENCE_FACTOR,
                   device: torch.device | str | None = None, cache_batches: bool = False,
-                  restore: bool = True) -> RangeTestResult:
+                  restore: bool = True, progress: Progress = SILENT) -> RangeTestResult:
     """Run an LR range test on any model, optimizer and batches; return the curve, every bound
     rule's suggestion (onecycle.bounds) side by side, and `result.plot(ax)`.
 
@@ -190,7 +191,8 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
     divergence_factor: stop when the raw or smoothed loss exceeds it times the best smoothed
     loss so far, or on a non-finite loss (math.inf: on non-finite losses only).
     With `restore` (default) the model (weights and train/eval mode) and the optimizer are put
-    back as they were, even if the test raises.
+    back as they were, even if the test raises. `progress` hears of every iteration and
+    evaluation (onecycle.progress; silent by default).
     """
     device = _check_arguments(model, train_batches, optimizer, start_lr, end_lr, iterations, ramp,
                               eval_batches, eval_every, momentum_range, loss_fn, smoothing,
@@ -205,7 +207,8 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
     try:
         history, diverged, stop_reason = _run(model, _TrainStream(train_batches, cache_batches), optimizer,
                                               start_lr, end_lr, iterations, ramp, eval_batches, eval_every,
-                                              momentum_range, loss_fn, smoothing, divergence_factor, device)
+                                              momentum_range, loss_fn, smoothing, divergence_factor, device,
+                                              progress)
     finally:
         if saved is not None:
             model.load_state_dict(saved[0])
@@ -219,10 +222,12 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
 def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimizer, start_lr: float,
          end_lr: float, iterations: int, ramp: str, eval_batches: Iterable | None, eval_every: int,
          momentum_range: tuple[float, float] | None, loss_fn: Callable, smoothing: float,
-         divergence_factor: float, device: torch.device) -> tuple[pd.DataFrame, dict | None, str | None]:
+         divergence_factor: float, device: torch.device,
+         progress: Progress) -> tuple[pd.DataFrame, dict | None, str | None]:
     rows: list[dict[str, Any]] = []
     average, best_smoothed, diverged, stop_reason = 0.0, math.inf, None, None
     model.train()
+    progress.start(iterations)
     for it in range(iterations):
         batch = stream.next()
         if batch is None:
@@ -258,8 +263,11 @@ def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimize
             stop_reason = f"diverged at iteration {it} (lr {lr:.4g}): {reason}"
             break
         best_smoothed = min(best_smoothed, smoothed)
+        progress.step(it + 1, lr, value)
         if eval_batches is not None and ((it + 1) % eval_every == 0 or it == iterations - 1):
             row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn, device=device)
+            progress.evaluation(iteration=it + 1, lr=lr, test_loss=row["test_loss"],
+                                test_accuracy=row["test_accuracy"], train_loss=value)
             if math.isinf(row["test_loss"]):  # divergence for onecycle.bounds too
                 diverged = {"iteration": it, "lr": lr, "loss": value, "reason": "test loss is inf"}
                 stop_reason = f"diverged at iteration {it} (lr {lr:.4g}): test loss is inf"

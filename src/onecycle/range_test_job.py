@@ -19,6 +19,7 @@ from onecycle.config import ConfigError, RangeTestConfig
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
+from onecycle.progress import SILENT, Progress
 from onecycle.range_test import lr_range_test
 from onecycle.train import load_data, resolve_device
 
@@ -43,7 +44,7 @@ class _FixedSet:
         return iter(self.batches.epoch(0))
 
 
-def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, Any]:
+def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Progress = SILENT) -> dict[str, Any]:
     """`onecycle range-test`: build data and model from a config, run, write history.csv,
     bounds.json and (last) metrics.json."""
     out_dir = Path(out_dir)
@@ -66,7 +67,7 @@ def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, A
                            eval_batches=_FixedSet(bundle.test), eval_every=spec.eval_every,
                            momentum_range=spec.momentum_range, loss_fn=classification_loss,
                            smoothing=spec.smoothing, divergence_factor=spec.divergence_factor,
-                           device=device, restore=False)
+                           device=device, restore=False, progress=progress)
     io.write_csv(out_dir / "history.csv", result.history)
     bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
     io.write_json(out_dir / "bounds.json", bounds)

@@ -39,6 +39,8 @@ BARE_LR = 0.05
 STEP_ITERATIONS, STEP_ROUNDS = 3, 40
 # The target for the training loop: the suite keeps >= 97% of a bare loop's throughput.
 TRAIN_STEP_TARGET = 0.97
+# One float32 LeNet forward pass computed twice, possibly in another summation order (below).
+FORWARD_RTOL = 2e-4
 # A range test's fixed costs (state copy for the restore, history frame, bound heuristics: ~5 ms
 # on CPU) are spread over this many iterations per call, ~1% of a call here and less in real
 # range tests of hundreds of iterations.
@@ -127,8 +129,10 @@ def test_train_step_vs_bare_loop(paired, device, batches, update_rule):
            work=STEP_ITERATIONS * BATCH_SIZE, unit="images", rounds=STEP_ROUNDS, target=TRAIN_STEP_TARGET)
 
     assert len(bare.losses) == len(suite.losses) == iterations
-    # Same weights and first batch: the first loss (taken before any update) is the same.
-    assert suite.losses[0] == pytest.approx(bare.losses[0], rel=1e-5)
+    # Same weights and first batch: the first loss (taken before any update) is the same, up to
+    # a kernel taking another summation order (cuDNN autotuning): LeNet's forward dot products
+    # sum 25 + 500 + 800 + 500 terms along the way, 1 825 x 2^-24 = 1.1e-4 at worst.
+    assert suite.losses[0] == pytest.approx(bare.losses[0], rel=FORWARD_RTOL)
     assert_learns(bare.losses)
     assert_learns(suite.losses)
 
@@ -155,8 +159,8 @@ def test_range_test_vs_bare_loop(paired, device, batches):
     assert pair.subject.diverged is None
     assert len(history) == len(pair.baseline) == RANGE_ITERATIONS
     assert history.lr.iloc[0] == 1e-3 and history.lr.is_monotonic_increasing
-    # Both started from the same weights on the same first batch.
-    assert history.train_loss.iloc[0] == pytest.approx(bare.losses[0], rel=1e-5)
+    # Both started from the same weights on the same first batch (up to FORWARD_RTOL, as above).
+    assert history.train_loss.iloc[0] == pytest.approx(bare.losses[0], rel=FORWARD_RTOL)
     # Every call started from those weights: the range test's restore put them back each time.
     for name, value in suite_model.state_dict().items():
         assert torch.equal(value, start_weights[name]), name

@@ -7,7 +7,7 @@
 #   make report                                                # Snakemake's HTML report (see Makefile)
 from onecycle.experiments import expand
 from onecycle.html_report import report_path
-from onecycle.report import experiment_outputs
+from onecycle.report import claims_outputs, experiment_outputs, suite_outputs
 from onecycle.snakemake_report import register as register_report_directives
 
 # `embeddedfigure` in the report text embeds the image (onecycle.snakemake_report says why).
@@ -42,11 +42,14 @@ localrules:
     report_experiment,
     range_test_figure,
     comparison_figure,
+    claims_table,
+    claims_scorecard,
     html_report,
 
 
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
+        suite_outputs(PLAN).values(),
         report_path(PLAN),
     default_target: True

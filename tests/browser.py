@@ -35,6 +35,7 @@ class Page:
     images: list[dict[str, Any]]                        # src, complete, naturalWidth/Height, top, left, right
     console_errors: list[str] = field(default_factory=list)
     scroll_width: int = 0                               # document width; > viewport = horizontal scroll
+    measured: Any = None                                # the value of `measure`
 
 
 class _Pipe:
@@ -81,11 +82,12 @@ class _Pipe:
 
 
 def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path | None = None,
-           full_page: bool = False, script: str | None = None) -> Page:
+           full_page: bool = False, script: str | None = None, measure: str | None = None) -> Page:
     """Open `path` (a local file) at width x height CSS pixels; return its DOM, images and
     console errors (console.error, uncaught exceptions, failed loads); write a PNG of the first
     screen (or, with full_page, of the whole page) to `screenshot` if given. `script`: a
-    JavaScript expression run once the page has loaded (to open a view), before all that."""
+    JavaScript expression run once the page has loaded (to open a view), before all that;
+    `measure`: one evaluated after it, whose (JSON) value is the page's `measured`."""
     if CHROMIUM is None:
         raise RuntimeError("chromium is not installed")
     to_browser_read, to_browser_write = os.pipe()
@@ -128,7 +130,8 @@ def render(path: Path, *, width: int = 1280, height: int = 800, screenshot: Path
                                            "naturalHeight: i.naturalHeight, top: i.getBoundingClientRect().top, "
                                            "left: i.getBoundingClientRect().left, "
                                            "right: i.getBoundingClientRect().right})))")),
-                scroll_width=evaluate("document.documentElement.scrollWidth"))
+                scroll_width=evaluate("document.documentElement.scrollWidth"),
+                measured=evaluate(measure) if measure is not None else None)
             if screenshot is not None:
                 options: dict[str, Any] = {"format": "png"}
                 if full_page:

@@ -23,10 +23,10 @@ def _tiny_workflow(smoke):
     exp = smoke["experiments"]["fmnist_lenet"]
     exp["base"]["data"]["train_subset"] = 1024
     exp["range_test"].update({"iterations": 24, "eval_every": 4, "eval_subset": 500})
-    exp["groups"]["inv_6ep"]["train"] = {"epochs": 4}
-    del exp["groups"]["onecycle_3ep_pytorch_rule"]  # fewer jobs; the rule itself is unit-tested
-    # Spaces and shell metacharacters in a path that reaches shell commands: rules must quote.
-    return {**smoke, "results_dir": RESULTS}
+    exp["groups"]["inv_8ep"]["train"] = {"epochs": 4}
+    # Two seeds, fewer jobs. Spaces and shell metacharacters in a path that reaches shell
+    # commands: rules must quote.
+    return {**smoke, "seeds": [0, 1], "results_dir": RESULTS}
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +46,14 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
     work, _, _ = dag_run
     results = work / RESULTS
     table = pd.read_csv(results / "tables" / "fmnist_lenet.csv")
-    assert set(table.group) == {"onecycle_3ep", "inv_6ep"}
+    assert set(table.group) == {"onecycle_4ep", "inv_8ep"}
     assert (table.n == 2).all()
     # Real training on the full 10k test set: well above chance (10%), below perfect.
     assert table.accuracy_mean.between(30, 100).all(), table
     bounds = json.loads((results / "range_test" / "fmnist_lenet" / "bounds.json").read_text())
     # max_lr is an LR of the ramp, which ends at end_lr 0.3; base_lr its tenth (policy_kind 1cycle).
     assert 0.0 < bounds["max_lr"] <= 0.3 and bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 10)
-    onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_3ep" / "seed0" / "metrics.json").read_text())
+    onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_4ep" / "seed0" / "metrics.json").read_text())
     assert onecycle["config"]["schedule_resolved"]["params"]["max_lr"] == pytest.approx(bounds["max_lr"])
     assert onecycle["provenance"]["package_version"]
     for figure in ("fmnist_lenet_accuracy", "fmnist_lenet_range_test", "fmnist_lenet_comparison"):
@@ -61,6 +61,15 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
         assert (results / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
     markdown = (results / "tables" / "fmnist_lenet.md").read_text()
     assert "±" in markdown
+    # Every claim of the config gets a verdict, and the suite's scorecard lists it.
+    from onecycle.claims import VERDICTS
+
+    claims = pd.read_csv(results / "tables" / "fmnist_lenet_claims.csv")
+    assert list(claims.claim_id) == ["budget", "budget_superior", "speedup"]
+    assert set(claims.verdict) <= set(VERDICTS) and (claims.n <= 2).all()
+    scorecard = pd.read_csv(results / "tables" / "claims_scorecard.csv")
+    assert list(scorecard.claim) == list(claims.claim_id)
+    assert (results / "figures" / "claims_scorecard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
 
 
@@ -109,24 +118,30 @@ def test_snakemake_report_opens_on_the_verdicts_and_figures(dag_run):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Missing metadata" not in result.stdout + result.stderr
     html = report.read_text(errors="replace")
-    # The landing text: the verdict table itself, and the figures as embedded images.
+    # The landing text: the claims scorecard and claims table first, then the verdict table, and
+    # the figures (scorecard, range test, accuracy, comparison) as embedded images.
     landing = _report_data(html, "workflow_desc")
     table = pd.read_csv(work / RESULTS / "tables" / "fmnist_lenet.csv")
-    assert '<table class="onecycle-table">' in landing
+    claims = pd.read_csv(work / RESULTS / "tables" / "fmnist_lenet_claims.csv")
+    assert landing.index("claims_scorecard") < landing.index(f"{table.accuracy_mean[0]:.2f} ± ")
     for row in table.itertuples():
         assert f"{row.accuracy_mean:.2f} ± {row.accuracy_std:.2f}" in landing
-    assert landing.count('src="data:image/png;') == 3
+    for row in claims.itertuples():
+        assert f'<td class="verdict v-{row.verdict}">{row.verdict}</td>' in landing
+    assert landing.count('src="data:image/png;') == 4
     # Non-empty metadata: the report opens on that landing page, not on the rule graph.
     assert _report_data(html, "metadata")
     # Every result listed once: tables as HTML or CSV shown inline, figures as their PNG only.
     results = {Path(path).name: entry for path, entry in _report_data(html, "results").items()}
     # Each table's caption renders the table itself, not a download link.
-    for name in ("fmnist_lenet.html", "fmnist_lenet_paired.csv", "fmnist_lenet_time_to_accuracy.csv"):
+    for name in ("fmnist_lenet.html", "fmnist_lenet_paired.csv", "fmnist_lenet_time_to_accuracy.csv",
+                 "fmnist_lenet_claims.html"):
         assert "<table" in results[name]["caption"], name
     listed = sorted(results)
     assert listed == sorted(["fmnist_lenet.html", "fmnist_lenet_time_to_accuracy.csv", "fmnist_lenet_paired.csv",
                              "fmnist_lenet_accuracy.png", "fmnist_lenet_range_test.png",
-                             "fmnist_lenet_comparison.png"])
+                             "fmnist_lenet_comparison.png", "fmnist_lenet_claims.html", "claims_scorecard.html",
+                             "claims_scorecard.png"])
     # The DAG ran here, so Snakemake has every job's times: the Statistics page has them.
     assert {entry["rule"] for entry in _report_data(html, "runtimes_spec")["data"]["values"]} >= {"train", "range_test"}
     if browser.CHROMIUM is not None:

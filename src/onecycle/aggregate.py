@@ -612,16 +612,18 @@ def _latex_header(text: str) -> str:
     return r"\begin{tabular}[b]{@{}r@{}}" + r"\\".join(_latex_escape(w) for w in words) + r"\end{tabular}"
 
 
-def html_table(display: pd.DataFrame, caption: str = "") -> str:
+def html_table(display: pd.DataFrame, caption: str = "", verdict_columns: Sequence[str] = ("verdict", "expected")) -> str:
     """The display as one HTML table element (escaped; no script, no external resource), for the
-    static report and Snakemake's. Number columns carry class "num"; a verdict cell carries
-    "verdict" and its verdict as a class, e.g. "v-not-replicated", so a stylesheet can colour it."""
+    static report and Snakemake's. Number columns carry class "num"; a cell of `verdict_columns`
+    carries "verdict" and its verdict (the words before any bracket) as a class, e.g.
+    "v-not-replicated", so a stylesheet can colour it."""
     numeric = _numeric_display_columns(display)
 
     def cell(tag: str, column: str, value: Any) -> str:
         classes = ["num"] if column in numeric else []
-        if tag == "td" and column in ("verdict", "expected") and value:
-            classes += ["verdict", "v-" + re.sub(r"[^a-z0-9]+", "-", str(value).lower()).strip("-")]
+        if tag == "td" and column in verdict_columns and value:
+            verdict = str(value).split(" (")[0].lower()
+            classes += ["verdict", "v-" + re.sub(r"[^a-z0-9]+", "-", verdict).strip("-")]
         attribute = f' class="{" ".join(classes)}"' if classes else ""
         return f"<{tag}{attribute}>{html.escape(str(value))}</{tag}>"
 

@@ -27,15 +27,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from onecycle import aggregate, io
+from onecycle import aggregate, claims, io
 from onecycle.experiments import Plan
 from onecycle.report import comparison_outputs, range_test_outputs, run_outputs
 
-# A claims table's columns worth a reader's first look, in this order, where the table has them
-# (onecycle.claims writes more to its CSV).
-CLAIM_COLUMNS = ("claim_id", "kind", "candidate", "baseline", "groups", "n", "mean_diff_pp", "lower_bound_pp",
-                 "upper_bound_pp", "threshold_pp", "verdict", "expected", "note")
-# Their headers on the page, short enough for the table to fit a 1280 px window.
+# A claims table's headers on the page (onecycle.claims.DISPLAY_COLUMNS), short enough for the
+# table to fit a 1280 px window.
 CLAIM_HEADERS = {"claim_id": "claim", "mean_diff_pp": "difference (pp)", "lower_bound_pp": "lower bound",
                  "upper_bound_pp": "upper bound", "threshold_pp": "threshold"}
 SCORECARD_STEM = "claims_scorecard"
@@ -84,8 +81,11 @@ def _provenance(plan: Plan) -> list[str]:
     config = f"<code>{_e(source)}</code>" if source else "the workflow config"
     if copy.exists():
         digest = hashlib.sha256(copy.read_bytes()).hexdigest()[:12]
-        config += (f", as expanded for this folder: <a href=\"{_e(_relative(plan, copy))}\">workflow_config.json</a> "
-                   f"(sha256 {digest})")
+        link = f'<a href="{_e(_relative(plan, copy))}">workflow_config.json</a> (sha256 {digest})'
+        if source and yaml.safe_load(Path(source).read_text(encoding="utf-8")) != io.read_json(copy):
+            config += f", which has changed since these runs were made; they were made with the config copied to {link}"
+        else:
+            config += f", as expanded for this folder: {link}"
     lines.append(f"<p class=\"provenance\">Config: {config}. Results folder <code>{_e(plan.workflow.results_dir)}"
                  f"</code>; seeds {_e(', '.join(map(str, plan.workflow.seeds)))}; verdict tolerance "
                  f"{plan.workflow.tolerance_pp:g} pp.</p>")
@@ -146,15 +146,19 @@ def _claims_section(plan: Plan) -> str:
     if scorecard.exists():
         found = True
         frame = _read_text_csv(scorecard)
+        # Every column but the claim's is a verdict cell ("supported (paper: supported)").
         parts.append(_table(aggregate.display_frame(frame), "Scorecard: each claim on each dataset and "
-                                                            "architecture (ours; the papers' own numbers in brackets)"))
-        parts.append(_figure(plan, plan.results_dir / "figures" / f"{SCORECARD_STEM}.png", "Claims scorecard"))
+                                                            "architecture (ours; the papers' own numbers in brackets)",
+                            verdict_columns=[c for c in frame.columns if c != "claim"]))
     for name in plan.workflow.experiments:
         path = tables / f"{name}_claims.csv"
         if path.exists():
             found = True
             frame = _read_text_csv(path)
-            columns = [c for c in CLAIM_COLUMNS if c in frame.columns]
+            # The columns onecycle.claims shows, with an ordering claim's groups where there is one.
+            columns = [c for c in claims.DISPLAY_COLUMNS if c in frame.columns]
+            if "groups" in frame.columns and "kind" in frame.columns and (frame["kind"] == "ordering").any():
+                columns.insert(columns.index("baseline") + 1, "groups")
             parts.append(f"<h3>{_e(name)}</h3>")
             display = aggregate.display_frame(frame[columns]).rename(columns=CLAIM_HEADERS)
             parts.append(_table(display, f"Claims of {name}: the difference candidate - baseline (pp) with its "
@@ -164,6 +168,8 @@ def _claims_section(plan: Plan) -> str:
                                      + (f" <i>({_e(r.source)})</i>" if "source" in frame.columns and r.source else "")
                                      + "</li>" for r in frame.itertuples())
                 parts.append(f"<ul>{statements}</ul>")
+    if scorecard.exists():
+        parts.append(_figure(plan, plan.results_dir / "figures" / f"{SCORECARD_STEM}.png", "Claims scorecard"))
     if not found:
         parts.append('<p class="placeholder">No claims tables in this results folder. An experiment\'s '
                      "<code>claims:</code> in the config (1cycle reaches the baseline's accuracy in a fraction "
@@ -205,7 +211,9 @@ def _experiment_section(plan: Plan, name: str) -> str:
             frame = _read_text_csv(path)
             if list(frame.columns) != ["note"]:
                 parts.append(f"<h3>{_e(heading)}</h3>")
-                parts.append(_table(aggregate.display_frame(frame), f"tables/{path.name}"))
+                # The section names the experiment; the CSV keeps the column.
+                shown = frame.drop(columns=["experiment"], errors="ignore")
+                parts.append(_table(aggregate.display_frame(shown), f"tables/{path.name}"))
     parts.append("<h3>Figures</h3>")
     figures = [(range_test_outputs(plan, name).get("range_test_png"), "LR range test, every seed, with the bounds "
                 "used and each rule's suggestion"),
@@ -234,8 +242,8 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
-def _table(display: pd.DataFrame, caption: str) -> str:
-    return '<div class="scroll">' + aggregate.html_table(display, caption) + "</div>"
+def _table(display: pd.DataFrame, caption: str, **options: Any) -> str:
+    return '<div class="scroll">' + aggregate.html_table(display, caption, **options) + "</div>"
 
 
 # --------------------------------------------------------------------------------------------

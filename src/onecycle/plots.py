@@ -31,6 +31,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
 from onecycle import io
 # When a range test's ramp is not known, its LR axis is log if the LRs span over two decades.
@@ -43,8 +44,9 @@ from onecycle.range_test_plot import choose_scale
 # marked where it leaves the panel and its largest value is written on the panel.
 LOSS_CLIP_FACTOR = 1.5
 
-# Titles quote whole `replicates` strings; wrapped at this many characters they fit the figure.
-TITLE_WIDTH = 90
+# Titles quote whole `replicates` strings; wrapped at this many characters per inch of figure
+# width (90 on the 12-inch accuracy figure) they fit it.
+TITLE_CHARS_PER_INCH = 7.5
 
 # Group colours: qualitative, ten clearly different hues (seaborn's "colorblind" has pairs of
 # near-identical oranges and blues among its ten); with more groups the markers still differ.
@@ -78,6 +80,10 @@ def _save(fig: Figure, out_stem: Path) -> list[Path]:
                 fig.savefig(tmp, format=suffix[1:], **extra)
             paths.append(target)
     return paths
+
+
+def _title(title: str, fig: Figure) -> str:
+    return textwrap.fill(title, int(TITLE_CHARS_PER_INCH * fig.get_figwidth()))
 
 
 def _no_data(ax: Axes) -> None:
@@ -200,8 +206,7 @@ def range_test_figure(seeds: Sequence[RangeSeed], bounds: Mapping[str, Any] | No
         elif handles:
             fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize="small", frameon=False)
         ramp = f"{x_scale} {'LR' if x == 'lr' else 'momentum'} axis, as ramped"
-        fig.suptitle(textwrap.fill(f"{title} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}; {ramp})",
-                                   TITLE_WIDTH))
+        fig.suptitle(_title(f"{title} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}; {ramp})", fig))
         return fig
 
 
@@ -425,7 +430,7 @@ def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[st
             axes[1].set_title("schedules as configured, over each group's planned iterations", fontsize="small",
                               loc="left")
         axes[-1].set_xlabel("iteration")
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        fig.suptitle(_title(title, fig))
         return fig
 
 
@@ -541,7 +546,7 @@ def comparison_figure(runs: pd.DataFrame, x: str, title: str, *, y: str = "final
         handles, texts = _unique_legend(fig)
         if handles:
             fig.legend(handles, texts, loc="outside lower center", ncol=3, fontsize="small", frameon=False)
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        fig.suptitle(_title(title, fig))
         return fig
 
 
@@ -549,3 +554,54 @@ def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *, y
                     hue: str | None = None, labels: Mapping[str, str] | None = None) -> list[Path]:
     """`comparison_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
     return _save(comparison_figure(runs, x, title, y=y, hue=hue, labels=labels), out_stem)
+
+
+# Verdict colours of the claims scorecard: green/red for the two answers, yellow for "not yet
+# decided by the data", grey for no data yet, purple for a divergence (colorblind-safe: the
+# words are printed in every cell as well).
+VERDICT_COLORS = {"supported": "#1a9850", "contradicted": "#d73027", "inconclusive": "#fee08b",
+                  "pending": "#d9d9d9", "diverged": "#8073ac"}
+
+
+def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_stem: Path, title: str, *,
+                   expected_untested: pd.DataFrame | None = None) -> list[Path]:
+    """The claims scorecard as a grid, claims down, dataset / architecture pairs across, each
+    cell coloured and labelled by its verdict (onecycle.claims.VERDICTS); blank where the claim
+    is not made for that pair. `expected` (same shape: the verdicts the papers' numbers give)
+    adds a panel on the left, so a reader sees where ours and the papers' differ; its cells
+    that `expected_untested` marks True (point values without a spread, or a verdict stated in
+    the config) are hatched: they rest on no test.
+    """
+    panels = ([("the papers' published numbers", expected)] if expected is not None else []) + [
+        ("our runs", measured)]
+    rows, columns = list(measured.index), list(measured.columns)
+    with _style():
+        width = max(4.5, 2.4 + 0.95 * len(columns) * len(panels))
+        fig = Figure(figsize=(width, 2.0 + 0.42 * max(len(rows), 1)), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+        for ax, (name, verdicts) in zip(axes, panels):
+            hatched = expected_untested if verdicts is expected and expected_untested is not None else None
+            for i, claim in enumerate(rows):
+                for j, pair in enumerate(columns):
+                    verdict = verdicts.loc[claim, pair]
+                    if pd.isna(verdict):
+                        continue
+                    untested = hatched is not None and bool(hatched.loc[claim, pair])
+                    ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, edgecolor="white",
+                                           facecolor=VERDICT_COLORS.get(verdict, "white"),
+                                           hatch="///" if untested else None, alpha=0.6 if untested else 1.0))
+                    ax.text(j, i, verdict, ha="center", va="center", fontsize=6.5,
+                            color="white" if verdict in ("supported", "contradicted", "diverged") and not untested
+                            else "black")
+            ax.set_xlim(-0.5, len(columns) - 0.5)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_xticks(range(len(columns)), [textwrap.fill(c, 14) for c in columns], rotation=45,
+                          ha="right", fontsize="small")
+            ax.set_yticks(range(len(rows)), rows, fontsize="small")
+            ax.grid(False)
+            ax.set_title(name + (" (hatched: no spread published, or stated)" if hatched is not None
+                                 and hatched.to_numpy().any() else ""), fontsize="medium")
+        if not rows:
+            _no_data(axes[-1])
+        fig.suptitle(_title(title, fig))
+        return _save(fig, out_stem)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from onecycle import aggregate, describe, io, plots, stats
+from onecycle import aggregate, claims, describe, io, plots, scorecard, stats
 from onecycle.experiments import Plan
 from onecycle.published import load_published
 
@@ -42,9 +42,24 @@ def comparison_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {f"comparison_{ext}": figures / f"{experiment}_comparison.{ext}" for ext in ("png", "pdf")}
 
 
+def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_claims_table` produces; none for an experiment without claims."""
+    if not plan.workflow.experiments[experiment].claims:
+        return {}
+    return {f"claims_{ext}": plan.results_dir / "tables" / f"{experiment}_claims.{ext}"
+            for ext in ("csv", "md", "tex", "html")}
+
+
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
-            **comparison_outputs(plan, experiment)}
+            **comparison_outputs(plan, experiment), **claims_outputs(plan, experiment)}
+
+
+def suite_outputs(plan: Plan) -> dict[str, Path]:
+    """Files `write_scorecard` produces; none when no experiment has claims."""
+    if not any(exp.claims for exp in plan.workflow.experiments.values()):
+        return {}
+    return scorecard.outputs(plan.results_dir)
 
 
 def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
@@ -73,6 +88,9 @@ def group_labels(plan: Plan, experiment: str) -> dict[str, str]:
     for job, metrics in _finished(plan.experiment_trains(experiment)):
         labels.setdefault(job.group, describe.schedule_label(metrics["config"]))
     return labels
+def _finished_runs(plan: Plan, experiment: str) -> pd.DataFrame:
+    return aggregate.collect_runs([job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
+                                   if (job.out_dir / "metrics.json").exists()])
 
 
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
@@ -82,7 +100,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     outputs = run_outputs(plan, experiment)
     trains = plan.experiment_trains(experiment)
     finished = _finished(trains)
-    runs = aggregate.collect_runs([job.out_dir / "metrics.json" for job, _ in finished])
+    runs = _finished_runs(plan, experiment)
     published = load_published() if exp.published else None
     labels = group_labels(plan, experiment)
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
@@ -168,3 +186,28 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
                           title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
     return list(outputs.values())
+
+
+def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
+    """Each claim's verdict from the runs that exist now, and the one the published numbers give."""
+    outputs = claims_outputs(plan, experiment)
+    if not outputs:
+        return []
+    exp = plan.workflow.experiments[experiment]
+    table = claims.claims_table(exp, _finished_runs(plan, experiment),
+                                _histories(plan.experiment_trains(experiment), "history.csv"), plan.workflow.seeds,
+                                published=load_published() if exp.published else None,
+                                confidence=plan.workflow.claims_confidence)
+    texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())
+    aggregate.write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,
+                          caption=f"Claims of {_caption(plan, experiment)}:{texts}")
+    return list(outputs.values())
+
+
+def write_scorecard(plan: Plan) -> list[Path]:
+    """The suite's claim x dataset/architecture scorecard, from every experiment's claims table."""
+    if not suite_outputs(plan):
+        return []
+    tables = {name: claims_outputs(plan, name)["claims_csv"] for name, exp in plan.workflow.experiments.items()
+              if exp.claims}
+    return scorecard.write_scorecard(plan, tables)

@@ -83,12 +83,67 @@ rule comparison_figure:
         "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only comparison > {log:q} 2>&1"
 
 
-# The static report page beside the tables (onecycle.html_report): every experiment's verdicts
-# and figures, offline, from the files above.
+# Each claim's verdict (onecycle.claims), for the experiments that state claims; in Snakemake's
+# report its HTML version, shown inline with its caption.
+rule claims_table:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        results=_run_report_results,
+    output:
+        csv=f"{R}/tables/{{experiment}}_claims.csv",
+        md=f"{R}/tables/{{experiment}}_claims.md",
+        tex=f"{R}/tables/{{experiment}}_claims.tex",
+        html=report(
+            f"{R}/tables/{{experiment}}_claims.html",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"experiment": "{experiment}", "table": "claims"},
+        ),
+    log:
+        f"{R}/logs/report/{{experiment}}_claims.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only claims > {log:q} 2>&1"
+
+
+# One scorecard for the whole config: claim x dataset/architecture -> verdict, from the claims tables.
+rule claims_scorecard:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        tables=[claims_outputs(PLAN, name)["claims_csv"] for name in PLAN.workflow.experiments if claims_outputs(PLAN, name)],
+    output:
+        csv=f"{R}/tables/claims_scorecard.csv",
+        md=f"{R}/tables/claims_scorecard.md",
+        tex=f"{R}/tables/claims_scorecard.tex",
+        html=report(
+            f"{R}/tables/claims_scorecard.html",
+            caption="../report/scorecard.rst",
+            category="Claims",
+            labels={"experiment": "all", "table": "scorecard"},
+        ),
+        png=report(
+            f"{R}/figures/claims_scorecard.png",
+            caption="../report/scorecard.rst",
+            category="Claims",
+            labels={"experiment": "all", "table": "scorecard figure"},
+        ),
+        pdf=f"{R}/figures/claims_scorecard.pdf",
+    log:
+        f"{R}/logs/report/claims_scorecard.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --only scorecard > {log:q} 2>&1"
+
+
+# The static report page beside the tables (onecycle.html_report): the claims, every
+# experiment's verdicts and figures, offline, from the files above.
 rule html_report:
     input:
         workflow_config=f"{R}/workflow_config.json",
         shown=[path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
+        scorecard=suite_outputs(PLAN).values(),
     output:
         f"{R}/report.html",
     log:

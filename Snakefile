@@ -4,9 +4,14 @@
 #
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
-#   snakemake --report report.html                             # one HTML report
+#   make report                                                # Snakemake's HTML report (see Makefile)
 from onecycle.experiments import expand
+from onecycle.html_report import report_path
 from onecycle.report import claims_outputs, experiment_outputs, suite_outputs
+from onecycle.snakemake_report import register as register_report_directives
+
+# `embeddedfigure` in the report text embeds the image (onecycle.snakemake_report says why).
+register_report_directives()
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
 if not config:
@@ -39,10 +44,12 @@ localrules:
     comparison_figure,
     claims_table,
     claims_scorecard,
+    html_report,
 
 
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
         suite_outputs(PLAN).values(),
+        report_path(PLAN),
     default_target: True

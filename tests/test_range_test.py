@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import needs_fashion_mnist
 from onecycle.bounds import suggest_all
-from onecycle.plots import plot_range_test
+from onecycle.plots import RangeSeed, plot_range_test
 from onecycle.range_test import lr_range_test, ramp_lr
 from onecycle.range_test_job import bounds_record, combine_bounds
 
@@ -96,7 +96,7 @@ def test_momentum_range_test_holds_lr_and_ramps_momentum(tmp_path):
     assert result.suggestions == {}
     record = bounds_record(result.suggestions, "smith_accuracy_peak", "1cycle", None)
     assert record["max_lr"] is None and record["base_lr"] is None
-    paths = plot_range_test([result.history], record, tmp_path / "momentum", "Part 1 Fig 7b", x="momentum")
+    paths = plot_range_test([RangeSeed(0, result.history)], record, tmp_path / "momentum", "Part 1 Fig 7b", x="momentum")
     assert all(p.stat().st_size > 1000 for p in paths)
 
 

@@ -5,14 +5,32 @@
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
 #   snakemake --report report.html                             # one HTML report
+import sys
+
+from snakemake.settings.enums import PersistenceBackend
+
+from onecycle.config import load_mapping
 from onecycle.experiments import expand
 from onecycle.report import experiment_outputs
+from onecycle.stale_locks import clear_stale_locks
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
 if not config:
 
     configfile: "configs/paper.yaml"
 
+
+# Snakemake reads config files with its own YAML loader, which lets the last of two equal keys
+# win (a repeated group silently replaces the first) and expands aliases. Each file is read
+# again here through onecycle.config.ConfigLoader, which refuses both, naming file, line and key.
+for path in workflow.configfiles:
+    load_mapping(path)
+
+# A run killed by SIGKILL leaves Snakemake's lock behind; it is deleted when no run of this
+# workflow is alive in the folder (onecycle.stale_locks), so that `--rerun-incomplete` recovers.
+if workflow.is_main_process and workflow.workflow_settings.persistence_backend == PersistenceBackend.FILE:
+    for stale in clear_stale_locks():
+        print(f"Removed {stale}: no Snakemake run of this workflow is alive here to hold it.", file=sys.stderr)
 
 PLAN = expand(config, "config")
 R = str(PLAN.results_dir)

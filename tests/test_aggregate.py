@@ -15,8 +15,11 @@ from onecycle.published import PublishedDataError, find_published_file, load_pub
 
 
 def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment="mnist_lenet", epochs=3,
-              iterations=300, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
-    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation."""
+              iterations=300, iterations_planned=None, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
+    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation.
+    A completed run plans the iterations it ran, a diverged one planned more, unless given."""
+    if iterations_planned is None:
+        iterations_planned = iterations if status == "completed" else iterations + 100
     config = {"name": f"{group}_s{seed}", "experiment": experiment, "group": group, "seed": seed,
               "data": {"dataset": "mnist", "train_subset": None}, "model": {"arch": "lenet", "init": "default"},
               "optim": {"algorithm": "sgd", "update_rule": "caffe", "weight_decay": weight_decay},
@@ -25,7 +28,8 @@ def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment
     summary = None if accuracy is None else {"epoch": epochs, "iteration": iterations,
                                              "test_accuracy": accuracy, "test_loss": 0.3}
     metrics = {"status": status, "name": config["name"], "experiment": experiment, "group": group, "seed": seed,
-               "config": config, "iterations": iterations, "iterations_planned": 300, "epochs_completed": epochs,
+               "config": config, "iterations": iterations, "iterations_planned": iterations_planned,
+               "epochs_completed": epochs,
                "final": summary, "best": summary,
                "diverged": None if status == "completed" else {"iteration": iterations, "reason": "loss is NaN"},
                "wall_time_s": wall_time_s, "provenance": {"seed": seed}}

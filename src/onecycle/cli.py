@@ -21,14 +21,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onecycle import cli_schedule, io
-from onecycle.config import ConfigError, load_mapping
+from onecycle.config import ConfigError, load_mapping, one_line
 
 
 def _train(args: argparse.Namespace) -> int:
     from onecycle.config import load_run_config
-    from onecycle.train import train
+    from onecycle.train import read_bounds_file, train
 
-    bounds = io.read_json(_existing(args.bounds)) if args.bounds else None
+    bounds = read_bounds_file(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
     metrics = train(cfg, args.out, bounds=bounds)
     final = metrics["final"]["test_accuracy"]
@@ -168,14 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Path options that name a file or folder: an empty one would mean the current folder.
+PATH_OPTIONS = ("config", "out", "bounds", "record", "plot")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for option in PATH_OPTIONS:
+            if getattr(args, option, None) is not None and not str(getattr(args, option)).strip():
+                raise ConfigError(f"--{option} is empty: name a file or folder")
         return args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"onecycle: error: {message}", file=sys.stderr)
-        return 2
+    except OSError as error:  # disk full, permission denied, a folder that is a file...
+        message = io.describe_os_error(error)
+    # One line, and a bounded one: the message may quote a value out of a hostile file.
+    print(f"onecycle: error: {one_line(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

@@ -55,6 +55,16 @@ def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]
     return found
 
 
+def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, list]:
+    """The runs table of the experiment's trainings that wrote metrics.json, each checked against
+    its history.csv (aggregate.run_problem), and the jobs of the runs that are not broken."""
+    finished = [job for job in plan.experiment_trains(experiment) if (job.out_dir / "metrics.json").exists()]
+    runs = aggregate.collect_runs([job.out_dir / "metrics.json" for job in finished], settings=settings,
+                                  history_paths=[job.out_dir / "history.csv" for job in finished])
+    sound = [job for job, status in zip(finished, runs["status"]) if status != aggregate.BROKEN]
+    return runs, sound
+
+
 def _caption(plan: Plan, experiment: str) -> str:
     exp = plan.workflow.experiments[experiment]
     return f"{experiment}: {exp.replicates or exp.description}"
@@ -65,9 +75,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     accuracy-vs-iteration figure with LR and momentum traces."""
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
-    trains = plan.experiment_trains(experiment)
-    finished = [job.out_dir / "metrics.json" for job in trains if (job.out_dir / "metrics.json").exists()]
-    runs = aggregate.collect_runs(finished)
+    runs, sound = _finished_runs(plan, experiment)
     published = load_published() if exp.published else None
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
                                     expected_groups=[(experiment, group) for group in exp.groups],
@@ -75,9 +83,13 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     caption = _caption(plan, experiment)
     aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption)
 
-    histories = _histories(trains, "history.csv")
+    # Only runs that are not broken; the broken ones are named in the tables' notes instead.
+    histories = _histories(sound, "history.csv")
+    broken: dict[str, dict[int, str]] = {}
+    for _, run in runs[runs["status"] == aggregate.BROKEN].iterrows():
+        broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
     if exp.candidate and exp.baseline:
-        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate)
+        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate, broken=broken)
         # 1cycle minus baseline over the seeds both have: mean difference, bootstrap CI, sign-flip p.
         paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment)])
     else:
@@ -85,7 +97,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     io.write_csv(outputs["time_to_accuracy"], speed)
     io.write_csv(outputs["paired"], paired)
 
-    traces = {group: frames[0][1] for group, frames in _histories(trains, "train_log.csv").items()}
+    traces = {group: frames[0][1] for group, frames in _histories(sound, "train_log.csv").items()}
     plots.plot_accuracy_curves({g: [f for _, f in frames] for g, frames in histories.items()}, traces,
                                outputs["accuracy_png"].with_suffix(""),
                                title=f"Test accuracy vs iteration: {caption}")
@@ -120,11 +132,10 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     compare = plan.workflow.experiments[experiment].compare
-    finished = [job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
-                if (job.out_dir / "metrics.json").exists()]
-    # Columns named by their config paths; "group" is a column of every run already.
+    # Columns named by their config paths; "group" is a column of every run already. Broken
+    # runs stay in the table with their status, which the figure does not draw.
     settings = {path: path for path in (compare.x, compare.hue) if path not in (None, "group")}
-    runs = aggregate.collect_runs(finished, settings=settings)
+    runs, _ = _finished_runs(plan, experiment, settings)
     plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
                           title=f"Final test accuracy vs {compare.x}: {experiment}",
                           hue=compare.hue)

@@ -155,12 +155,12 @@ def run_problem(row: Mapping[str, Any], history_path: Path | None, *, check_hist
         return f"{name} goes on to iteration {last}, past the {done} run" if last > done else None
     if not len(history):
         return f"{name} holds no evaluation of a completed run"
-    last = history.iloc[-1]
-    if last["iteration"] != done:
-        return f"{name} ends at iteration {last['iteration']}, metrics.json at {done}"
-    if not abs(100.0 * last["test_accuracy"] - row["final_accuracy"]) <= 100.0 * SAME_ACCURACY:
+    last_iteration, last_accuracy = history["iteration"].iloc[-1], history["test_accuracy"].iloc[-1]
+    if last_iteration != done:
+        return f"{name} ends at iteration {last_iteration}, metrics.json at {done}"
+    if not abs(100.0 * last_accuracy - row["final_accuracy"]) <= 100.0 * SAME_ACCURACY:
         return (f"final accuracy {row['final_accuracy']:.2f}% in metrics.json, "
-                f"{100.0 * last['test_accuracy']:.2f}% in {name}")
+                f"{100.0 * last_accuracy:.2f}% in {name}")
     return None
 
 

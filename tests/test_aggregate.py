@@ -400,10 +400,13 @@ def test_broken_runs_count_in_n_only_and_every_table_agrees(tmp_path):
     speed = aggregate.time_to_accuracy_table({"step": [(s, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87,
                                                                     0.89, 0.9])) for s in (0, 1)],
                                               "1cycle": [(0, history([0.6, 0.8, 0.9, 0.91]))]},
-                                             "step", "1cycle", broken={"1cycle": {1: "history.csv missing"}})
+                                             "step", "1cycle", broken={"1cycle": {1: "history.csv missing"},
+                                                                       "step": {2: "history.csv missing"}})
     assert speed["seed"].tolist() == [0, 1, "mean"]  # the summary's n = 2 candidate seeds
     assert speed.loc[1, "note"] == "broken, not counted: history.csv missing" and math.isnan(speed.loc[1, "speedup"])
-    assert speed.loc[2, "note"] == "reached by 1 of 2 1cycle seed(s), 1 of them broken"
+    left_out = "left out broken step seeds: 2 (history.csv missing)"
+    assert speed.loc[0, "note"] == f"target = mean final accuracy of 2 step seed(s); {left_out}"
+    assert speed.loc[2, "note"] == f"reached by 1 of 2 1cycle seed(s), 1 of them broken; {left_out}"
     assert speed.loc[2, "iterations"] == 300.0
 
 

@@ -331,7 +331,7 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
     for role, group, entries in (("baseline", baseline_group, baseline), ("candidate", candidate_group, candidate)):
         if not entries:
             return _time_note(f"no finished runs of the {role} group {group!r} yet"
-                              + _broken_suffix(broken.get(group, {})))
+                              + _broken_suffix(broken, group))
     finals, baseline_iterations, left_out = _baseline_finals(baseline, baseline_group)
     if not finals:
         return _time_note(f"no baseline seed of {baseline_group!r} has a final accuracy")
@@ -340,7 +340,7 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
     note_target = f"target = mean final accuracy of {len(finals)} {baseline_group} seed(s)"
     if left_out:
         note_target += f"; left out seeds that stopped early: {', '.join(map(str, left_out))}"
-    note_target += _broken_suffix(broken.get(baseline_group, {}))
+    note_target += _broken_suffix(broken, baseline_group)
 
     rows = []
     for seed, history in candidate:
@@ -365,14 +365,17 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
                  "baseline_iterations": reference_iterations,
                  "speedup": reference_iterations / mean_iterations if mean_iterations > 0 else math.nan,
                  "note": f"reached by {len(reached_rows)} of {len(rows)} {candidate_group} seed(s)"
-                         + (f", {len(candidate_broken)} of them broken" if candidate_broken else "")})
+                         + (f", {len(candidate_broken)} of them broken" if candidate_broken else "")
+                         + _broken_suffix(broken, baseline_group)})
     return pd.DataFrame(rows, columns=list(_TIME_COLUMNS))
 
 
-def _broken_suffix(broken: Mapping[int, str]) -> str:
-    if not broken:
+def _broken_suffix(broken: Mapping[str, Mapping[int, str]], group: str) -> str:
+    """"; left out broken <group> seeds: 1 (history.csv missing)", or "" if none is broken."""
+    seeds = broken.get(group, {})
+    if not seeds:
         return ""
-    return "; left out broken seeds: " + ", ".join(f"{seed} ({reason})" for seed, reason in broken.items())
+    return f"; left out broken {group} seeds: " + ", ".join(f"{seed} ({reason})" for seed, reason in seeds.items())
 
 
 def _baseline_finals(baseline: Sequence[tuple[int, pd.DataFrame]],

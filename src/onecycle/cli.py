@@ -88,8 +88,9 @@ def _split_list(text: str) -> list[dict]:
 
 def _combine_bounds(args: argparse.Namespace) -> int:
     from onecycle.range_test import combine_bounds
+    from onecycle.train import read_bounds_file
 
-    combined = combine_bounds([io.read_json(_existing(p)) for p in args.inputs])
+    combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
     print(f"bounds: base_lr {combined['base_lr']}, max_lr {combined['max_lr']} "
           f"({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")

@@ -18,7 +18,8 @@ import yaml
 
 from conftest import REPO, needs_fashion_mnist
 from onecycle import io
-from onecycle.config import MAX_MESSAGE_CHARS, load_mapping
+from onecycle.config import load_mapping
+from onecycle.errors import MAX_MESSAGE_CHARS
 from onecycle.train import CHECKPOINT_KEYS
 from test_cli import _assert_one_line_error, _onecycle
 

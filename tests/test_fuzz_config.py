@@ -16,7 +16,8 @@ import yaml
 
 from conftest import REPO, tiny_run
 from onecycle import cli
-from onecycle.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES, MAX_MESSAGE_CHARS
+from onecycle.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES
+from onecycle.errors import MAX_MESSAGE_CHARS
 
 CASES = 100
 # What the one line must say, by kind of mutation (the others name a key and value in many ways).
@@ -169,10 +170,10 @@ def test_mutated_configs_fail_in_one_line_with_exit_2(which, tmp_path, capsys, m
         status = cli.main(args)
         err = capsys.readouterr().err
         lines = err.strip().splitlines()
-        one_line = len(lines) == 1 and lines[0].startswith("onecycle: error: ") \
+        single = len(lines) == 1 and lines[0].startswith("onecycle: error: ") \
             and len(lines[0]) <= len("onecycle: error: ") + MAX_MESSAGE_CHARS
-        names_the_fault = one_line and any(fragment in lines[0] for fragment in EXPECTED.get(what.split()[0], [""]))
-        if status != 2 or not one_line or not names_the_fault:
+        names_the_fault = single and any(fragment in lines[0] for fragment in EXPECTED.get(what.split()[0], [""]))
+        if status != 2 or not single or not names_the_fault:
             failures.append(f"case {case} ({what}): exit {status}, stderr {err[:300]!r}")
         config.unlink()
     finished = _looks_finished(tmp_path)

@@ -52,6 +52,7 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
     # Real training on the full 10k test set: well above chance (10%), below perfect.
     assert table.accuracy_mean.between(30, 100).all(), table
     bounds = json.loads((results / "range_test" / "fmnist_lenet" / "bounds.json").read_text())
+    # max_lr is an LR of the ramp, which ends at end_lr 0.3; base_lr its tenth (policy_kind 1cycle).
     assert 0.0 < bounds["max_lr"] <= 0.3 and bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 10)
     onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_3ep" / "seed0" / "metrics.json").read_text())
     assert onecycle["config"]["schedule_resolved"]["params"]["max_lr"] == pytest.approx(bounds["max_lr"])

@@ -15,32 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from onecycle.errors import ConfigError, excerpt
+
 Number = float
-
-
-# An error names a value by an excerpt of at most this many characters, and is one line of at
-# most MAX_MESSAGE_CHARS: a hostile value (a 4 MiB string) must not flood a terminal or a log.
-MAX_EXCERPT_CHARS = 80
-MAX_MESSAGE_CHARS = 1000
-
-
-def excerpt(value: Any, limit: int = MAX_EXCERPT_CHARS) -> str:
-    """repr(value), cut to `limit` characters with '...' where it was cut."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
-
-
-def one_line(message: str) -> str:
-    """`message` on one line of at most MAX_MESSAGE_CHARS characters."""
-    line = " ".join(str(message).splitlines())
-    return line if len(line) <= MAX_MESSAGE_CHARS else f"{line[:MAX_MESSAGE_CHARS - 3]}..."
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the key path and the fix."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
 
 
 class StrictModel(BaseModel):
@@ -73,8 +50,9 @@ class DataConfig(StrictModel):
     # permutation per pass; "caffe_lmdb" reads as Caffe's data layer read its LMDB, in one fixed
     # order (the files' for MNIST/CIFAR, one shuffle for ImageNet folders), wrapping mid-batch.
     order: Literal["reshuffle", "caffe_lmdb"] = "reshuffle"
-    # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10), or
-    # "all": every class folder under train/. (Full ILSVRC2012 is the `imagenet` dataset.)
+    # imagefolder only: the class folders to train on, by name (an ImageNet subset's WordNet ids;
+    # default: Imagenette's 10), or "all": every class folder under train/, whatever its name
+    # (your own dataset). (Full ILSVRC2012 is the `imagenet` dataset.)
     classes: list[str] | Literal["all"] | None = None
 
     @field_validator("dataset")

@@ -27,10 +27,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from onecycle import io
-
-# A range test whose LRs span more than this many decades is drawn on a log axis; Smith's
-# linear ramps (e.g. 0 -> 3, docs/paper_reference.md B2 Fig 2b) start at 0 and stay linear.
-LOG_SCALE_DECADES = 2.0
+from onecycle.range_test_plot import choose_scale
 
 # Titles quote whole `replicates` strings; wrapped at this many characters they fit the figure.
 TITLE_WIDTH = 70
@@ -127,17 +124,6 @@ def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], c
             ax.plot(*zip(*stops), color=color, marker="x", markersize=8, linestyle="none",
                     label="a seed's curve ends here" if label else None)
     ax.plot(grid, mean, color=color, label=label)
-
-
-def choose_scale(values: Sequence[float]) -> str:
-    """"log" when the values span more than two decades and none is <= 0, else "linear"."""
-    values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if len(values) == 0 or (values <= 0).any():
-        return "linear"
-    decades = np.log10(values.max()) - np.log10(values.min())
-    # The small slack keeps an exact two-decade span (1e-6..1e-4 is 100.00000000000001x in
-    # floating point) on the linear side.
-    return "log" if decades > LOG_SCALE_DECADES + 1e-9 else "linear"
 
 
 def plot_range_test(histories: Sequence[pd.DataFrame], bounds: Mapping[str, Any] | None, out_stem: Path,

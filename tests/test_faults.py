@@ -204,8 +204,12 @@ def test_full_disk_is_one_line_no_space_left(tmp_path, tiny_run_config, mounts):
     mounts.append(disk)
     out = disk / "run"
     result = _onecycle("train", "--config", _run_config(tmp_path, tiny_run_config), "--out", out)
-    _assert_one_line_error(result, f"{out / 'checkpoint.pt'}: No space left on device")
-    assert "completed" not in result.stdout
+    # The run's progress lines (one per evaluation) come first; the error is one line, the last.
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert [line for line in lines if line.startswith("onecycle: error: ")] == [lines[-1]], result.stderr
+    assert lines[-1] == f"onecycle: error: {out / 'checkpoint.pt'}: No space left on device"
+    assert "completed" not in result.stdout + result.stderr
     _nothing_finished(out)
     assert not list(out.glob(".*.tmp*"))
 

@@ -70,9 +70,10 @@ test-fast: setup
 bench: setup data
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-autosave -p no:randomly
 
-# Tables and figures again from the stored results: no training runs.
+# Tables, figures and claim verdicts again from the stored results: no training runs.
 figures: setup
 	$(BIN)/onecycle report --config configs/smoke.yaml
+	$(BIN)/onecycle report --config configs/fmnist_mirror.yaml
 
 report: setup
 	$(BIN)/snakemake --configfile configs/smoke.yaml --report results/smoke/report.html

@@ -11,7 +11,7 @@ from snakemake.settings.enums import PersistenceBackend
 
 from onecycle.config import load_mapping
 from onecycle.experiments import expand
-from onecycle.report import experiment_outputs
+from onecycle.report import claims_outputs, experiment_outputs, suite_outputs
 from onecycle.stale_locks import clear_stale_locks
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
@@ -55,9 +55,12 @@ localrules:
     report_experiment,
     range_test_figure,
     comparison_figure,
+    claims_table,
+    claims_scorecard,
 
 
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
+        suite_outputs(PLAN).values(),
     default_target: True

@@ -239,8 +239,9 @@ def _workflow(gpus_experiment, batch_size=128):
     exp = smoke["experiments"]["fmnist_lenet"]
     exp["base"]["train"]["batch_size"] = batch_size
     multi = {**exp, "gpus": gpus_experiment}
-    single = {key: value for key, value in exp.items() if key not in ("range_test", "range_test_seeds")}
-    single["groups"] = {"inv_6ep": exp["groups"]["inv_6ep"]}
+    # The baseline group alone; the claims about the others stay with `multi`.
+    single = {key: value for key, value in exp.items() if key not in ("range_test", "range_test_seeds", "claims")}
+    single["groups"] = {"inv_8ep": exp["groups"]["inv_8ep"]}
     single.pop("baseline"), single.pop("candidate")
     return {**smoke, "seeds": [0], "gpus_per_job": 1, "experiments": {"multi": multi, "single": single}}
 
@@ -268,12 +269,12 @@ def test_train_rule_runs_torchrun_for_multi_gpu_jobs(tmp_path):
     workflow = _workflow(2)
     workflow["results_dir"] = "results/dry run"
     del workflow["experiments"]["multi"]["range_test"], workflow["experiments"]["multi"]["range_test_seeds"]
-    workflow["experiments"]["multi"]["groups"] = {"inv_6ep": workflow["experiments"]["multi"]["groups"]["inv_6ep"]}
-    for key in ("baseline", "candidate"):
+    workflow["experiments"]["multi"]["groups"] = {"inv_8ep": workflow["experiments"]["multi"]["groups"]["inv_8ep"]}
+    for key in ("baseline", "candidate", "claims"):
         workflow["experiments"]["multi"].pop(key)
     (tmp_path / "wf.yaml").write_text(yaml.safe_dump(workflow))
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
-    targets = [f"results/dry run/train/{name}/inv_6ep/seed0/metrics.json" for name in ("multi", "single")]
+    targets = [f"results/dry run/train/{name}/inv_8ep/seed0/metrics.json" for name in ("multi", "single")]
     command = [shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"),
                "--directory", str(tmp_path), "--configfile", str(tmp_path / "wf.yaml"),
                "--dry-run", "--printshellcmds", "--cores", "2", *targets]
@@ -281,9 +282,9 @@ def test_train_rule_runs_torchrun_for_multi_gpu_jobs(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr
     assert ("python -m onecycle.gpu_slots -n 2 --per-device 1 -- torchrun --standalone --nproc_per_node 2 -m onecycle.cli "
-            "train --config 'results/dry run/train/multi/inv_6ep/seed0/spec.json'") in printed
+            "train --config 'results/dry run/train/multi/inv_8ep/seed0/spec.json'") in printed
     assert ("python -m onecycle.gpu_slots -n 1 --per-device 1 -- onecycle train "
-            "--config 'results/dry run/train/single/inv_6ep/seed0/spec.json'") in printed
+            "--config 'results/dry run/train/single/inv_8ep/seed0/spec.json'") in printed
 
 
 def _worker(argv):

@@ -6,7 +6,7 @@
     onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
-    onecycle report --config WORKFLOW.yaml [--experiment NAME]
+    onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
     onecycle compare-reference --config WORKFLOW.yaml --reference DIR --run DIR
     onecycle config --schema {run,range-test,workflow}
 
@@ -134,7 +134,8 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from onecycle.config import load_mapping
     from onecycle.experiments import expand
-    from onecycle.report import write_comparison_figure, write_experiment_report, write_range_test_figure
+    from onecycle.report import (write_claims_table, write_comparison_figure, write_experiment_report,
+                                 write_range_test_figure, write_scorecard)
 
     plan = expand(load_mapping(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
@@ -142,15 +143,21 @@ def _report(args: argparse.Namespace) -> int:
         if name not in plan.workflow.experiments:
             raise ConfigError(f"{args.config}: no experiment {name!r}; "
                               f"valid: {', '.join(plan.workflow.experiments)}")
-        written = []
+    written = []
+    for name in [] if args.only == "scorecard" else names:
         if args.only in (None, "runs"):
             written += write_experiment_report(plan, name)
         if args.only in (None, "range-test"):
             written += write_range_test_figure(plan, name)
         if args.only in (None, "comparison"):
             written += write_comparison_figure(plan, name)
-        for path in written:
-            print(path)
+        if args.only in (None, "claims"):
+            written += write_claims_table(plan, name)
+    # The scorecard spans every experiment: with all of them, or on its own.
+    if args.only == "scorecard" or (args.only is None and not args.experiment):
+        written += write_scorecard(plan)
+    for path in written:
+        print(path)
     return 0
 
 
@@ -234,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment", help="only this experiment (default: all of the config's)")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison"),
-                   help="only the training tables/figures, the range-test figure or the comparison figure")
+    p.add_argument("--only", choices=("runs", "range-test", "comparison", "claims", "scorecard"),
+                   help="only the training tables/figures, the range-test figure, the comparison figure, "
+                        "the claims tables, or the suite's claims scorecard (all experiments)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("compare-reference", help="compare a fresh run of a workflow with reference results",

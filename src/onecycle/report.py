@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from onecycle import aggregate, io, plots
+from onecycle import aggregate, claims, io, plots, scorecard
 from onecycle.experiments import Plan
 from onecycle.published import load_published
 
@@ -41,9 +41,23 @@ def comparison_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {f"comparison_{ext}": figures / f"{experiment}_comparison.{ext}" for ext in ("png", "pdf")}
 
 
+def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_claims_table` produces; none for an experiment without claims."""
+    if not plan.workflow.experiments[experiment].claims:
+        return {}
+    return {f"claims_{ext}": plan.results_dir / "tables" / f"{experiment}_claims.{ext}" for ext in ("csv", "md", "tex")}
+
+
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
-            **comparison_outputs(plan, experiment)}
+            **comparison_outputs(plan, experiment), **claims_outputs(plan, experiment)}
+
+
+def suite_outputs(plan: Plan) -> dict[str, Path]:
+    """Files `write_scorecard` produces; none when no experiment has claims."""
+    if not any(exp.claims for exp in plan.workflow.experiments.values()):
+        return {}
+    return scorecard.outputs(plan.results_dir)
 
 
 def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
@@ -140,3 +154,28 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
                           title=f"Final test accuracy vs {compare.x}: {experiment}",
                           hue=compare.hue)
     return list(outputs.values())
+
+
+def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
+    """Each claim's verdict from the runs that exist now, and the one the published numbers give."""
+    outputs = claims_outputs(plan, experiment)
+    if not outputs:
+        return []
+    exp = plan.workflow.experiments[experiment]
+    runs, sound = _finished_runs(plan, experiment)
+    table = claims.claims_table(exp, runs, _histories(sound, "history.csv"), plan.workflow.seeds,
+                                published=load_published() if exp.published else None,
+                                confidence=plan.workflow.claims_confidence)
+    texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())
+    aggregate.write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,
+                          caption=f"Claims of {_caption(plan, experiment)}:{texts}")
+    return list(outputs.values())
+
+
+def write_scorecard(plan: Plan) -> list[Path]:
+    """The suite's claim x dataset/architecture scorecard, from every experiment's claims table."""
+    if not suite_outputs(plan):
+        return []
+    tables = {name: claims_outputs(plan, name)["claims_csv"] for name, exp in plan.workflow.experiments.items()
+              if exp.claims}
+    return scorecard.write_scorecard(plan, tables)

@@ -17,8 +17,11 @@ from onecycle.published import PublishedDataError, find_published_file, load_pub
 
 
 def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment="mnist_lenet", epochs=3,
-              iterations=300, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
-    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation."""
+              iterations=300, iterations_planned=None, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
+    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation.
+    A completed run plans the iterations it ran, a diverged one planned more, unless given."""
+    if iterations_planned is None:
+        iterations_planned = iterations if status == "completed" else iterations + 100
     config = {"name": f"{group}_s{seed}", "experiment": experiment, "group": group, "seed": seed,
               "data": {"dataset": "mnist", "train_subset": None}, "model": {"arch": "lenet", "init": "default"},
               "optim": {"algorithm": "sgd", "update_rule": "caffe", "weight_decay": weight_decay},
@@ -27,7 +30,8 @@ def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment
     summary = None if accuracy is None else {"epoch": epochs, "iteration": iterations,
                                              "test_accuracy": accuracy, "test_loss": 0.3}
     metrics = {"status": status, "name": config["name"], "experiment": experiment, "group": group, "seed": seed,
-               "config": config, "iterations": iterations, "iterations_planned": 300, "epochs_completed": epochs,
+               "config": config, "iterations": iterations, "iterations_planned": iterations_planned,
+               "epochs_completed": epochs,
                "final": summary, "best": summary,
                "diverged": None if status == "completed" else {"iteration": iterations, "reason": "loss is NaN"},
                "wall_time_s": wall_time_s, "provenance": {"seed": seed}}
@@ -445,3 +449,69 @@ def test_latex_table_compiles_and_fits_the_page(tmp_path, runs, published):
     # The article class's text width (345 pt): anything wider is an overfull box in the log.
     assert "Overfull \\hbox" not in log, log[log.index("Overfull"):][:500]
     assert (tmp_path / "doc.pdf").read_bytes().startswith(b"%PDF")
+
+
+# --------------------------------------------------------------------------------------------
+# Broken runs: metrics.json, history.csv and the planned iterations must agree
+# --------------------------------------------------------------------------------------------
+
+def write_history(metrics_path, accuracies, iterations_per_epoch=100):
+    history(accuracies, iterations_per_epoch).to_csv(metrics_path.parent / "history.csv", index=False)
+    return metrics_path.parent / "history.csv"
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda m, h: h.unlink(), "history.csv missing"),
+    (lambda m, h: h.write_text("epoch,iteration\n1,100\n"), "history.csv lacks column 'test_accuracy'"),
+    (lambda m, h: m.write_text(m.read_text().replace('"iterations": 300', '"iterations": 10')),
+     "'completed' after 10 of 300 planned iterations"),
+    (lambda m, h: m.write_text(m.read_text().replace('"iterations_planned": 300', '"iterations_planned": 200')),
+     "300 iterations, more than the 200 planned"),
+    (lambda m, h: write_history(m, [0.5, 0.7]), "history.csv ends at iteration 200, metrics.json at 300"),
+    (lambda m, h: write_history(m, [0.5, 0.7, 0.8]), "final accuracy 90.00% in metrics.json, 80.00% in history.csv"),
+])
+def test_runs_whose_files_disagree_are_broken_and_say_why(tmp_path, edit, reason):
+    path = write_run(tmp_path, "1cycle", 0, accuracy=0.9)
+    sound = write_run(tmp_path, "1cycle", 1, accuracy=0.9)
+    histories = [write_history(path, [0.5, 0.7, 0.9]), write_history(sound, [0.5, 0.7, 0.9])]
+    assert aggregate.collect_runs([path, sound], history_paths=histories)["status"].tolist() == ["completed"] * 2
+    edit(path, histories[0])
+    runs = aggregate.collect_runs([path, sound], history_paths=histories)
+    assert runs["status"].tolist() == ["broken", "completed"]
+    assert runs.loc[0, "note"] == reason and pd.isna(runs.loc[1, "note"])
+
+
+def test_broken_runs_count_in_n_only_and_every_table_agrees(tmp_path):
+    paths = [write_run(tmp_path, "step", seed, accuracy=0.9, iterations=1000) for seed in (0, 1)]
+    paths += [write_run(tmp_path, "1cycle", seed, accuracy=0.91, iterations=400) for seed in (0, 1)]
+    histories = [write_history(p, [0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87, 0.89, 0.9]) for p in paths[:2]]
+    histories += [write_history(p, [0.6, 0.8, 0.9, 0.91]) for p in paths[2:]]
+    histories[3].unlink()
+    runs = aggregate.collect_runs(paths, history_paths=histories)
+
+    table = aggregate.summary_table(runs).set_index("group")
+    assert table.loc["1cycle", ["n", "n_completed", "n_diverged", "n_broken"]].tolist() == [2, 1, 0, 1]
+    assert table.loc["1cycle", "note"] == "broken, not counted: seed 1 (history.csv missing)"
+    assert table.loc["1cycle", "accuracy_mean"] == pytest.approx(91.0)
+    assert table.loc["step", "n_broken"] == 0 and pd.isna(table.loc["step", "note"])
+
+    speed = aggregate.time_to_accuracy_table({"step": [(s, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87,
+                                                                    0.89, 0.9])) for s in (0, 1)],
+                                              "1cycle": [(0, history([0.6, 0.8, 0.9, 0.91]))]},
+                                             "step", "1cycle", broken={"1cycle": {1: "history.csv missing"},
+                                                                       "step": {2: "history.csv missing"}})
+    assert speed["seed"].tolist() == [0, 1, "mean"]  # the summary's n = 2 candidate seeds
+    assert speed.loc[1, "note"] == "broken, not counted: history.csv missing" and math.isnan(speed.loc[1, "speedup"])
+    left_out = "left out broken step seeds: 2 (history.csv missing)"
+    assert speed.loc[0, "note"] == f"target = mean final accuracy of 2 step seed(s); {left_out}"
+    assert speed.loc[2, "note"] == f"reached by 1 of 2 1cycle seed(s), 1 of them broken; {left_out}"
+    assert speed.loc[2, "iterations"] == 300.0
+
+
+def test_a_group_of_broken_runs_only_has_the_verdict_broken(tmp_path, published):
+    path = write_run(tmp_path, "1cycle_12ep", 0, accuracy=0.99)
+    runs = aggregate.collect_runs([path], history_paths=[tmp_path / "absent.csv"])
+    table = aggregate.summary_table(runs, published=published, mapping={"1cycle_12ep": MAPPING["1cycle_12ep"]})
+    assert table.loc[0, ["n", "n_completed", "n_broken", "verdict"]].tolist() == [1, 0, 1, "broken"]
+    assert math.isnan(table.loc[0, "accuracy_mean"])
+    assert aggregate.summary_table(runs).loc[0, "verdict"] == "broken"

@@ -83,7 +83,7 @@ def test_page_is_offline_and_says_what_produced_it(smoke_report):
     results, _ = smoke_report
     page = (results / "report.html").read_text()
     assert "<script" not in page and not re.search(r'(src|href)="(https?:)?//', page)
-    revision = yaml.safe_load((REPO / "results/smoke/train/fmnist_lenet/inv_6ep/seed0/metrics.json").read_text())[
+    revision = yaml.safe_load((REPO / "results/smoke/train/fmnist_lenet/inv_8ep/seed0/metrics.json").read_text())[
         "provenance"]["git_revision"]
     assert f"Runs produced at revision <code>{revision[:7]}</code> (8 jobs)" in page
     digest = hashlib.sha256((results / "workflow_config.json").read_bytes()).hexdigest()[:12]

@@ -23,6 +23,13 @@ import pandas as pd
 from onecycle import io, stats
 
 RUN_STATUSES = ("completed", "diverged")
+# What the aggregation calls a run whose files disagree (run_problem): it is named, with the
+# reason, in the tables' notes, and never summarised.
+BROKEN = "broken"
+# Accuracies are correct/count on a test set of at most 10^5 images, so two that differ at all
+# differ by >= 1e-5; metrics.json and history.csv store the same double as text, so a copy of the
+# same evaluation agrees to far better than this.
+SAME_ACCURACY = 1e-9
 
 # Decimals of the numbers written to CSV: what was measured, without float noise
 # (85.08500000000001). Accuracies are counts over a test set, in steps of 100/N pp (0.01 pp for
@@ -47,7 +54,7 @@ DEFAULT_SETTING_COLUMNS: Mapping[str, str] = {
 
 RUN_COLUMNS = ("name", "experiment", "group", "seed", "status", "final_accuracy", "best_accuracy",
                "final_test_loss", "iterations", "iterations_planned", "epochs_completed", "wall_time_s",
-               *DEFAULT_SETTING_COLUMNS, "metrics_path")
+               *DEFAULT_SETTING_COLUMNS, "metrics_path", "note")
 
 
 class ResultFileError(ValueError):
@@ -58,21 +65,32 @@ class ResultFileError(ValueError):
 # Runs
 # --------------------------------------------------------------------------------------------
 
-def collect_runs(metrics_paths: Sequence[Path], *, settings: Mapping[str, str] | None = None) -> pd.DataFrame:
+def collect_runs(metrics_paths: Sequence[Path], *, settings: Mapping[str, str] | None = None,
+                 history_paths: Sequence[Path] | None = None) -> pd.DataFrame:
     """One row per training run, read from its metrics.json (the file list is explicit).
 
     Columns: `RUN_COLUMNS` plus one per entry of `settings` (column name -> dotted path in the
     run's config, e.g. {"max_momentum": "schedule.params.momentum"}); a setting a run's config
     lacks is None there, and a path no run has is an error (a typo). Accuracies are percent;
     "final"/"best" of a run that diverged before its first evaluation are NaN.
+
+    A run whose files disagree (run_problem: e.g. "completed" after 10 of 468 planned
+    iterations; with `history_paths`, the history.csv of each run, in the same order, a missing
+    or contradicting history) gets status BROKEN and the reason in `note`.
     """
     settings = dict(settings or {})
     clash = sorted(set(settings) & set(RUN_COLUMNS))
     if clash:
         raise ValueError(f"collect_runs: settings column {clash[0]!r} already exists")
+    if history_paths is not None and len(history_paths) != len(metrics_paths):
+        raise ValueError(f"collect_runs: {len(history_paths)} history paths for {len(metrics_paths)} runs")
     rows, seen = [], {}
-    for path in map(Path, metrics_paths):
+    for index, path in enumerate(map(Path, metrics_paths)):
         row = _run_row(path, settings)
+        history = None if history_paths is None else Path(history_paths[index])
+        row["note"] = run_problem(row, history, check_history=history_paths is not None)
+        if row["note"] is not None:
+            row["status"] = BROKEN
         key = (row["experiment"], row["group"], row["seed"])
         if key in seen:
             raise ResultFileError(f"{path}: experiment {key[0]!r} group {key[1]!r} seed {key[2]} "
@@ -126,6 +144,41 @@ def _run_row(path: Path, settings: Mapping[str, str]) -> dict[str, Any]:
     return row
 
 
+def run_problem(row: Mapping[str, Any], history_path: Path | None, *, check_history: bool = True) -> str | None:
+    """Why a run read by collect_runs cannot count, or None if its files agree: a completed run
+    did every planned iteration, no run did more, and its history.csv (when checked) exists,
+    ends where metrics.json says the run ended, with the same final accuracy."""
+    done, planned = row["iterations"], row["iterations_planned"]
+    if done > planned:
+        return f"{done} iterations, more than the {planned} planned"
+    if row["status"] == "completed" and done != planned:
+        return f"'completed' after {done} of {planned} planned iterations"
+    if not check_history:
+        return None
+    name = history_path.name if history_path is not None else "history.csv"
+    try:
+        history = pd.read_csv(history_path)
+    except FileNotFoundError:
+        return f"{name} missing"
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        return f"{name} unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    missing = [column for column in ("iteration", "test_accuracy") if column not in history.columns]
+    if missing:
+        return f"{name} lacks column {missing[0]!r}"
+    if row["status"] != "completed":
+        last = history["iteration"].max() if len(history) else 0
+        return f"{name} goes on to iteration {last}, past the {done} run" if last > done else None
+    if not len(history):
+        return f"{name} holds no evaluation of a completed run"
+    last_iteration, last_accuracy = history["iteration"].iloc[-1], history["test_accuracy"].iloc[-1]
+    if last_iteration != done:
+        return f"{name} ends at iteration {last_iteration}, metrics.json at {done}"
+    if not abs(100.0 * last_accuracy - row["final_accuracy"]) <= 100.0 * SAME_ACCURACY:
+        return (f"final accuracy {row['final_accuracy']:.2f}% in metrics.json, "
+                f"{100.0 * last_accuracy:.2f}% in {name}")
+    return None
+
+
 def _summary_block(path: Path, block: str, value: Any) -> Mapping[str, Any]:
     # null when the run diverged before its first evaluation.
     if value is None:
@@ -164,10 +217,11 @@ def _number_or_nan(path: Path, key: str, value: Any) -> float:
 def summary_table(runs: pd.DataFrame, *, published: pd.DataFrame | None = None,
                   mapping: Mapping[str, str] | None = None, expected_groups: Sequence[tuple[str, str]] = (),
                   tolerance_pp: float = 0.5, schedules: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """One row per (experiment, group): seeds run, completed and diverged, final accuracy
+    """One row per (experiment, group): seeds run, completed, diverged and broken, final accuracy
     mean ± std over the completed seeds, each seed's value and their range, a 95 % bootstrap CI
     where there are at least `stats.MIN_VALUES_FOR_CI` completed seeds (NaN below: two values
     are no interval), and the mean epochs, iterations and wall time of the completed seeds.
+    Broken runs (collect_runs) count in n and n_broken only, and `note` names each with its reason.
 
     mapping: group -> id of a `published` row; those groups get the paper's accuracy, std and
     confidence tag, the difference (ours - paper, percentage points) and `stats.verdict`; the
@@ -186,10 +240,10 @@ def summary_table(runs: pd.DataFrame, *, published: pd.DataFrame | None = None,
         row = {**_group_summary(experiment, group, members), "schedule": schedules.get(group, "")}
         row.update(_paper_comparison(row, paper_rows.get(group), tolerance_pp))
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*_SUMMARY_COLUMNS, *_PAPER_COLUMNS, "verdict"])
+    return pd.DataFrame(rows, columns=[*_SUMMARY_COLUMNS, *_PAPER_COLUMNS, "verdict", "note"])
 
 
-_SUMMARY_COLUMNS = ("experiment", "group", "schedule", "n", "n_completed", "n_diverged", "accuracy_mean",
+_SUMMARY_COLUMNS = ("experiment", "group", "schedule", "n", "n_completed", "n_diverged", "n_broken", "accuracy_mean",
                     "accuracy_std", "accuracy_min", "accuracy_max", "accuracy_by_seed", "accuracy_ci_low",
                     "accuracy_ci_high", "epochs", "iterations", "wall_time_s")
 _PAPER_COLUMNS = ("paper_id", "paper_accuracy", "paper_accuracy_std", "paper_confidence", "difference_pp")
@@ -214,8 +268,10 @@ def _group_summary(experiment: str, group: str, members: pd.DataFrame) -> dict[s
     accuracies = completed["final_accuracy"].to_list()
     mean, std, n = stats.mean_std(accuracies)
     ci_low, ci_high = stats.bootstrap_ci(accuracies) if n >= stats.MIN_VALUES_FOR_CI else (math.nan, math.nan)
+    broken = members[members["status"] == BROKEN]
     return {"experiment": experiment, "group": group, "n": len(members), "n_completed": len(completed),
-            "n_diverged": int((members["status"] == "diverged").sum()),
+            "n_diverged": int((members["status"] == "diverged").sum()), "n_broken": len(broken),
+            "note": broken_note(broken),
             "accuracy_mean": mean, "accuracy_std": std,
             "accuracy_min": min(accuracies, default=math.nan), "accuracy_max": max(accuracies, default=math.nan),
             "accuracy_by_seed": "; ".join(f"seed {seed}: {value:.{PERCENT_DECIMALS}f}"
@@ -225,6 +281,14 @@ def _group_summary(experiment: str, group: str, members: pd.DataFrame) -> dict[s
             "wall_time_s": _mean(completed["wall_time_s"])}
 
 
+def broken_note(broken: pd.DataFrame) -> str | None:
+    """"broken, not counted: seed 1 (history.csv missing); ..." for a group's broken runs."""
+    if broken.empty:
+        return None
+    runs = "; ".join(f"seed {seed} ({note})" for seed, note in zip(broken["seed"], broken["note"]))
+    return f"broken, not counted: {runs}"
+
+
 def _mean(values: pd.Series) -> float:
     return float(values.mean()) if len(values) else math.nan
 
@@ -232,7 +296,9 @@ def _mean(values: pd.Series) -> float:
 def _group_status(row: Mapping[str, Any]) -> str:
     if row["n"] == 0:
         return "pending"
-    return "completed" if row["n_completed"] else "diverged"
+    if row["n_completed"]:
+        return "completed"
+    return "diverged" if row["n_diverged"] else BROKEN
 
 
 def _status_only_verdict(row: Mapping[str, Any]) -> str:
@@ -246,8 +312,9 @@ def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance
                 "paper_confidence": None, "difference_pp": math.nan, "verdict": _status_only_verdict(row)}
     # Rows published without a spread hold NaN; stats.verdict takes None for "no std".
     paper_std = None if math.isnan(paper["std"]) else float(paper["std"])
-    verdict = stats.verdict(paper["accuracy"], paper_std, row["accuracy_mean"], row["accuracy_std"],
-                            row["n_completed"], tolerance_pp, status=_group_status(row))
+    status = _group_status(row)
+    verdict = BROKEN if status == BROKEN else stats.verdict(paper["accuracy"], paper_std, row["accuracy_mean"], row["accuracy_std"],
+                            row["n_completed"], tolerance_pp, status=status)
     return {"paper_id": paper.name, "paper_accuracy": paper["accuracy"], "paper_accuracy_std": paper["std"],
             "paper_confidence": paper["confidence"], "difference_pp": row["accuracy_mean"] - paper["accuracy"],
             "verdict": verdict}
@@ -258,7 +325,8 @@ def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance
 def summary_display(table: pd.DataFrame) -> pd.DataFrame:
     """The verdict table as text cells: group and schedule (with the LR bounds used), epochs,
     completed and diverged seeds, accuracy mean ± std, the seeds' values (n < 3) or the 95 %
-    bootstrap CI, the published number and our difference, and the verdict. Numbers are the
+    bootstrap CI, the published number and our difference, the verdict, and the broken runs'
+    note where a group has any. Numbers are the
     CSV's (`rounded_for_csv`), so a reader finds the same digits in both."""
     rows = []
     for row in rounded_for_csv(table).to_dict("records"):
@@ -272,9 +340,14 @@ def summary_display(table: pd.DataFrame) -> pd.DataFrame:
         n = str(row["n_completed"]) if row["n_completed"] == row["n"] else f"{row['n_completed']} of {row['n']}"
         rows.append({"group": row["group"], "schedule": row["schedule"], "epochs": _format_number(row["epochs"], "g"),
                      "n": n, "accuracy (%)": ours, SPREAD_HEADER: _spread_cell(row), "published (%)": paper,
-                     "difference (pp)": _format_number(row["difference_pp"], "+.2f"), "verdict": row["verdict"]})
-    return pd.DataFrame(rows, columns=["group", "schedule", "epochs", "n", "accuracy (%)", SPREAD_HEADER,
-                                       "published (%)", "difference (pp)", "verdict"])
+                     "difference (pp)": _format_number(row["difference_pp"], "+.2f"), "verdict": row["verdict"],
+                     "note": "" if _is_missing(row["note"]) else row["note"]})
+    columns = ["group", "schedule", "epochs", "n", "accuracy (%)", SPREAD_HEADER, "published (%)",
+               "difference (pp)", "verdict"]
+    # Broken runs (collect_runs) are named, with the reason, in a last column when there are any.
+    if any(row["note"] for row in rows):
+        columns.append("note")
+    return pd.DataFrame(rows, columns=columns)
 
 
 # The verdict table's column of seeds' values (fewer than 3) or 95 % bootstrap CI (3 or more).
@@ -305,7 +378,8 @@ _TIME_COLUMNS = ("seed", "target_accuracy", "iterations", "epochs", "wall_time_s
 
 
 def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFrame]]], baseline_group: str,
-                           candidate_group: str) -> pd.DataFrame:
+                           candidate_group: str, *,
+                           broken: Mapping[str, Mapping[int, str]] | None = None) -> pd.DataFrame:
     """How soon each candidate seed (1cycle) reaches the baseline's mean final accuracy.
 
     histories: group -> [(seed, history.csv frame)]. The target is the mean over baseline seeds
@@ -315,11 +389,16 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
     iterations / candidate iterations. A last "mean" row averages the seeds that reached it,
     its speed-up being the ratio of the mean iterations.
     Accuracies are percent. A target never reached gives NaN and a note.
+    broken: group -> {seed: reason} of broken runs (collect_runs), which `histories` leaves out:
+    a broken baseline seed is named in the target's note, a broken candidate seed gets a row of
+    its own saying why, so that the seeds here are the summary table's n.
     """
+    broken = broken or {}
     baseline, candidate = histories.get(baseline_group, ()), histories.get(candidate_group, ())
     for role, group, entries in (("baseline", baseline_group, baseline), ("candidate", candidate_group, candidate)):
         if not entries:
-            return _time_note(f"no finished runs of the {role} group {group!r} yet")
+            return _time_note(f"no finished runs of the {role} group {group!r} yet"
+                              + _broken_suffix(broken, group))
     finals, baseline_iterations, left_out = _baseline_finals(baseline, baseline_group)
     if not finals:
         return _time_note(f"no baseline seed of {baseline_group!r} has a final accuracy")
@@ -328,6 +407,7 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
     note_target = f"target = mean final accuracy of {len(finals)} {baseline_group} seed(s)"
     if left_out:
         note_target += f"; left out seeds that stopped early: {', '.join(map(str, left_out))}"
+    note_target += _broken_suffix(broken, baseline_group)
 
     rows = []
     for seed, history in candidate:
@@ -339,6 +419,11 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
                      "baseline_iterations": reference_iterations,
                      "speedup": reference_iterations / iterations if iterations > 0 else math.nan,
                      "note": note_target if reached["iteration"] is not None else "never reached the target"})
+    candidate_broken = broken.get(candidate_group, {})
+    for seed, reason in candidate_broken.items():
+        rows.append({"seed": seed, "target_accuracy": 100.0 * target, "iterations": math.nan, "epochs": math.nan,
+                     "wall_time_s": math.nan, "baseline_iterations": reference_iterations, "speedup": math.nan,
+                     "note": f"broken, not counted: {reason}"})
     reached_rows = [r for r in rows if not math.isnan(r["iterations"])]
     mean_iterations = float(np.mean([r["iterations"] for r in reached_rows])) if reached_rows else math.nan
     rows.append({"seed": "mean", "target_accuracy": 100.0 * target, "iterations": mean_iterations,
@@ -346,8 +431,18 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
                  "wall_time_s": _nan_mean([r["wall_time_s"] for r in reached_rows]),
                  "baseline_iterations": reference_iterations,
                  "speedup": reference_iterations / mean_iterations if mean_iterations > 0 else math.nan,
-                 "note": f"reached by {len(reached_rows)} of {len(rows)} {candidate_group} seed(s)"})
+                 "note": f"reached by {len(reached_rows)} of {len(rows)} {candidate_group} seed(s)"
+                         + (f", {len(candidate_broken)} of them broken" if candidate_broken else "")
+                         + _broken_suffix(broken, baseline_group)})
     return pd.DataFrame(rows, columns=list(_TIME_COLUMNS))
+
+
+def _broken_suffix(broken: Mapping[str, Mapping[int, str]], group: str) -> str:
+    """"; left out broken <group> seeds: 1 (history.csv missing)", or "" if none is broken."""
+    seeds = broken.get(group, {})
+    if not seeds:
+        return ""
+    return f"; left out broken {group} seeds: " + ", ".join(f"{seed} ({reason})" for seed, reason in seeds.items())
 
 
 def _baseline_finals(baseline: Sequence[tuple[int, pd.DataFrame]],

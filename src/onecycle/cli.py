@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onecycle import cli_schedule, io
-from onecycle.errors import ConfigError
+from onecycle.errors import ConfigError, one_line
 
 # The workflow runs every training and range-test job with `train_threads` torch threads
 # (onecycle.experiments.WorkflowConfig, default 1); a job run by hand uses the same by default.
@@ -35,9 +35,9 @@ DEFAULT_THREADS = 1
 def _train(args: argparse.Namespace) -> int:
     from onecycle.config import load_run_config
     from onecycle.progress import RunProgress
-    from onecycle.train import train
+    from onecycle.train import read_bounds_file, train
 
-    bounds = io.read_json(_existing(args.bounds)) if args.bounds else None
+    bounds = read_bounds_file(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
     _set_threads(args.threads)
     with RunProgress(cfg.name) as progress:
@@ -122,8 +122,9 @@ def _split_list(text: str) -> list[dict]:
 
 def _combine_bounds(args: argparse.Namespace) -> int:
     from onecycle.range_test_job import combine_bounds
+    from onecycle.train import read_bounds_file
 
-    combined = combine_bounds([io.read_json(_existing(p)) for p in args.inputs])
+    combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
     print(f"bounds: base_lr {combined['base_lr']}, max_lr {combined['max_lr']} "
           f"({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
@@ -272,14 +273,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Path options that name a file or folder: an empty one would mean the current folder.
+PATH_OPTIONS = ("config", "out", "bounds", "record", "plot", "root", "reference", "run")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for option in PATH_OPTIONS:
+            if getattr(args, option, None) is not None and not str(getattr(args, option)).strip():
+                raise ConfigError(f"--{option} is empty: name a file or folder")
         return args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"onecycle: error: {message}", file=sys.stderr)
-        return 2
+    except OSError as error:  # disk full, permission denied, a folder that is a file...
+        message = io.describe_os_error(error)
+    # One line, and a bounded one: the message may quote a value out of a hostile file.
+    print(f"onecycle: error: {one_line(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

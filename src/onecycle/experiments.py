@@ -33,6 +33,11 @@ from onecycle.train import check_schedule
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# Jobs one workflow config may expand to, checked before any is validated: configs/paper.yaml
+# has 488, and each costs a validation here and a node in Snakemake's DAG, so that a config of
+# 10^4 groups x 10^4 seeds (a few kB) is refused instead of expanded for hours.
+MAX_JOBS = 50_000
+
 # Part 1's four runs per setting (`seed_protocol: part1`; hyperParam1 Cifar/x4.sh, docs/paper_reference.md
 # C2 and D6): 4 GPUs, per-GPU batch BS+3, BS+2, BS+1, BS for runs 1-4 (BS = TBS / 4), and
 # runs 1 and 3 with x4.sh's msra -> xavier rewrite of the architecture file.
@@ -119,7 +124,7 @@ class ExperimentConfig(StrictModel):
     base: dict[str, Any]
     # Range-test settings (the `range_test` block of a RangeTestConfig); None = no range test.
     range_test: dict[str, Any] | None = None
-    range_test_seeds: list[int] | None = None
+    range_test_seeds: list[int] | None = Field(default=None, min_length=1)
     # Group name -> overrides of `base` (schedule, train, optim ...), one group per setting.
     groups: dict[str, dict[str, Any]] = Field(min_length=1)
     # Group -> id of the published row (configs/reference/published.yaml) it is compared with.
@@ -162,6 +167,11 @@ class ExperimentConfig(StrictModel):
             seen.add(claim.id)
             parsed.append(claim)
         return {**data, "claims": parsed}
+
+    @field_validator("range_test_seeds")
+    @classmethod
+    def _unique_range_test_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else _check_seeds(seeds, "range_test_seeds")
 
     @field_validator("groups")
     @classmethod
@@ -210,14 +220,18 @@ class WorkflowConfig(StrictModel):
     claims_confidence: float = Field(default=0.95, gt=0.5, lt=1)
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
 
+    @field_validator("results_dir")
+    @classmethod
+    def _a_folder_name(cls, results_dir: str) -> str:
+        # An empty name is the current folder: outputs would land among the user's files.
+        if not results_dir.strip() or "\0" in results_dir:
+            raise ValueError("results_dir must name a folder (empty, or holding a NUL character)")
+        return results_dir
+
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds {seeds} repeat a value: two runs would write the same folder")
-        if any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be >= 0, got {seeds}")
-        return seeds
+        return _check_seeds(seeds, "seeds")
 
     @field_validator("experiments")
     @classmethod
@@ -225,6 +239,14 @@ class WorkflowConfig(StrictModel):
         for name in experiments:
             _check_safe(name, "experiment")
         return experiments
+
+
+def _check_seeds(seeds: list[int], key: str) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{key} {seeds} repeat a value: two runs would write the same folder")
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"{key} must be >= 0, got {seeds}")
+    return seeds
 
 
 def _check_safe(name: str, what: str) -> None:
@@ -349,6 +371,12 @@ def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, An
 def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
     """Every job of the workflow, validated; raises ConfigError naming the job and key."""
     workflow = load_workflow_config(data, source)
+    jobs = sum(len(exp.groups) * len(workflow.seeds)
+               + (len(exp.range_test_seeds or [0]) if exp.range_test is not None else 0)
+               for exp in workflow.experiments.values())
+    if jobs > MAX_JOBS:
+        raise ConfigError(f"{source}: {jobs} jobs (groups x seeds), above the {MAX_JOBS} one workflow "
+                          "may schedule; split it into several workflow configs")
     results = Path(workflow.results_dir)
     range_tests: dict[str, Job] = {}
     trains: dict[str, Job] = {}

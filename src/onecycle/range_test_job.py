@@ -46,9 +46,12 @@ class _FixedSet:
 
 def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Progress = SILENT) -> dict[str, Any]:
     """`onecycle range-test`: build data and model from a config, run, write history.csv,
-    bounds.json and (last) metrics.json."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bounds.json and (last) metrics.json, holding the folder (io.run_folder) meanwhile."""
+    with io.run_folder(out_dir) as folder:
+        return _run_range_test_job(cfg, folder, progress)
+
+
+def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress) -> dict[str, Any]:
     spec = cfg.range_test
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.seed)

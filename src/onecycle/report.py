@@ -76,6 +76,16 @@ def _finished(jobs) -> list[tuple[Any, dict[str, Any]]]:
     return [(job, io.read_json(job.out_dir / "metrics.json")) for job in jobs if (job.out_dir / "metrics.json").exists()]
 
 
+def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, list]:
+    """The runs table of the experiment's trainings that wrote metrics.json, each checked against
+    its history.csv (aggregate.run_problem), and the jobs of the runs that are not broken."""
+    finished = [job for job in plan.experiment_trains(experiment) if (job.out_dir / "metrics.json").exists()]
+    runs = aggregate.collect_runs([job.out_dir / "metrics.json" for job in finished], settings=settings,
+                                  history_paths=[job.out_dir / "history.csv" for job in finished])
+    sound = [job for job, status in zip(finished, runs["status"]) if status != aggregate.BROKEN]
+    return runs, sound
+
+
 def _caption(plan: Plan, experiment: str) -> str:
     exp = plan.workflow.experiments[experiment]
     return f"{experiment}: {exp.replicates or exp.description}"
@@ -88,9 +98,6 @@ def group_labels(plan: Plan, experiment: str) -> dict[str, str]:
     for job, metrics in _finished(plan.experiment_trains(experiment)):
         labels.setdefault(job.group, describe.schedule_label(metrics["config"]))
     return labels
-def _finished_runs(plan: Plan, experiment: str) -> pd.DataFrame:
-    return aggregate.collect_runs([job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
-                                   if (job.out_dir / "metrics.json").exists()])
 
 
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
@@ -99,8 +106,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
     trains = plan.experiment_trains(experiment)
-    finished = _finished(trains)
-    runs = _finished_runs(plan, experiment)
+    runs, sound = _finished_runs(plan, experiment)
     published = load_published() if exp.published else None
     labels = group_labels(plan, experiment)
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
@@ -113,9 +119,13 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption,
                           display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
 
-    histories = _histories(trains, "history.csv")
+    # Only runs that are not broken; the broken ones are named in the tables' notes instead.
+    histories = _histories(sound, "history.csv")
+    broken: dict[str, dict[int, str]] = {}
+    for _, run in runs[runs["status"] == aggregate.BROKEN].iterrows():
+        broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
     if exp.candidate and exp.baseline:
-        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate)
+        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate, broken=broken)
         # 1cycle minus baseline over the seeds both have: mean difference, bootstrap CI, sign-flip p.
         paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment)])
     else:
@@ -125,7 +135,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
 
     curves: dict[str, list[plots.RunCurve]] = {}
     traces: dict[str, pd.DataFrame] = {}
-    for job, metrics in finished:
+    for job, metrics in _finished(sound):
         history = job.out_dir / "history.csv"
         frame = pd.read_csv(history) if history.exists() else pd.DataFrame(columns=["iteration", "test_accuracy"])
         curves.setdefault(job.group, []).append(plots.RunCurve(job.seed, frame, metrics.get("diverged")))
@@ -176,11 +186,10 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     compare = plan.workflow.experiments[experiment].compare
-    finished = [job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
-                if (job.out_dir / "metrics.json").exists()]
-    # Columns named by their config paths; "group" is a column of every run already.
+    # Columns named by their config paths; "group" is a column of every run already. Broken
+    # runs stay in the table with their status, which the figure does not draw.
     settings = {path: path for path in (compare.x, compare.hue) if path not in (None, "group")}
-    runs = aggregate.collect_runs(finished, settings=settings)
+    runs, _ = _finished_runs(plan, experiment, settings)
     labels = ({group: f"{group}\n{label}" for group, label in group_labels(plan, experiment).items()}
               if compare.x == "group" else None)
     plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
@@ -194,8 +203,8 @@ def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     exp = plan.workflow.experiments[experiment]
-    table = claims.claims_table(exp, _finished_runs(plan, experiment),
-                                _histories(plan.experiment_trains(experiment), "history.csv"), plan.workflow.seeds,
+    runs, sound = _finished_runs(plan, experiment)
+    table = claims.claims_table(exp, runs, _histories(sound, "history.csv"), plan.workflow.seeds,
                                 published=load_published() if exp.published else None,
                                 confidence=plan.workflow.claims_confidence)
     texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())

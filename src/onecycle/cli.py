@@ -44,7 +44,8 @@ def _range_test(args: argparse.Namespace) -> int:
     cfg = load_range_test_config(args.config)
     metrics = run_range_test_job(cfg, args.out)
     b = metrics["bounds"]
-    print(f"{cfg.name}: {metrics['status']}; {b['chosen_rule']} -> base_lr {b['base_lr']}, max_lr {b['max_lr']}")
+    found = f"base_lr {b['base_lr']}, max_lr {b['max_lr']}" if b["max_lr"] is not None else f"no bounds: {b['no_bounds']}"
+    print(f"{cfg.name}: {metrics['status']}; {b['chosen_rule']} -> {found}")
     return 0
 
 
@@ -91,8 +92,9 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
     combined = combine_bounds([io.read_json(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
-    print(f"bounds: base_lr {combined['base_lr']}, max_lr {combined['max_lr']} "
-          f"({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
+    found = (f"base_lr {combined['base_lr']}, max_lr {combined['max_lr']}" if combined["max_lr"] is not None
+             else f"no bounds: {combined['no_bounds']}")
+    print(f"bounds: {found} ({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
     return 0
 
 

@@ -144,6 +144,13 @@ def test_workflow_config_json_expands_as_its_yaml(tmp_path):
     assert again.trains["exp/inv/seed0"].config["optim"]["weight_decay"] == 1.0e-6
 
 
+def test_skip_checksums_names_datasets_that_have_them():
+    assert expand({**WORKFLOW, "skip_checksums": ["mnist", "cifar100"]}).workflow.skip_checksums == ["mnist", "cifar100"]
+    with pytest.raises(ConfigError, match="skip_checksums.*'imagenet' has no checksums to skip: give some of "
+                                          "cifar10, cifar100, fashion_mnist, mnist"):
+        expand({**WORKFLOW, "skip_checksums": ["imagenet"]})
+
+
 def test_expand_errors_name_experiment_and_group():
     bad = deep_merge(WORKFLOW, {"experiments": {"exp": {"groups": {"inv": {"optim": {"momentum": 2.0}}}}}})
     with pytest.raises(ConfigError, match="experiments.exp.groups.inv: 'optim.momentum' = 2.0"):

@@ -3,7 +3,7 @@
     onecycle train --config RUN.yaml --out DIR [--bounds bounds.json]
     onecycle range-test --config RANGE.yaml --out DIR
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
-    onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
+    onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download] [--no-verify]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME]
@@ -52,8 +52,18 @@ def _range_test(args: argparse.Namespace) -> int:
 def _prepare_data(args: argparse.Namespace) -> int:
     from onecycle import data
 
-    root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download)
-    io.write_json(args.record, {"dataset": args.dataset, "root": str(root), "verified": True})
+    verify = not args.no_verify
+    root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download,
+                        verify=verify)
+    record = {"dataset": args.dataset, "root": str(root), "verified": verify}
+    if not verify:
+        # What the copy is, for the record: its md5s beside the official ones.
+        record["checksums_skipped"] = "--no-verify: a copy that need not be byte-identical to the official files"
+        record["files"] = data.compare_with_official(args.dataset, root)
+        differing = [name for name, file in record["files"].items() if not file["matches"]]
+        print(f"{args.dataset}: checksums not verified (--no-verify); "
+              f"{len(differing)} of {len(record['files'])} files differ from the official ones")
+    io.write_json(args.record, record)
     print(f"{args.dataset}: ready at {root}")
     return 0
 
@@ -146,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root")
     p.add_argument("--record", required=True, help="JSON record written once the data is verified")
     p.add_argument("--no-download", action="store_true")
+    p.add_argument("--no-verify", action="store_true",
+                   help="accept a copy whose files are not byte-identical to the official ones (re-packed, "
+                        "converted): skip the md5 check, read every split instead, record that in --record")
     p.set_defaults(handler=_prepare_data)
 
     p = sub.add_parser("caffe-mean", help="compute and cache the Caffe mean images of ImageNet-folder splits")

@@ -114,6 +114,10 @@ class WorkflowConfig(StrictModel):
     # jobs_per_gpu, and every other GPU job takes all jobs_per_gpu seats of its devices. A
     # cluster gives each job its own GPUs; the Snakefile refuses jobs_per_gpu > 1 there.
     jobs_per_gpu: int = Field(default=1, ge=1)
+    # Datasets whose copy the user vouches for without the official md5s (a re-packed or
+    # converted MNIST or CIFAR): their prepare_data job runs `onecycle prepare-data --no-verify`,
+    # and the data record says the checksums were skipped and how the files differ.
+    skip_checksums: list[str] = Field(default_factory=list)
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
 
     @field_validator("seeds")
@@ -124,6 +128,17 @@ class WorkflowConfig(StrictModel):
         if any(s < 0 for s in seeds):
             raise ValueError(f"seeds must be >= 0, got {seeds}")
         return seeds
+
+    @field_validator("skip_checksums")
+    @classmethod
+    def _datasets_with_checksums(cls, names: list[str]) -> list[str]:
+        from onecycle.data import SOURCES
+
+        checked = sorted(name for name, source in SOURCES.items() if source.contents)
+        for name in names:
+            if name not in checked:
+                raise ValueError(f"{name!r} has no checksums to skip: give some of {', '.join(checked)}")
+        return names
 
     @field_validator("experiments")
     @classmethod

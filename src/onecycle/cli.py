@@ -7,6 +7,7 @@
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME]
+    onecycle plan --config WORKFLOW.yaml [--device-class gpu|cpu] [--tflops X] [--devices N]
 
 Bad input ends with one line `onecycle: error: ...` and exit status 2, before any work starts.
 """
@@ -130,6 +131,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from onecycle import plan as cost_plan
+    from onecycle.experiments import expand
+
+    workflow = expand(load_mapping(args.config), str(args.config))
+    if args.devices < 1:
+        raise ConfigError(f"--devices {args.devices}: expected at least 1")
+    rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)
+    print(cost_plan.format_plan(workflow, rate, str(args.config), args.devices))
+    return 0
+
+
 def _existing(path: str) -> str:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: file not found")
@@ -178,6 +191,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=("runs", "range-test", "comparison"),
                    help="only the training tables/figures, the range-test figure or the comparison figure")
     p.set_defaults(handler=_report)
+
+    p = sub.add_parser("plan", help="jobs, iterations, images, FLOPs and device-hours of a workflow config")
+    p.add_argument("--config", required=True, help="workflow config, e.g. configs/paper.yaml")
+    p.add_argument("--device-class", default="gpu", help="gpu (default) or cpu: the default throughput")
+    p.add_argument("--tflops", type=float, help="effective TFLOP/s per device, instead of the default or "
+                                               "what make gpu-check measured")
+    p.add_argument("--calibration", help="make gpu-check's throughput record (default "
+                                         "results/gpu_check/throughput.json, when present)")
+    p.add_argument("--devices", type=int, default=1, help="devices working at once, for the days estimate")
+    p.set_defaults(handler=_plan)
 
     cli_schedule.register(sub)
     return parser

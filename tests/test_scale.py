@@ -41,17 +41,28 @@ def test_every_paper_job_is_tiny_and_goes_elsewhere(paper, tiny_plan):
         cfg, (schedule, _) = _schedule(job)
         assert schedule.steps == TINY_STEPS, job.job_id
         assert cfg.train.epochs == TINY.epochs and cfg.train.eval_every_epochs == 1, job.job_id
-        # The batch that counts epochs is at most 8 and splits into its shards and GPUs.
+        # The batch that counts epochs: 8, or 2 images per batch-norm shard (SC's 8 shards: 16),
+        # splitting into its shards and GPUs; the LRs scaled by the square root of its ratio.
         epoch_batch = cfg.train.epoch_batch_size or cfg.train.batch_size
-        assert epoch_batch <= TINY.batch_size and cfg.data.train_subset == TINY.iterations_per_epoch * epoch_batch
+        assert epoch_batch == max(TINY.batch_size, 2 * cfg.train.batch_norm_shards), job.job_id
+        assert cfg.data.train_subset == TINY.iterations_per_epoch * epoch_batch
         assert epoch_batch % cfg.train.batch_norm_shards == 0 and epoch_batch % max(job.gpus, 1) == 0, job.job_id
+        real_cfg = RunConfig.model_validate(real.trains[job.job_id].config)
+        lr_scale = (epoch_batch / (real_cfg.train.epoch_batch_size or real_cfg.train.batch_size)) ** 0.5
+        for key in ("base_lr", "max_lr"):
+            if key in real_cfg.schedule.params:
+                assert cfg.schedule.params[key] == pytest.approx(real_cfg.schedule.params[key] * lr_scale,
+                                                                 rel=1e-15), (job.job_id, key)
         assert job.out_dir.parts[:2] == ("results", "paper-tiny")
         if cfg.train.caffe_test is not None:
-            assert cfg.train.caffe_test.test_iter == 2 and cfg.train.caffe_test.batch <= TINY.batch_size
+            assert cfg.train.caffe_test.test_iter == 2 and cfg.train.caffe_test.batch <= epoch_batch
     for job in tiny_plan.range_tests.values():
-        spec = RangeTestConfig.model_validate(job.config).range_test
-        assert (spec.iterations, spec.eval_every) == (12, 2) and spec.eval_subset <= 16, job.job_id
-        assert spec.start_lr == RangeTestConfig.model_validate(real.range_tests[job.job_id].config).range_test.start_lr
+        cfg = RangeTestConfig.model_validate(job.config)
+        real_cfg = RangeTestConfig.model_validate(real.range_tests[job.job_id].config)
+        assert (cfg.range_test.iterations, cfg.range_test.eval_every, cfg.range_test.eval_subset) == (24, 3, 32)
+        lr_scale = (cfg.train.batch_size / real_cfg.train.batch_size) ** 0.5
+        assert cfg.range_test.end_lr == pytest.approx(real_cfg.range_test.end_lr * lr_scale, rel=1e-15)
+        assert cfg.range_test.momentum_range == real_cfg.range_test.momentum_range, job.job_id
 
 
 def test_part1_runs_keep_their_protocol_at_tiny_scale(tiny_plan):
@@ -59,7 +70,7 @@ def test_part1_runs_keep_their_protocol_at_tiny_scale(tiny_plan):
     # schedule for all four runs counted in the nominal batch (C2).
     runs = [tiny_plan.trains[f"part1_t2_cifar10_wide32/onecycle_50ep/seed{seed}"] for seed in range(4)]
     cfgs = [RunConfig.model_validate(job.config) for job in runs]
-    assert [cfg.train.batch_size for cfg in cfgs] == [20, 16, 12, 8]
+    assert [cfg.train.batch_size for cfg in cfgs] == [20, 16, 12, 8]  # 2 per shard of 4: 8
     assert {cfg.train.epoch_batch_size for cfg in cfgs} == {8}
     assert [cfg.model.init for cfg in cfgs] == ["xavier", "prototxt", "xavier", "prototxt"]
 
@@ -94,18 +105,20 @@ def test_per_iteration_rates_are_compressed_with_the_run(paper, tiny_plan, job_i
     # Iteration `it` of the tiny run stands for iteration it x S / T of the real one: Caffe's exp
     # (gamma**it), exp_range (gamma**it on the bounds) and inv ((1 + gamma*it)**-power) reach
     # the same LR at the end of both. Float rounding of gamma**(S/T): 1e-9 relative.
-    real = expand(paper, str(PAPER)).trains[job_id].config["schedule"]["params"]
+    real_job = expand(paper, str(PAPER)).trains[job_id].config
+    real = real_job["schedule"]["params"]
     tiny_cfg, (schedule, params) = _schedule(tiny_plan.trains[job_id])
     stretch = REAL_STEPS[job_id] / TINY_STEPS
+    base_lr = real["base_lr"] * (tiny_cfg.train.batch_size / real_job["train"]["batch_size"]) ** 0.5
     if tiny_cfg.schedule.policy == "inv":
         assert params["gamma"] == pytest.approx(real["gamma"] * stretch, rel=1e-12)
         for it in range(schedule.steps):
             assert schedule.lr(it) == pytest.approx(
-                real["base_lr"] * (1 + real["gamma"] * it * stretch) ** -real["power"], rel=1e-9)
+                base_lr * (1 + real["gamma"] * it * stretch) ** -real["power"], rel=1e-9)
     else:
         assert params["gamma"] ** TINY_STEPS == pytest.approx(real["gamma"] ** REAL_STEPS[job_id], rel=1e-9)
     if tiny_cfg.schedule.policy == "exp":
-        assert schedule.lr(TINY_STEPS - 1) == pytest.approx(real["base_lr"] * real["gamma"] ** (
+        assert schedule.lr(TINY_STEPS - 1) == pytest.approx(base_lr * real["gamma"] ** (
             (TINY_STEPS - 1) * stretch), rel=1e-9)
 
 
@@ -131,13 +144,15 @@ def test_iteration_keys_need_a_known_epoch_length(paper):
 def test_batches_split_into_shards_and_gpus():
     from onecycle.scale import tiny_job
 
-    raw = {"data": {"dataset": "cifar10"}, "train": {"batch_size": 1000, "batch_norm_shards": 8, "epochs": 4},
+    raw = {"data": {"dataset": "cifar10"}, "train": {"batch_size": 1000, "batch_norm_shards": 4, "epochs": 4},
            "schedule": {"policy": "fixed", "params": {"base_lr": 0.1}}}
     assert tiny_job(raw, split_into=1, where="x")["train"]["batch_size"] == 8
-    assert tiny_job(deep_merge(raw, {"train": {"batch_norm_shards": 16}}), split_into=1, where="x")["train"][
-        "batch_size"] == 16
+    # Two images in each batch-norm shard: 8 shards take 16.
+    tiny = tiny_job(deep_merge(raw, {"train": {"batch_norm_shards": 8}}), split_into=1, where="x")
+    assert tiny["train"]["batch_size"] == 16 and tiny["data"]["train_subset"] == 4 * 16
+    assert tiny["schedule"]["params"]["base_lr"] == pytest.approx(0.1 * (16 / 1000) ** 0.5, rel=1e-15)
     assert tiny_job(deep_merge(raw, {"train": {"batch_norm_shards": 1, "batch_size": 3}}), split_into=2,
                     where="x")["train"]["batch_size"] == 4
-    # 3 shards and 4 GPUs: the smallest batch both divide, lcm(3, 4) = 12.
+    # 3 shards and 4 GPUs: the smallest batch both divide, lcm(3, 4) = 12, holding 2 x 3.
     assert tiny_job(deep_merge(raw, {"train": {"batch_norm_shards": 3}}), split_into=4, where="x")["train"][
         "batch_size"] == 12

@@ -28,7 +28,7 @@ from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictMode
                              parse)
 from onecycle.data import FOLDER_DATASETS
 from onecycle.distributed import check_batch_size
-from onecycle.scale import tiny_job
+from onecycle.scale import TINY, TinyScale, tiny_job
 from onecycle.train import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
@@ -272,12 +272,12 @@ def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, An
     return {"train": {"device": "cuda"}}
 
 
-def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
+def expand(data: dict[str, Any], source: str = "workflow config", tiny_scale: TinyScale = TINY) -> Plan:
     """Every job of the workflow, validated; raises ConfigError naming the job and key.
 
-    With `scale: tiny` every job is first validated as configured, then scaled down
-    (onecycle.scale) and validated again: a tiny run checks the real config too. Its results go
-    to `<results_dir>-tiny`."""
+    With `scale: tiny` every job is first validated as configured, then scaled down to
+    `tiny_scale` (onecycle.scale) and validated again: a tiny run checks the real config too.
+    Its results go to `<results_dir>-tiny`."""
     workflow = load_workflow_config(data, source)
     tiny = workflow.scale == "tiny"
     results = Path(workflow.results_dir)
@@ -296,7 +296,8 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                                                "range_test": exp.range_test})
                 cfg = _range_test_config(merged, placement["gpus"], where)
                 if tiny:
-                    cfg = _range_test_config(tiny_job(merged, split_into=1, where=where), placement["gpus"], where)
+                    scaled = tiny_job(merged, split_into=1, where=where, tiny=tiny_scale)
+                    cfg = _range_test_config(scaled, placement["gpus"], where)
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
                                           cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
@@ -312,7 +313,8 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                 cfg = _run_config(merged, exp, seed, ids, gpus, placement["gpus"], where)
                 if tiny:
                     protocol_batch = PART1_GPUS if exp.seed_protocol == "part1" else 1
-                    scaled = tiny_job(merged, split_into=math.lcm(max(gpus, 1), protocol_batch), where=where)
+                    scaled = tiny_job(merged, split_into=math.lcm(max(gpus, 1), protocol_batch), where=where,
+                                      tiny=tiny_scale)
                     cfg = _run_config(scaled, exp, seed, ids, gpus, placement["gpus"], where)
                 needs_bounds = cfg.schedule.lr_bounds == "range_test"
                 if needs_bounds and exp.range_test is None:

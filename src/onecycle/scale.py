@@ -14,8 +14,13 @@ protocol and the device are applied, so those act on the tiny job as on the real
 
 - train.epochs -> `epochs`, data.train_subset -> `iterations_per_epoch` x the batch, so every
   epoch is `iterations_per_epoch` iterations (of the batch that counts epochs);
-- train.batch_size -> at most `batch_size`, as a multiple of everything it must split into
-  (batch-norm shards, data-parallel GPUs, Part 1's 4 runs);
+- train.batch_size -> at most `batch_size` (but `images_per_shard` per batch-norm shard or
+  data-parallel process), as a multiple of everything it must split into (batch-norm shards,
+  data-parallel GPUs, Part 1's 4 runs); every LR (LR_PARAMS, the range tests' ramps) x sqrt(tiny batch / real batch), the
+  square-root rule (Krizhevsky 2014, arXiv:1404.5997; Hoffer et al. 2017, arXiv:1705.08741).
+  Measured on configs/paper.yaml's range tests: at the real LRs the batch-norm nets diverge in
+  their first iterations, and with the linear rule (Goyal et al. 2017) LeNet's LRs are too small
+  to move its accuracy in 24 iterations; either way some range tests gave no bounds;
 - the schedule, compressed in time by f = tiny iterations / real iterations: `*_epochs` keys
   and the iteration keys (ITERATION_PARAMS) become iterations, floored (so a cycle that fit
   still fits: 2*stepsize <= steps), at least 1, with multistep drops kept strictly increasing;
@@ -24,7 +29,8 @@ protocol and the device are applied, so those act on the tiny job as on the real
 - train.eval_every_epochs -> 1 and log_every -> 1; train.caffe_test -> `caffe_test_iter`
   batches of at most `batch_size` images;
 - range tests: `range_test_iterations` iterations with `range_test_evaluations` evaluations of
-  at most `range_test_eval_subset` test images; the LR and momentum ramps keep their ends.
+  at most `range_test_eval_subset` test images; the LR ramp's ends scale with the batch (as
+  above), the momentum ramp keeps its ends.
 
 Not scaled, so still checked at their real size: the models, their input sizes and crops,
 eval_batch_size, the test split (scored whole at every evaluation), and the Caffe mean images
@@ -54,6 +60,10 @@ def _linear_rate(gamma: float, f: Fraction) -> float:
     return float(gamma) / float(f)  # (1 + gamma*it): gamma' * (f * it) == gamma * it
 
 
+# Schedule parameters that are learning rates (onecycle.schedules' policies).
+LR_PARAMS = ("base_lr", "max_lr", "final_lr", "lr_max", "eta_min")
+
+
 # Per-iteration rates, by policy: Caffe exp (base * gamma**it), exp_range (gamma**it on the
 # amplitude or both bounds) and inv (base * (1 + gamma*it)**-power).
 RATE_PARAMS = {"exp": {"gamma": _power_rate}, "exp_range": {"gamma": _power_rate},
@@ -65,11 +75,14 @@ class TinyScale:
     epochs: int = 2                  # two: evaluation, checkpoint and resume between epochs run too
     iterations_per_epoch: int = 4
     batch_size: int = 8
+    images_per_shard: int = 2
     caffe_test_iter: int = 2
-    range_test_iterations: int = 12
-    # Smith's rules need 3 evaluations before divergence (onecycle.bounds.SMITH_SMOOTHING_WINDOW).
-    range_test_evaluations: int = 6
-    range_test_eval_subset: int = 16
+    # Smith's rules need 3 evaluations before divergence (onecycle.bounds.SMITH_SMOOTHING_WINDOW)
+    # and an accuracy that moves: 8 evaluations over 24 iterations, of 32 images, give both on
+    # every range test of configs/paper.yaml (tests/test_paper_tiny.py).
+    range_test_iterations: int = 24
+    range_test_evaluations: int = 8
+    range_test_eval_subset: int = 32
 
 
 TINY = TinyScale()
@@ -80,11 +93,18 @@ def tiny_job(raw: dict[str, Any], *, split_into: int, where: str, tiny: TinyScal
     batch must be a multiple of besides its batch-norm shards (data-parallel GPUs, Part 1's runs)."""
     train = raw.get("train", {})
     shards = train.get("batch_norm_shards", 1)
-    multiple = math.lcm(*(n for n in (shards, split_into) if isinstance(n, int) and n > 0))
+    shards = shards if isinstance(shards, int) and shards > 0 else 1
     batch = train.get("batch_size")
     if not isinstance(batch, int) or isinstance(batch, bool):
         return raw  # let validation name the missing or malformed key
-    tiny_batch = multiple * math.ceil(min(batch, tiny.batch_size) / multiple)
+    # At least `images_per_shard` images in every part of the batch normalised on its own (a
+    # Caffe shard, a data-parallel process): one image makes the statistics that of one image
+    # (torch's batch norm refuses it on a 1x1 map), and the evaluations noise.
+    target = max(min(batch, tiny.batch_size), tiny.images_per_shard * max(shards, split_into))
+    multiple = math.lcm(shards, split_into)
+    tiny_batch = multiple * math.ceil(target / multiple)
+    # The square-root rule (module docstring), per batch that counts epochs (Part 1's nominal TBS).
+    lr_scale = math.sqrt(tiny_batch / (train.get("epoch_batch_size") or batch))
     overrides: dict[str, Any] = {
         "data": {"train_subset": tiny.iterations_per_epoch * tiny_batch},
         "train": {"batch_size": tiny_batch, "log_every": 1},
@@ -98,6 +118,7 @@ def tiny_job(raw: dict[str, Any], *, split_into: int, where: str, tiny: TinyScal
     if "range_test" in raw:
         spec = raw["range_test"]
         overrides["range_test"] = {
+            **{key: _scaled_lr(spec[key], lr_scale) for key in ("start_lr", "end_lr") if _numbers(spec.get(key))},
             "iterations": tiny.range_test_iterations,
             "eval_every": tiny.range_test_iterations // tiny.range_test_evaluations,
             "eval_subset": min(spec.get("eval_subset", tiny.range_test_eval_subset), tiny.range_test_eval_subset),
@@ -106,11 +127,15 @@ def tiny_job(raw: dict[str, Any], *, split_into: int, where: str, tiny: TinyScal
         overrides["train"].update({"epochs": tiny.epochs, "eval_every_epochs": 1})
     scaled = deep_merge(raw, overrides)
     if isinstance(raw.get("schedule"), dict):  # replaced whole: *_epochs keys become iterations
-        scaled["schedule"] = {**raw["schedule"], "params": _tiny_schedule(raw, tiny, where)}
+        scaled["schedule"] = {**raw["schedule"], "params": _tiny_schedule(raw, tiny, lr_scale, where)}
     return scaled
 
 
-def _tiny_schedule(raw: dict[str, Any], tiny: TinyScale, where: str) -> dict[str, Any]:
+def _scaled_lr(lr: float, scale: float) -> float:
+    return float(lr) * scale
+
+
+def _tiny_schedule(raw: dict[str, Any], tiny: TinyScale, lr_scale: float, where: str) -> dict[str, Any]:
     schedule = raw["schedule"]
     params = dict(schedule.get("params") or {})
     epochs = raw.get("train", {}).get("epochs")
@@ -136,6 +161,8 @@ def _tiny_schedule(raw: dict[str, Any], tiny: TinyScale, where: str) -> dict[str
             scaled[key] = _compress(value, Fraction(steps, real_steps))
         elif key in policy_rates and _numbers(value):
             scaled[key] = policy_rates[key](value, Fraction(steps, real_steps))
+        elif key in LR_PARAMS and _numbers(value) and not isinstance(value, list):
+            scaled[key] = _scaled_lr(value, lr_scale)
         else:
             scaled[key] = value
     return scaled

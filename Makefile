@@ -10,7 +10,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 CORES ?= 2
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup data smoke test test-fast bench figures report gpu-check lint clean-smoke
+.PHONY: setup data smoke tiny test test-fast bench figures report gpu-check lint clean-smoke
 
 setup: $(VENV)/.installed
 
@@ -34,6 +34,11 @@ data:
 smoke: setup data
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml --rerun-incomplete --printshellcmds
 	@echo "Tables: results/smoke/tables/   Figures: results/smoke/figures/"
+
+# Every job of configs/paper.yaml for a few iterations, into results/paper-tiny (onecycle.scale):
+# checks a machine and its copies of the data before the real run.
+tiny: setup data
+	$(BIN)/snakemake --cores $(CORES) --config scale=tiny --keep-going --rerun-incomplete
 
 test: setup data
 	$(BIN)/python -m pytest

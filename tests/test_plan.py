@@ -88,7 +88,7 @@ def test_order_puts_published_experiments_first_cheapest_first():
 def test_throughput_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(plan, "CALIBRATION", tmp_path / "absent.json")
     assert plan.throughput("gpu", None, None) == plan.Throughput(
-        plan.DEVICE_TFLOPS["gpu"], "default for a gpu (onecycle.plan.DEVICE_TFLOPS)")
+        plan.DEVICE_TFLOPS["gpu"], "the default for a gpu, onecycle.plan.DEVICE_TFLOPS")
     assert plan.throughput("cpu", 2.5, None).tflops == 2.5
     with pytest.raises(ConfigError, match="--tflops -1.0: expected a positive number"):
         plan.throughput("gpu", -1.0, None)

@@ -6,10 +6,10 @@ How: the config, with `scale: tiny`, results in a temporary folder, no GPUs and
 `skip_checksums` for the fixture copies (not the official files), goes through the real
 Snakefile for workflow_config.json and its data jobs (prepare_data, caffe_mean_image). The
 chosen jobs' spec files are written as the rules job_spec / range_spec write them, and the jobs
-run through the real CLI (`onecycle.cli.main`, in this process: one import of torch instead of
-one per job) on them, with the rules' arguments; `onecycle report` then builds every
-experiment's tables and figures, pending where a group did not run. The CPU time of every job
-is printed.
+run through the real CLI (`onecycle.cli.main`, in two long-lived worker processes: one import
+of torch per worker instead of one per job, two jobs at a time on the CI's two cores) on them,
+with the rules' arguments; `onecycle report` then builds every experiment's tables and figures,
+pending where a group did not run. The CPU time of every job is printed.
 
 The ImageNet-size nets (AlexNet, GoogLeNet at their fixed 227/224 inputs; ResNet-50 and
 Inception-ResNet-v2 at the smallest crops they take, 64 and 75) are marked `imagenet_size`:
@@ -21,12 +21,15 @@ for the GPUs the experiment claims, gets train.device cpu (the only change to a 
 
 from __future__ import annotations
 
+import concurrent.futures
 import copy
+import multiprocessing
 import os
 import resource
 import shutil
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -150,97 +153,127 @@ def chosen_jobs(plan: Plan, heavy: bool) -> list[Job]:
     return list(chosen.values())
 
 
+WORKERS = 2  # the CI machine's cores: jobs run two at a time, in two long-lived processes
+
+
 class CpuClock:
-    """CPU seconds (user + system) of this process and of its waited-for children, per job."""
+    """CPU seconds (user + system) per job, with its outcome, for the printed table."""
 
     def __init__(self) -> None:
         self.rows: list[tuple[str, str, float, str]] = []
 
-    @staticmethod
-    def _now() -> float:
-        own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-    def run(self, kind: str, what: str, call):
-        start = self._now()
-        result = call()
-        self.rows.append((kind, what, self._now() - start, ""))
-        return result
-
-    def note(self, outcome: str) -> None:
-        kind, what, seconds, _ = self.rows[-1]
-        self.rows[-1] = (kind, what, seconds, outcome)
+    def add(self, kind: str, what: str, seconds: float, outcome: str = "") -> None:
+        self.rows.append((kind, what, seconds, outcome))
 
     def table(self) -> str:
         lines = [f"{'job kind':<12} {'CPU s':>7}  job  [outcome]"]
         lines += [f"{kind:<12} {seconds:>7.1f}  {what}  {outcome}" for kind, what, seconds, outcome in self.rows]
+        lines.append(f"{'total':<12} {sum(row[2] for row in self.rows):>7.1f}")
         return "\n".join(lines)
 
 
-def snakemake(work: Path, targets: list[Path]) -> None:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cli_job(args: list[str]) -> tuple[int, float]:
+    """One `onecycle` command in a pool worker: its exit status and the CPU seconds it took (the
+    worker runs one job at a time: its process time, and its DataLoader workers' for folders)."""
+    start = time.process_time() + _children_cpu()
+    code = cli.main(args)
+    return code, time.process_time() + _children_cpu() - start
+
+
+def torchrun_job(command: list[str]) -> tuple[int, float]:
+    """A data-parallel job (torchrun and its processes) from a pool worker: status, CPU seconds."""
+    start = _children_cpu()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.returncode, _children_cpu() - start
+
+
+def snakemake(work: Path, targets: list[Path]) -> float:
+    """Builds `targets` with the real Snakefile; returns the CPU seconds it took."""
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     command = [shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"), "--directory", str(work),
-               "--configfile", str(work / "tiny_paper.yaml"), "--cores", "2", *map(str, targets)]
+               "--configfile", str(work / "tiny_paper.yaml"), "--cores", str(WORKERS), *map(str, targets)]
+    start = _children_cpu()
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
+    return _children_cpu() - start
+
+
+def with_range_tests(plan: Plan, jobs: list[Job]) -> list[Job]:
+    """`jobs` and the range tests their trainings from bounds need, range tests first."""
+    range_tests = {job.job_id: job for job in jobs if job.kind == "range_test"}
+    for job in jobs:
+        if job.needs_bounds:
+            range_tests.update({rt.job_id: rt for rt in plan.experiment_range_tests(job.experiment)})
+    return [*range_tests.values(), *(job for job in jobs if job.kind == "train")]
 
 
 @pytest.fixture(scope="module")
 def tiny_paper(tmp_path_factory):
+    """The fixture data, the derived config, its two plans (the ImageNet-size nets at batch 2),
+    workflow_config.json and every data job through the Snakefile, and a pool of workers."""
     work = tmp_path_factory.mktemp("paper_tiny")
     write_fixture_data(work / "data")
     config = tiny_paper_config(work / "results")
     (work / "tiny_paper.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    plans = {"main": expand(config, "tiny_paper.yaml"),
+             # 2 per process for the data-parallel ones: scale.TinyScale.images_per_shard.
+             "imagenet_size": expand(config, "tiny_paper.yaml", tiny_scale=TinyScale(batch_size=2))}
+    jobs = {name: with_range_tests(plan, chosen_jobs(plan, heavy=name == "imagenet_size"))
+            for name, plan in plans.items()}
+    data = sorted({path for name, plan in plans.items() for job in jobs[name]
+                   for path in plan.data_inputs(job).values()})
     with pytest.MonkeyPatch.context() as env:
         env.setenv("ONECYCLE_DATA", str(work / "data"))  # onecycle.data.default_root of every dataset
         env.setenv("OMP_NUM_THREADS", "1")
-        yield work, config, CpuClock()
+        seconds = snakemake(work, [plans["main"].results_dir / "workflow_config.json", *data])
+        for path in data:
+            record = io.read_json(path)
+            assert record.get("verified") is not False or record["dataset"] in config["skip_checksums"], record
+        context = multiprocessing.get_context("spawn")  # workers import torch once, fresh
+        with concurrent.futures.ProcessPoolExecutor(WORKERS, mp_context=context) as pool:
+            yield work, plans, jobs, pool, ("snakemake", f"workflow_config and {len(data)} data jobs", seconds)
 
 
-def run_jobs(work: Path, plan: Plan, jobs: list[Job], clock: CpuClock) -> dict[str, dict]:
-    """Data and specs through the Snakefile, then range tests, combined bounds and trainings
-    through the CLI on those specs; returns every job's metrics.json."""
-    range_tests = {job.job_id: job for job in jobs if job.kind == "range_test"}
-    trains = [job for job in jobs if job.kind == "train"]
-    for job in trains:  # a training from bounds needs its experiment's range tests
-        if job.needs_bounds:
-            range_tests.update({rt.job_id: rt for rt in plan.experiment_range_tests(job.experiment)})
-    every = [*range_tests.values(), *trains]
-    data = {path for job in every for path in plan.data_inputs(job).values()}
-    clock.run("snakemake", f"workflow_config and {len(data)} data jobs (prepare_data, caffe_mean_image)",
-              lambda: snakemake(work, [plan.results_dir / "workflow_config.json", *sorted(data)]))
+def run_jobs(plan: Plan, jobs: list[Job], pool, clock: CpuClock) -> dict[str, dict]:
+    """Range tests, combined bounds and trainings through the CLI on the workflow's spec files,
+    two at a time; returns every job's metrics.json."""
     # The rules job_spec / range_spec write `io.write_json(output, PLAN.<job>.config)`; here the
     # same call, as Snakemake 9 runs every `run:` job in a Snakemake process of its own (it
     # parses the Snakefile and expands the whole paper config again: ~15 CPU s per spec).
-    for job in every:
+    for job in jobs:
         io.write_json(job.out_dir / "spec.json", job.config)
-    for path in sorted(data):
-        record = io.read_json(path)
-        assert record.get("verified") is not False or record["dataset"] in plan.workflow.skip_checksums, record
-    metrics = {}
-    for job in range_tests.values():
-        code = clock.run("range_test", _describe(plan, job), lambda: cli.main(
-            ["range-test", "--config", str(job.out_dir / "spec.json"), "--out", str(job.out_dir)]))
-        assert code == 0, job.job_id
-        metrics[job.job_id] = io.read_json(job.out_dir / "metrics.json")
-        bounds = metrics[job.job_id]["bounds"]
-        clock.note(f"[{metrics[job.job_id]['status']}; max_lr {bounds['max_lr']}]")
-    for experiment in sorted({job.experiment for job in range_tests.values()}):
+    range_tests = [job for job in jobs if job.kind == "range_test"]
+    run_in_pool(plan, [(job, ["range-test", "--config", str(job.out_dir / "spec.json"), "--out", str(job.out_dir)])
+                       for job in range_tests], pool, clock)
+    for experiment in sorted({job.experiment for job in range_tests}):
         seeds = [str(job.out_dir / "bounds.json") for job in plan.experiment_range_tests(experiment)]
-        assert clock.run("combine", experiment, lambda: cli.main(
-            ["combine-bounds", "--out", str(plan.bounds_path(experiment)), *seeds])) == 0
-    for job in trains:
+        assert cli.main(["combine-bounds", "--out", str(plan.bounds_path(experiment)), *seeds]) == 0
+    trains = []
+    for job in (job for job in jobs if job.kind == "train"):
         args = ["train", "--config", str(job.out_dir / "spec.json"), "--out", str(job.out_dir)]
         if job.needs_bounds:
             args += ["--bounds", str(plan.bounds_path(job.experiment))]
-        if job.gpus > 1:
-            code = clock.run("train (DDP)", _describe(plan, job), lambda: _torchrun(job, args))
-        else:
-            code = clock.run("train", _describe(plan, job), lambda: cli.main(args))
+        trains.append((job, args))
+    run_in_pool(plan, trains, pool, clock)
+    return {job.job_id: io.read_json(job.out_dir / "metrics.json") for job in jobs}
+
+
+def run_in_pool(plan: Plan, commands: list[tuple[Job, list[str]]], pool, clock: CpuClock) -> None:
+    futures = [pool.submit(torchrun_job, ddp_command(job, args)) if job.gpus > 1 else pool.submit(cli_job, args)
+               for job, args in commands]
+    for (job, _), future in zip(commands, futures):
+        code, seconds = future.result()
         assert code == 0, job.job_id
-        metrics[job.job_id] = io.read_json(job.out_dir / "metrics.json")
-        clock.note(f"[{metrics[job.job_id]['status']}, {metrics[job.job_id]['iterations']} it]")
-    return metrics
+        metrics = io.read_json(job.out_dir / "metrics.json")
+        outcome = (f"[{metrics['status']}; max_lr {metrics['bounds']['max_lr']}]" if job.kind == "range_test"
+                   else f"[{metrics['status']}, {metrics['iterations']} it]")
+        clock.add(job.kind + (" (DDP)" if job.gpus > 1 else ""), _describe(plan, job), seconds, outcome)
 
 
 def _describe(plan: Plan, job: Job) -> str:
@@ -248,17 +281,14 @@ def _describe(plan: Plan, job: Job) -> str:
     return f"{job.job_id} ({dataset}, {arch}, {', '.join(what)}{', DDP' if ddp else ''})"
 
 
-def _torchrun(job: Job, args: list[str]) -> int:
-    """The rule's launcher (torchrun, one process per GPU the job claims) with gloo on CPU."""
-    spec = job.out_dir / "spec.json"
+def ddp_command(job: Job, args: list[str]) -> list[str]:
+    """The rule's launcher (torchrun, one process per GPU the job claims), with gloo on CPU: the
+    spec, written for the GPUs, gets train.device cpu."""
+    spec = str(job.out_dir / "spec.json")
     cpu_spec = job.out_dir / "spec_cpu.json"
     io.write_json(cpu_spec, {**job.config, "train": {**job.config["train"], "device": "cpu"}})
-    args = [cpu_spec if a == str(spec) else a for a in args]
-    command = launch_command(job.gpus, *map(str, args))
-    command = [sys.executable, "-m", "torch.distributed.run", *command[1:]]  # this interpreter's torchrun
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.returncode
+    command = launch_command(job.gpus, *(str(cpu_spec) if a == spec else a for a in args))
+    return [sys.executable, "-m", "torch.distributed.run", *command[1:]]  # this interpreter's torchrun
 
 
 def check_results(plan: Plan, jobs: list[Job], metrics: dict[str, dict]) -> None:
@@ -289,18 +319,18 @@ def check_report(plan: Plan, experiments: list[str]) -> None:
 
 
 def test_every_job_kind_of_the_paper_config_runs_at_tiny_scale(tiny_paper, capsys):
-    work, config, clock = tiny_paper
-    plan = expand(config, "tiny_paper.yaml")
-    jobs = chosen_jobs(plan, heavy=False)
-    kinds = {combination(plan, job) for job in jobs}
-    assert len(kinds) == len(jobs) >= 35  # 28 trainings, 9 range tests (configs/paper.yaml today)
-    metrics = run_jobs(work, plan, jobs, clock)
-    check_results(plan, jobs, metrics)
+    work, plans, jobs, pool, data_row = tiny_paper
+    plan, clock = plans["main"], CpuClock()
+    clock.add(*data_row)
+    chosen = chosen_jobs(plan, heavy=False)
+    assert len({combination(plan, job) for job in chosen}) == len(chosen) >= 37  # 28 trainings, 9 range tests
+    metrics = run_jobs(plan, jobs["main"], pool, clock)
+    check_results(plan, jobs["main"], metrics)
     # Every table and figure of the config, from what ran (the rest pending), as the report rules
     # and `make figures` build them.
-    code = clock.run("report", f"all {len(plan.workflow.experiments)} experiments", lambda: cli.main(
-        ["report", "--config", str(plan.results_dir / "workflow_config.json")]))
+    code, seconds = pool.submit(cli_job, ["report", "--config", str(plan.results_dir / "workflow_config.json")]).result()
     assert code == 0
+    clock.add("report", f"every table and figure of the {len(plan.workflow.experiments)} experiments", seconds)
     check_report(plan, list(plan.workflow.experiments))
     table = (plan.results_dir / "tables" / "part1_t2_mnist_lenet.csv").read_text()
     assert "pending" in table  # seeds 1-3 never ran
@@ -310,20 +340,21 @@ def test_every_job_kind_of_the_paper_config_runs_at_tiny_scale(tiny_paper, capsy
 
 @pytest.mark.imagenet_size
 def test_imagenet_size_nets_run_at_their_smallest_inputs(tiny_paper, capsys):
-    work, config, clock = tiny_paper
-    # Batch 2 (2 per process for the data-parallel ones: scale.TinyScale.images_per_shard).
-    plan = expand(config, "tiny_paper.yaml", tiny_scale=TinyScale(batch_size=2))
-    jobs = chosen_jobs(plan, heavy=True)
-    archs = {job.config["model"]["arch"] for job in jobs}
-    assert archs == set(IMAGENET_SIZE) and any(job.gpus == DDP_PROCESSES for job in jobs)
-    metrics = run_jobs(work, plan, jobs, clock)
-    check_results(plan, jobs, metrics)
-    experiments = sorted({job.experiment for job in jobs})
-    for name in experiments:
-        assert clock.run("report", name, lambda: cli.main(
-            ["report", "--config", str(plan.results_dir / "workflow_config.json"), "--experiment", name])) == 0
-    check_report(plan, experiments)
-    for job in jobs:  # the data-parallel ones ran as 2 processes
+    work, plans, jobs, pool, data_row = tiny_paper
+    plan, clock = plans["imagenet_size"], CpuClock()
+    clock.add(*data_row)
+    assert {job.config["model"]["arch"] for job in jobs["imagenet_size"]} == set(IMAGENET_SIZE)
+    assert any(job.gpus == DDP_PROCESSES for job in jobs["imagenet_size"])
+    metrics = run_jobs(plan, jobs["imagenet_size"], pool, clock)
+    check_results(plan, jobs["imagenet_size"], metrics)
+    for job in jobs["imagenet_size"]:  # the data-parallel ones ran as 2 processes
         assert metrics[job.job_id]["provenance"]["world_size"] == max(job.gpus, 1), job.job_id
+    experiments = sorted({job.experiment for job in jobs["imagenet_size"]})
+    for name in experiments:
+        code, seconds = pool.submit(cli_job, ["report", "--config", str(plan.results_dir / "workflow_config.json"),
+                                              "--experiment", name]).result()
+        assert code == 0
+        clock.add("report", name, seconds)
+    check_report(plan, experiments)
     with capsys.disabled():
         print("\n" + clock.table())

@@ -4,12 +4,14 @@
 #
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
+#   snakemake --cores 2 --config scale=tiny                    # every job of a config, tiny
 #   snakemake --report report.html                             # one HTML report
 from onecycle.experiments import expand
 from onecycle.report import claims_outputs, experiment_outputs, suite_outputs
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
-if not config:
+# `--config key=value` alone (e.g. scale=tiny) is applied on top of the default.
+if not workflow.overwrite_configfiles:
 
     configfile: "configs/paper.yaml"
 

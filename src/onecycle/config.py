@@ -8,6 +8,7 @@ strings where numbers belong (YAML 1.1 reads `1e-4` as a string), and check rang
 from __future__ import annotations
 
 import difflib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -377,18 +378,32 @@ def parse(model: type[StrictModel], data: Any, source: str = "config") -> Any:
 
 
 def load_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file (JSON is YAML) into a dict, with one-line errors."""
+    """Read a config file into a dict, with one-line errors, the way Snakemake reads a
+    --configfile, so a file means the same to `snakemake` and to `onecycle`:
+
+    - `.json` (what the workflow writes: spec.json, workflow_config.json) with the json module.
+      JSON is not read as YAML: io.write_json writes 1e-06, which JSON reads as a number and
+      YAML 1.1 as the string '1e-06' (every job with a weight decay or LR below 1e-4 failed).
+    - anything else as YAML 1.1 (PyYAML), where `1e-4` without a dot is a string: the models
+      refuse it with a hint to write 1.0e-4, as Snakemake's own reader would leave it a string.
+    """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})") from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ConfigError(f"{path}: line {error.lineno} not valid JSON ({error.msg})") from None
+    else:
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{path}:{where} not valid YAML ({getattr(error, 'problem', error)})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

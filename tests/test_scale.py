@@ -59,7 +59,7 @@ def test_every_paper_job_is_tiny_and_goes_elsewhere(paper, tiny_plan):
     for job in tiny_plan.range_tests.values():
         cfg = RangeTestConfig.model_validate(job.config)
         real_cfg = RangeTestConfig.model_validate(real.range_tests[job.job_id].config)
-        assert (cfg.range_test.iterations, cfg.range_test.eval_every, cfg.range_test.eval_subset) == (24, 3, 32)
+        assert (cfg.range_test.iterations, cfg.range_test.eval_every, cfg.range_test.eval_subset) == (24, 1, 32)
         lr_scale = (cfg.train.batch_size / real_cfg.train.batch_size) ** 0.5
         assert cfg.range_test.end_lr == pytest.approx(real_cfg.range_test.end_lr * lr_scale, rel=1e-15)
         assert cfg.range_test.momentum_range == real_cfg.range_test.momentum_range, job.job_id

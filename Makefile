@@ -14,7 +14,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SMOKE_REFERENCE := results/smoke
 SMOKE_RUN := results/smoke-run
 
-.PHONY: setup data test-tools smoke smoke-reference test test-threads test-fast bench figures report gpu-check lint clean-smoke
+.PHONY: setup data test-tools smoke smoke-reference tiny test test-threads test-fast bench figures report gpu-check lint clean-smoke
 
 setup: $(VENV)/.installed
 
@@ -65,6 +65,11 @@ smoke-reference: setup data
 	rm -rf $(SMOKE_REFERENCE)
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml --config results_dir=$(SMOKE_REFERENCE) \
 		--printshellcmds
+
+# Every job of configs/paper.yaml for a few iterations, into results/paper-tiny (onecycle.scale):
+# checks a machine and its copies of the data before the real run.
+tiny: setup data
+	$(BIN)/snakemake --cores $(CORES) --config scale=tiny --keep-going --rerun-incomplete
 
 test: setup data test-tools
 	$(BIN)/python -m pytest

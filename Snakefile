@@ -4,6 +4,7 @@
 #
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
+#   snakemake --cores 2 --config scale=tiny                    # every job of a config, tiny
 #   make report                                                # Snakemake's HTML report (see Makefile)
 import sys
 
@@ -20,7 +21,8 @@ from onecycle.stale_locks import clear_stale_locks
 register_report_directives()
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
-if not config:
+# `--config key=value` alone (e.g. scale=tiny) is applied on top of the default.
+if not workflow.overwrite_configfiles:
 
     configfile: "configs/paper.yaml"
 

@@ -3,12 +3,13 @@
     onecycle train --config RUN.yaml --out DIR [--bounds bounds.json] [--threads N]
     onecycle range-test --config RANGE.yaml --out DIR [--threads N]
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
-    onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
+    onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download] [--no-verify]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
     onecycle compare-reference --config WORKFLOW.yaml --reference DIR --run DIR
     onecycle config --schema {run,range-test,workflow}
+    onecycle plan --config WORKFLOW.yaml [--device-class gpu|cpu] [--tflops X] [--devices N]
 
 Bad input ends with one line `onecycle: error: ...` and exit status 2, before any work starts.
 Only argparse is imported until a command runs (torch, pandas and pydantic are not), so that
@@ -61,8 +62,8 @@ def _range_test(args: argparse.Namespace) -> int:
     b = metrics["bounds"]
     stop = metrics["diverged"]
     stopped = f" at iteration {stop['iteration']} ({stop['reason']})" if stop else ""
-    print(f"{cfg.name}: {metrics['status']}{stopped}; {b['chosen_rule']} -> base_lr {b['base_lr']}, "
-          f"max_lr {b['max_lr']}", flush=True)
+    found = f"base_lr {b['base_lr']}, max_lr {b['max_lr']}" if b["max_lr"] is not None else f"no bounds: {b['no_bounds']}"
+    print(f"{cfg.name}: {metrics['status']}{stopped}; {b['chosen_rule']} -> {found}", flush=True)
     return 0
 
 
@@ -85,8 +86,18 @@ def _set_threads(threads: int | None) -> None:
 def _prepare_data(args: argparse.Namespace) -> int:
     from onecycle import data
 
-    root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download)
-    io.write_json(args.record, {"dataset": args.dataset, "root": str(root), "verified": True})
+    verify = not args.no_verify
+    root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download,
+                        verify=verify)
+    record = {"dataset": args.dataset, "root": str(root), "verified": verify}
+    if not verify:
+        # What the copy is, for the record: its md5s beside the official ones.
+        record["checksums_skipped"] = "--no-verify: a copy that need not be byte-identical to the official files"
+        record["files"] = data.compare_with_official(args.dataset, root)
+        differing = [name for name, file in record["files"].items() if not file["matches"]]
+        print(f"{args.dataset}: checksums not verified (--no-verify); "
+              f"{len(differing)} of {len(record['files'])} files differ from the official ones")
+    io.write_json(args.record, record)
     print(f"{args.dataset}: ready at {root}")
     return 0
 
@@ -126,8 +137,9 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
     combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
-    print(f"bounds: base_lr {combined['base_lr']}, max_lr {combined['max_lr']} "
-          f"({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
+    found = (f"base_lr {combined['base_lr']}, max_lr {combined['max_lr']}" if combined["max_lr"] is not None
+             else f"no bounds: {combined['no_bounds']}")
+    print(f"bounds: {found} ({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
     return 0
 
 
@@ -189,6 +201,19 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    from onecycle import plan as cost_plan
+    from onecycle.config import load_mapping
+    from onecycle.experiments import expand
+
+    workflow = expand(load_mapping(args.config), str(args.config))
+    if args.devices < 1:
+        raise ConfigError(f"--devices {args.devices}: expected at least 1")
+    rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)
+    print(cost_plan.format_plan(workflow, rate, str(args.config), args.devices))
+    return 0
+
+
 def _existing(path: str) -> str:
     if not Path(path).is_file():
         raise ConfigError(f"{path}: file not found")
@@ -230,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder (default: $ONECYCLE_DATA/<dataset>, else ./data/<dataset>)")
     p.add_argument("--record", required=True, help="JSON record written once the data is verified")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
+    p.add_argument("--no-verify", action="store_true",
+                   help="accept a copy whose files are not byte-identical to the official ones (re-packed, "
+                        "converted): skip the md5 check, read every split instead, record that in --record")
     p.set_defaults(handler=_prepare_data)
 
     p = sub.add_parser("caffe-mean", help="compute and cache the Caffe mean images of ImageNet-folder splits")
@@ -268,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run: `onecycle train --config`; range-test: `onecycle range-test --config`; "
                         "workflow: configs/*.yaml (Snakemake --configfile)")
     p.set_defaults(handler=_config)
+
+    p = sub.add_parser("plan", help="jobs, iterations, images, FLOPs and device-hours of a workflow config")
+    p.add_argument("--config", required=True, help="workflow config, e.g. configs/paper.yaml")
+    p.add_argument("--device-class", default="gpu", help="gpu (default) or cpu: the default throughput")
+    p.add_argument("--tflops", type=float, help="effective TFLOP/s per device, instead of the default or "
+                                               "what make gpu-check measured")
+    p.add_argument("--calibration", help="make gpu-check's throughput record (default "
+                                         "results/gpu_check/throughput.json, when present)")
+    p.add_argument("--devices", type=int, default=1, help="devices working at once, for the days estimate")
+    p.set_defaults(handler=_plan)
 
     cli_schedule.register(sub)
     return parser

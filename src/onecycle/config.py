@@ -8,6 +8,7 @@ strings where numbers belong (YAML 1.1 reads `1e-4` as a string), and check rang
 from __future__ import annotations
 
 import difflib
+import json
 import math
 from pathlib import Path
 from typing import Any, Literal
@@ -501,8 +502,16 @@ def _key_path(path: tuple[str, ...]) -> str:
 
 
 def load_mapping(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON file (JSON is YAML) into a dict through ConfigLoader, with one-line
-    errors naming the file: size, encoding, syntax, duplicate keys and aliases are all checked."""
+    """Read a config file into a dict, with one-line errors naming the file, the way Snakemake
+    reads a --configfile, so that a file means the same to `snakemake` and to `onecycle`:
+
+    - `.json` (what the workflow writes: spec.json, workflow_config.json) with the json module.
+      JSON is not read as YAML: io.write_json writes 1e-06, which JSON reads as a number and
+      YAML 1.1 as the string '1e-06' (every job with a weight decay or LR below 1e-4 failed).
+    - anything else as YAML 1.1 through ConfigLoader, where `1e-4` without a dot is a string (the
+      models refuse it with a hint to write 1.0e-4), and duplicate keys and aliases are checked.
+    Size and encoding are checked for both; a key repeated in one JSON object is refused too.
+    """
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -517,8 +526,39 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    data = _load_json(path, text) if path.suffix.lower() == ".json" else _load_yaml(path, text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def _load_json(path: Path, text: str) -> Any:
     try:
-        data = yaml.load(text, Loader=ConfigLoader)
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path}: line {error.lineno} not valid JSON ({error.msg})") from None
+    except _RepeatedJsonKey as error:
+        raise ConfigError(f"{path}: key {error.args[0]!r} is repeated in one object; JSON keys must be unique") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nests too deeply to be a config") from None
+
+
+class _RepeatedJsonKey(Exception):
+    """A key twice in one JSON object (json keeps the last one, silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    mapping: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in mapping:
+            raise _RepeatedJsonKey(key)
+        mapping[key] = value
+    return mapping
+
+
+def _load_yaml(path: Path, text: str) -> Any:
+    try:
+        return yaml.load(text, Loader=ConfigLoader)
     except ConfigShapeError as error:
         raise ConfigError(f"{path}:{_line(error)} {error.problem}") from None
     except yaml.YAMLError as error:
@@ -529,9 +569,6 @@ def load_mapping(path: str | Path) -> dict[str, Any]:
     except ValueError as error:  # an integer of more digits than Python converts, a 13th month
         reason = str(error).split(";")[0]  # not Python's advice to raise its digit limit
         raise ConfigError(f"{path}: a value YAML cannot convert ({reason})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return data
 
 
 def _line(error: yaml.YAMLError) -> str:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,7 @@ from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictMode
                              parse)
 from onecycle.data import FOLDER_DATASETS
 from onecycle.distributed import check_batch_size
+from onecycle.scale import TINY, TinyScale, tiny_job
 from onecycle.train import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
@@ -218,6 +220,13 @@ class WorkflowConfig(StrictModel):
     jobs_per_gpu: int = Field(default=1, ge=1)
     # Confidence of each one-sided bound behind a claim's verdict (onecycle.claims).
     claims_confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # Datasets whose copy the user vouches for without the official md5s (a re-packed or
+    # converted MNIST or CIFAR): their prepare_data job runs `onecycle prepare-data --no-verify`,
+    # and the data record says the checksums were skipped and how the files differ.
+    skip_checksums: list[str] = Field(default_factory=list)
+    # "tiny": every job runs a handful of iterations, into <results_dir>-tiny (onecycle.scale):
+    # `snakemake --cores 2 --config scale=tiny` checks a machine and its data before the real run.
+    scale: Literal["full", "tiny"] = "full"
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
 
     @field_validator("results_dir")
@@ -232,6 +241,17 @@ class WorkflowConfig(StrictModel):
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
         return _check_seeds(seeds, "seeds")
+
+    @field_validator("skip_checksums")
+    @classmethod
+    def _datasets_with_checksums(cls, names: list[str]) -> list[str]:
+        from onecycle.data import SOURCES
+
+        checked = sorted(name for name, source in SOURCES.items() if source.contents)
+        for name in names:
+            if name not in checked:
+                raise ValueError(f"{name!r} has no checksums to skip: give some of {', '.join(checked)}")
+        return names
 
     @field_validator("experiments")
     @classmethod
@@ -368,8 +388,12 @@ def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, An
     return {"train": {"device": "cuda"}}
 
 
-def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
-    """Every job of the workflow, validated; raises ConfigError naming the job and key."""
+def expand(data: dict[str, Any], source: str = "workflow config", tiny_scale: TinyScale = TINY) -> Plan:
+    """Every job of the workflow, validated; raises ConfigError naming the job and key.
+
+    With `scale: tiny` every job is first validated as configured, then scaled down to
+    `tiny_scale` (onecycle.scale) and validated again: a tiny run checks the real config too.
+    Its results go to `<results_dir>-tiny`."""
     workflow = load_workflow_config(data, source)
     jobs = sum(len(exp.groups) * len(workflow.seeds)
                + (len(exp.range_test_seeds or [0]) if exp.range_test is not None else 0)
@@ -377,19 +401,25 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
     if jobs > MAX_JOBS:
         raise ConfigError(f"{source}: {jobs} jobs (groups x seeds), above the {MAX_JOBS} one workflow "
                           "may schedule; split it into several workflow configs")
+    tiny = workflow.scale == "tiny"
     results = Path(workflow.results_dir)
+    if tiny:
+        results = results.with_name(f"{results.name}-tiny")
     range_tests: dict[str, Job] = {}
     trains: dict[str, Job] = {}
     for exp_name, exp in workflow.experiments.items():
         exp_where = f"{source}: experiments.{exp_name}"
         if exp.range_test is not None:
             placement = gpu_placement(workflow.gpus_per_job, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
+            where = f"{exp_where} (range test)"
             for seed in exp.range_test_seeds or workflow.seeds[:1]:
                 job_id = f"{exp_name}/seed{seed}"
-                raw = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
-                                            "range_test": exp.range_test})
-                raw = deep_merge(raw, device_overrides(raw, placement["gpus"], f"{exp_where} (range test)"))
-                cfg = parse(RangeTestConfig, raw, f"{exp_where} (range test)")
+                merged = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
+                                               "range_test": exp.range_test})
+                cfg = _range_test_config(merged, placement["gpus"], where)
+                if tiny:
+                    scaled = tiny_job(merged, split_into=1, where=where, tiny=tiny_scale)
+                    cfg = _range_test_config(scaled, placement["gpus"], where)
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
                                           cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
@@ -400,17 +430,14 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
             for seed in workflow.seeds:
                 job_id = f"{exp_name}/{group}/seed{seed}"
                 where = f"{source}: experiments.{exp_name}.groups.{group}"
-                raw = deep_merge(exp.base, overrides)
-                if exp.seed_protocol == "part1":
-                    raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
-                raw = deep_merge(raw, device_overrides(raw, placement["gpus"], where))
-                raw = deep_merge(raw, {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
-                cfg = parse(RunConfig, raw, where)
-                try:
-                    check_schedule(cfg)
-                    check_batch_size(cfg.train.batch_size, gpus, cfg.train.batch_norm_shards)
-                except ConfigError as error:
-                    raise ConfigError(f"{where}: {error}") from None
+                merged = deep_merge(exp.base, overrides)
+                ids = {"name": job_id, "experiment": exp_name, "group": group, "seed": seed}
+                cfg = _run_config(merged, exp, seed, ids, gpus, placement["gpus"], where)
+                if tiny:
+                    protocol_batch = PART1_GPUS if exp.seed_protocol == "part1" else 1
+                    scaled = tiny_job(merged, split_into=math.lcm(max(gpus, 1), protocol_batch), where=where,
+                                      tiny=tiny_scale)
+                    cfg = _run_config(scaled, exp, seed, ids, gpus, placement["gpus"], where)
                 needs_bounds = cfg.schedule.lr_bounds == "range_test"
                 if needs_bounds and exp.range_test is None:
                     raise ConfigError(f"{source}: experiments.{exp_name}.groups.{group}: schedule.lr_bounds "
@@ -419,3 +446,24 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                                      cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
                                      needs_bounds, **placement)
     return Plan(workflow, results, range_tests, trains)
+
+
+def _range_test_config(merged: dict[str, Any], gpus: int, where: str) -> RangeTestConfig:
+    raw = deep_merge(merged, device_overrides(merged, gpus, where))
+    return parse(RangeTestConfig, raw, where)
+
+
+def _run_config(merged: dict[str, Any], exp: ExperimentConfig, seed: int, ids: dict[str, Any], gpus: int,
+                claimed_gpus: int, where: str) -> RunConfig:
+    """A training job's validated config: the group's settings, Smith's run protocol, the device."""
+    raw = merged
+    if exp.seed_protocol == "part1":
+        raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
+    raw = deep_merge(raw, device_overrides(raw, claimed_gpus, where))
+    cfg = parse(RunConfig, deep_merge(raw, ids), where)
+    try:
+        check_schedule(cfg)
+        check_batch_size(cfg.train.batch_size, gpus, cfg.train.batch_norm_shards)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return cfg

@@ -173,8 +173,9 @@ def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
             raise ConfigError(f"schedule.lr_bounds 'range_test' is not supported for policy "
                               f"{cfg.schedule.policy!r}; use one of {', '.join(LR_BOUND_PARAMS)}")
         if bounds.get("max_lr") is None:
-            raise ConfigError(f"the range test's rule {bounds.get('chosen_rule')!r} found no max_lr "
-                              "(see its bounds.json); pick another range_test.bounds_rule")
+            why = bounds.get("no_bounds") or f"its rule {bounds.get('chosen_rule')!r} found no max_lr"
+            raise ConfigError(f"the range test gave no bounds ({why}); see its bounds.json, or pick "
+                              "another range_test.bounds_rule")
         low_key, high_key = LR_BOUND_PARAMS[cfg.schedule.policy]
         params[high_key] = float(bounds["max_lr"])
         if low_key is not None:

@@ -296,10 +296,14 @@ def test_sigkilled_dag_recovers_with_the_documented_command(tmp_path):
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
     deadline = time.monotonic() + 900
-    # Kill once a job has finished and a training is between checkpoints.
+    # Kill once a job has finished (its metrics.json written and Snakemake's incomplete marker,
+    # made when the job started, removed) and a training is between checkpoints.
+    def recorded_finished():
+        incomplete = _marked_incomplete(tmp_path)
+        return [p for p in results.rglob("metrics.json") if str(p.relative_to(tmp_path)) not in incomplete]
+
     while first.poll() is None and time.monotonic() < deadline:
-        if glob.glob(f"{glob.escape(str(results))}/**/metrics.json", recursive=True) and \
-                glob.glob(f"{glob.escape(str(results))}/train/**/checkpoint.pt", recursive=True):
+        if glob.glob(f"{glob.escape(str(results))}/train/**/checkpoint.pt", recursive=True) and recorded_finished():
             break
         time.sleep(0.1)
     assert first.poll() is None, "the DAG ended before it could be killed"
@@ -308,9 +312,7 @@ def test_sigkilled_dag_recovers_with_the_documented_command(tmp_path):
     assert list((tmp_path / ".snakemake" / "locks").glob("*.lock")), "the kill left no Snakemake lock"
     # Finished = written and recorded as finished by Snakemake (a job killed between its last
     # write and Snakemake's bookkeeping is incomplete, and rightly rerun).
-    incomplete = _marked_incomplete(tmp_path)
-    finished = {p: p.stat().st_mtime_ns for p in results.rglob("metrics.json")
-                if str(p.relative_to(tmp_path)) not in incomplete}
+    finished = {p: p.stat().st_mtime_ns for p in recorded_finished()}
     assert finished, "no job had finished before the kill"
     killed_runs = [p.parent for p in results.glob("train/**/checkpoint.pt")]
 

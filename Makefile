@@ -14,7 +14,7 @@ FASHION_MNIST := /usr/share/datasets/fashion-mnist
 SMOKE_REFERENCE := results/smoke
 SMOKE_RUN := results/smoke-run
 
-.PHONY: setup data smoke smoke-reference test test-threads test-fast bench figures report gpu-check lint clean-smoke
+.PHONY: setup data test-tools smoke smoke-reference tiny test test-threads test-fast bench figures report gpu-check lint clean-smoke
 
 setup: $(VENV)/.installed
 
@@ -35,6 +35,21 @@ data:
 	if [ -d $(FASHION_MNIST) ]; then echo "Fashion-MNIST: $(FASHION_MNIST)"; \
 	else echo "Fashion-MNIST: not installed by apt; onecycle will try torchvision's download"; fi
 
+# The report tests render the static report in headless Chromium and compile the LaTeX tables
+# with pdflatex: Debian's packages when apt is available (root), else those tests skip, saying why.
+test-tools:
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		for pkg in chromium texlive-latex-base texlive-latex-recommended; do \
+			dpkg -s $$pkg >/dev/null 2>&1 || missing="$$missing $$pkg"; \
+		done; \
+		if [ -n "$$missing" ]; then \
+			(apt-get install -y -qq --no-install-recommends $$missing || \
+			 (apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing)) >/dev/null; \
+		fi; \
+	fi; \
+	echo "chromium: $$(command -v chromium || echo 'not installed: the browser test skips')"; \
+	echo "pdflatex: $$(command -v pdflatex || echo 'not installed: the LaTeX test skips')"
+
 # Float32 training is not bit-identical across CPUs and thread counts, so a fresh run is checked
 # against the reference at the level that holds on any machine (onecycle.reference): status,
 # accuracy means within a tolerance from the seed spread, verdicts. Exit status 1 on disagreement.
@@ -51,7 +66,12 @@ smoke-reference: setup data
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml --config results_dir=$(SMOKE_REFERENCE) \
 		--printshellcmds
 
-test: setup data
+# Every job of configs/paper.yaml for a few iterations, into results/paper-tiny (onecycle.scale):
+# checks a machine and its copies of the data before the real run.
+tiny: setup data
+	$(BIN)/snakemake --cores $(CORES) --config scale=tiny --keep-going --rerun-incomplete
+
+test: setup data test-tools
 	$(BIN)/python -m pytest
 
 # The tests marked `numerics` (they compare floats from training or float kernels) again, at
@@ -70,15 +90,24 @@ test-fast: setup
 bench: setup data
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-autosave -p no:randomly
 
-# Tables, figures and claim verdicts again from the stored results of the smoke run and of the
-# mirrors kept in git (results/README.md): no training runs.
+# Tables, figures and the static report page (<results_dir>/report.html) again from the stored
+# results of every committed config: no training runs, and the same bytes as committed.
+FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirror.yaml
 figures: setup
-	$(BIN)/onecycle report --config configs/smoke.yaml
-	$(BIN)/onecycle report --config configs/fmnist_mirror.yaml
-	$(BIN)/onecycle report --config configs/sc_mirror.yaml
+	@for config in $(FIGURE_CONFIGS); do $(BIN)/onecycle report --config $$config || exit 1; done
 
+# Snakemake's report of the smoke results, outside the tracked results: build/report/smoke.html.
+# The report jobs (the rules of workflow/rules/aggregate.smk) run again here first, from the
+# stored results, so Snakemake has a record of each job it reports on: a fresh clone has none of
+# the training runs (Snakemake keeps them in .snakemake/, which git does not carry), and asking
+# for a report of those would only print a "Missing metadata" warning per file.
+REPORT_RULES := $(shell sed -n 's/^rule \([a-z_]*\):/\1/p' workflow/rules/aggregate.smk)
+REPORT_FLAGS := --report-stylesheet src/onecycle/report.css --report-metadata workflow/report/metadata.yaml
 report: setup
-	$(BIN)/snakemake --configfile configs/smoke.yaml --report results/smoke/report.html
+	mkdir -p build/report
+	$(BIN)/snakemake --configfile configs/smoke.yaml --cores 1 --allowed-rules $(REPORT_RULES) --forcerun $(REPORT_RULES)
+	$(BIN)/snakemake --configfile configs/smoke.yaml --allowed-rules $(REPORT_RULES) --report build/report/smoke.html $(REPORT_FLAGS)
+	@echo "Snakemake's report: build/report/smoke.html   The static page: results/smoke/report.html"
 
 gpu-check: setup
 	$(BIN)/python scripts/gpu_check.py

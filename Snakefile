@@ -4,15 +4,40 @@
 #
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
-#   snakemake --report report.html                             # one HTML report
+#   snakemake --cores 2 --config scale=tiny                    # every job of a config, tiny
+#   make report                                                # Snakemake's HTML report (see Makefile)
+import sys
+
+from snakemake.settings.enums import PersistenceBackend
+
+from onecycle.config import load_mapping
 from onecycle.experiments import expand
+from onecycle.html_report import report_path
 from onecycle.report import claims_outputs, experiment_outputs, suite_outputs
+from onecycle.snakemake_report import register as register_report_directives
+from onecycle.stale_locks import clear_stale_locks
+
+# `embeddedfigure` in the report text embeds the image (onecycle.snakemake_report says why).
+register_report_directives()
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
-if not config:
+# `--config key=value` alone (e.g. scale=tiny) is applied on top of the default.
+if not workflow.overwrite_configfiles:
 
     configfile: "configs/paper.yaml"
 
+
+# Snakemake reads config files with its own YAML loader, which lets the last of two equal keys
+# win (a repeated group silently replaces the first) and expands aliases. Each file is read
+# again here through onecycle.config.ConfigLoader, which refuses both, naming file, line and key.
+for path in workflow.configfiles:
+    load_mapping(path)
+
+# A run killed by SIGKILL leaves Snakemake's lock behind; it is deleted when no run of this
+# workflow is alive in the folder (onecycle.stale_locks), so that `--rerun-incomplete` recovers.
+if workflow.is_main_process and workflow.workflow_settings.persistence_backend == PersistenceBackend.FILE:
+    for stale in clear_stale_locks():
+        print(f"Removed {stale}: no Snakemake run of this workflow is alive here to hold it.", file=sys.stderr)
 
 PLAN = expand(config, "config")
 R = str(PLAN.results_dir)
@@ -39,10 +64,12 @@ localrules:
     comparison_figure,
     claims_table,
     claims_scorecard,
+    html_report,
 
 
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
         suite_outputs(PLAN).values(),
+        report_path(PLAN),
     default_target: True

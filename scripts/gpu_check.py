@@ -7,8 +7,10 @@ short CIFAR-shaped throughput run: resnet56 on synthetic 3x32x32 uint8 images, b
 fp32 and bf16 autocast + channels_last, bare loop vs the suite, and the suite again with Caffe's
 semantics (mean image, prototxt multipliers, batch norm in 4 shards); then LeNet jobs sharing
 one GPU 1, 2 and 4 ways through onecycle.gpu_slots --per-device (issue: small jobs per device).
-Without CUDA it says so, runs the throughput run with LeNet for a few iterations on CPU, and
-exits 0.
+The Caffe-semantics run is timed in deterministic mode, as the paper config trains, and its
+rate, in FLOP/s as `onecycle plan` counts them, is written to results/gpu_check/throughput.json:
+plan then estimates device-hours for this machine's GPUs. Without CUDA it says so, runs the
+throughput run with LeNet for a few iterations on CPU, and exits 0 (no calibration written).
 
 Exit status 1 when a pytest step fails or times out, else 0.
 """
@@ -30,13 +32,14 @@ import tempfile
 import torch
 from torch import nn
 
+from onecycle import io, plan
 from onecycle.config import OptimConfig
 from onecycle.data import ArrayDataset, Batches, CaffeTransform
 from onecycle.models import build_model
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
 from onecycle.schedules import make_schedule
-from onecycle.train import train_step
+from onecycle.train import set_mode, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 # Per pytest step, so the whole check stays within its 5 minutes even when a step hangs.
@@ -143,8 +146,8 @@ def timed_run(step, batches, warmup: int, device: torch.device) -> tuple[float, 
 
 
 def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last: bool,
-               caffe: bool = False) -> str:
-    """One line: images/s of the bare loop and of the suite (both update rules).
+               caffe: bool = False) -> tuple[str, dict[str, float]]:
+    """One line: images/s of the bare loop and of the suite (both update rules); and those rates.
 
     Bare: torch SGD at a fixed lr on pre-made batches already on the device (and already
     channels_last when asked). Suite: `Batches` (pad_crop_mirror) feeding `train_step` with
@@ -191,8 +194,24 @@ def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last:
     parts = [f"bare {bare_rate:,.0f} img/s"] + [f"{name} {rate:,.0f} img/s ({rate / bare_rate:.3f})"
                                                  for name, (rate, _) in results.items() if name != "bare"]
     losses = ", ".join(f"{loss:.3f}" for _, loss in results.values())
-    return (f"throughput {shape.arch} on {device.type}, batch {shape.batch_size}, {shape.iterations} "
+    line = (f"throughput {shape.arch} on {device.type}, batch {shape.batch_size}, {shape.iterations} "
             f"timed iterations, {mode}: {'; '.join(parts)}; last losses {losses}")
+    return line, {name: rate for name, (rate, _) in results.items()}
+
+
+def write_calibration(shape: Shape, images_per_s: float, device_name: str, what: str) -> str:
+    """The effective training rate `onecycle plan` uses for this machine's GPUs (onecycle.plan.
+    CALIBRATION): images/s x the model's forward+backward FLOPs per image, counted as plan counts."""
+    train_flops, _ = plan.model_flops(shape.arch, "{}", shape.channels, shape.side, 10)
+    record = {"device_class": "gpu", "device": device_name, "what": what,
+              "arch": shape.arch, "batch_size": shape.batch_size, "images_per_s": images_per_s,
+              "train_flops_per_image": train_flops, "tflops": images_per_s * train_flops / 1e12,
+              "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+              "git_revision": io.git_revision()}
+    path = REPO / plan.CALIBRATION
+    io.write_json(path, record)
+    return (f"calibration: {record['tflops']:.2f} TFLOP/s effective ({images_per_s:,.0f} img/s x "
+            f"{train_flops / 1e9:.3f} GFLOP per image), written to {path} for onecycle plan")
 
 
 def sharing_throughput() -> str:
@@ -230,7 +249,7 @@ def main() -> int:
         say("CUDA is not available: skipping the gpu-marked tests, the CUDA benchmarks and the "
             f"resnet56 run; a short {CPU_FALLBACK.arch} run on CPU instead (indicative only)")
         say(THROUGHPUT_LEGEND)
-        say(throughput(CPU_FALLBACK, torch.device("cpu"), bf16=False, channels_last=False))
+        say(throughput(CPU_FALLBACK, torch.device("cpu"), bf16=False, channels_last=False)[0])
         return 0
     failures = 0
     failures += pytest_step("gpu tests", ["-m", "gpu", "-q", "-p", "no:randomly"], TEST_TIMEOUT_S) != 0
@@ -241,8 +260,14 @@ def main() -> int:
     device = torch.device("cuda")
     say(THROUGHPUT_LEGEND)
     for bf16, channels_last in ((False, False), (True, True)):
-        say(throughput(CIFAR, device, bf16=bf16, channels_last=channels_last))
-    say(throughput(CIFAR, device, bf16=False, channels_last=False, caffe=True))
+        say(throughput(CIFAR, device, bf16=bf16, channels_last=channels_last)[0])
+    # As the paper config trains (train.mode deterministic: no TF32, no cuDNN autotuning), so
+    # that the calibration of `onecycle plan` is the rate its runs will see.
+    set_mode("deterministic", device)
+    line, rates = throughput(CIFAR, device, bf16=False, channels_last=False, caffe=True)
+    say(line + " (deterministic mode)")
+    say(write_calibration(CIFAR, rates["suite caffe rule"], torch.cuda.get_device_name(0),
+                          "resnet56 fp32, Caffe semantics, deterministic mode (scripts/gpu_check.py)"))
     try:
         say(sharing_throughput())
     except (subprocess.SubprocessError, ValueError, IndexError) as error:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 
 import numpy as np
 import pandas as pd
@@ -15,8 +17,11 @@ from onecycle.published import PublishedDataError, find_published_file, load_pub
 
 
 def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment="mnist_lenet", epochs=3,
-              iterations=300, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
-    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation."""
+              iterations=300, iterations_planned=None, wall_time_s=30.0, weight_decay=5e-4, momentum=0.95):
+    """A metrics.json as train.py writes it; accuracy None = diverged before the first evaluation.
+    A completed run plans the iterations it ran, a diverged one planned more, unless given."""
+    if iterations_planned is None:
+        iterations_planned = iterations if status == "completed" else iterations + 100
     config = {"name": f"{group}_s{seed}", "experiment": experiment, "group": group, "seed": seed,
               "data": {"dataset": "mnist", "train_subset": None}, "model": {"arch": "lenet", "init": "default"},
               "optim": {"algorithm": "sgd", "update_rule": "caffe", "weight_decay": weight_decay},
@@ -25,7 +30,8 @@ def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment
     summary = None if accuracy is None else {"epoch": epochs, "iteration": iterations,
                                              "test_accuracy": accuracy, "test_loss": 0.3}
     metrics = {"status": status, "name": config["name"], "experiment": experiment, "group": group, "seed": seed,
-               "config": config, "iterations": iterations, "iterations_planned": 300, "epochs_completed": epochs,
+               "config": config, "iterations": iterations, "iterations_planned": iterations_planned,
+               "epochs_completed": epochs,
                "final": summary, "best": summary,
                "diverged": None if status == "completed" else {"iteration": iterations, "reason": "loss is NaN"},
                "wall_time_s": wall_time_s, "provenance": {"seed": seed}}
@@ -136,6 +142,8 @@ def test_summary_table_statistics_and_verdicts(runs, published):
     assert one["accuracy_mean"] == pytest.approx(99.26)
     assert one["accuracy_std"] == pytest.approx(0.06)
     assert 99.20 <= one["accuracy_ci_low"] < 99.26 < one["accuracy_ci_high"] <= 99.32
+    assert one[["accuracy_min", "accuracy_max"]].tolist() == pytest.approx([99.20, 99.32])
+    assert one["accuracy_by_seed"] == "seed 0: 99.200; seed 1: 99.260; seed 2: 99.320"
     assert one[["epochs", "iterations", "wall_time_s"]].tolist() == pytest.approx([3, 300, 20.0])
     # Paper: 99.25 ± 0.03 (docs/paper_reference.md A2), V-img.
     assert one[["paper_accuracy", "paper_accuracy_std", "paper_confidence"]].tolist() == [99.25, 0.03, "V-img"]
@@ -159,7 +167,8 @@ def test_summary_table_statistics_and_verdicts(runs, published):
 
 def test_summary_table_without_published_numbers(runs):
     table = aggregate.summary_table(runs, expected_groups=[("mnist_lenet", "later")]).set_index("group")
-    assert "paper_accuracy" not in table.columns
+    # The published number and the difference stay columns, empty where no row is mapped.
+    assert table[["paper_accuracy", "difference_pp"]].isna().all().all()
     assert table["verdict"].to_dict() == {"later": "pending", "1cycle_12ep": "no published number",
                                           "inv_85ep": "no published number", "step_85ep": "diverged"}
 
@@ -200,13 +209,13 @@ def test_write_table_csv_markdown_and_latex_carry_the_same_numbers(tmp_path, run
     assert "nan" not in markdown.lower() and "nan" not in latex.lower()
 
     header = markdown.splitlines()[2]
-    assert header.startswith("| experiment | group | n |") and "| accuracy |" in header
+    assert header.startswith("| experiment | group | schedule | n |") and "| accuracy |" in header
     assert len(markdown.splitlines()) == 2 + 2 + len(table)
 
     for rule in (r"\toprule", r"\midrule", r"\bottomrule"):
         assert latex.count(rule) == 1
     assert latex.index(r"\toprule") < latex.index(r"\midrule") < latex.index(r"\bottomrule")
-    assert r"1cycle\_12ep" in latex and r"100\% of data" in latex
+    assert r"1cycle\_\allowbreak{}12ep" in latex and r"100\% of data" in latex
     assert not list(stem.parent.glob("*.tmp*"))
 
 
@@ -347,3 +356,162 @@ def test_published_duplicate_ids_are_rejected(tmp_path):
     path.write_text(yaml.safe_dump({"rows": rows * 2}))
     with pytest.raises(PublishedDataError, match="row 'part1_t2_mnist_lenet_1cycle_12ep': duplicate id"):
         load_published(path)
+
+
+# --------------------------------------------------------------------------------------------
+# Small n, rounding, the verdict table's display
+# --------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def two_seed_runs(tmp_path):
+    # 85.06 and 85.11 (the smoke inv_6ep seeds): their mean, 85.085, is 85.08500000000001 in floats.
+    return aggregate.collect_runs([
+        write_run(tmp_path, "inv_6ep", 0, accuracy=0.8506), write_run(tmp_path, "inv_6ep", 1, accuracy=0.8511),
+        write_run(tmp_path, "1cycle", 0, accuracy=0.8154), write_run(tmp_path, "1cycle", 1, accuracy=0.8086),
+        write_run(tmp_path, "lonely", 0, accuracy=0.80), write_run(tmp_path, "lonely", 1, status="diverged"),
+    ])
+
+
+def test_fewer_than_three_seeds_get_their_values_not_a_bootstrap_ci(two_seed_runs):
+    table = aggregate.summary_table(two_seed_runs, schedules={"inv_6ep": "inv 0.01"}).set_index("group")
+    # A bootstrap "CI" of two values would be the two values again: it is left empty.
+    assert table[["accuracy_ci_low", "accuracy_ci_high"]].isna().all().all()
+    assert table.loc["1cycle", ["accuracy_min", "accuracy_max"]].tolist() == pytest.approx([80.86, 81.54])
+    assert table.loc["inv_6ep", "schedule"] == "inv 0.01" and table.loc["lonely", "schedule"] == ""
+    display = aggregate.summary_display(table.reset_index()).set_index("group")
+    assert display.loc["1cycle", aggregate.SPREAD_HEADER] == "80.86, 81.54"
+    # One surviving seed: its value once, never a zero-width interval; the diverged one counted.
+    assert display.loc["lonely", ["n", aggregate.SPREAD_HEADER]].tolist() == ["1 of 2", "80.00"]
+    # From the CSV's 85.085 (the float nearest, 85.08499999999999..., shows as 85.08): the
+    # table a reader sees has the CSV's digits.
+    assert display.loc["inv_6ep", "accuracy (%)"] == "85.08 ± 0.04"
+
+
+def test_csv_is_rounded_to_what_was_measured(tmp_path, two_seed_runs):
+    table = aggregate.summary_table(two_seed_runs)
+    aggregate.write_table(table, tmp_path / "t")
+    text = (tmp_path / "t.csv").read_text()
+    assert "85.085," in text and "85.08500000000001" not in text
+    csv = pd.read_csv(tmp_path / "t.csv").set_index("group")
+    # std of 85.06 and 85.11: 0.05 / sqrt(2) = 0.035355... -> 0.035 at 3 decimals.
+    assert csv.loc["inv_6ep", "accuracy_std"] == 0.035
+
+
+def test_rounded_for_csv_per_kind_of_column():
+    frame = pd.DataFrame({"accuracy_mean": [85.08500000000001], "difference_pp": [-0.12345],
+                          "iterations": [4.5000001], "speedup": [2.33333333], "wall_time_s": [27.4456],
+                          "p_value": [0.03125], "max_lr": [0.11346153846153845], "n": [2]})
+    assert aggregate.rounded_for_csv(frame).iloc[0].to_dict() == {
+        "accuracy_mean": 85.085, "difference_pp": -0.123, "iterations": 4.5, "speedup": 2.333,
+        "wall_time_s": 27.4, "p_value": 0.03125, "max_lr": 0.113462, "n": 2}
+
+
+def test_paired_comparison_of_two_seeds_says_what_it_cannot_show(two_seed_runs):
+    result = aggregate.paired_comparison(two_seed_runs, "1cycle", "inv_6ep")
+    assert result["n"] == 2 and math.isnan(result["ci_low"]) and math.isnan(result["ci_high"])
+    # 81.54 - 85.06 and 80.86 - 85.11: both negative, so p is the smallest two pairs allow.
+    assert result["difference_by_seed"] == "seed 0: -3.520; seed 1: -4.250"
+    assert result["p_value"] == result["p_smallest_possible"] == 0.5
+    assert "smallest sign-flip p is 0.5" in result["note"] and "at least 6 seeds" in result["note"]
+
+
+def test_verdict_table_html_and_latex_cells(tmp_path, runs, published):
+    table = aggregate.summary_table(runs, published=published, mapping=MAPPING,
+                                    schedules={"1cycle_12ep": "1cycle 0.01-0.1"})
+    aggregate.write_table(table, tmp_path / "v", caption="Part 1 Table 2", display=aggregate.summary_display(table))
+    page = (tmp_path / "v.html").read_text()
+    assert '<td class="verdict v-replicated">replicated</td>' in page
+    assert '<td class="verdict v-not-replicated">not replicated</td>' in page
+    # Three seeds: the 95 % bootstrap CI of 99.20, 99.26, 99.32, right-aligned as a number.
+    low, high = table.set_index("group").loc["1cycle_12ep", ["accuracy_ci_low", "accuracy_ci_high"]]
+    assert f'<td class="num">[{low:.2f}, {high:.2f}]</td>' in page
+    assert '<td class="num">99.25 ± 0.03</td>' in page and '<td class="num">+0.01</td>' in page
+    latex = (tmp_path / "v.tex").read_text()
+    assert r"\begin{tabularx}{\linewidth}" in latex and r"1cycle\_\allowbreak{}12ep" in latex
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None,
+                    reason="pdflatex not installed (make test installs texlive-latex-base/-recommended as root)")
+def test_latex_table_compiles_and_fits_the_page(tmp_path, runs, published):
+    # The widest table the suite writes: every display column, long group names and schedules.
+    table = aggregate.summary_table(runs, published=published, mapping=MAPPING, schedules={
+        "1cycle_12ep": "1cycle 0.0113-0.113 (range test, smith_accuracy_peak)",
+        "inv_85ep": "inv 0.01", "step_85ep": "multistep 0.01"})
+    table["group"] = table["group"] + "_with_the_pytorch_update_rule"
+    aggregate.write_table(table, tmp_path / "wide", caption="Part 1 Table 2 (50% of data), MNIST & LeNet",
+                          display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,tabularx}\n"
+                                      "\\begin{document}\n\\input{wide.tex}\n\\end{document}\n")
+    result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "doc.log").read_text(errors="replace")
+    assert result.returncode == 0, log[-2000:]
+    # The article class's text width (345 pt): anything wider is an overfull box in the log.
+    assert "Overfull \\hbox" not in log, log[log.index("Overfull"):][:500]
+    assert (tmp_path / "doc.pdf").read_bytes().startswith(b"%PDF")
+
+
+# --------------------------------------------------------------------------------------------
+# Broken runs: metrics.json, history.csv and the planned iterations must agree
+# --------------------------------------------------------------------------------------------
+
+def write_history(metrics_path, accuracies, iterations_per_epoch=100):
+    history(accuracies, iterations_per_epoch).to_csv(metrics_path.parent / "history.csv", index=False)
+    return metrics_path.parent / "history.csv"
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    (lambda m, h: h.unlink(), "history.csv missing"),
+    (lambda m, h: h.write_text("epoch,iteration\n1,100\n"), "history.csv lacks column 'test_accuracy'"),
+    (lambda m, h: m.write_text(m.read_text().replace('"iterations": 300', '"iterations": 10')),
+     "'completed' after 10 of 300 planned iterations"),
+    (lambda m, h: m.write_text(m.read_text().replace('"iterations_planned": 300', '"iterations_planned": 200')),
+     "300 iterations, more than the 200 planned"),
+    (lambda m, h: write_history(m, [0.5, 0.7]), "history.csv ends at iteration 200, metrics.json at 300"),
+    (lambda m, h: write_history(m, [0.5, 0.7, 0.8]), "final accuracy 90.00% in metrics.json, 80.00% in history.csv"),
+])
+def test_runs_whose_files_disagree_are_broken_and_say_why(tmp_path, edit, reason):
+    path = write_run(tmp_path, "1cycle", 0, accuracy=0.9)
+    sound = write_run(tmp_path, "1cycle", 1, accuracy=0.9)
+    histories = [write_history(path, [0.5, 0.7, 0.9]), write_history(sound, [0.5, 0.7, 0.9])]
+    assert aggregate.collect_runs([path, sound], history_paths=histories)["status"].tolist() == ["completed"] * 2
+    edit(path, histories[0])
+    runs = aggregate.collect_runs([path, sound], history_paths=histories)
+    assert runs["status"].tolist() == ["broken", "completed"]
+    assert runs.loc[0, "note"] == reason and pd.isna(runs.loc[1, "note"])
+
+
+def test_broken_runs_count_in_n_only_and_every_table_agrees(tmp_path):
+    paths = [write_run(tmp_path, "step", seed, accuracy=0.9, iterations=1000) for seed in (0, 1)]
+    paths += [write_run(tmp_path, "1cycle", seed, accuracy=0.91, iterations=400) for seed in (0, 1)]
+    histories = [write_history(p, [0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87, 0.89, 0.9]) for p in paths[:2]]
+    histories += [write_history(p, [0.6, 0.8, 0.9, 0.91]) for p in paths[2:]]
+    histories[3].unlink()
+    runs = aggregate.collect_runs(paths, history_paths=histories)
+
+    table = aggregate.summary_table(runs).set_index("group")
+    assert table.loc["1cycle", ["n", "n_completed", "n_diverged", "n_broken"]].tolist() == [2, 1, 0, 1]
+    assert table.loc["1cycle", "note"] == "broken, not counted: seed 1 (history.csv missing)"
+    assert table.loc["1cycle", "accuracy_mean"] == pytest.approx(91.0)
+    assert table.loc["step", "n_broken"] == 0 and pd.isna(table.loc["step", "note"])
+
+    speed = aggregate.time_to_accuracy_table({"step": [(s, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87,
+                                                                    0.89, 0.9])) for s in (0, 1)],
+                                              "1cycle": [(0, history([0.6, 0.8, 0.9, 0.91]))]},
+                                             "step", "1cycle", broken={"1cycle": {1: "history.csv missing"},
+                                                                       "step": {2: "history.csv missing"}})
+    assert speed["seed"].tolist() == [0, 1, "mean"]  # the summary's n = 2 candidate seeds
+    assert speed.loc[1, "note"] == "broken, not counted: history.csv missing" and math.isnan(speed.loc[1, "speedup"])
+    left_out = "left out broken step seeds: 2 (history.csv missing)"
+    assert speed.loc[0, "note"] == f"target = mean final accuracy of 2 step seed(s); {left_out}"
+    assert speed.loc[2, "note"] == f"reached by 1 of 2 1cycle seed(s), 1 of them broken; {left_out}"
+    assert speed.loc[2, "iterations"] == 300.0
+
+
+def test_a_group_of_broken_runs_only_has_the_verdict_broken(tmp_path, published):
+    path = write_run(tmp_path, "1cycle_12ep", 0, accuracy=0.99)
+    runs = aggregate.collect_runs([path], history_paths=[tmp_path / "absent.csv"])
+    table = aggregate.summary_table(runs, published=published, mapping={"1cycle_12ep": MAPPING["1cycle_12ep"]})
+    assert table.loc[0, ["n", "n_completed", "n_broken", "verdict"]].tolist() == [1, 0, 1, "broken"]
+    assert math.isnan(table.loc[0, "accuracy_mean"])
+    assert aggregate.summary_table(runs).loc[0, "verdict"] == "broken"

@@ -116,6 +116,16 @@ def test_a_diverged_run_names_itself_and_never_counts_as_a_loss():
     assert "diverged: one/seed2; the completed runs alone: supported" in row["note"]
 
 
+def test_a_broken_run_is_named_and_never_counts():
+    # aggregate.collect_runs marks a run whose metrics.json and history.csv disagree "broken".
+    values = {"one": {0: 91.0, 1: 91.5, 2: 91.2}, "base": {0: 88.0, 1: 88.4, 2: 87.9}}
+    table = runs(values)
+    table.loc[(table["group"] == "one") & (table["seed"] == 2), "status"] = "broken"
+    row = claims.evaluate(claim(kind="superior"), table, {}, (0, 1, 2))
+    assert row["n_candidate"] == 2 and row["pairing"] == "unpaired"  # seed 2 of `one` left out
+    assert row["note"].startswith("broken, not counted: one/seed2")
+
+
 def test_missing_runs_make_the_claim_pending_with_the_evidence_so_far():
     values = {"one": {0: 91.0, 1: 91.5, 2: 90.8}, "base": {0: 88.0, 1: 88.4}}
     row = evaluate(claim(kind="superior"), values)

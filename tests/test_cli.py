@@ -74,6 +74,8 @@ def test_report_on_no_results_shows_pending(tmp_path):
     assert result.returncode == 0, result.stderr
     table = (tmp_path / "results" / "tables" / "fmnist_lenet.md").read_text()
     assert table.count("pending") == len(workflow["experiments"]["fmnist_lenet"]["groups"])
+    page = (tmp_path / "results" / "report.html").read_text()
+    assert "No run has finished yet" in page and page.count("<td>pending</td>") == 8  # 2 range tests, 6 trainings
 
 
 def test_schedule_command_prints_csv():

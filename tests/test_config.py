@@ -2,7 +2,9 @@
 
 import pytest
 
-from onecycle.config import ConfigError, RangeTestConfig, RunConfig, deep_merge, load_run_config, parse
+from onecycle import io
+from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, deep_merge, load_mapping, load_run_config,
+                             parse)
 from onecycle.experiments import expand
 
 VALID_RUN = {
@@ -76,6 +78,32 @@ def test_yaml_file_errors(tmp_path):
         load_run_config(broken)
 
 
+def test_json_written_by_the_workflow_reads_back_with_its_small_numbers(tmp_path):
+    # io.write_json writes 1e-06 (json.dumps); YAML 1.1 would read that as the string '1e-06',
+    # which failed every job with a weight decay or LR below 1e-4 (issue 12).
+    run = _with("optim.weight_decay", 1.0e-6, _with("schedule.params.base_lr", 1.0e-5))
+    spec = tmp_path / "spec.json"
+    io.write_json(spec, run)
+    assert '"weight_decay": 1e-06' in spec.read_text()
+    cfg = load_run_config(spec)
+    assert (cfg.optim.weight_decay, cfg.schedule.params["base_lr"]) == (1.0e-6, 1.0e-5)
+    assert load_mapping(spec) == run
+
+
+def test_yaml_keeps_snakemakes_reading_of_1e_4_and_json_errors_are_one_line(tmp_path):
+    # Snakemake reads a YAML --configfile as YAML 1.1 too: the same file must mean the same to
+    # `onecycle`, so `1e-4` stays a string there and the models say how to write it.
+    config = tmp_path / "run.yaml"
+    config.write_text("optim: {weight_decay: 1e-4}\n")
+    assert load_mapping(config) == {"optim": {"weight_decay": "1e-4"}}
+    with pytest.raises(ConfigError, match="'optim.weight_decay' = '1e-4'.*write 1.0e-4"):
+        parse(RunConfig, deep_merge(VALID_RUN, load_mapping(config)), str(config))
+    broken = tmp_path / "spec.json"
+    broken.write_text('{"name": "r",\n "seed": }\n')
+    with pytest.raises(ConfigError, match="^.*spec.json: line 2 not valid JSON \\(Expecting value\\)$"):
+        load_mapping(broken)
+
+
 WORKFLOW = {
     "results_dir": "out",
     "seeds": [0, 1],
@@ -103,6 +131,24 @@ def test_expand_builds_every_job_with_predictable_paths():
     assert job.config["train"]["epochs"] == 4 and job.config["seed"] == 1 and job.config["group"] == "inv"
     assert plan.trains["exp/one/seed0"].needs_bounds and not job.needs_bounds
     assert plan.datasets() == ["digits"]
+
+
+def test_workflow_config_json_expands_as_its_yaml(tmp_path):
+    # The workflow_config rule writes the config through io.write_json; `onecycle report` reads it back.
+    small = deep_merge(WORKFLOW, {"experiments": {"exp": {"base": {"optim": {"weight_decay": 1.0e-6}}}}})
+    written = tmp_path / "workflow_config.json"
+    io.write_json(written, small)
+    assert "1e-06" in written.read_text()
+    again = expand(load_mapping(written))
+    assert again.trains == expand(small).trains
+    assert again.trains["exp/inv/seed0"].config["optim"]["weight_decay"] == 1.0e-6
+
+
+def test_skip_checksums_names_datasets_that_have_them():
+    assert expand({**WORKFLOW, "skip_checksums": ["mnist", "cifar100"]}).workflow.skip_checksums == ["mnist", "cifar100"]
+    with pytest.raises(ConfigError, match="skip_checksums.*'imagenet' has no checksums to skip: give some of "
+                                          "cifar10, cifar100, fashion_mnist, mnist"):
+        expand({**WORKFLOW, "skip_checksums": ["imagenet"]})
 
 
 def test_expand_errors_name_experiment_and_group():

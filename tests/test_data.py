@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import json
 import io
 import pickle
 import tarfile
@@ -556,6 +557,34 @@ def test_prepare_rejects_files_with_the_wrong_md5(tmp_path):
     with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz: md5 [0-9a-f]{32} does not "
                                          r"match the expected 6bbc9ace898e44ae57da46a324031adb"):
         data.prepare("mnist", tmp_path, download=False)
+
+
+def test_own_copy_is_accepted_only_with_the_opt_in_and_recorded(tmp_path, capsys):
+    # A re-packed MNIST (the fixture's bytes are not the official files): refused in one line
+    # without --no-verify, accepted with it, and the record says so, file by file.
+    from onecycle import cli
+
+    write_idx_dataset(tmp_path / "mnist", *small_idx_arrays(), gz=True)
+    record = tmp_path / "mnist.json"
+    args = ["prepare-data", "--dataset", "mnist", "--root", str(tmp_path / "mnist"), "--record", str(record),
+            "--no-download"]
+    assert cli.main(args) == 2
+    assert "does not match the expected" in capsys.readouterr().err and not record.exists()
+    assert cli.main([*args, "--no-verify"]) == 0
+    assert "checksums not verified (--no-verify); 4 of 4 files differ" in capsys.readouterr().out
+    written = json.loads(record.read_text())
+    assert written["verified"] is False and "--no-verify" in written["checksums_skipped"]
+    images = written["files"]["train-images-idx3-ubyte"]
+    assert images == {"md5": md5_of_bytes(idx_bytes(small_idx_arrays()[0][0])),
+                      "official_md5": "6bbc9ace898e44ae57da46a324031adb", "matches": False}
+
+
+def test_own_copy_in_a_wrong_format_still_fails_with_the_opt_in(tmp_path):
+    train, test = small_idx_arrays()
+    write_idx_dataset(tmp_path, train, test, gz=False)
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(test[1])[:-2])  # truncated labels
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte"):
+        data.prepare("mnist", tmp_path, download=False, verify=False)
 
 
 def test_prepare_verifies_decompressed_idx_bytes(tmp_path, monkeypatch):

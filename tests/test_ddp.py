@@ -26,6 +26,7 @@ import torch
 import yaml
 
 from conftest import FLOAT64_RTOL, REPO, coasting_schedule, float64_training, needs_fashion_mnist, tiny_run
+from onecycle import io
 
 # A data-parallel step's logged loss: float32 rounding of each rank's loss, on top.
 LOGGED_RTOL = 2.0 ** -24 + FLOAT64_RTOL
@@ -131,7 +132,8 @@ def test_only_rank_0_writes_and_ranks_resume_from_its_checkpoint(runs):
     assert checkpoint["iteration"] == 7
     # Resumed: the last iteration and the final evaluation, the same as the uninterrupted run.
     two, resumed = work / "two", work / "resumed"
-    assert {p.name for p in resumed.iterdir()} == OUTPUTS  # checkpoint removed, no temp files
+    # Checkpoint removed, no temp files; the run folder's lock (onecycle.io.run_folder) stays.
+    assert {p.name for p in resumed.iterdir()} == OUTPUTS | {io.RUN_LOCK}
     pd.testing.assert_frame_equal(pd.read_csv(two / "train_log.csv"), pd.read_csv(resumed / "train_log.csv"),
                                   check_exact=True)
     columns = ["epoch", "iteration", "lr", "momentum", "test_loss", "test_accuracy"]

@@ -1,4 +1,4 @@
-"""Figures: written atomically as real PNG and PDF files, and robust to diverged seeds."""
+"""Figures: what they show, read back from their axes, and the files they are written to."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from onecycle import plots
+from onecycle.plots import RangeSeed, RunCurve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -23,8 +25,14 @@ def assert_figure_files(paths, stem):
     assert not list(stem.parent.glob("*.tmp*")), "temporary files left behind"
 
 
-def range_history(n: int, diverge_at: int | None = None, eval_every: int = 10) -> pd.DataFrame:
-    """A linear 0 -> 1 ramp; loss falls then rises; test metrics every `eval_every` iterations."""
+def by_gid(fig, prefix):
+    return {artist.get_gid(): artist for ax in fig.axes for artist in ax.lines
+            if (artist.get_gid() or "").startswith(prefix)}
+
+
+def range_history(n: int, diverge_at: int | None = None, eval_every: int = 10, spike: float | None = None) -> pd.DataFrame:
+    """A linear 0 -> 1 ramp; loss falls then rises; test metrics every `eval_every` iterations.
+    spike: the loss of the last recorded iterations (a divergence, as the smoke run's 7 383)."""
     it = np.arange(n)
     lr = it / (n - 1)
     loss = 2.0 - 1.5 * lr + 3.0 * lr**4
@@ -33,29 +41,88 @@ def range_history(n: int, diverge_at: int | None = None, eval_every: int = 10) -
                           "test_loss": np.where(evaluated, loss + 0.1, np.nan),
                           "test_accuracy": np.where(evaluated, 0.5 + 0.4 * lr - 0.3 * lr**4, np.nan)})
     if diverge_at is not None:
-        # A diverged range test stops on its divergent iteration, whose loss is non-finite.
         frame = frame.iloc[: diverge_at + 1].copy()
-        frame.loc[frame.index[-1], ["train_loss", "smoothed_loss"]] = [math.inf, math.nan]
+    if spike is not None:
+        frame.loc[frame.index[-3:], "smoothed_loss"] = [spike / 100, spike / 10, spike]
+        frame.loc[frame.index[-1], "test_loss"] = spike * 30
     return frame
 
 
-def test_mean_band_stops_a_short_seed_where_it_stopped():
-    full = (np.array([0.0, 1.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0]))
-    short = (np.array([0.0, 1.0]), np.array([3.0, 4.0]))
-    grid, mean, low, high = plots.mean_band([full, short])
-    np.testing.assert_array_equal(grid, [0.0, 1.0, 2.0, 3.0])
-    # Beyond x=1 only the full seed is left: no padding of the short one with its last value.
-    np.testing.assert_array_equal(mean, [2.0, 3.0, 3.0, 4.0])
-    np.testing.assert_array_equal(low, [1.0, 2.0, 3.0, 4.0])
-    np.testing.assert_array_equal(high, [3.0, 4.0, 3.0, 4.0])
+BOUNDS = {"chosen_rule": "smith_accuracy_peak", "policy_kind": "1cycle", "n_seeds": 2, "n_seeds_with_bounds": 2,
+          "base_lr": 0.06, "max_lr": 0.6}
 
 
-def test_mean_band_interpolates_seeds_onto_the_union_grid():
-    a = (np.array([0.0, 2.0]), np.array([0.0, 2.0]))
-    b = (np.array([0.0, 1.0, 2.0]), np.array([1.0, 1.0, 1.0]))
-    grid, mean, _, _ = plots.mean_band([a, b])
-    np.testing.assert_array_equal(grid, [0.0, 1.0, 2.0])
-    np.testing.assert_allclose(mean, [0.5, 1.0, 1.5])
+def two_seeds():
+    suggestions = [{"smith_accuracy_peak": {"max_lr": 0.55, "lr": None, "note": ""},
+                    "fastai_valley": {"max_lr": None, "lr": None, "note": "no valley"}},
+                   {"smith_accuracy_peak": {"max_lr": 0.65, "lr": None, "note": ""},
+                    "fastai_valley": {"max_lr": 0.2, "lr": 0.2, "note": ""}}]
+    return [RangeSeed(0, range_history(200), None, suggestions[0]),
+            RangeSeed(1, range_history(200, diverge_at=150, spike=7383.0), {"iteration": 150, "lr": 150 / 199},
+                      suggestions[1])]
+
+
+def test_range_test_loss_axes_exclude_the_divergence_spike_and_say_so():
+    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    accuracy, train_loss, test_loss = fig.axes[:3]
+    # The useful part: both seeds start at loss 2.0 (test 2.1) and fall; the y axis ends at
+    # 1.5x the start, far below the spike (7 383; test 221 490).
+    assert train_loss.get_ylim()[1] == pytest.approx(plots.LOSS_CLIP_FACTOR * 2.0)
+    assert test_loss.get_ylim()[1] == pytest.approx(plots.LOSS_CLIP_FACTOR * 2.1)
+    # ...and its bottom shows the minimum of the curve (2 - 1.5 lr + 3 lr^4 at lr = 0.5^(2/3): 1.55).
+    assert train_loss.get_ylim()[0] < 1.56
+    # Where a seed leaves the panel is marked, and its largest value is written on it: seed 1's
+    # spike, and seed 0's own rise to 3.5 at lr 1 (2 - 1.5 + 3), also above 1.5 x 2.
+    assert {a.get_gid() for a in train_loss.lines if (a.get_gid() or "").startswith("clipped")} == {
+        "clipped:seed 0", "clipped:seed 1"}
+    notes = " ".join(t.get_text() for t in train_loss.texts)
+    assert "seed 1: up to 7,383 at lr 0.754" in notes and "seed 0: up to 3.5 at lr 1" in notes
+    # Accuracy is not clipped: 0.5 .. 0.63 (x100) all inside.
+    low, high = accuracy.get_ylim()
+    assert low <= 50 and high >= 63
+
+
+def test_range_test_draws_every_seed_and_marks_where_a_seed_stopped():
+    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    curves = by_gid(fig, "curve")
+    for column in ("test_accuracy", "smoothed_loss", "test_loss"):
+        assert {f"curve:{column}:seed 0", f"curve:{column}:seed 1"} <= set(curves)
+    # Seed 1 stopped at iteration 150, lr 0.754: its curve ends there, with a cross on each panel.
+    assert curves["curve:smoothed_loss:seed 1"].get_xdata()[-1] == pytest.approx(150 / 199)
+    stopped = [a for ax in fig.axes[:3] for a in ax.lines if a.get_gid() == "stopped:seed 1"]
+    assert len(stopped) == 3 and not by_gid(fig, "stopped:seed 0")
+    labels = fig.axes[-1].get_legend().get_texts()
+    assert any(t.get_text() == "diverged: seed 1 at lr 0.754" for t in labels)
+
+
+def test_range_test_labels_the_bounds_used_and_each_rules_suggestion_per_seed():
+    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    texts = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert "max_lr used: 0.6 (median of 2 seeds' smith_accuracy_peak)" in texts
+    assert "base_lr used: 0.06 = max_lr / 10 (1cycle)" in texts
+    # Median of the seeds that found one, with each seed's value (or "none").
+    assert "smith_accuracy_peak: 0.6 (0.55, 0.65), the rule used" in texts
+    assert "fastai_valley: 0.2 (none, 0.2)" in texts
+    medians = by_gid(fig, "suggestion:")
+    assert medians["suggestion:smith_accuracy_peak"].get_xdata()[0] == pytest.approx(0.6)
+    assert list(by_gid(fig, "suggestion-seeds:")["suggestion-seeds:smith_accuracy_peak"].get_xdata()) == [0.55, 0.65]
+
+
+def test_range_test_legend_is_off_the_data():
+    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    FigureCanvasAgg(fig).draw()
+    legend = fig.axes[-1].get_legend().get_window_extent()
+    for ax in fig.axes[:4]:  # three panels and the suggestions strip
+        assert not legend.overlaps(ax.get_window_extent())
+
+
+def test_range_test_axis_follows_the_ramp():
+    history = range_history(100)
+    history["lr"] = np.geomspace(1e-5, 1.0, len(history))
+    fig = plots.range_test_figure([RangeSeed(0, history)], None, "SC Fig 2b", x_scale="log")
+    assert fig.axes[0].get_xscale() == "log"
+    fig = plots.range_test_figure([RangeSeed(0, range_history(100))], None, "Part 1 Fig 1a", x_scale="linear")
+    assert fig.axes[0].get_xscale() == "linear"
 
 
 @pytest.mark.parametrize(("values", "scale"), [
@@ -68,27 +135,16 @@ def test_choose_scale(values, scale):
     assert plots.choose_scale(values) == scale
 
 
-def test_range_test_plot_with_a_diverged_seed_and_bounds(tmp_path):
-    stem = tmp_path / "figs" / "range_test"
-    bounds = {"chosen_rule": "smith_accuracy_peak", "policy_kind": "1cycle", "base_lr": 0.06, "max_lr": 0.6,
-              "suggestions": {"smith_accuracy_peak": {"max_lr": 0.6, "lr": None, "note": ""},
-                              "fastai_valley": {"max_lr": None, "lr": 0.2, "note": "no valley"}}}
-    paths = plots.plot_range_test([range_history(200), range_history(200, diverge_at=150)], bounds, stem,
-                                  "Part 1 Fig 1a: LR range test")
-    assert_figure_files(paths, stem)
-
-
-def test_range_test_plot_without_bounds_and_forced_log_scale(tmp_path):
-    history = range_history(100)
-    history["lr"] = np.geomspace(1e-5, 1.0, len(history))
-    stem = tmp_path / "rt_log"
-    assert_figure_files(plots.plot_range_test([history], None, stem, "SC Fig 2b", x_scale="log"), stem)
-
-
 def test_range_test_plot_rejects_a_history_without_smoothed_loss(tmp_path):
-    with pytest.raises(ValueError, match="range-test history #0: missing column 'smoothed_loss'"):
-        plots.plot_range_test([range_history(50).drop(columns="smoothed_loss")], None, tmp_path / "x", "t")
+    with pytest.raises(ValueError, match="range-test history of seed 0: missing column 'smoothed_loss'"):
+        plots.plot_range_test([RangeSeed(0, range_history(50).drop(columns="smoothed_loss"))], None,
+                              tmp_path / "x", "t")
     assert not list(tmp_path.iterdir())
+
+
+def test_range_test_files(tmp_path):
+    stem = tmp_path / "figs" / "range_test"
+    assert_figure_files(plots.plot_range_test(two_seeds(), BOUNDS, stem, "Part 1 Fig 1a"), stem)
 
 
 def epoch_history(iterations, accuracies):
@@ -96,50 +152,103 @@ def epoch_history(iterations, accuracies):
                          "test_accuracy": accuracies, "test_loss": 0.5})
 
 
-def test_accuracy_curves_with_traces_and_a_nan_tail(tmp_path):
+def schedule(lr_points, momentum_points, steps=400):
+    it = np.arange(steps)
+    return pd.DataFrame({"iteration": it, "lr": np.interp(it, [0, 150, 300, steps], lr_points),
+                         "momentum": np.interp(it, [0, 150, 300, steps], momentum_points)})
+
+
+def test_accuracy_figure_accounts_for_every_seed():
     curves = {
-        "1cycle": [epoch_history([100, 200, 300], [0.5, 0.8, 0.9]),
-                   epoch_history([100, 200, 300], [0.6, np.nan, np.nan])],  # diverged after epoch 1
-        "step": [epoch_history([100, 200, 300, 400], [0.4, 0.6, 0.7, 0.85])],
+        "1cycle": [RunCurve(0, epoch_history([100, 200, 300], [0.5, 0.8, 0.9])),
+                   # Diverged in epoch 2: its history has a NaN tail after epoch 1.
+                   RunCurve(1, epoch_history([100, 200, 300], [0.6, np.nan, np.nan]),
+                            {"iteration": 170, "epoch": 2, "reason": "loss is nan"})],
+        # Diverged before its first evaluation: no accuracy at all, still marked.
+        "step": [RunCurve(0, epoch_history([100, 200, 300, 400], [0.4, 0.6, 0.7, 0.85])),
+                 RunCurve(1, epoch_history([], []), {"iteration": 40, "epoch": 1, "reason": "loss is nan"})],
     }
-    it = np.arange(0, 400, 10)
-    traces = {"1cycle": pd.DataFrame({"iteration": it, "lr": np.interp(it, [0, 150, 300], [0.1, 1.0, 0.0]),
-                                      "momentum": np.interp(it, [0, 150, 300], [0.95, 0.85, 0.95])}),
-              "step": pd.DataFrame({"iteration": it, "lr": np.where(it < 300, 0.1, 0.01), "momentum": 0.9})}
-    stem = tmp_path / "sc_fig1a"
-    assert_figure_files(plots.plot_accuracy_curves(curves, traces, stem, "SC Fig 1a"), stem)
+    fig = plots.accuracy_figure(curves, None, "SC Fig 1a")
+    drawn = by_gid(fig, "curve")
+    assert set(drawn) == {"curve:1cycle:seed 0", "curve:1cycle:seed 1", "curve:step:seed 0", "curve:step:seed 1"}
+    assert list(drawn["curve:1cycle:seed 1"].get_ydata()) == [60.0]
+    marks = by_gid(fig, "diverged")
+    assert set(marks) == {"diverged:1cycle:seed 1", "diverged:step:seed 1"}
+    # The cross sits where the seed stopped: iteration 170 at its last accuracy.
+    assert (marks["diverged:1cycle:seed 1"].get_xdata()[0], marks["diverged:1cycle:seed 1"].get_ydata()[0]) == (170, 60.0)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "1cycle (2 seeds, 1 diverged)" in texts and "step (2 seeds, 1 diverged)" in texts
 
 
-def test_accuracy_curves_without_traces(tmp_path):
+def test_accuracy_figure_traces_are_the_configured_schedules_and_none_hides_another():
+    curves = {g: [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))] for g in ("caffe_rule", "pytorch_rule", "inv")}
+    one_cycle = schedule([0.1, 1.0, 0.0, 0.0], [0.95, 0.85, 0.95, 0.95])
+    traces = {"caffe_rule": one_cycle, "pytorch_rule": one_cycle.copy(),
+              "inv": schedule([0.1, 0.09, 0.08, 0.07], [0.9, 0.9, 0.9, 0.9])}
+    fig = plots.accuracy_figure(curves, traces, "SC Fig 1a")
+    lr = by_gid(fig, "trace:lr")
+    # The second, identical schedule is dashed over the first; the different one is solid.
+    assert lr["trace:lr:caffe_rule"].get_linestyle() == "-" and lr["trace:lr:inv"].get_linestyle() == "-"
+    assert lr["trace:lr:pytorch_rule"].get_linestyle() == "--"
+    # The whole planned schedule is drawn: 400 iterations, not where a seed's log ends.
+    assert len(lr["trace:lr:caffe_rule"].get_xdata()) == 400
+
+
+def test_seven_groups_get_distinct_colours_and_markers():
+    styles = plots.group_styles([f"g{i}" for i in range(7)])
+    colours = [tuple(round(c, 3) for c in s["color"]) for s in styles.values()]
+    assert len(set(colours)) == 7 and len({s["marker"] for s in styles.values()}) == 7
+    # Clearly different: every pair of colours at least 0.2 apart in RGB (the old palette had
+    # two oranges 0.12 apart).
+    for i, a in enumerate(colours):
+        for b in colours[i + 1:]:
+            assert math.dist(a, b) > 0.2
+
+
+def test_accuracy_figure_files_and_empty_input(tmp_path):
     stem = tmp_path / "acc"
-    curves = {"1cycle": [epoch_history([100, 200], [0.5, 0.9])]}
+    curves = {"1cycle": [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))]}
     assert_figure_files(plots.plot_accuracy_curves(curves, None, stem, "Part 1 Fig 16a"), stem)
 
 
-def test_comparison_plot_marks_diverged_runs(tmp_path):
+def test_comparison_of_unordered_groups_joins_nothing():
+    runs = pd.DataFrame({"group": ["1cycle", "1cycle", "inv", "inv", "step"],
+                         "final_accuracy": [81.5, 80.9, 85.1, 85.0, np.nan],
+                         "status": ["completed"] * 4 + ["diverged"]})
+    fig = plots.comparison_figure(runs, "group", "smoke")
+    ax = fig.axes[0]
+    # No line through the categories: every drawn line is a lone marker or unconnected points.
+    assert all(line.get_linestyle() == "None" or len(line.get_xdata()) < 2 for line in ax.lines)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1cycle", "inv", "step"]
+
+
+def test_comparison_of_an_ordered_setting_joins_the_means():
     runs = pd.DataFrame({"weight_decay": [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6],
                          "final_accuracy": [np.nan, np.nan, 92.1, 92.5, 88.3, 87.2],
-                         "status": ["diverged", "diverged", "completed", "completed", "completed", "completed"],
-                         "group": ["wd"] * 6})
-    stem = tmp_path / "wd"
-    assert_figure_files(plots.plot_comparison(runs, "weight_decay", stem, "SC Fig 10b: weight decay"), stem)
+                         "status": ["diverged", "diverged", "completed", "completed", "completed", "completed"]})
+    fig = plots.comparison_figure(runs, "weight_decay", "SC Fig 10b: weight decay")
+    ax = fig.axes[0]
+    joined = [line for line in ax.lines if line.get_linestyle() != "None" and len(line.get_xdata()) > 1]
+    assert len(joined) == 1 and list(joined[0].get_xdata()) == [1e-6, 1e-5, 1e-4]
+    assert ax.get_xscale() == "log"
 
 
-def test_comparison_plot_with_text_settings_and_hue(tmp_path):
+def test_comparison_files(tmp_path):
     runs = pd.DataFrame({"momentum": ["0.95-0.85", "0.95-0.85", "0.9", "0.9"],
                          "final_accuracy": [92.0, 92.2, 91.4, 91.1], "status": "completed",
                          "group": ["cm", "cm", "const", "const"]})
     stem = tmp_path / "cm"
-    paths = plots.plot_comparison(runs, "momentum", stem, "Part 1 Table 1: momentum", hue="group")
-    assert_figure_files(paths, stem)
+    assert_figure_files(plots.plot_comparison(runs, "momentum", stem, "Part 1 Table 1: momentum", hue="group"), stem)
 
 
-def test_pdf_is_byte_identical_on_rerun(tmp_path):
+def test_files_are_byte_identical_on_rerun_with_truetype_fonts(tmp_path):
     # No creation date in the PDF: regenerated figures do not show up as changed in git.
-    curves = {"1cycle": [epoch_history([100, 200], [0.5, 0.9])]}
-    first = plots.plot_accuracy_curves(curves, None, tmp_path / "a", "t")[1].read_bytes()
-    second = plots.plot_accuracy_curves(curves, None, tmp_path / "b", "t")[1].read_bytes()
+    curves = {"1cycle": [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))]}
+    first = [p.read_bytes() for p in plots.plot_accuracy_curves(curves, None, tmp_path / "a", "t")]
+    second = [p.read_bytes() for p in plots.plot_accuracy_curves(curves, None, tmp_path / "b", "t")]
     assert first == second
+    # pdf.fonttype 42: TrueType fonts embedded (FontFile2), no Type 3 bitmaps-as-procedures.
+    assert b"/FontFile2" in first[1] and b"/Type3" not in first[1]
 
 
 def test_figures_of_no_finished_runs_are_still_written(tmp_path):

@@ -8,8 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import needs_fashion_mnist
-from onecycle.bounds import suggest_all
-from onecycle.plots import plot_range_test
+from onecycle.bounds import Suggestion, suggest_all
+from onecycle.plots import RangeSeed, plot_range_test
 from onecycle.range_test import lr_range_test, ramp_lr
 from onecycle.range_test_job import bounds_record, combine_bounds
 
@@ -96,7 +96,7 @@ def test_momentum_range_test_holds_lr_and_ramps_momentum(tmp_path):
     assert result.suggestions == {}
     record = bounds_record(result.suggestions, "smith_accuracy_peak", "1cycle", None)
     assert record["max_lr"] is None and record["base_lr"] is None
-    paths = plot_range_test([result.history], record, tmp_path / "momentum", "Part 1 Fig 7b", x="momentum")
+    paths = plot_range_test([RangeSeed(0, result.history)], record, tmp_path / "momentum", "Part 1 Fig 7b", x="momentum")
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
@@ -390,3 +390,47 @@ def test_8_the_plot_draws_on_the_axes_given_or_returns_a_figure_and_writes_nothi
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(TypeError, match="ax must be a matplotlib Axes"):
         result.plot(ax="left")
+
+
+def test_a_max_lr_of_zero_records_no_bounds_with_the_reason():
+    # Smith's accuracy peak on the first evaluation of a ramp from 0 proposes max_lr = 0: no LR.
+    at_zero = {"smith_accuracy_peak": Suggestion("smith_accuracy_peak", 0.0, None, "max of test_accuracy at lr=0")}
+    record = bounds_record(at_zero, "smith_accuracy_peak", "1cycle", None)
+    assert (record["base_lr"], record["max_lr"]) == (None, None)
+    assert "max_lr=0.0, which is not a positive LR" in record["no_bounds"]
+    undecided = {"smith_accuracy_peak": Suggestion("smith_accuracy_peak", None, None, "too few evaluations")}
+    assert bounds_record(undecided, "smith_accuracy_peak", "1cycle", None)["no_bounds"] == (
+        "rule 'smith_accuracy_peak' proposed no max_lr: too few evaluations")
+    assert "momentum range test" in bounds_record({}, "smith_accuracy_peak", "1cycle", None)["no_bounds"]
+    combined = combine_bounds([record, record])
+    assert combined["max_lr"] is None and "not a positive LR" in combined["no_bounds"]
+
+
+def test_a_range_test_without_bounds_writes_them_and_its_training_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    # The job end to end (digits: no download): bounds.json and metrics.json are written, the
+    # combined bounds say why there are none, and the training that needs them stops in one line.
+    from onecycle import bounds, cli, io
+
+    real = bounds.suggest_all
+    monkeypatch.setattr(bounds, "suggest_all", lambda *args, **kwargs: {
+        **real(*args, **kwargs), "smith_accuracy_peak": Suggestion("smith_accuracy_peak", 0.0, None, "peak at lr=0")})
+    job = {"name": "e/seed0", "experiment": "e", "seed": 0,
+           "data": {"dataset": "digits"}, "model": {"arch": "resnet20"},
+           "train": {"batch_size": 32},
+           "range_test": {"start_lr": 0.0, "end_lr": 0.1, "iterations": 12, "eval_every": 3, "eval_subset": 100}}
+    io.write_json(tmp_path / "range.json", job)
+    assert cli.main(["range-test", "--config", str(tmp_path / "range.json"), "--out", str(tmp_path / "rt")]) == 0
+    assert "no bounds: rule 'smith_accuracy_peak' proposed max_lr=0.0" in capsys.readouterr().out
+    assert io.read_json(tmp_path / "rt" / "metrics.json")["bounds"]["max_lr"] is None
+    assert cli.main(["combine-bounds", "--out", str(tmp_path / "bounds.json"), str(tmp_path / "rt" / "bounds.json")]) == 0
+    run = {**{k: v for k, v in job.items() if k != "range_test"}, "name": "e/g/seed0", "group": "g",
+           "schedule": {"policy": "smith_1cycle", "lr_bounds": "range_test", "params": {"stepsize": 4}},
+           "train": {"batch_size": 32, "epochs": 1}}
+    io.write_json(tmp_path / "run.json", run)
+    capsys.readouterr()
+    assert cli.main(["train", "--config", str(tmp_path / "run.json"), "--out", str(tmp_path / "train"),
+                     "--bounds", str(tmp_path / "bounds.json")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("onecycle: error: the range test gave no bounds (no seed's range test gave bounds")
+    assert "not a positive LR" in error and "\n" not in error
+    assert not (tmp_path / "train" / "metrics.json").exists()

@@ -240,3 +240,32 @@ def test_time_to_accuracy_hits(target, x, expected):
 
 def test_time_to_accuracy_never_reached():
     assert time_to_accuracy(CURVE, 0.95) is None
+
+
+# --------------------------------------------------------------------------- small n
+
+@pytest.mark.parametrize(("n", "p"), [(1, 1.0), (2, 0.5), (3, 0.25), (5, 0.0625), (6, 0.03125), (16, 2 / 2**16)])
+def test_smallest_sign_flip_p_is_reached_by_differences_of_one_sign(n, p):
+    from onecycle.stats import smallest_sign_flip_p
+
+    assert smallest_sign_flip_p(n) == p
+    # The bound is attained: n positive differences give exactly this p.
+    assert paired_difference({s: 1.0 + s for s in range(n)}, dict.fromkeys(range(n), 0.0)).p_value == p
+
+
+def test_smallest_sign_flip_p_beyond_exact_enumeration_and_of_no_pair():
+    from onecycle.stats import MONTE_CARLO_PERMUTATIONS, smallest_sign_flip_p
+
+    # 20 pairs: 2 / 2**20 is below what 10 000 random flips can resolve, 1 / 10 001.
+    assert smallest_sign_flip_p(20) == 1 / (1 + MONTE_CARLO_PERMUTATIONS)
+    assert math.isnan(smallest_sign_flip_p(0))
+    with pytest.raises(ValueError, match="n must be an integer >= 0"):
+        smallest_sign_flip_p(-1)
+
+
+def test_pairs_needed_for_p():
+    from onecycle.stats import pairs_needed_for_p
+
+    # 2 / 2**5 = 0.0625 > 0.05 >= 2 / 2**6 = 0.03125; 2 / 2**7 = 0.0156 > 0.01 >= 2 / 2**8.
+    assert pairs_needed_for_p(0.05) == 6
+    assert pairs_needed_for_p(0.01) == 8

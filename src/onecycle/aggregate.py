@@ -8,8 +8,10 @@ Accuracies are percent in every table (the papers' unit); history files hold fra
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -21,6 +23,26 @@ import pandas as pd
 from onecycle import io, stats
 
 RUN_STATUSES = ("completed", "diverged")
+# What the aggregation calls a run whose files disagree (run_problem): it is named, with the
+# reason, in the tables' notes, and never summarised.
+BROKEN = "broken"
+# Accuracies are correct/count on a test set of at most 10^5 images, so two that differ at all
+# differ by >= 1e-5; metrics.json and history.csv store the same double as text, so a copy of the
+# same evaluation agrees to far better than this.
+SAME_ACCURACY = 1e-9
+
+# Decimals of the numbers written to CSV: what was measured, without float noise
+# (85.08500000000001). Accuracies are counts over a test set, in steps of 100/N pp (0.01 pp for
+# 10k images, 0.002 pp for 50k); 3 decimals keep every step, a mean of 2 seeds exactly, and the
+# std and differences to a tenth of a 10k set's step.
+PERCENT_DECIMALS = 3
+# Means over seeds of whole epochs and iterations (x.5 for two seeds); speed-up ratios.
+COUNT_DECIMALS = 2
+RATIO_DECIMALS = 3
+# Wall-clock seconds: timer and machine noise between runs is far above 0.1 s.
+SECONDS_DECIMALS = 1
+# Anything else (learning rates, p-values, exact fractions 2/2**n): significant digits.
+OTHER_SIGNIFICANT_DIGITS = 6
 
 # Settings every training config records, as columns of the runs table (dotted config paths),
 # so that a sweep can be plotted or filtered by them without parsing run names.
@@ -32,7 +54,7 @@ DEFAULT_SETTING_COLUMNS: Mapping[str, str] = {
 
 RUN_COLUMNS = ("name", "experiment", "group", "seed", "status", "final_accuracy", "best_accuracy",
                "final_test_loss", "iterations", "iterations_planned", "epochs_completed", "wall_time_s",
-               *DEFAULT_SETTING_COLUMNS, "metrics_path")
+               *DEFAULT_SETTING_COLUMNS, "metrics_path", "note")
 
 
 class ResultFileError(ValueError):
@@ -43,21 +65,32 @@ class ResultFileError(ValueError):
 # Runs
 # --------------------------------------------------------------------------------------------
 
-def collect_runs(metrics_paths: Sequence[Path], *, settings: Mapping[str, str] | None = None) -> pd.DataFrame:
+def collect_runs(metrics_paths: Sequence[Path], *, settings: Mapping[str, str] | None = None,
+                 history_paths: Sequence[Path] | None = None) -> pd.DataFrame:
     """One row per training run, read from its metrics.json (the file list is explicit).
 
     Columns: `RUN_COLUMNS` plus one per entry of `settings` (column name -> dotted path in the
     run's config, e.g. {"max_momentum": "schedule.params.momentum"}); a setting a run's config
     lacks is None there, and a path no run has is an error (a typo). Accuracies are percent;
     "final"/"best" of a run that diverged before its first evaluation are NaN.
+
+    A run whose files disagree (run_problem: e.g. "completed" after 10 of 468 planned
+    iterations; with `history_paths`, the history.csv of each run, in the same order, a missing
+    or contradicting history) gets status BROKEN and the reason in `note`.
     """
     settings = dict(settings or {})
     clash = sorted(set(settings) & set(RUN_COLUMNS))
     if clash:
         raise ValueError(f"collect_runs: settings column {clash[0]!r} already exists")
+    if history_paths is not None and len(history_paths) != len(metrics_paths):
+        raise ValueError(f"collect_runs: {len(history_paths)} history paths for {len(metrics_paths)} runs")
     rows, seen = [], {}
-    for path in map(Path, metrics_paths):
+    for index, path in enumerate(map(Path, metrics_paths)):
         row = _run_row(path, settings)
+        history = None if history_paths is None else Path(history_paths[index])
+        row["note"] = run_problem(row, history, check_history=history_paths is not None)
+        if row["note"] is not None:
+            row["status"] = BROKEN
         key = (row["experiment"], row["group"], row["seed"])
         if key in seen:
             raise ResultFileError(f"{path}: experiment {key[0]!r} group {key[1]!r} seed {key[2]} "
@@ -111,6 +144,41 @@ def _run_row(path: Path, settings: Mapping[str, str]) -> dict[str, Any]:
     return row
 
 
+def run_problem(row: Mapping[str, Any], history_path: Path | None, *, check_history: bool = True) -> str | None:
+    """Why a run read by collect_runs cannot count, or None if its files agree: a completed run
+    did every planned iteration, no run did more, and its history.csv (when checked) exists,
+    ends where metrics.json says the run ended, with the same final accuracy."""
+    done, planned = row["iterations"], row["iterations_planned"]
+    if done > planned:
+        return f"{done} iterations, more than the {planned} planned"
+    if row["status"] == "completed" and done != planned:
+        return f"'completed' after {done} of {planned} planned iterations"
+    if not check_history:
+        return None
+    name = history_path.name if history_path is not None else "history.csv"
+    try:
+        history = pd.read_csv(history_path)
+    except FileNotFoundError:
+        return f"{name} missing"
+    except (OSError, ValueError, pd.errors.ParserError) as error:
+        return f"{name} unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    missing = [column for column in ("iteration", "test_accuracy") if column not in history.columns]
+    if missing:
+        return f"{name} lacks column {missing[0]!r}"
+    if row["status"] != "completed":
+        last = history["iteration"].max() if len(history) else 0
+        return f"{name} goes on to iteration {last}, past the {done} run" if last > done else None
+    if not len(history):
+        return f"{name} holds no evaluation of a completed run"
+    last_iteration, last_accuracy = history["iteration"].iloc[-1], history["test_accuracy"].iloc[-1]
+    if last_iteration != done:
+        return f"{name} ends at iteration {last_iteration}, metrics.json at {done}"
+    if not abs(100.0 * last_accuracy - row["final_accuracy"]) <= 100.0 * SAME_ACCURACY:
+        return (f"final accuracy {row['final_accuracy']:.2f}% in metrics.json, "
+                f"{100.0 * last_accuracy:.2f}% in {name}")
+    return None
+
+
 def _summary_block(path: Path, block: str, value: Any) -> Mapping[str, Any]:
     # null when the run diverged before its first evaluation.
     if value is None:
@@ -148,36 +216,36 @@ def _number_or_nan(path: Path, key: str, value: Any) -> float:
 
 def summary_table(runs: pd.DataFrame, *, published: pd.DataFrame | None = None,
                   mapping: Mapping[str, str] | None = None, expected_groups: Sequence[tuple[str, str]] = (),
-                  tolerance_pp: float = 0.5) -> pd.DataFrame:
-    """One row per (experiment, group): seeds run, completed and diverged, final accuracy
-    mean ± std over the completed seeds with a 95 % bootstrap CI, and the mean epochs,
-    iterations and wall time of the completed seeds.
+                  tolerance_pp: float = 0.5, schedules: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """One row per (experiment, group): seeds run, completed, diverged and broken, final accuracy
+    mean ± std over the completed seeds, each seed's value and their range, a 95 % bootstrap CI
+    where there are at least `stats.MIN_VALUES_FOR_CI` completed seeds (NaN below: two values
+    are no interval), and the mean epochs, iterations and wall time of the completed seeds.
+    Broken runs (collect_runs) count in n and n_broken only, and `note` names each with its reason.
 
     mapping: group -> id of a `published` row; those groups get the paper's accuracy, std and
-    confidence tag, the difference (ours - paper, percentage points) and `stats.verdict`.
+    confidence tag, the difference (ours - paper, percentage points) and `stats.verdict`; the
+    other groups keep these columns empty. schedules: group -> what it ran (`describe`'s label,
+    e.g. "1cycle 0.0113-0.113 (range test)"), a column of its own.
     expected_groups: (experiment, group) pairs listed first, in this order; those without runs
     are "pending" rows. Groups without a published row get a verdict from their status only.
     """
-    mapping = dict(mapping or {})
+    mapping, schedules = dict(mapping or {}), dict(schedules or {})
     paper_rows = _paper_rows(published, mapping)
     order = list(dict.fromkeys([*map(tuple, expected_groups),
                                 *zip(runs["experiment"], runs["group"])]))
     rows = []
     for experiment, group in order:
         members = runs[(runs["experiment"] == experiment) & (runs["group"] == group)]
-        row = _group_summary(experiment, group, members)
-        if mapping:
-            paper = paper_rows.get(group)
-            row.update(_paper_comparison(row, paper, tolerance_pp))
-        else:
-            row["verdict"] = _status_only_verdict(row)
+        row = {**_group_summary(experiment, group, members), "schedule": schedules.get(group, "")}
+        row.update(_paper_comparison(row, paper_rows.get(group), tolerance_pp))
         rows.append(row)
-    columns = [*_SUMMARY_COLUMNS, *(_PAPER_COLUMNS if mapping else ()), "verdict"]
-    return pd.DataFrame(rows, columns=columns)
+    return pd.DataFrame(rows, columns=[*_SUMMARY_COLUMNS, *_PAPER_COLUMNS, "verdict", "note"])
 
 
-_SUMMARY_COLUMNS = ("experiment", "group", "n", "n_completed", "n_diverged", "accuracy_mean", "accuracy_std",
-                    "accuracy_ci_low", "accuracy_ci_high", "epochs", "iterations", "wall_time_s")
+_SUMMARY_COLUMNS = ("experiment", "group", "schedule", "n", "n_completed", "n_diverged", "n_broken", "accuracy_mean",
+                    "accuracy_std", "accuracy_min", "accuracy_max", "accuracy_by_seed", "accuracy_ci_low",
+                    "accuracy_ci_high", "epochs", "iterations", "wall_time_s")
 _PAPER_COLUMNS = ("paper_id", "paper_accuracy", "paper_accuracy_std", "paper_confidence", "difference_pp")
 
 
@@ -196,15 +264,29 @@ def _paper_rows(published: pd.DataFrame | None, mapping: Mapping[str, str]) -> d
 
 
 def _group_summary(experiment: str, group: str, members: pd.DataFrame) -> dict[str, Any]:
-    completed = members[members["status"] == "completed"]
+    completed = members[members["status"] == "completed"].sort_values("seed")
     accuracies = completed["final_accuracy"].to_list()
-    mean, std, _ = stats.mean_std(accuracies)
-    ci_low, ci_high = stats.bootstrap_ci(accuracies)
+    mean, std, n = stats.mean_std(accuracies)
+    ci_low, ci_high = stats.bootstrap_ci(accuracies) if n >= stats.MIN_VALUES_FOR_CI else (math.nan, math.nan)
+    broken = members[members["status"] == BROKEN]
     return {"experiment": experiment, "group": group, "n": len(members), "n_completed": len(completed),
-            "n_diverged": int((members["status"] == "diverged").sum()),
-            "accuracy_mean": mean, "accuracy_std": std, "accuracy_ci_low": ci_low, "accuracy_ci_high": ci_high,
+            "n_diverged": int((members["status"] == "diverged").sum()), "n_broken": len(broken),
+            "note": broken_note(broken),
+            "accuracy_mean": mean, "accuracy_std": std,
+            "accuracy_min": min(accuracies, default=math.nan), "accuracy_max": max(accuracies, default=math.nan),
+            "accuracy_by_seed": "; ".join(f"seed {seed}: {value:.{PERCENT_DECIMALS}f}"
+                                          for seed, value in zip(completed["seed"], accuracies)),
+            "accuracy_ci_low": ci_low, "accuracy_ci_high": ci_high,
             "epochs": _mean(completed["epochs_completed"]), "iterations": _mean(completed["iterations"]),
             "wall_time_s": _mean(completed["wall_time_s"])}
+
+
+def broken_note(broken: pd.DataFrame) -> str | None:
+    """"broken, not counted: seed 1 (history.csv missing); ..." for a group's broken runs."""
+    if broken.empty:
+        return None
+    runs = "; ".join(f"seed {seed} ({note})" for seed, note in zip(broken["seed"], broken["note"]))
+    return f"broken, not counted: {runs}"
 
 
 def _mean(values: pd.Series) -> float:
@@ -214,7 +296,9 @@ def _mean(values: pd.Series) -> float:
 def _group_status(row: Mapping[str, Any]) -> str:
     if row["n"] == 0:
         return "pending"
-    return "completed" if row["n_completed"] else "diverged"
+    if row["n_completed"]:
+        return "completed"
+    return "diverged" if row["n_diverged"] else BROKEN
 
 
 def _status_only_verdict(row: Mapping[str, Any]) -> str:
@@ -228,11 +312,61 @@ def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance
                 "paper_confidence": None, "difference_pp": math.nan, "verdict": _status_only_verdict(row)}
     # Rows published without a spread hold NaN; stats.verdict takes None for "no std".
     paper_std = None if math.isnan(paper["std"]) else float(paper["std"])
-    verdict = stats.verdict(paper["accuracy"], paper_std, row["accuracy_mean"], row["accuracy_std"],
-                            row["n_completed"], tolerance_pp, status=_group_status(row))
+    status = _group_status(row)
+    verdict = BROKEN if status == BROKEN else stats.verdict(paper["accuracy"], paper_std, row["accuracy_mean"], row["accuracy_std"],
+                            row["n_completed"], tolerance_pp, status=status)
     return {"paper_id": paper.name, "paper_accuracy": paper["accuracy"], "paper_accuracy_std": paper["std"],
             "paper_confidence": paper["confidence"], "difference_pp": row["accuracy_mean"] - paper["accuracy"],
             "verdict": verdict}
+
+
+# What the verdict table shows (Markdown, LaTeX, HTML), header -> how a row fills it: the columns
+# a reader compares, narrow enough for a page; the CSV keeps every column.
+def summary_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The verdict table as text cells: group and schedule (with the LR bounds used), epochs,
+    completed and diverged seeds, accuracy mean ± std, the seeds' values (n < 3) or the 95 %
+    bootstrap CI, the published number and our difference, the verdict, and the broken runs'
+    note where a group has any. Numbers are the
+    CSV's (`rounded_for_csv`), so a reader finds the same digits in both."""
+    rows = []
+    for row in rounded_for_csv(table).to_dict("records"):
+        ours = _format_number(row["accuracy_mean"], ".2f")
+        if ours and not _is_missing(row["accuracy_std"]):
+            ours += f" ± {row['accuracy_std']:.2f}"
+        paper = _format_number(row["paper_accuracy"], ".2f")
+        if paper and not _is_missing(row["paper_accuracy_std"]):
+            paper += f" ± {row['paper_accuracy_std']:.2f}"
+        # n: the completed seeds the accuracy is over; "1 of 2" when the others diverged.
+        n = str(row["n_completed"]) if row["n_completed"] == row["n"] else f"{row['n_completed']} of {row['n']}"
+        rows.append({"group": row["group"], "schedule": row["schedule"], "epochs": _format_number(row["epochs"], "g"),
+                     "n": n, "accuracy (%)": ours, SPREAD_HEADER: _spread_cell(row), "published (%)": paper,
+                     "difference (pp)": _format_number(row["difference_pp"], "+.2f"), "verdict": row["verdict"],
+                     "note": "" if _is_missing(row["note"]) else row["note"]})
+    columns = ["group", "schedule", "epochs", "n", "accuracy (%)", SPREAD_HEADER, "published (%)",
+               "difference (pp)", "verdict"]
+    # Broken runs (collect_runs) are named, with the reason, in a last column when there are any.
+    if any(row["note"] for row in rows):
+        columns.append("note")
+    return pd.DataFrame(rows, columns=columns)
+
+
+# The verdict table's column of seeds' values (fewer than 3) or 95 % bootstrap CI (3 or more).
+SPREAD_HEADER = "seeds / 95% CI"
+# The verdict table's columns in LaTeX: a paper's table, narrow enough for the article class's
+# text width (345 pt); the seeds and CI stay in the CSV, Markdown and HTML.
+SUMMARY_LATEX_COLUMNS = ("group", "schedule", "epochs", "n", "accuracy (%)", "published (%)",
+                         "difference (pp)", "verdict")
+
+
+def _spread_cell(row: Mapping[str, Any]) -> str:
+    n = row["n_completed"]
+    if n == 0:
+        return ""
+    if n < stats.MIN_VALUES_FOR_CI:
+        # With one or two seeds, the lowest and the highest value are all of them.
+        values = dict.fromkeys([row["accuracy_min"], row["accuracy_max"]])
+        return ", ".join(f"{v:.2f}" for v in values)
+    return f"[{row['accuracy_ci_low']:.2f}, {row['accuracy_ci_high']:.2f}]"
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +378,8 @@ _TIME_COLUMNS = ("seed", "target_accuracy", "iterations", "epochs", "wall_time_s
 
 
 def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFrame]]], baseline_group: str,
-                           candidate_group: str) -> pd.DataFrame:
+                           candidate_group: str, *,
+                           broken: Mapping[str, Mapping[int, str]] | None = None) -> pd.DataFrame:
     """How soon each candidate seed (1cycle) reaches the baseline's mean final accuracy.
 
     histories: group -> [(seed, history.csv frame)]. The target is the mean over baseline seeds
@@ -254,11 +389,16 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
     iterations / candidate iterations. A last "mean" row averages the seeds that reached it,
     its speed-up being the ratio of the mean iterations.
     Accuracies are percent. A target never reached gives NaN and a note.
+    broken: group -> {seed: reason} of broken runs (collect_runs), which `histories` leaves out:
+    a broken baseline seed is named in the target's note, a broken candidate seed gets a row of
+    its own saying why, so that the seeds here are the summary table's n.
     """
+    broken = broken or {}
     baseline, candidate = histories.get(baseline_group, ()), histories.get(candidate_group, ())
     for role, group, entries in (("baseline", baseline_group, baseline), ("candidate", candidate_group, candidate)):
         if not entries:
-            return _time_note(f"no finished runs of the {role} group {group!r} yet")
+            return _time_note(f"no finished runs of the {role} group {group!r} yet"
+                              + _broken_suffix(broken, group))
     finals, baseline_iterations, left_out = _baseline_finals(baseline, baseline_group)
     if not finals:
         return _time_note(f"no baseline seed of {baseline_group!r} has a final accuracy")
@@ -267,6 +407,7 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
     note_target = f"target = mean final accuracy of {len(finals)} {baseline_group} seed(s)"
     if left_out:
         note_target += f"; left out seeds that stopped early: {', '.join(map(str, left_out))}"
+    note_target += _broken_suffix(broken, baseline_group)
 
     rows = []
     for seed, history in candidate:
@@ -278,6 +419,11 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
                      "baseline_iterations": reference_iterations,
                      "speedup": reference_iterations / iterations if iterations > 0 else math.nan,
                      "note": note_target if reached["iteration"] is not None else "never reached the target"})
+    candidate_broken = broken.get(candidate_group, {})
+    for seed, reason in candidate_broken.items():
+        rows.append({"seed": seed, "target_accuracy": 100.0 * target, "iterations": math.nan, "epochs": math.nan,
+                     "wall_time_s": math.nan, "baseline_iterations": reference_iterations, "speedup": math.nan,
+                     "note": f"broken, not counted: {reason}"})
     reached_rows = [r for r in rows if not math.isnan(r["iterations"])]
     mean_iterations = float(np.mean([r["iterations"] for r in reached_rows])) if reached_rows else math.nan
     rows.append({"seed": "mean", "target_accuracy": 100.0 * target, "iterations": mean_iterations,
@@ -285,8 +431,18 @@ def time_to_accuracy_table(histories: Mapping[str, Sequence[tuple[int, pd.DataFr
                  "wall_time_s": _nan_mean([r["wall_time_s"] for r in reached_rows]),
                  "baseline_iterations": reference_iterations,
                  "speedup": reference_iterations / mean_iterations if mean_iterations > 0 else math.nan,
-                 "note": f"reached by {len(reached_rows)} of {len(rows)} {candidate_group} seed(s)"})
+                 "note": f"reached by {len(reached_rows)} of {len(rows)} {candidate_group} seed(s)"
+                         + (f", {len(candidate_broken)} of them broken" if candidate_broken else "")
+                         + _broken_suffix(broken, baseline_group)})
     return pd.DataFrame(rows, columns=list(_TIME_COLUMNS))
+
+
+def _broken_suffix(broken: Mapping[str, Mapping[int, str]], group: str) -> str:
+    """"; left out broken <group> seeds: 1 (history.csv missing)", or "" if none is broken."""
+    seeds = broken.get(group, {})
+    if not seeds:
+        return ""
+    return f"; left out broken {group} seeds: " + ", ".join(f"{seed} ({reason})" for seed, reason in seeds.items())
 
 
 def _baseline_finals(baseline: Sequence[tuple[int, pd.DataFrame]],
@@ -334,7 +490,10 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
     """Final accuracy of group_a minus group_b over the seeds both completed (stats.paired_difference).
 
     Pairing by seed removes the seed-to-seed spread both groups share. Diverged seeds have no
-    final accuracy and drop out; `n` (shared completed seeds) is always in the result.
+    final accuracy and drop out; `n` (shared completed seeds) is always in the result, with each
+    seed's difference. Below `stats.MIN_VALUES_FOR_CI` pairs the bootstrap CI is left empty (the
+    differences are shown instead); `p_smallest_possible` is the least p the sign-flip test can
+    give with n pairs, and `note` says when that is above 0.05: no result could be significant.
     """
     if experiment is not None:
         runs = runs[runs["experiment"] == experiment]
@@ -347,9 +506,52 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
                              f"{', '.join(experiments)}; pass experiment=")
         completed = members[(members["status"] == "completed") & members["final_accuracy"].notna()]
         by_group[group] = dict(zip(completed["seed"], completed["final_accuracy"]))
-    result = stats.paired_difference(by_group[group_a], by_group[group_b])
+    result = asdict(stats.paired_difference(by_group[group_a], by_group[group_b]))
+    shared = sorted(set(by_group[group_a]) & set(by_group[group_b]))
+    n = result["n"]
+    if n < stats.MIN_VALUES_FOR_CI:
+        result["ci_low"] = result["ci_high"] = math.nan
+    smallest = stats.smallest_sign_flip_p(n)
     return {"experiment": experiment, "group_a": group_a, "group_b": group_b,
-            "n_a": len(by_group[group_a]), "n_b": len(by_group[group_b]), **asdict(result)}
+            "n_a": len(by_group[group_a]), "n_b": len(by_group[group_b]), **result,
+            "difference_by_seed": "; ".join(f"seed {s}: {by_group[group_a][s] - by_group[group_b][s]:+.{PERCENT_DECIMALS}f}"
+                                            for s in shared),
+            "p_smallest_possible": smallest, "note": _paired_note(n, smallest)}
+
+
+def _paired_note(n: int, smallest_p: float, alpha: float = 0.05) -> str:
+    if n == 0:
+        return "no seed completed in both groups: nothing to compare"
+    notes = []
+    if n < stats.MIN_VALUES_FOR_CI:
+        notes.append(f"n = {n}: no bootstrap CI, the per-seed differences are shown instead")
+    if smallest_p > alpha:
+        notes.append(f"with {n} pair(s) the smallest sign-flip p is {smallest_p:g}, so no result can reach "
+                     f"p < {alpha:g} (that takes at least {stats.pairs_needed_for_p(alpha)} seeds)")
+    return "; ".join(notes)
+
+
+def rounded_for_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame` with its float columns rounded to what was measured (the *_DECIMALS above):
+    percent columns (accuracy, *_pp, differences, CI bounds) to PERCENT_DECIMALS, epochs,
+    iterations and speed-ups to COUNT/RATIO_DECIMALS, seconds to SECONDS_DECIMALS, anything
+    else to OTHER_SIGNIFICANT_DIGITS significant digits."""
+    out = frame.copy()
+    for column in out.columns:
+        if not pd.api.types.is_float_dtype(out[column]):
+            continue
+        name = str(column)
+        if "accuracy" in name or name.endswith("_pp") or name in ("mean_diff", "ci_low", "ci_high"):
+            out[column] = out[column].round(PERCENT_DECIMALS)
+        elif name in ("epochs", "iterations", "baseline_iterations"):
+            out[column] = out[column].round(COUNT_DECIMALS)
+        elif name == "speedup":
+            out[column] = out[column].round(RATIO_DECIMALS)
+        elif name.endswith("_s"):
+            out[column] = out[column].round(SECONDS_DECIMALS)
+        else:
+            out[column] = out[column].map(lambda v: float(f"{v:.{OTHER_SIGNIFICANT_DIGITS}g}") if math.isfinite(v) else v)
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,16 +559,23 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
 # --------------------------------------------------------------------------------------------
 
 def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
-                display_columns: Sequence[str] | None = None) -> None:
-    """Write `frame` as <stem>.csv (raw numbers), <stem>.md (pipe table) and <stem>.tex
-    (booktabs), all from this one frame. In .md and .tex, a column `X_std` is merged into `X`
-    or `X_mean` as "mean ± std" (the papers' style), and numbers are rounded per column;
-    `display_columns`, if given, are the only columns they show (the CSV keeps every one)."""
+                display_columns: Sequence[str] | None = None, display: pd.DataFrame | None = None,
+                latex_columns: Sequence[str] | None = None) -> None:
+    """Write `frame` as <stem>.csv (every column, rounded by `rounded_for_csv`), and its display
+    as <stem>.md (pipe table), <stem>.tex (booktabs, as wide as the text; only `latex_columns`
+    of the display if given, so that it fits a page) and <stem>.html (a table element, for the
+    reports). The display is `display` if given, else `display_frame` of `display_columns` (all
+    by default): a column `X_std` merged into `X` or `X_mean` as "mean ± std" (the papers'
+    style), numbers rounded per column."""
     stem = Path(stem)
+    frame = rounded_for_csv(frame)
     io.write_csv(stem.parent / f"{stem.name}.csv", frame)
-    display = display_frame(frame if display_columns is None else frame[list(display_columns)])
+    if display is None:
+        display = display_frame(frame if display_columns is None else frame[list(display_columns)])
     io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))
-    io.write_text(stem.parent / f"{stem.name}.tex", _latex(display, caption, _numeric_columns(frame, display)))
+    latex = display if latex_columns is None else display[list(latex_columns)]
+    io.write_text(stem.parent / f"{stem.name}.tex", _latex(latex, caption))
+    io.write_text(stem.parent / f"{stem.name}.html", html_table(display, caption))
 
 
 def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
@@ -422,11 +631,18 @@ def _format_column(values: pd.Series) -> list[str]:
     return [_format_number(v, spec) for v in values]
 
 
-def _numeric_columns(frame: pd.DataFrame, display: pd.DataFrame) -> set[str]:
-    numeric = {c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c])
-               and not pd.api.types.is_bool_dtype(frame[c])}
-    # Merged "mean ± std" columns take their mean column's name minus "_mean".
-    return {c for c in display.columns if c in numeric or f"{c}_mean" in numeric}
+# A display cell that is a number (1.5, -0.02, 1e-05), "mean ± std", a list of seeds' values
+# ("80.86, 81.54"), an interval ("[80.86, 81.54]") or a count ("1 of 2").
+_NUMBER = r"[+-]?\d[\d.]*(?:e[+-]?\d+)?"
+_NUMBER_CELL = re.compile(rf"^{_NUMBER}( ± {_NUMBER})?$|^{_NUMBER}(, {_NUMBER})+$|^\[{_NUMBER}, {_NUMBER}\]$"
+                          r"|^\d+ of \d+$")
+
+
+def _numeric_display_columns(display: pd.DataFrame) -> set[str]:
+    """Columns whose non-empty cells are all numbers (right-aligned in LaTeX and HTML, at their
+    natural width); an empty column (no published number yet) counts, so it takes no more room
+    than its header."""
+    return {c for c in display.columns if all(_NUMBER_CELL.match(str(v)) for v in display[c] if v != "")}
 
 
 def _markdown(display: pd.DataFrame, caption: str) -> str:
@@ -440,23 +656,78 @@ def _markdown(display: pd.DataFrame, caption: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                  # A line may break after an underscore: group names are long single words.
+                  "_": r"\_\allowbreak{}",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                  "±": r"$\pm$", "–": "--", "—": "---", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
 
 
 def _latex_escape(text: str) -> str:
-    escaped = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return escaped.replace("±", r"$\pm$")
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
 
 
-def _latex(display: pd.DataFrame, caption: str, numeric: set[str]) -> str:
-    align = "".join("r" if c in numeric else "l" for c in display.columns)
-    lines = [r"% Generated by onecycle.aggregate.write_table; needs \usepackage{booktabs}.",
-             r"\begin{table}[htbp]", r"\centering"]
+def _latex(display: pd.DataFrame, caption: str) -> str:
+    """A booktabs table exactly as wide as the text (tabularx): numbers right-aligned at their
+    natural width, text columns sharing the rest and wrapping, so no table runs off the page
+    and nothing is scaled (no \\resizebox)."""
+    numeric = _numeric_display_columns(display)
+    text_column = r">{\raggedright\arraybackslash}X"
+    align = " ".join("r" if c in numeric else text_column for c in display.columns)
+    # tabularx needs at least one X column; an all-number table keeps its natural width.
+    environment = "tabularx" if len(numeric) < len(display.columns) else "tabular"
+    width = "{\\linewidth}" if environment == "tabularx" else ""
+    # Footnote size and 4 pt column gaps (booktabs' default 6 pt) leave the wrapping text
+    # columns room for a word of a group name.
+    lines = [r"% Generated by onecycle.aggregate.write_table; needs \usepackage{booktabs,tabularx}.",
+             r"\begin{table}[htbp]", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{4pt}"]
     if caption:
         lines.append(rf"\caption{{{_latex_escape(caption)}}}")
-    lines += [rf"\begin{{tabular}}{{{align}}}", r"\toprule",
-              " & ".join(_latex_escape(c) for c in display.columns) + r" \\", r"\midrule"]
-    lines.extend(" & ".join(_latex_escape(c) for c in row) + r" \\" for row in display.itertuples(index=False))
-    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    header = [_latex_header(c) if c in numeric else _latex_escape(c) for c in display.columns]
+    lines += [rf"\begin{{{environment}}}{width}{{@{{}}{align}@{{}}}}", r"\toprule",
+              " & ".join(header) + r" \\", r"\midrule"]
+    lines.extend(" & ".join(_latex_cell(value, column in numeric) for column, value in zip(display.columns, row))
+                 + r" \\" for row in display.itertuples(index=False))
+    lines += [r"\bottomrule", rf"\end{{{environment}}}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def _latex_cell(value: Any, number: bool) -> str:
+    # A number's minus sign is a minus ($-$), not a hyphen.
+    text = _latex_escape(value)
+    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", text) if number else text
+
+
+def _latex_header(text: str) -> str:
+    """A number column's header stacked one word per line ("difference / (pp)"), so that it is no
+    wider than its numbers."""
+    words = str(text).split()
+    if len(words) < 2:
+        return _latex_escape(text)
+    return r"\begin{tabular}[b]{@{}r@{}}" + r"\\".join(_latex_escape(w) for w in words) + r"\end{tabular}"
+
+
+def html_table(display: pd.DataFrame, caption: str = "", verdict_columns: Sequence[str] = ("verdict", "expected")) -> str:
+    """The display as one HTML table element (escaped; no script, no external resource), for the
+    static report and Snakemake's. Number columns carry class "num"; a cell of `verdict_columns`
+    carries "verdict" and its verdict (the words before any bracket) as a class, e.g.
+    "v-not-replicated", so a stylesheet can colour it."""
+    numeric = _numeric_display_columns(display)
+
+    def cell(tag: str, column: str, value: Any) -> str:
+        classes = ["num"] if column in numeric else []
+        if tag == "td" and column in verdict_columns and value:
+            verdict = str(value).split(" (")[0].lower()
+            classes += ["verdict", "v-" + re.sub(r"[^a-z0-9]+", "-", verdict).strip("-")]
+        attribute = f' class="{" ".join(classes)}"' if classes else ""
+        return f"<{tag}{attribute}>{html.escape(str(value))}</{tag}>"
+
+    lines = ['<table class="onecycle-table">']
+    if caption:
+        lines.append(f"<caption>{html.escape(caption)}</caption>")
+    lines.append("<thead><tr>" + "".join(cell("th", c, c) for c in display.columns) + "</tr></thead>")
+    lines.append("<tbody>")
+    lines.extend("<tr>" + "".join(cell("td", c, v) for c, v in zip(display.columns, row)) + "</tr>"
+                 for row in display.itertuples(index=False))
+    lines += ["</tbody>", "</table>"]
     return "\n".join(lines) + "\n"

@@ -204,6 +204,8 @@ def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[
     present = {(g, int(s)): status for g, s, status in zip(runs["group"], runs["seed"], runs["status"])}
     pending = [f"{g}/seed{s}" for g in groups for s in seeds if (g, s) not in present]
     diverged = [f"{g}/seed{s}" for g in groups for s in seeds if present.get((g, s)) == "diverged"]
+    # Runs whose files disagree (aggregate.run_problem): named, and counted nowhere.
+    broken = [f"{g}/seed{s}" for g in groups for s in seeds if present.get((g, s)) == "broken"]
 
     def recompute(comparison: Comparison, level: float) -> Comparison:
         values = (final_accuracies(runs, comparison.candidate), final_accuracies(runs, comparison.baseline))
@@ -227,6 +229,8 @@ def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[
         notes.append(deciding.bounds.note)
     if len(comparisons) > 1:
         notes.append("; ".join(c.summary() for c in comparisons))
+    if broken:
+        notes.insert(0, f"broken, not counted: {', '.join(broken)}")
     row = _statistic_columns(deciding, evidence)
     row.update({"claim_id": claim.id, "kind": claim.kind, "text": claim.text, "source": claim.source,
                 "candidate": deciding.candidate, "baseline": deciding.baseline,

@@ -3,12 +3,13 @@
     onecycle train --config RUN.yaml --out DIR [--bounds bounds.json] [--threads N]
     onecycle range-test --config RANGE.yaml --out DIR [--threads N]
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
-    onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
+    onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download] [--no-verify]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
     onecycle compare-reference --config WORKFLOW.yaml --reference DIR --run DIR
     onecycle config --schema {run,range-test,workflow}
+    onecycle plan --config WORKFLOW.yaml [--device-class gpu|cpu] [--tflops X] [--devices N]
 
 Bad input ends with one line `onecycle: error: ...` and exit status 2, before any work starts.
 Only argparse is imported until a command runs (torch, pandas and pydantic are not), so that
@@ -25,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onecycle import cli_schedule, io
-from onecycle.errors import ConfigError
+from onecycle.errors import ConfigError, one_line
 
 # The workflow runs every training and range-test job with `train_threads` torch threads
 # (onecycle.experiments.WorkflowConfig, default 1); a job run by hand uses the same by default.
@@ -35,9 +36,9 @@ DEFAULT_THREADS = 1
 def _train(args: argparse.Namespace) -> int:
     from onecycle.config import load_run_config
     from onecycle.progress import RunProgress
-    from onecycle.train import train
+    from onecycle.train import read_bounds_file, train
 
-    bounds = io.read_json(_existing(args.bounds)) if args.bounds else None
+    bounds = read_bounds_file(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
     _set_threads(args.threads)
     with RunProgress(cfg.name) as progress:
@@ -61,8 +62,8 @@ def _range_test(args: argparse.Namespace) -> int:
     b = metrics["bounds"]
     stop = metrics["diverged"]
     stopped = f" at iteration {stop['iteration']} ({stop['reason']})" if stop else ""
-    print(f"{cfg.name}: {metrics['status']}{stopped}; {b['chosen_rule']} -> base_lr {b['base_lr']}, "
-          f"max_lr {b['max_lr']}", flush=True)
+    found = f"base_lr {b['base_lr']}, max_lr {b['max_lr']}" if b["max_lr"] is not None else f"no bounds: {b['no_bounds']}"
+    print(f"{cfg.name}: {metrics['status']}{stopped}; {b['chosen_rule']} -> {found}", flush=True)
     return 0
 
 
@@ -85,8 +86,18 @@ def _set_threads(threads: int | None) -> None:
 def _prepare_data(args: argparse.Namespace) -> int:
     from onecycle import data
 
-    root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download)
-    io.write_json(args.record, {"dataset": args.dataset, "root": str(root), "verified": True})
+    verify = not args.no_verify
+    root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download,
+                        verify=verify)
+    record = {"dataset": args.dataset, "root": str(root), "verified": verify}
+    if not verify:
+        # What the copy is, for the record: its md5s beside the official ones.
+        record["checksums_skipped"] = "--no-verify: a copy that need not be byte-identical to the official files"
+        record["files"] = data.compare_with_official(args.dataset, root)
+        differing = [name for name, file in record["files"].items() if not file["matches"]]
+        print(f"{args.dataset}: checksums not verified (--no-verify); "
+              f"{len(differing)} of {len(record['files'])} files differ from the official ones")
+    io.write_json(args.record, record)
     print(f"{args.dataset}: ready at {root}")
     return 0
 
@@ -122,17 +133,20 @@ def _split_list(text: str) -> list[dict]:
 
 def _combine_bounds(args: argparse.Namespace) -> int:
     from onecycle.range_test_job import combine_bounds
+    from onecycle.train import read_bounds_file
 
-    combined = combine_bounds([io.read_json(_existing(p)) for p in args.inputs])
+    combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
-    print(f"bounds: base_lr {combined['base_lr']}, max_lr {combined['max_lr']} "
-          f"({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
+    found = (f"base_lr {combined['base_lr']}, max_lr {combined['max_lr']}" if combined["max_lr"] is not None
+             else f"no bounds: {combined['no_bounds']}")
+    print(f"bounds: {found} ({combined['n_seeds_with_bounds']} of {combined['n_seeds']} seeds)")
     return 0
 
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.config import load_mapping
     from onecycle.experiments import expand
+    from onecycle.html_report import write_html_report
     from onecycle.report import (write_claims_table, write_comparison_figure, write_experiment_report,
                                  write_range_test_figure, write_scorecard)
 
@@ -143,7 +157,7 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.config}: no experiment {name!r}; "
                               f"valid: {', '.join(plan.workflow.experiments)}")
     written = []
-    for name in [] if args.only == "scorecard" else names:
+    for name in [] if args.only in ("scorecard", "html") else names:
         if args.only in (None, "runs"):
             written += write_experiment_report(plan, name)
         if args.only in (None, "range-test"):
@@ -152,9 +166,13 @@ def _report(args: argparse.Namespace) -> int:
             written += write_comparison_figure(plan, name)
         if args.only in (None, "claims"):
             written += write_claims_table(plan, name)
-    # The scorecard spans every experiment: with all of them, or on its own.
-    if args.only == "scorecard" or (args.only is None and not args.experiment):
+    # The scorecard and the report page span every experiment: with all of them, or on their own
+    # (the workflow's claims_scorecard and html_report); the page last, as it shows the rest.
+    everything = args.only is None and not args.experiment
+    if args.only == "scorecard" or everything:
         written += write_scorecard(plan)
+    if args.only == "html" or everything:
+        written.append(write_html_report(plan))
     for path in written:
         print(path)
     return 0
@@ -180,6 +198,19 @@ def _config(args: argparse.Namespace) -> int:
     from onecycle.config_schema import config_schema
 
     print(json.dumps(config_schema(args.schema), indent=2))
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from onecycle import plan as cost_plan
+    from onecycle.config import load_mapping
+    from onecycle.experiments import expand
+
+    workflow = expand(load_mapping(args.config), str(args.config))
+    if args.devices < 1:
+        raise ConfigError(f"--devices {args.devices}: expected at least 1")
+    rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)
+    print(cost_plan.format_plan(workflow, rate, str(args.config), args.devices))
     return 0
 
 
@@ -224,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", help="dataset folder (default: $ONECYCLE_DATA/<dataset>, else ./data/<dataset>)")
     p.add_argument("--record", required=True, help="JSON record written once the data is verified")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
+    p.add_argument("--no-verify", action="store_true",
+                   help="accept a copy whose files are not byte-identical to the official ones (re-packed, "
+                        "converted): skip the md5 check, read every split instead, record that in --record")
     p.set_defaults(handler=_prepare_data)
 
     p = sub.add_parser("caffe-mean", help="compute and cache the Caffe mean images of ImageNet-folder splits")
@@ -240,9 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment", help="only this experiment (default: all of the config's)")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison", "claims", "scorecard"),
+    p.add_argument("--only", choices=("runs", "range-test", "comparison", "claims", "scorecard", "html"),
                    help="only the training tables/figures, the range-test figure, the comparison figure, "
-                        "the claims tables, or the suite's claims scorecard (all experiments)")
+                        "the claims tables, the suite's claims scorecard (all experiments), or the static "
+                        "report page <results_dir>/report.html (all experiments)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("compare-reference", help="compare a fresh run of a workflow with reference results",
@@ -262,18 +297,38 @@ def build_parser() -> argparse.ArgumentParser:
                         "workflow: configs/*.yaml (Snakemake --configfile)")
     p.set_defaults(handler=_config)
 
+    p = sub.add_parser("plan", help="jobs, iterations, images, FLOPs and device-hours of a workflow config")
+    p.add_argument("--config", required=True, help="workflow config, e.g. configs/paper.yaml")
+    p.add_argument("--device-class", default="gpu", help="gpu (default) or cpu: the default throughput")
+    p.add_argument("--tflops", type=float, help="effective TFLOP/s per device, instead of the default or "
+                                               "what make gpu-check measured")
+    p.add_argument("--calibration", help="make gpu-check's throughput record (default "
+                                         "results/gpu_check/throughput.json, when present)")
+    p.add_argument("--devices", type=int, default=1, help="devices working at once, for the days estimate")
+    p.set_defaults(handler=_plan)
+
     cli_schedule.register(sub)
     return parser
+
+
+# Path options that name a file or folder: an empty one would mean the current folder.
+PATH_OPTIONS = ("config", "out", "bounds", "record", "plot", "root", "reference", "run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for option in PATH_OPTIONS:
+            if getattr(args, option, None) is not None and not str(getattr(args, option)).strip():
+                raise ConfigError(f"--{option} is empty: name a file or folder")
         return args.handler(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(f"onecycle: error: {message}", file=sys.stderr)
-        return 2
+    except OSError as error:  # disk full, permission denied, a folder that is a file...
+        message = io.describe_os_error(error)
+    # One line, and a bounded one: the message may quote a value out of a hostile file.
+    print(f"onecycle: error: {one_line(message)}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

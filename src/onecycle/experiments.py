@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,16 @@ from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictMode
                              parse)
 from onecycle.data import FOLDER_DATASETS
 from onecycle.distributed import check_batch_size
+from onecycle.scale import TINY, TinyScale, tiny_job
 from onecycle.train import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Jobs one workflow config may expand to, checked before any is validated: configs/paper.yaml
+# has 488, and each costs a validation here and a node in Snakemake's DAG, so that a config of
+# 10^4 groups x 10^4 seeds (a few kB) is refused instead of expanded for hours.
+MAX_JOBS = 50_000
 
 # Part 1's four runs per setting (`seed_protocol: part1`; hyperParam1 Cifar/x4.sh, docs/paper_reference.md
 # C2 and D6): 4 GPUs, per-GPU batch BS+3, BS+2, BS+1, BS for runs 1-4 (BS = TBS / 4), and
@@ -119,7 +126,7 @@ class ExperimentConfig(StrictModel):
     base: dict[str, Any]
     # Range-test settings (the `range_test` block of a RangeTestConfig); None = no range test.
     range_test: dict[str, Any] | None = None
-    range_test_seeds: list[int] | None = None
+    range_test_seeds: list[int] | None = Field(default=None, min_length=1)
     # Group name -> overrides of `base` (schedule, train, optim ...), one group per setting.
     groups: dict[str, dict[str, Any]] = Field(min_length=1)
     # Group -> id of the published row (configs/reference/published.yaml) it is compared with.
@@ -162,6 +169,11 @@ class ExperimentConfig(StrictModel):
             seen.add(claim.id)
             parsed.append(claim)
         return {**data, "claims": parsed}
+
+    @field_validator("range_test_seeds")
+    @classmethod
+    def _unique_range_test_seeds(cls, seeds: list[int] | None) -> list[int] | None:
+        return None if seeds is None else _check_seeds(seeds, "range_test_seeds")
 
     @field_validator("groups")
     @classmethod
@@ -208,16 +220,38 @@ class WorkflowConfig(StrictModel):
     jobs_per_gpu: int = Field(default=1, ge=1)
     # Confidence of each one-sided bound behind a claim's verdict (onecycle.claims).
     claims_confidence: float = Field(default=0.95, gt=0.5, lt=1)
+    # Datasets whose copy the user vouches for without the official md5s (a re-packed or
+    # converted MNIST or CIFAR): their prepare_data job runs `onecycle prepare-data --no-verify`,
+    # and the data record says the checksums were skipped and how the files differ.
+    skip_checksums: list[str] = Field(default_factory=list)
+    # "tiny": every job runs a handful of iterations, into <results_dir>-tiny (onecycle.scale):
+    # `snakemake --cores 2 --config scale=tiny` checks a machine and its data before the real run.
+    scale: Literal["full", "tiny"] = "full"
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
+
+    @field_validator("results_dir")
+    @classmethod
+    def _a_folder_name(cls, results_dir: str) -> str:
+        # An empty name is the current folder: outputs would land among the user's files.
+        if not results_dir.strip() or "\0" in results_dir:
+            raise ValueError("results_dir must name a folder (empty, or holding a NUL character)")
+        return results_dir
 
     @field_validator("seeds")
     @classmethod
     def _unique_seeds(cls, seeds: list[int]) -> list[int]:
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds {seeds} repeat a value: two runs would write the same folder")
-        if any(s < 0 for s in seeds):
-            raise ValueError(f"seeds must be >= 0, got {seeds}")
-        return seeds
+        return _check_seeds(seeds, "seeds")
+
+    @field_validator("skip_checksums")
+    @classmethod
+    def _datasets_with_checksums(cls, names: list[str]) -> list[str]:
+        from onecycle.data import SOURCES
+
+        checked = sorted(name for name, source in SOURCES.items() if source.contents)
+        for name in names:
+            if name not in checked:
+                raise ValueError(f"{name!r} has no checksums to skip: give some of {', '.join(checked)}")
+        return names
 
     @field_validator("experiments")
     @classmethod
@@ -225,6 +259,14 @@ class WorkflowConfig(StrictModel):
         for name in experiments:
             _check_safe(name, "experiment")
         return experiments
+
+
+def _check_seeds(seeds: list[int], key: str) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"{key} {seeds} repeat a value: two runs would write the same folder")
+    if any(s < 0 for s in seeds):
+        raise ValueError(f"{key} must be >= 0, got {seeds}")
+    return seeds
 
 
 def _check_safe(name: str, what: str) -> None:
@@ -346,22 +388,38 @@ def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, An
     return {"train": {"device": "cuda"}}
 
 
-def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
-    """Every job of the workflow, validated; raises ConfigError naming the job and key."""
+def expand(data: dict[str, Any], source: str = "workflow config", tiny_scale: TinyScale = TINY) -> Plan:
+    """Every job of the workflow, validated; raises ConfigError naming the job and key.
+
+    With `scale: tiny` every job is first validated as configured, then scaled down to
+    `tiny_scale` (onecycle.scale) and validated again: a tiny run checks the real config too.
+    Its results go to `<results_dir>-tiny`."""
     workflow = load_workflow_config(data, source)
+    jobs = sum(len(exp.groups) * len(workflow.seeds)
+               + (len(exp.range_test_seeds or [0]) if exp.range_test is not None else 0)
+               for exp in workflow.experiments.values())
+    if jobs > MAX_JOBS:
+        raise ConfigError(f"{source}: {jobs} jobs (groups x seeds), above the {MAX_JOBS} one workflow "
+                          "may schedule; split it into several workflow configs")
+    tiny = workflow.scale == "tiny"
     results = Path(workflow.results_dir)
+    if tiny:
+        results = results.with_name(f"{results.name}-tiny")
     range_tests: dict[str, Job] = {}
     trains: dict[str, Job] = {}
     for exp_name, exp in workflow.experiments.items():
         exp_where = f"{source}: experiments.{exp_name}"
         if exp.range_test is not None:
             placement = gpu_placement(workflow.gpus_per_job, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
+            where = f"{exp_where} (range test)"
             for seed in exp.range_test_seeds or workflow.seeds[:1]:
                 job_id = f"{exp_name}/seed{seed}"
-                raw = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
-                                            "range_test": exp.range_test})
-                raw = deep_merge(raw, device_overrides(raw, placement["gpus"], f"{exp_where} (range test)"))
-                cfg = parse(RangeTestConfig, raw, f"{exp_where} (range test)")
+                merged = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
+                                               "range_test": exp.range_test})
+                cfg = _range_test_config(merged, placement["gpus"], where)
+                if tiny:
+                    scaled = tiny_job(merged, split_into=1, where=where, tiny=tiny_scale)
+                    cfg = _range_test_config(scaled, placement["gpus"], where)
                 range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
                                           results / "range_test" / job_id,
                                           cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
@@ -372,17 +430,14 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
             for seed in workflow.seeds:
                 job_id = f"{exp_name}/{group}/seed{seed}"
                 where = f"{source}: experiments.{exp_name}.groups.{group}"
-                raw = deep_merge(exp.base, overrides)
-                if exp.seed_protocol == "part1":
-                    raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
-                raw = deep_merge(raw, device_overrides(raw, placement["gpus"], where))
-                raw = deep_merge(raw, {"name": job_id, "experiment": exp_name, "group": group, "seed": seed})
-                cfg = parse(RunConfig, raw, where)
-                try:
-                    check_schedule(cfg)
-                    check_batch_size(cfg.train.batch_size, gpus, cfg.train.batch_norm_shards)
-                except ConfigError as error:
-                    raise ConfigError(f"{where}: {error}") from None
+                merged = deep_merge(exp.base, overrides)
+                ids = {"name": job_id, "experiment": exp_name, "group": group, "seed": seed}
+                cfg = _run_config(merged, exp, seed, ids, gpus, placement["gpus"], where)
+                if tiny:
+                    protocol_batch = PART1_GPUS if exp.seed_protocol == "part1" else 1
+                    scaled = tiny_job(merged, split_into=math.lcm(max(gpus, 1), protocol_batch), where=where,
+                                      tiny=tiny_scale)
+                    cfg = _run_config(scaled, exp, seed, ids, gpus, placement["gpus"], where)
                 needs_bounds = cfg.schedule.lr_bounds == "range_test"
                 if needs_bounds and exp.range_test is None:
                     raise ConfigError(f"{source}: experiments.{exp_name}.groups.{group}: schedule.lr_bounds "
@@ -391,3 +446,24 @@ def expand(data: dict[str, Any], source: str = "workflow config") -> Plan:
                                      cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
                                      needs_bounds, **placement)
     return Plan(workflow, results, range_tests, trains)
+
+
+def _range_test_config(merged: dict[str, Any], gpus: int, where: str) -> RangeTestConfig:
+    raw = deep_merge(merged, device_overrides(merged, gpus, where))
+    return parse(RangeTestConfig, raw, where)
+
+
+def _run_config(merged: dict[str, Any], exp: ExperimentConfig, seed: int, ids: dict[str, Any], gpus: int,
+                claimed_gpus: int, where: str) -> RunConfig:
+    """A training job's validated config: the group's settings, Smith's run protocol, the device."""
+    raw = merged
+    if exp.seed_protocol == "part1":
+        raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
+    raw = deep_merge(raw, device_overrides(raw, claimed_gpus, where))
+    cfg = parse(RunConfig, deep_merge(raw, ids), where)
+    try:
+        check_schedule(cfg)
+        check_batch_size(cfg.train.batch_size, gpus, cfg.train.batch_norm_shards)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: {error}") from None
+    return cfg

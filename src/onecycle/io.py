@@ -8,12 +8,14 @@ it, then `os.replace`s it over the target (atomic on POSIX within one filesystem
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import json
 import math
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -23,18 +25,29 @@ from typing import Any
 import onecycle
 
 
+# atomic_path's temporary files: `.<target name>.<mkstemp's 8 characters>.tmp<target suffix>`.
+TEMP_PREFIX, TEMP_MARK = ".", ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[^.]+)?)$")
+# The lock file of a run folder (run_folder).
+RUN_LOCK = ".onecycle.lock"
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside `target`; on success it replaces `target` atomically.
 
     For writers that insist on a path (torch.save, matplotlib's savefig). The temporary
     file keeps the target's suffix so that format detection by extension still works.
-    On error the temporary file is removed and `target` is untouched.
+    On error the temporary file is removed and `target` is untouched. An OS error (disk full,
+    permission denied) names `target`, never the temporary file, which no user knows.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}",
-                                    dir=target.parent)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"{TEMP_PREFIX}{target.name}.",
+                                        suffix=f"{TEMP_MARK}{target.suffix}", dir=target.parent)
+    except OSError as error:
+        raise _naming(error, target) from None
     os.close(fd)
     tmp = Path(tmp_name)
     # mkstemp creates 0600; results are meant to be shared, so honour the umask as open() would.
@@ -46,9 +59,57 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise _naming(error, target) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error (OSError(errno, ...) picks the subclass: PermissionError...) about `path`."""
+    if error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror or os.strerror(error.errno), str(path))
+
+
+def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files of atomic_path writes that a killed process left in `folder`
+    (a SIGKILL during a checkpoint write leaves `.checkpoint.pt.<random>.tmp.pt`). Only names of
+    exactly that pattern go; call it only while no other process writes there (run_folder)."""
+    removed = []
+    for path in Path(folder).glob(f"{TEMP_PREFIX}*{TEMP_MARK}*"):
+        match = _TEMP_NAME.match(path.name)
+        if match and match["suffix"] == Path(match["target"]).suffix and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+@contextlib.contextmanager
+def run_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
+    """Own one run's output folder while a job writes it: create it, hold its lock (`.onecycle.lock`)
+    so that a second process on the same folder stops at once instead of writing one run
+    twice, and remove stale temporary files on entry and on a normal exit. The kernel drops
+    the lock when its holder dies, even on SIGKILL."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", str(folder))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lock_file = open(folder / RUN_LOCK, "a+b")
+    except OSError as error:
+        raise _naming(error, folder) from None
+    with lock_file:
+        try:
+            fcntl.flock(lock_file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BlockingIOError(errno.EWOULDBLOCK, "another onecycle process is writing this run "
+                                  "folder; let it finish (or stop it), then run again", str(folder)) from None
+        remove_stale_temp_files(folder)
+        yield folder
+        remove_stale_temp_files(folder)
 
 
 @contextlib.contextmanager
@@ -62,6 +123,14 @@ def exclusive_lock(lock_path: str | os.PathLike[str]) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock_file.fileno(), fcntl.LOCK_UN)
+
+
+def describe_os_error(error: OSError) -> str:
+    """One line for a user: the path and the cause ("results/x: No space left on device")."""
+    if error.strerror is None:
+        return str(error)
+    paths = " -> ".join(str(p) for p in (error.filename, error.filename2) if p is not None)
+    return f"{paths}: {error.strerror}" if paths else error.strerror
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

@@ -2,68 +2,94 @@
 
 Figures are built on `matplotlib.figure.Figure` objects, never through pyplot: no global
 figure registry to leak from a long workflow, and no backend switch at import time (the Agg
-canvas is used on save). Each figure is written as PNG (for the report) and PDF (for papers),
-atomically through onecycle.io, with no creation date in the PDF so that a rerun on the same
-results gives the same bytes.
+canvas is used on save). Each `*_figure` function returns the Figure (the tests read its axes);
+each `plot_*` function draws it and writes it as PNG (for the reports) and PDF (for papers, with
+TrueType fonts embedded), atomically through onecycle.io, with no creation date in the PDF so
+that a rerun on the same results gives the same bytes.
 
-Several seeds are drawn as their mean with a min-max band on a common x grid. A seed that
-diverged contributes only where it has finite values: its curve stops where it stopped, and is
-never padded (docs/design.md §6 and §11: divergence must not be hidden by padding).
+Every seed is drawn as its own curve: with the two to four seeds the papers and this suite run,
+a mean and band would hide which seed did what, and a mean over the seeds still running turns
+silently into one seed's curve when the other stops. A seed that diverged stops where it
+stopped, marked with a cross, and is never padded (docs/design.md §6 and §11).
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import textwrap
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 
 from onecycle import io
+# When a range test's ramp is not known, its LR axis is log if the LRs span over two decades.
 from onecycle.range_test_plot import choose_scale
 
-# Titles quote whole `replicates` strings; wrapped at this many characters they fit the figure.
-TITLE_WIDTH = 70
+# A loss panel's y axis ends at this multiple of the largest loss a seed started from. Above
+# it the curve is past the useful part: the range test itself stops once the smoothed loss
+# exceeds 4x its minimum (onecycle.range_test), and the last iterations' spike (10^3 to 10^5 in
+# the smoke run) would otherwise flatten the whole curve to a line at 0. What is cut off is
+# marked where it leaves the panel and its largest value is written on the panel.
+LOSS_CLIP_FACTOR = 1.5
 
-_SUGGESTION_MARKERS = ("v", "^", "D", "s", "P", "X", "*", "o")
+# Titles quote whole `replicates` strings; wrapped at this many characters per inch of figure
+# width (90 on the 12-inch accuracy figure) they fit it.
+TITLE_CHARS_PER_INCH = 7.5
+
+# Group colours: qualitative, ten clearly different hues (seaborn's "colorblind" has pairs of
+# near-identical oranges and blues among its ten); with more groups the markers still differ.
+GROUP_PALETTE = "tab10"
+GROUP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "h", "<", ">", "p")
+# Seeds of one group share its colour and differ in line style.
+SEED_LINESTYLES = ("-", "--", ":", "-.")
+
+_SUGGESTION_MARKERS = ("v", "^", "D", "s", "P", "X", "*", "o", "h", "<")
+
+# Markers on an axis edge sit this far inside it (axes fraction).
+_EDGE = 0.03
 
 
 @contextlib.contextmanager
 def _style() -> Iterator[None]:
     # Temporary rc settings only: importing or calling this module leaves global state alone.
-    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.2):
+    # fonttype 42 embeds TrueType fonts in the PDF (editable, searchable text) instead of Type 3.
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.2), \
+            matplotlib.rc_context({"pdf.fonttype": 42, "ps.fonttype": 42}):
         yield
 
 
 def _save(fig: Figure, out_stem: Path) -> list[Path]:
     out_stem = Path(out_stem)
     paths = []
-    for suffix, extra in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
-        target = out_stem.parent / f"{out_stem.name}{suffix}"
-        with io.atomic_path(target) as tmp:
-            fig.savefig(tmp, format=suffix[1:], **extra)
-        paths.append(target)
+    with _style():
+        for suffix, extra in ((".png", {"dpi": 150}), (".pdf", {"metadata": {"CreationDate": None}})):
+            target = out_stem.parent / f"{out_stem.name}{suffix}"
+            with io.atomic_path(target) as tmp:
+                fig.savefig(tmp, format=suffix[1:], **extra)
+            paths.append(target)
     return paths
 
 
-def _finish(ax: Axes, *, empty: bool, legend_loc: str) -> None:
-    """Legend where there is something to label; a visible note where there is no data yet.
+def _title(title: str, fig: Figure) -> str:
+    return textwrap.fill(title, int(TITLE_CHARS_PER_INCH * fig.get_figwidth()))
 
-    A report rebuilt while runs are still pending must still produce its figure files (the
-    workflow declares them), so an empty input draws an empty, labelled figure, not an error.
-    """
-    if empty:
-        ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", va="center")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(loc=legend_loc, fontsize="small")
+
+def _no_data(ax: Axes) -> None:
+    """A report rebuilt while runs are still pending must still produce its figure files (the
+    workflow declares them), so an empty input draws an empty, labelled figure, not an error."""
+    ax.text(0.5, 0.5, "no finished runs yet", transform=ax.transAxes, ha="center", va="center")
 
 
 def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> None:
@@ -72,212 +98,462 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> 
         raise ValueError(f"{what}: missing column {missing[0]!r} (has: {', '.join(map(str, frame.columns))})")
 
 
-def _finite_curve(frame: pd.DataFrame, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
-    """The (x, y) points where both are finite, sorted by x; NaN tails and NaN gaps between
-    periodic evaluations drop out."""
+def _finite_curve(frame: pd.DataFrame, x: str, y: str, y_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """The (x, y) points where both are finite, sorted by x (a momentum range test may ramp
+    downwards); NaN tails and the NaN gaps between periodic evaluations drop out."""
     xs = pd.to_numeric(frame[x], errors="coerce").to_numpy(dtype=float)
     ys = pd.to_numeric(frame[y], errors="coerce").to_numpy(dtype=float)
     keep = np.isfinite(xs) & np.isfinite(ys)
     order = np.argsort(xs[keep], kind="stable")
-    return xs[keep][order], ys[keep][order]
+    return xs[keep][order], ys[keep][order] * y_scale
 
 
-def _seed_curves(frames: Sequence[pd.DataFrame], x: str, y: str, y_scale: float) -> list[tuple[np.ndarray, ...]]:
-    # Sorted by x: a momentum range test may ramp momentum downwards, and interpolation needs x rising.
-    curves = [_finite_curve(f, x, y) for f in frames]
-    return [(xs[order], ys[order] * y_scale) for xs, ys in curves for order in [np.argsort(xs, kind="stable")]]
+def _fmt(value: float) -> str:
+    """A number for a label: 3 significant digits, thousands separated ("7,383", "0.113")."""
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
 
 
-def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    """Mean, min and max over seeds on the union of their x values.
+# --------------------------------------------------------------------------------------------
+# LR range test (CLR §3.3; Part 1 Fig 1a, 4, 14; SC Fig 2)
+# --------------------------------------------------------------------------------------------
 
-    Each seed is interpolated only inside its own x range (NaN outside), so a seed that stopped
-    early drops out of the statistics beyond its last point instead of being extended.
-    """
-    curves = [c for c in curves if len(c[0])]
+@dataclass(frozen=True)
+class RangeSeed:
+    """One range-test seed: its history.csv, where it diverged (metrics.json's `diverged`
+    record, or None), and its own bound suggestions (its bounds.json's `suggestions`)."""
+
+    seed: int
+    history: pd.DataFrame
+    diverged: Mapping[str, Any] | None = None
+    suggestions: Mapping[str, Mapping[str, Any]] | None = None
+
+
+def loss_limits(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float]:
+    """The y range of a loss panel: from just below the lowest loss to LOSS_CLIP_FACTOR times
+    the largest loss any seed started from (its first finite value)."""
+    curves = [c for c in curves if len(c[1])]
     if not curves:
-        empty = np.array([])
-        return empty, empty, empty, empty
-    grid = np.unique(np.concatenate([xs for xs, _ in curves]))
-    stacked = np.vstack([np.interp(grid, xs, ys, left=np.nan, right=np.nan) for xs, ys in curves])
-    present = np.isfinite(stacked)
-    count = present.sum(axis=0)
-    covered = count > 0
-    mean = np.where(covered, np.where(present, stacked, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
-    low = np.where(covered, np.where(present, stacked, np.inf).min(axis=0), np.nan)
-    high = np.where(covered, np.where(present, stacked, -np.inf).max(axis=0), np.nan)
-    return grid, mean, low, high
+        return 0.0, 1.0
+    top = LOSS_CLIP_FACTOR * max(ys[0] for _, ys in curves)
+    bottom = min(ys.min() for _, ys in curves)
+    bottom = min(bottom, top)  # a curve that only rises still gets a positive range
+    pad = 0.05 * (top - bottom) if top > bottom else 0.05 * abs(top) or 0.05
+    return bottom - pad, top
 
 
-def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], color: Any,
-                    label: str | None) -> None:
-    seeds = [(xs, ys) for xs, ys in curves if len(xs)]
-    if not seeds:
-        return
-    grid, mean, low, high = mean_band(seeds)
-    if len(seeds) > 1:
-        label = f"{label} (mean of {len(seeds)}, min-max band)" if label else None
-        ax.fill_between(grid, low, high, color=color, alpha=0.25, linewidth=0)
-        # Where a seed stops early (diverged) the mean is over fewer seeds from there on and
-        # may jump: mark the stop so the jump is not read as a feature of the curve.
-        stops = [(xs[-1], ys[-1]) for xs, ys in seeds if xs[-1] < grid[-1]]
-        if stops:
-            ax.plot(*zip(*stops), color=color, marker="x", markersize=8, linestyle="none",
-                    label="a seed's curve ends here" if label else None)
-    ax.plot(grid, mean, color=color, label=label)
+def range_test_figure(seeds: Sequence[RangeSeed], bounds: Mapping[str, Any] | None, title: str, *,
+                      x_scale: str | None = None, x: str = "lr") -> Figure:
+    """LR range test: test accuracy (%), smoothed train loss and test loss against the LR, one
+    curve per seed, as Smith reads it (accuracy first: his max_lr is where it peaks).
 
-
-def plot_range_test(histories: Sequence[pd.DataFrame], bounds: Mapping[str, Any] | None, out_stem: Path,
-                    title: str, *, x_scale: str | None = None, x: str = "lr") -> list[Path]:
-    """LR range test: smoothed train loss, test loss and test accuracy (%) against LR.
-
-    histories: one range-test history.csv frame per seed. bounds: a bounds.json mapping (or the
-    combined bounds of several seeds): `base_lr`/`max_lr` are drawn as vertical lines, and each
-    entry of `suggestions` with a `max_lr` as a marker on the loss panel. x_scale: "linear",
-    "log", or None to choose with `choose_scale`. x: "lr", or "momentum" for a momentum range
-    test (Part 1 Fig 7b: LR held, momentum ramped; no LR bounds then). Returns the written PNG
-    and PDF paths.
+    bounds: the combined bounds training used (onecycle.range_test.combine_bounds, or one
+    seed's bounds.json): `max_lr` and `base_lr` are drawn as vertical lines on every panel,
+    labelled with the rule and how the seeds were combined. Each heuristic's suggestion (from
+    the seeds' own `suggestions`) is a marker on the accuracy panel's lower edge at the median
+    over seeds, its label giving every seed's value. x_scale: "linear" or "log" as the LR was
+    ramped (None: `choose_scale`). x: "lr", or "momentum" for a momentum range test (Part 1
+    Fig 7b: LR held, momentum ramped; no bounds). Loss axes are clipped by `loss_limits`; what
+    is clipped is marked and its largest value written on the panel. The legend sits below
+    the panels, off the data.
     """
     if x not in ("lr", "momentum"):
         raise ValueError(f"plot_range_test: x must be 'lr' or 'momentum', got {x!r}")
-    panels = (("smoothed_loss", "smoothed train loss", 1.0), ("test_loss", "test loss", 1.0),
-              ("test_accuracy", "test accuracy (%)", 100.0))
-    for i, history in enumerate(histories):
-        _require_columns(history, [x] + [column for column, _, _ in panels], f"range-test history #{i}")
+    panels = (("test_accuracy", "test accuracy (%)", 100.0), ("smoothed_loss", "smoothed train loss", 1.0),
+              ("test_loss", "test loss", 1.0))
+    for entry in seeds:
+        _require_columns(entry.history, [x] + [column for column, _, _ in panels], f"range-test history of seed {entry.seed}")
     if x_scale is None:
-        x_scale = choose_scale([v for h in histories for v in h[x].to_numpy(dtype=float)])
+        x_scale = choose_scale([v for s in seeds for v in s.history[x].to_numpy(dtype=float)])
     if x_scale not in ("linear", "log"):
         raise ValueError(f"plot_range_test: x_scale must be 'linear', 'log' or None, got {x_scale!r}")
 
+    suggestions = _suggestions_by_rule(seeds, bounds) if bounds else {}
     with _style():
-        fig = Figure(figsize=(15, 4.5), layout="constrained")
-        axes = fig.subplots(1, len(panels), sharex=True)
-        color = sns.color_palette("colorblind")[0]
+        fig = Figure(figsize=(14, 7.4 if suggestions else 6.0), layout="constrained")
+        grid = fig.add_gridspec(2 if suggestions else 1, len(panels), height_ratios=[4, 1.8] if suggestions else [1])
+        axes = [fig.add_subplot(grid[0, 0])]
+        axes += [fig.add_subplot(grid[0, i], sharex=axes[0]) for i in range(1, len(panels))]
+        colors = sns.color_palette(GROUP_PALETTE, max(len(seeds), 1))
         for ax, (column, label, scale) in zip(axes, panels):
-            _draw_mean_band(ax, _seed_curves(histories, x, column, scale), color, "range test")
-            ax.set_xscale(x_scale)
-            ax.set_xlabel("learning rate" if x == "lr" else "momentum")
+            curves = [_finite_curve(s.history, x, column, scale) for s in seeds]
+            for entry, (xs, ys), color in zip(seeds, curves, colors):
+                # Evaluations come every few iterations: markers show where they are.
+                sparse = column != "smoothed_loss"
+                ax.plot(xs, ys, color=color, marker="o" if sparse else None, markersize=3, linewidth=1.4,
+                        label=f"seed {entry.seed}", gid=f"curve:{column}:seed {entry.seed}")
+            if column != "test_accuracy":
+                _clip_loss_axis(ax, seeds, curves, colors, x)
+            _mark_stops(ax, seeds, curves, colors, x)
             ax.set_ylabel(label)
-        if bounds is not None and x == "lr":
-            _draw_bounds(axes, axes[0], bounds)
-        _finish(axes[0], empty=not histories, legend_loc="best")
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
-        return _save(fig, out_stem)
+            ax.set_xlabel("learning rate" if x == "lr" else "momentum")
+            ax.set_xscale(x_scale)
+            if not seeds:
+                _no_data(ax)
+        if bounds:
+            _draw_bounds(axes, bounds, seeds)
+        handles, labels = _unique_legend(fig)
+        if suggestions:
+            strip = fig.add_subplot(grid[1, 0], sharex=axes[0])
+            for key, style in (("max_lr", "--"), ("base_lr", ":")):
+                if bounds.get(key) is not None:
+                    strip.axvline(bounds[key], color="black", linestyle=style, linewidth=1.2)
+            handles, labels = _draw_suggestion_strip(strip, suggestions, bounds.get("chosen_rule"), handles, labels)
+            holder = fig.add_subplot(grid[1, 1:])
+            holder.axis("off")
+            holder.legend(handles, labels, loc="center", ncol=2, fontsize="small", frameon=False)
+        elif handles:
+            fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize="small", frameon=False)
+        ramp = f"{x_scale} {'LR' if x == 'lr' else 'momentum'} axis, as ramped"
+        fig.suptitle(_title(f"{title} ({len(seeds)} seed{'s' if len(seeds) != 1 else ''}; {ramp})", fig))
+        return fig
 
 
-def _draw_bounds(axes: Sequence[Axes], marker_ax: Axes, bounds: Mapping[str, Any]) -> None:
+def plot_range_test(seeds: Sequence[RangeSeed], bounds: Mapping[str, Any] | None, out_stem: Path, title: str, *,
+                    x_scale: str | None = None, x: str = "lr") -> list[Path]:
+    """`range_test_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
+    return _save(range_test_figure(seeds, bounds, title, x_scale=x_scale, x=x), out_stem)
+
+
+def _clip_loss_axis(ax: Axes, seeds: Sequence[RangeSeed], curves, colors, x: str) -> None:
+    low, high = loss_limits(curves)
+    ax.set_ylim(low, high)
+    notes = []
+    for entry, (xs, ys), color in zip(seeds, curves, colors):
+        above = np.flatnonzero(ys > high)
+        if not len(above):
+            continue
+        first, peak = above[0], int(np.argmax(ys))
+        # Where the curve leaves the panel: an arrow head on the top edge.
+        ax.plot([xs[first]], [1 - _EDGE], marker="^", color=color, markersize=8, linestyle="none",
+                clip_on=False, transform=ax.get_xaxis_transform(), gid=f"clipped:seed {entry.seed}")
+        notes.append(f"seed {entry.seed}: up to {_fmt(ys[peak])} at {'lr' if x == 'lr' else 'momentum'} "
+                     f"{_fmt(xs[peak])}")
+    if notes:
+        ax.text(0.02, 0.97, "off scale ▲\n" + "\n".join(notes), transform=ax.transAxes, ha="left", va="top",
+                fontsize="x-small", bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "0.8"})
+
+
+def _mark_stops(ax: Axes, seeds: Sequence[RangeSeed], curves, colors, x: str) -> None:
+    """A cross on each diverged seed's last point (on the top edge if that point is off scale)."""
+    top = ax.get_ylim()[1]
+    for entry, (xs, ys), color in zip(seeds, curves, colors):
+        if entry.diverged is None or not len(xs):
+            continue
+        on_scale = ys[-1] <= top
+        ax.plot([xs[-1]], [ys[-1] if on_scale else 1 - _EDGE], marker="X", color=color, markersize=9,
+                markeredgecolor="black", linestyle="none", clip_on=False,
+                transform=ax.transData if on_scale else ax.get_xaxis_transform(), gid=f"stopped:seed {entry.seed}")
+    stopped = [s for s in seeds if s.diverged is not None]
+    if stopped and ax is ax.figure.axes[0]:
+        # One legend entry for the crosses, naming where each seed stopped.
+        where = ", ".join(f"seed {s.seed} at {'lr' if x == 'lr' else 'momentum'} {_fmt(s.diverged.get(x) or math.nan)}"
+                          for s in stopped)
+        ax.plot([], [], marker="X", color="0.5", markeredgecolor="black", linestyle="none", markersize=9,
+                label=f"diverged: {where}")
+
+
+def _median(values: Sequence[float]) -> float:
+    return float(np.median(values))
+
+
+def _draw_bounds(axes: Sequence[Axes], bounds: Mapping[str, Any], seeds: Sequence[RangeSeed]) -> None:
     rule = bounds.get("chosen_rule", "chosen rule")
-    for key, style in (("base_lr", ":"), ("max_lr", "--")):
+    for key in ("base_lr", "max_lr"):
         value = bounds.get(key)
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ValueError(f"bounds: {key!r} must be a number or null, got {value!r}")
+    max_lr, base_lr = bounds.get("max_lr"), bounds.get("base_lr")
+    combined = bounds.get("n_seeds")
+    how = (f"median of {bounds.get('n_seeds_with_bounds', combined)} seeds' {rule}" if combined and combined > 1
+           else f"{rule}" + (f", seed {seeds[0].seed}" if len(seeds) == 1 else ""))
+    if max_lr is not None:
         for i, ax in enumerate(axes):
-            ax.axvline(value, color="black", linestyle=style, linewidth=1,
-                       label=f"{key} = {value:.3g} ({rule})" if i == 0 else None)
-    suggestions = bounds.get("suggestions") or {}
-    if not isinstance(suggestions, Mapping):
-        raise ValueError(f"bounds: 'suggestions' must be a mapping of rule -> suggestion, got {suggestions!r}")
-    palette = sns.color_palette("dark", len(suggestions))
-    for (name, suggestion), marker, color in zip(suggestions.items(), itertools.cycle(_SUGGESTION_MARKERS), palette):
-        if not isinstance(suggestion, Mapping) or "max_lr" not in suggestion:
-            raise ValueError(f"bounds: suggestion {name!r} has no 'max_lr' key")
-        if suggestion["max_lr"] is None:
+            ax.axvline(max_lr, color="black", linestyle="--", linewidth=1.2,
+                       label=f"max_lr used: {_fmt(max_lr)} ({how})" if i == 0 else None)
+    if base_lr is not None:
+        ratio = f" = max_lr / {max_lr / base_lr:.3g} ({bounds.get('policy_kind', '')})" if max_lr and base_lr else ""
+        for i, ax in enumerate(axes):
+            ax.axvline(base_lr, color="black", linestyle=":", linewidth=1.2,
+                       label=f"base_lr used: {_fmt(base_lr)}{ratio}" if i == 0 else None)
+
+
+def _suggestions_by_rule(seeds: Sequence[RangeSeed], bounds: Mapping[str, Any]) -> dict[str, list[tuple[Any, float | None]]]:
+    """rule -> [(seed, its max_lr or None)], from the seeds' own bounds.json suggestions (or, for
+    a single bounds file without seeds, its `suggestions`, under seed None)."""
+    per_seed = [(s.seed, s.suggestions) for s in seeds if s.suggestions is not None]
+    if not per_seed and bounds.get("suggestions"):
+        per_seed = [(None, bounds["suggestions"])]
+    for _, suggestions in per_seed:
+        if not isinstance(suggestions, Mapping):
+            raise ValueError(f"bounds: 'suggestions' must be a mapping of rule -> suggestion, got {suggestions!r}")
+        for name, suggestion in suggestions.items():
+            if not isinstance(suggestion, Mapping) or "max_lr" not in suggestion:
+                raise ValueError(f"bounds: suggestion {name!r} has no 'max_lr' key")
+    rules = list(dict.fromkeys(name for _, suggestions in per_seed for name in suggestions))
+    return {name: [(seed, suggestions.get(name, {}).get("max_lr")) for seed, suggestions in per_seed]
+            for name in rules}
+
+
+def _draw_suggestion_strip(ax: Axes, suggestions: Mapping[str, list[tuple[Any, float | None]]], chosen: str | None,
+                           handles: list[Any], labels: list[str]) -> tuple[list[Any], list[str]]:
+    """Each heuristic's max_lr on a row of its own under the accuracy panel: a small open marker
+    per seed, a large filled one at the median over the seeds that found one. Returns the legend
+    entries with one per rule added, giving the median and every seed's value."""
+    palette = sns.color_palette("dark", max(len(suggestions), 1))
+    rows = list(suggestions)
+    for row, (name, marker, color) in enumerate(zip(rows, itertools.cycle(_SUGGESTION_MARKERS), palette)):
+        values = suggestions[name]
+        found = [v for _, v in values if v is not None]
+        if not found:
             continue
-        # Markers sit along the bottom edge (x in data, y in axes units) so they stay visible
-        # whatever the loss scale, including past a diverged seed's last point.
-        marker_ax.plot([suggestion["max_lr"]], [0.04], marker=marker, color=color, linestyle="none",
-                       markersize=8, clip_on=False, transform=marker_ax.get_xaxis_transform(),
-                       label=f"{name}: max_lr {suggestion['max_lr']:.3g}")
+        ax.plot(found, [row] * len(found), marker=marker, markerfacecolor="none", color=color, markersize=6,
+                linestyle="none", gid=f"suggestion-seeds:{name}")
+        handle, = ax.plot([_median(found)], [row], marker=marker, color=color, markersize=10, linestyle="none",
+                          gid=f"suggestion:{name}")
+        if len(values) == 1:
+            where = "" if values[0][0] is None else f" (seed {values[0][0]})"
+            text = f"{name}: {_fmt(found[0])}{where}"
+        else:
+            each = ", ".join(_fmt(v) if v is not None else "none" for _, v in values)
+            text = f"{name}: {_fmt(_median(found))} ({each})"
+        handles.append(handle)
+        labels.append(text + (", the rule used" if name == chosen else ""))
+    # Rows are told apart by their markers (the legend names them): tick labels here would
+    # widen this column and shrink the accuracy panel above.
+    ax.set_yticks(range(len(rows)), [""] * len(rows))
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    seeds = "each seed" if any(len(v) > 1 for v in suggestions.values()) else "the seed"
+    ax.set_title(f"max_lr by rule: filled = median, open = {seeds}; legend: median (seeds)", fontsize="x-small",
+                 loc="left")
+    ax.tick_params(labelbottom=False)
+    return handles, labels
 
 
-def plot_accuracy_curves(curves: Mapping[str, Sequence[pd.DataFrame]], traces: Mapping[str, pd.DataFrame] | None,
-                         out_stem: Path, title: str) -> list[Path]:
-    """Test accuracy (%) against iteration, one mean line with a min-max band per group (the
-    shape of SC Fig 1a: 1cycle vs the step baseline), with each group's LR and, where recorded,
-    momentum beneath it on shared x axes.
+def _unique_legend(fig: Figure) -> tuple[list[Any], list[str]]:
+    handles, labels = {}, []
+    for ax in fig.axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in handles:
+                handles[label] = handle
+                labels.append(label)
+    return [handles[label] for label in labels], labels
 
-    curves: group -> history.csv frames of its seeds. traces: group -> one train_log.csv frame
-    (the schedule is the same for every seed of a group), or None for the accuracy panel only.
+
+# --------------------------------------------------------------------------------------------
+# Accuracy vs iteration (SC Fig 1a, Part 1 Fig 5a, 16a), with the schedule beneath
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RunCurve:
+    """One training seed: its history.csv and, if it diverged, metrics.json's `diverged`
+    record (iteration, epoch, reason)."""
+
+    seed: int
+    history: pd.DataFrame
+    diverged: Mapping[str, Any] | None = None
+
+
+def group_styles(groups: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A colour and a marker per group, distinct for up to 10 groups and distinct pairs beyond."""
+    colors = sns.color_palette(GROUP_PALETTE, 10)
+    return {group: {"color": colors[i % len(colors)], "marker": GROUP_MARKERS[i % len(GROUP_MARKERS)]}
+            for i, group in enumerate(groups)}
+
+
+def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
+                    title: str, *, labels: Mapping[str, str] | None = None) -> Figure:
+    """Test accuracy (%) against iteration, every seed of every group (the groups' colours and
+    markers from `group_styles`, the seeds' line styles from SEED_LINESTYLES), a diverged seed
+    ending in a cross where it stopped, with each group's LR and, where it has one, momentum
+    beneath on shared x axes.
+
+    curves: group -> its seeds. traces: group -> the configured schedule over the whole planned
+    run (columns iteration, lr, momentum; onecycle.schedules.schedule_frame), or None for the
+    accuracy panel only. A trace identical to an earlier group's is drawn dashed over it, so
+    neither hides the other. labels: group -> its legend text (e.g. with the LR bounds used).
     """
-    for group, frames in curves.items():
-        for i, frame in enumerate(frames):
-            _require_columns(frame, ["iteration", "test_accuracy"], f"history #{i} of group {group!r}")
+    for group, runs in curves.items():
+        for run in runs:
+            _require_columns(run.history, ["iteration", "test_accuracy"], f"history of group {group!r} seed {run.seed}")
     traces = dict(traces or {})
     for group, frame in traces.items():
-        _require_columns(frame, ["iteration", "lr"], f"train log of group {group!r}")
+        _require_columns(frame, ["iteration", "lr"], f"schedule trace of group {group!r}")
+    labels = dict(labels or {})
     with_momentum = any("momentum" in f and pd.to_numeric(f["momentum"], errors="coerce").notna().any()
                         for f in traces.values())
     trace_panels = (["lr"] + (["momentum"] if with_momentum else [])) if traces else []
-
     groups = list(dict.fromkeys([*curves, *traces]))
-    colors = dict(zip(groups, sns.color_palette("colorblind", len(groups))))
+    styles = group_styles(groups)
+
     with _style():
-        fig = Figure(figsize=(8, 5 + 1.6 * len(trace_panels)), layout="constrained")
+        fig = Figure(figsize=(12, 5.2 + 1.7 * len(trace_panels) + 0.22 * len(groups)), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1 + len(trace_panels), 1, sharex=True,
                                           height_ratios=[3] + [1] * len(trace_panels)))
-        for group, frames in curves.items():
-            _draw_mean_band(axes[0], _seed_curves(frames, "iteration", "test_accuracy", 100.0), colors[group], group)
-        axes[0].set_ylabel("test accuracy (%)")
-        _finish(axes[0], empty=not curves, legend_loc="lower right")
+        accuracy_ax = axes[0]
+        seeds_seen: list[int] = []
+        for group, runs in curves.items():
+            style = styles[group]
+            for run in runs:
+                if run.seed not in seeds_seen:
+                    seeds_seen.append(run.seed)
+                linestyle = SEED_LINESTYLES[seeds_seen.index(run.seed) % len(SEED_LINESTYLES)]
+                xs, ys = _finite_curve(run.history, "iteration", "test_accuracy", 100.0)
+                accuracy_ax.plot(xs, ys, color=style["color"], linestyle=linestyle, linewidth=1.4,
+                                 marker=style["marker"], markersize=5, markevery=max(1, len(xs) // 8),
+                                 gid=f"curve:{group}:seed {run.seed}")
+                if run.diverged is not None:
+                    _mark_divergence(accuracy_ax, run, xs, ys, style["color"], group)
+        _accuracy_legend(accuracy_ax, curves, styles, labels, seeds_seen)
+        accuracy_ax.set_ylabel("test accuracy (%)")
+        if not curves:
+            _no_data(accuracy_ax)
         for ax, column in zip(axes[1:], trace_panels):
+            drawn: list[tuple[np.ndarray, np.ndarray]] = []
             for group, frame in traces.items():
-                if column in frame:
-                    ax.plot(*_finite_curve(frame, "iteration", column), color=colors[group], label=group)
+                if column not in frame:
+                    continue
+                xs, ys = _finite_curve(frame, "iteration", column)
+                same = any(np.array_equal(xs, x0) and np.array_equal(ys, y0) for x0, y0 in drawn)
+                drawn.append((xs, ys))
+                ax.plot(xs, ys, color=styles[group]["color"], linewidth=1.6,
+                        linestyle=(0, (4, 4)) if same else "-", gid=f"trace:{column}:{group}")
+                for run in curves.get(group, ()):
+                    # The schedule's value where the seed diverged (SC: LRs too large for the net).
+                    if run.diverged is not None and run.diverged.get("iteration") is not None and len(xs):
+                        it = run.diverged["iteration"]
+                        ax.plot([it], [np.interp(it, xs, ys)], marker="X", color=styles[group]["color"],
+                                markeredgecolor="black", markersize=8, linestyle="none")
             ax.set_ylabel("learning rate" if column == "lr" else "momentum")
+        if trace_panels:
+            axes[1].set_title("schedules as configured, over each group's planned iterations", fontsize="small",
+                              loc="left")
         axes[-1].set_xlabel("iteration")
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
-        return _save(fig, out_stem)
+        fig.suptitle(_title(title, fig))
+        return fig
 
 
-def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *,
-                    y: str = "final_accuracy", hue: str | None = None) -> list[Path]:
-    """Final accuracy against one setting (weight decay, momentum, batch size...): one point per
-    seed and the mean over completed seeds per setting value; diverged runs are marked with a
-    cross on the bottom edge, since they have no final accuracy to place them by.
+def plot_accuracy_curves(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
+                         out_stem: Path, title: str, *, labels: Mapping[str, str] | None = None) -> list[Path]:
+    """`accuracy_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
+    return _save(accuracy_figure(curves, traces, title, labels=labels), out_stem)
 
-    runs: onecycle.aggregate.collect_runs output (needs columns x, y, `status`). hue: optional
-    column splitting the runs into series (e.g. `group`). A numeric x spanning more than two
-    decades (weight decay) gets a log axis; a text x is placed in order of appearance.
+
+def _mark_divergence(ax: Axes, run: RunCurve, xs: np.ndarray, ys: np.ndarray, color: Any, group: str) -> None:
+    """A cross where the seed stopped: at the iteration it diverged, at its last accuracy (on
+    the lower edge if it diverged before any evaluation), joined to its last point."""
+    iteration = run.diverged.get("iteration")
+    stop_x = float(iteration) if iteration is not None else (xs[-1] if len(xs) else 0.0)
+    if len(ys):
+        ax.plot([xs[-1], stop_x], [ys[-1], ys[-1]], color=color, linestyle=":", linewidth=1)
+        ax.plot([stop_x], [ys[-1]], marker="X", color=color, markersize=11, markeredgecolor="black",
+                linestyle="none", gid=f"diverged:{group}:seed {run.seed}")
+    else:
+        ax.plot([stop_x], [_EDGE], marker="X", color=color, markersize=11, markeredgecolor="black",
+                linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
+                gid=f"diverged:{group}:seed {run.seed}")
+
+
+def _accuracy_legend(ax: Axes, curves: Mapping[str, Sequence[RunCurve]], styles: Mapping[str, Mapping[str, Any]],
+                     labels: Mapping[str, str], seeds: Sequence[int]) -> None:
+    """Below the panels: one entry per group (colour and marker, how many seeds, how many
+    diverged), then one per seed's line style and one for the divergence cross."""
+    handles, texts = [], []
+    for group, runs in curves.items():
+        diverged = sum(run.diverged is not None for run in runs)
+        count = f"{len(runs)} seed{'s' if len(runs) != 1 else ''}" + (f", {diverged} diverged" if diverged else "")
+        handles.append(Line2D([], [], color=styles[group]["color"], marker=styles[group]["marker"], linewidth=1.6))
+        texts.append(f"{labels.get(group, group)} ({count})")
+    for i, seed in enumerate(seeds):
+        handles.append(Line2D([], [], color="0.3", linestyle=SEED_LINESTYLES[i % len(SEED_LINESTYLES)]))
+        texts.append(f"seed {seed}")
+    if any(run.diverged is not None for runs in curves.values() for run in runs):
+        handles.append(Line2D([], [], color="0.5", marker="X", markeredgecolor="black", linestyle="none", markersize=9))
+        texts.append("diverged: where the seed stopped")
+    if handles:
+        ax.figure.legend(handles, texts, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Final accuracy against one setting (Part 1's WD / momentum / batch comparisons, SC Table 1)
+# --------------------------------------------------------------------------------------------
+
+def comparison_figure(runs: pd.DataFrame, x: str, title: str, *, y: str = "final_accuracy",
+                      hue: str | None = None, labels: Mapping[str, str] | None = None) -> Figure:
+    """Final accuracy against one setting: one point per seed and the mean over completed seeds
+    per setting value; diverged runs are crosses on the lower edge (no final accuracy to place
+    them by).
+
+    A numeric x (weight decay, batch size, epochs) is ordered: a line joins the means, and a
+    span of more than two decades gets a log axis. A text x (group names, "0.95-0.85") is
+    categorical, placed in order of appearance, and nothing joins its values: a line would
+    suggest a trend between settings that have no order. labels: x value -> tick text.
     """
     _require_columns(runs, [x, y, "status"] + ([hue] if hue else []), f"plot_comparison({title!r}) runs")
-    numeric_x = pd.api.types.is_numeric_dtype(runs[x])
+    labels = dict(labels or {})
+    numeric_x = pd.api.types.is_numeric_dtype(runs[x]) and not pd.api.types.is_bool_dtype(runs[x])
     if numeric_x:
         positions = runs[x].astype(float)
     else:
         categories = list(dict.fromkeys(runs[x].astype(str)))
         positions = runs[x].astype(str).map({c: float(i) for i, c in enumerate(categories)})
     frame = runs.assign(_x=positions)
-    series = list(dict.fromkeys(frame[hue])) if hue else ([None] if len(frame) else [])
-    colors = sns.color_palette("colorblind", len(series))
+    # Categories get a colour each, as groups do in the other figures; a hue splits into series.
+    split = hue or (None if numeric_x else x)
+    series = list(dict.fromkeys(frame[split])) if split else ([None] if len(frame) else [])
+    styles = group_styles([str(s) for s in series])
+    # Several series at one categorical position sit side by side, not on top of each other.
+    offsets = {value: (i - (len(series) - 1) / 2) * 0.12 for i, value in enumerate(series)} \
+        if hue and not numeric_x else {}
 
     with _style():
-        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        fig = Figure(figsize=(9, 5.2), layout="constrained")
         ax = fig.subplots()
-        for value, color in zip(series, colors):
-            part = frame if value is None else frame[frame[hue] == value]
+        for value in series:
+            style = styles[str(value)]
+            part = frame if value is None else frame[frame[split] == value]
+            shift = offsets.get(value, 0.0)
             completed = part[part["status"] == "completed"]
-            label = None if value is None else str(value)
-            ax.scatter(completed["_x"], completed[y], color=color, alpha=0.6, s=25,
-                       label=f"{label}: seeds" if label else "seeds")
+            # Categories are named on the axis; only a hue's series need names in the legend.
+            name = f"{value}: " if hue else ""
+            ax.scatter(completed["_x"] + shift, completed[y], color=style["color"], alpha=0.55, s=30,
+                       marker=style["marker"], label=f"{name}each seed")
             means = completed.groupby("_x", sort=True)[y].mean()
-            ax.plot(means.index, means.to_numpy(), color=color, marker="o", markersize=7,
-                    label=f"{label}: mean" if label else "mean")
+            if numeric_x:
+                ax.plot(means.index, means.to_numpy(), color=style["color"], marker=style["marker"], markersize=8,
+                        label=f"{name}mean of completed seeds")
+            else:
+                ax.plot(means.index + shift, means.to_numpy(), color=style["color"], marker="_", markersize=26,
+                        markeredgewidth=2.5, linestyle="none", label=f"{name}mean of completed seeds")
             diverged = part[part["status"] == "diverged"]
             if len(diverged):
-                ax.plot(diverged["_x"], np.full(len(diverged), 0.03), color=color, marker="x",
-                        markersize=9, linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
-                        label=f"{label}: diverged" if label else "diverged")
+                ax.plot(diverged["_x"] + shift, np.full(len(diverged), _EDGE), color=style["color"], marker="X",
+                        markersize=10, markeredgecolor="black", linestyle="none", clip_on=False,
+                        transform=ax.get_xaxis_transform(), label=f"{name}diverged (no final accuracy)")
         if numeric_x and choose_scale(frame["_x"].tolist()) == "log":
             ax.set_xscale("log")
         if not numeric_x:
-            ax.set_xticks(range(len(categories)), categories)
+            ticks = ["\n".join(textwrap.fill(line, 24, break_long_words=False) for line in labels.get(c, c).split("\n"))
+                     for c in categories]
+            ax.set_xticks(range(len(categories)), ticks)
+            ax.set_xlim(-0.6, len(categories) - 0.4)
+            ax.grid(False, axis="x")
         ax.set_xlabel(x)
         ax.set_ylabel("final test accuracy (%)" if y == "final_accuracy" else y)
-        _finish(ax, empty=runs.empty, legend_loc="best")
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
-        return _save(fig, out_stem)
+        if runs.empty:
+            _no_data(ax)
+        handles, texts = _unique_legend(fig)
+        if handles:
+            fig.legend(handles, texts, loc="outside lower center", ncol=3, fontsize="small", frameon=False)
+        fig.suptitle(_title(title, fig))
+        return fig
+
+
+def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *, y: str = "final_accuracy",
+                    hue: str | None = None, labels: Mapping[str, str] | None = None) -> list[Path]:
+    """`comparison_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
+    return _save(comparison_figure(runs, x, title, y=y, hue=hue, labels=labels), out_stem)
 
 
 # Verdict colours of the claims scorecard: green/red for the two answers, yellow for "not yet
@@ -325,6 +601,7 @@ def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_st
             ax.grid(False)
             ax.set_title(name + (" (hatched: no spread published, or stated)" if hatched is not None
                                  and hatched.to_numpy().any() else ""), fontsize="medium")
-        _finish(axes[-1], empty=not rows, legend_loc="best")
-        fig.suptitle(textwrap.fill(title, int(TITLE_WIDTH * width / 8)))
+        if not rows:
+            _no_data(axes[-1])
+        fig.suptitle(_title(title, fig))
         return _save(fig, out_stem)

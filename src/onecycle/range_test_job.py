@@ -46,9 +46,12 @@ class _FixedSet:
 
 def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Progress = SILENT) -> dict[str, Any]:
     """`onecycle range-test`: build data and model from a config, run, write history.csv,
-    bounds.json and (last) metrics.json."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    bounds.json and (last) metrics.json, holding the folder (io.run_folder) meanwhile."""
+    with io.run_folder(out_dir) as folder:
+        return _run_range_test_job(cfg, folder, progress)
+
+
+def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress) -> dict[str, Any]:
     spec = cfg.range_test
     device = resolve_device(cfg.train.device)
     torch.manual_seed(cfg.seed)
@@ -82,13 +85,29 @@ def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Prog
 
 def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, policy_kind: str,
                   divisor: float | None) -> dict[str, Any]:
-    """Every heuristic's suggestion side by side, and the (base_lr, max_lr) the chosen one gives
-    (none for a momentum range test, which has no LR suggestions)."""
+    """Every heuristic's suggestion side by side, and the (base_lr, max_lr) the chosen one gives.
+
+    When it gives none (the rule could not decide, proposed a max LR that is no positive LR, e.g.
+    0 at the start of a ramp from 0, or the test was a momentum range test) both are None and
+    `no_bounds` says why: the record is still written, and a training that needs the bounds
+    fails with that reason (onecycle.train.resolve_schedule_params)."""
     chosen = suggestions.get(rule)
-    found = chosen is not None and chosen.max_lr is not None
-    base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor) if found else (None, None)
-    return {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
-            "chosen_rule": rule, "policy_kind": policy_kind, "base_lr": base_lr, "max_lr": max_lr}
+    base_lr = max_lr = no_bounds = None
+    if chosen is None:
+        no_bounds = (f"rule {rule!r} made no suggestion" if suggestions else
+                     "a momentum range test (start_lr == end_lr) proposes no LR bounds")
+    elif chosen.max_lr is None:
+        no_bounds = f"rule {rule!r} proposed no max_lr: {chosen.note}"
+    else:
+        try:
+            base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor)
+        except ValueError as error:
+            no_bounds = str(error)
+    record = {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
+              "chosen_rule": rule, "policy_kind": policy_kind, "base_lr": base_lr, "max_lr": max_lr}
+    if no_bounds is not None:
+        record["no_bounds"] = no_bounds
+    return record
 
 
 def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -103,4 +122,7 @@ def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
     if found:
         combined["base_lr"] = float(pd.Series([r["base_lr"] for r in found]).median())
         combined["max_lr"] = float(pd.Series([r["max_lr"] for r in found]).median())
+    else:
+        reasons = [r.get("no_bounds") or "no max_lr" for r in records]
+        combined["no_bounds"] = f"no seed's range test gave bounds (seed 1 of {len(records)}: {reasons[0]})"
     return combined

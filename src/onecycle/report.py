@@ -8,10 +8,11 @@ pending; diverged runs as diverged; nothing here crashes on partial results.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from onecycle import aggregate, claims, io, plots, scorecard
+from onecycle import aggregate, claims, describe, io, plots, scorecard, stats
 from onecycle.experiments import Plan
 from onecycle.published import load_published
 
@@ -19,7 +20,7 @@ from onecycle.published import load_published
 def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     """Files `write_experiment_report` produces (the Snakefile declares these)."""
     tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
-    return {**{f"table_{ext}": tables / f"{experiment}.{ext}" for ext in ("csv", "md", "tex")},
+    return {**{f"table_{ext}": tables / f"{experiment}.{ext}" for ext in ("csv", "md", "tex", "html")},
             "time_to_accuracy": tables / f"{experiment}_time_to_accuracy.csv",
             "paired": tables / f"{experiment}_paired.csv",
             **{f"accuracy_{ext}": figures / f"{experiment}_accuracy.{ext}" for ext in ("png", "pdf")}}
@@ -45,7 +46,8 @@ def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     """Files `write_claims_table` produces; none for an experiment without claims."""
     if not plan.workflow.experiments[experiment].claims:
         return {}
-    return {f"claims_{ext}": plan.results_dir / "tables" / f"{experiment}_claims.{ext}" for ext in ("csv", "md", "tex")}
+    return {f"claims_{ext}": plan.results_dir / "tables" / f"{experiment}_claims.{ext}"
+            for ext in ("csv", "md", "tex", "html")}
 
 
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
@@ -69,65 +71,111 @@ def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]
     return found
 
 
+def _finished(jobs) -> list[tuple[Any, dict[str, Any]]]:
+    """(job, its metrics.json) of every job that has finished, completed or diverged."""
+    return [(job, io.read_json(job.out_dir / "metrics.json")) for job in jobs if (job.out_dir / "metrics.json").exists()]
+
+
+def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, list]:
+    """The runs table of the experiment's trainings that wrote metrics.json, each checked against
+    its history.csv (aggregate.run_problem), and the jobs of the runs that are not broken."""
+    finished = [job for job in plan.experiment_trains(experiment) if (job.out_dir / "metrics.json").exists()]
+    runs = aggregate.collect_runs([job.out_dir / "metrics.json" for job in finished], settings=settings,
+                                  history_paths=[job.out_dir / "history.csv" for job in finished])
+    sound = [job for job, status in zip(finished, runs["status"]) if status != aggregate.BROKEN]
+    return runs, sound
+
+
 def _caption(plan: Plan, experiment: str) -> str:
     exp = plan.workflow.experiments[experiment]
     return f"{experiment}: {exp.replicates or exp.description}"
 
 
-def _finished_runs(plan: Plan, experiment: str) -> pd.DataFrame:
-    return aggregate.collect_runs([job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
-                                   if (job.out_dir / "metrics.json").exists()])
+def group_labels(plan: Plan, experiment: str) -> dict[str, str]:
+    """Group -> what it ran, with the LR bounds it used (onecycle.describe), from the first
+    finished run of each group; groups with no finished run yet are left out."""
+    labels: dict[str, str] = {}
+    for job, metrics in _finished(plan.experiment_trains(experiment)):
+        labels.setdefault(job.group, describe.schedule_label(metrics["config"]))
+    return labels
 
 
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
-    """The summary table (with published numbers and verdicts), time to accuracy, and the
-    accuracy-vs-iteration figure with LR and momentum traces."""
+    """The verdict table (with published numbers and verdicts), time to accuracy, the paired
+    comparison, and the accuracy-vs-iteration figure with the configured LR and momentum."""
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
     trains = plan.experiment_trains(experiment)
-    runs = _finished_runs(plan, experiment)
+    runs, sound = _finished_runs(plan, experiment)
     published = load_published() if exp.published else None
+    labels = group_labels(plan, experiment)
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
                                     expected_groups=[(experiment, group) for group in exp.groups],
-                                    tolerance_pp=plan.workflow.tolerance_pp)
-    caption = _caption(plan, experiment)
-    aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption)
+                                    tolerance_pp=plan.workflow.tolerance_pp, schedules=labels)
+    caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
+               f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
+               f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a 95% percentile-bootstrap CI of the mean: column "
+               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables.")
+    aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption,
+                          display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
 
-    histories = _histories(trains, "history.csv")
+    # Only runs that are not broken; the broken ones are named in the tables' notes instead.
+    histories = _histories(sound, "history.csv")
+    broken: dict[str, dict[int, str]] = {}
+    for _, run in runs[runs["status"] == aggregate.BROKEN].iterrows():
+        broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
     if exp.candidate and exp.baseline:
-        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate)
+        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate, broken=broken)
         # 1cycle minus baseline over the seeds both have: mean difference, bootstrap CI, sign-flip p.
         paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment)])
     else:
         speed = paired = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
-    io.write_csv(outputs["time_to_accuracy"], speed)
-    io.write_csv(outputs["paired"], paired)
+    io.write_csv(outputs["time_to_accuracy"], aggregate.rounded_for_csv(speed))
+    io.write_csv(outputs["paired"], aggregate.rounded_for_csv(paired))
 
-    traces = {group: frames[0][1] for group, frames in _histories(trains, "train_log.csv").items()}
-    plots.plot_accuracy_curves({g: [f for _, f in frames] for g, frames in histories.items()}, traces,
-                               outputs["accuracy_png"].with_suffix(""),
-                               title=f"Test accuracy vs iteration: {caption}")
+    curves: dict[str, list[plots.RunCurve]] = {}
+    traces: dict[str, pd.DataFrame] = {}
+    for job, metrics in _finished(sound):
+        history = job.out_dir / "history.csv"
+        frame = pd.read_csv(history) if history.exists() else pd.DataFrame(columns=["iteration", "test_accuracy"])
+        curves.setdefault(job.group, []).append(plots.RunCurve(job.seed, frame, metrics.get("diverged")))
+        if job.group not in traces:
+            # The schedule as configured, over the planned run: a diverged seed's own log ends early.
+            traces[job.group] = describe.schedule_trace(metrics["config"])
+    epochs = {job.group: job.config["train"]["epochs"] for job in trains}
+    legend = {group: f"{group}: {label}, {epochs[group]} ep" for group, label in labels.items()}
+    plots.plot_accuracy_curves({g: curves[g] for g in exp.groups if g in curves},
+                               {g: traces[g] for g in exp.groups if g in traces},
+                               outputs["accuracy_png"].with_suffix(""), title=f"Test accuracy vs iteration: {_caption(plan, experiment)}",
+                               labels=legend)
     return list(outputs.values())
 
 
 def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
-    """Range-test curves over seeds with the chosen bounds and every heuristic's suggestion."""
+    """Range-test curves of every seed with the bounds training used and each heuristic's
+    suggestion per seed."""
     outputs = range_test_outputs(plan, experiment)
     if not outputs:
         return []
     jobs = plan.experiment_range_tests(experiment)
-    frames = [f for _, f in _histories(jobs, "history.csv").get("range_test", [])]
+    seeds = []
+    for job, metrics in _finished(jobs):
+        history = job.out_dir / "history.csv"
+        if not history.exists():
+            continue
+        own = job.out_dir / "bounds.json"
+        suggestions = io.read_json(own)["suggestions"] if own.exists() else None
+        seeds.append(plots.RangeSeed(job.seed, pd.read_csv(history), metrics.get("diverged"), suggestions))
     bounds_file = plan.bounds_path(experiment)
     bounds = io.read_json(bounds_file) if bounds_file.exists() else None
-    first_seed_bounds = jobs[0].out_dir / "bounds.json"
-    if bounds is not None and first_seed_bounds.exists():
-        # The heuristics' suggestions (of the first seed) become markers on the figure.
-        bounds = {**bounds, "suggestions": io.read_json(first_seed_bounds)["suggestions"]}
     spec = jobs[0].config["range_test"]
     momentum_test = spec["start_lr"] == spec["end_lr"]  # Part 1 Fig 7b: LR held, momentum ramped
-    plots.plot_range_test(frames, bounds, outputs["range_test_png"].with_suffix(""),
+    # The LR axis as the LR was ramped: Smith's linear ramp on a linear axis, an exponential
+    # (fastai, torch-lr-finder) one on a log axis.
+    x_scale = "log" if spec.get("ramp") == "exponential" and not momentum_test else "linear"
+    plots.plot_range_test(seeds, bounds, outputs["range_test_png"].with_suffix(""),
                           title=f"{'Momentum' if momentum_test else 'LR'} range test: {_caption(plan, experiment)}",
-                          x="momentum" if momentum_test else "lr")
+                          x="momentum" if momentum_test else "lr", x_scale=x_scale)
     return list(outputs.values())
 
 
@@ -138,14 +186,14 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     compare = plan.workflow.experiments[experiment].compare
-    finished = [job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
-                if (job.out_dir / "metrics.json").exists()]
-    # Columns named by their config paths; "group" is a column of every run already.
+    # Columns named by their config paths; "group" is a column of every run already. Broken
+    # runs stay in the table with their status, which the figure does not draw.
     settings = {path: path for path in (compare.x, compare.hue) if path not in (None, "group")}
-    runs = aggregate.collect_runs(finished, settings=settings)
+    runs, _ = _finished_runs(plan, experiment, settings)
+    labels = ({group: f"{group}\n{label}" for group, label in group_labels(plan, experiment).items()}
+              if compare.x == "group" else None)
     plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
-                          title=f"Final test accuracy vs {compare.x}: {experiment}",
-                          hue=compare.hue)
+                          title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
     return list(outputs.values())
 
 
@@ -155,8 +203,8 @@ def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     exp = plan.workflow.experiments[experiment]
-    table = claims.claims_table(exp, _finished_runs(plan, experiment),
-                                _histories(plan.experiment_trains(experiment), "history.csv"), plan.workflow.seeds,
+    runs, sound = _finished_runs(plan, experiment)
+    table = claims.claims_table(exp, runs, _histories(sound, "history.csv"), plan.workflow.seeds,
                                 published=load_published() if exp.published else None,
                                 confidence=plan.workflow.claims_confidence)
     texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())

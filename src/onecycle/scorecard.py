@@ -22,7 +22,7 @@ STEM = "claims_scorecard"
 
 def outputs(results_dir: Path) -> dict[str, Path]:
     tables, figures = Path(results_dir) / "tables", Path(results_dir) / "figures"
-    return {**{f"scorecard_{ext}": tables / f"{STEM}.{ext}" for ext in ("csv", "md", "tex")},
+    return {**{f"scorecard_{ext}": tables / f"{STEM}.{ext}" for ext in ("csv", "md", "tex", "html")},
             **{f"scorecard_{ext}": figures / f"{STEM}.{ext}" for ext in ("png", "pdf")}}
 
 

@@ -300,3 +300,40 @@ def time_to_accuracy(curve: pd.DataFrame, target: float, x: str = "iteration") -
     if not reached.any():
         return None
     return float(curve[x].to_numpy()[np.argmax(reached)])
+
+
+# --------------------------------------------------------------------------------------------
+# What a handful of seeds can and cannot show
+# --------------------------------------------------------------------------------------------
+
+# Below this many values a bootstrap interval is no interval estimate: the percentile bootstrap
+# of two values returns the two values themselves (their resampled means are a, (a+b)/2, b), of
+# one a zero-width interval. Tables show those seeds' values and their range instead.
+MIN_VALUES_FOR_CI = 3
+
+
+def smallest_sign_flip_p(n: int) -> float:
+    """The smallest p `paired_difference` can return with n pairs, whatever the differences.
+
+    Exact test (n <= 16): only the observed sign assignment and its mirror image reach the
+    largest |sum| when all n differences share a sign, so p >= 2 / 2**n (n = 1: 1, n = 2: 0.5,
+    n = 5: 0.0625, n = 6: 0.03125). Monte Carlo (n > 16): the observed assignment always counts,
+    p >= 1 / (1 + draws). NaN for n = 0 (no pair, no test).
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    if n == 0:
+        return math.nan
+    if n <= EXACT_PERMUTATION_MAX_N:
+        return min(1.0, 2.0 / 2**n)
+    return max(2.0 / 2**n, 1.0 / (1 + MONTE_CARLO_PERMUTATIONS))
+
+
+def pairs_needed_for_p(alpha: float) -> int:
+    """The fewest pairs with which the sign-flip test can give p <= alpha at all (6 for 0.05)."""
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    n = 1
+    while smallest_sign_flip_p(n) > alpha:
+        n += 1
+    return n

@@ -32,6 +32,7 @@ from torch import nn
 from onecycle import data as datasets
 from onecycle import caffe_imagenet, distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
+from onecycle.errors import excerpt
 from onecycle.evaluation import evaluate
 from onecycle.models import MODELS, build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
@@ -40,6 +41,9 @@ from onecycle.progress import SILENT, Progress
 from onecycle.schedules import Schedule, apply_schedule, make_schedule
 
 CHECKPOINT = "checkpoint.pt"
+# What a checkpoint holds (Checkpointer.save, snapshot in _train); "rng_ranks" only data-parallel.
+CHECKPOINT_KEYS = ("config_json", "model", "optimizer", "rng", "iteration", "history", "log_rows",
+                   "first_loss", "elapsed", "epoch_loss_sum")
 # Which schedule parameters hold the lower and upper LR bound, per policy, so that bounds
 # found by a range test can be put in (names follow each policy's source).
 LR_BOUND_PARAMS: dict[str, tuple[str | None, str]] = {
@@ -164,17 +168,45 @@ def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
     if cfg.schedule.lr_bounds == "range_test":
         if bounds is None:
             raise ConfigError("schedule.lr_bounds is 'range_test' but no bounds file was given (--bounds)")
+        check_bounds(bounds, "bounds")
         if cfg.schedule.policy not in LR_BOUND_PARAMS:
             raise ConfigError(f"schedule.lr_bounds 'range_test' is not supported for policy "
                               f"{cfg.schedule.policy!r}; use one of {', '.join(LR_BOUND_PARAMS)}")
         if bounds.get("max_lr") is None:
-            raise ConfigError(f"the range test's rule {bounds.get('chosen_rule')!r} found no max_lr "
-                              "(see its bounds.json); pick another range_test.bounds_rule")
+            why = bounds.get("no_bounds") or f"its rule {bounds.get('chosen_rule')!r} found no max_lr"
+            raise ConfigError(f"the range test gave no bounds ({why}); see its bounds.json, or pick "
+                              "another range_test.bounds_rule")
         low_key, high_key = LR_BOUND_PARAMS[cfg.schedule.policy]
         params[high_key] = float(bounds["max_lr"])
         if low_key is not None:
             params[low_key] = float(bounds["base_lr"])
     return params
+
+
+def check_bounds(bounds: Any, source: str) -> dict[str, Any]:
+    """A bounds record (a range test's bounds.json, `--bounds`): base_lr and max_lr are both
+    positive finite numbers, or both null where the range test's rule found none."""
+    if not isinstance(bounds, dict):
+        raise ConfigError(f"{source}: expected a JSON object with base_lr and max_lr")
+    values = {key: bounds.get(key) for key in ("base_lr", "max_lr")}
+    for key, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value <= 0):
+            raise ConfigError(f"{source}: '{key}' = {excerpt(value)}: expected a positive number, "
+                              "or null where the range test found no bound")
+    if (values["base_lr"] is None) != (values["max_lr"] is None):
+        raise ConfigError(f"{source}: base_lr and max_lr are both numbers or both null, got "
+                          f"{excerpt(values['base_lr'])} and {excerpt(values['max_lr'])}")
+    return bounds
+
+
+def read_bounds_file(path: str | Path) -> dict[str, Any]:
+    """`onecycle train --bounds FILE`: a bounds record, with errors naming the file and key."""
+    try:
+        record = io.read_json(path)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: not a valid JSON file ({error})") from None
+    return check_bounds(record, str(path))
 
 
 def build_schedule(cfg: RunConfig, iters_per_epoch: int, bounds: dict[str, Any] | None) -> tuple[Schedule, dict[str, Any]]:
@@ -246,14 +278,28 @@ class Checkpointer:
         return time.monotonic() - self.last_save >= self.every_s
 
     def save(self, state: dict[str, Any]) -> None:
-        with io.atomic_path(self.path) as tmp:
-            torch.save({"config_json": self.config_json, **state}, tmp)
+        # Through a Python file object, so that a full disk is OSError "No space left on device":
+        # torch.save to a path reports it as "enforce fail at inline_container.cc", and even to
+        # a file object its zip writer's close can hide the OSError behind such a RuntimeError.
+        with io.atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
+            try:
+                torch.save({"config_json": self.config_json, **state}, fh)
+            except RuntimeError as error:
+                if isinstance(error.__context__, OSError):
+                    raise error.__context__ from None
+                raise
         self.last_save = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.exists():
             return None
-        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        fix = "delete it to restart from scratch, or restore it"
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+        except Exception:  # truncated, empty, random bytes: zip, unpickling or EOF errors
+            raise ConfigError(f"{self.path}: corrupt checkpoint (torch.load cannot read it); {fix}") from None
+        if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
+            raise ConfigError(f"{self.path}: not a training checkpoint of this suite; {fix}")
         if state.get("config_json") != self.config_json:
             raise ConfigError(f"{self.path}: checkpoint was written for a different config; "
                               "delete it to start over")
@@ -283,7 +329,10 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
                                  cfg.train.batch_norm_shards)
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, Path(out_dir), bounds, ctx, device, progress if ctx.is_main else SILENT)
+        if not ctx.is_main:  # rank 0 alone writes the run folder, and holds it
+            return _train(cfg, Path(out_dir), bounds, ctx, device, SILENT)
+        with io.run_folder(out_dir) as folder:
+            return _train(cfg, folder, bounds, ctx, device, progress)
     finally:
         distributed.shutdown(ctx)
 

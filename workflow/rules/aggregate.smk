@@ -1,28 +1,40 @@
 # Tables and figures are rebuilt from whatever results exist (missing runs show as pending);
-# `make figures` runs the same command without Snakemake and without training.
+# `make figures` runs the same command without Snakemake and without training. In Snakemake's
+# report each table is its HTML version, shown inline with its caption; each figure is its PNG
+# once (the PDF beside it in the results folder is the download).
 rule report_experiment:
     input:
         workflow_config=f"{R}/workflow_config.json",
         results=_run_report_results,
     output:
         table_csv=f"{R}/tables/{{experiment}}.csv",
-        table_md=report(f"{R}/tables/{{experiment}}.md", caption="../report/table.rst", category="Tables"),
+        table_md=f"{R}/tables/{{experiment}}.md",
         table_tex=f"{R}/tables/{{experiment}}.tex",
+        table_html=report(
+            f"{R}/tables/{{experiment}}.html",
+            caption="../report/table.rst",
+            category="Verdicts",
+            labels={"experiment": "{experiment}", "table": "verdicts"},
+        ),
         time_to_accuracy=report(
             f"{R}/tables/{{experiment}}_time_to_accuracy.csv",
             caption="../report/time_to_accuracy.rst",
-            category="Tables",
+            category="Verdicts",
+            labels={"experiment": "{experiment}", "table": "time to accuracy"},
         ),
         paired=report(
             f"{R}/tables/{{experiment}}_paired.csv",
             caption="../report/paired.rst",
-            category="Tables",
+            category="Verdicts",
+            labels={"experiment": "{experiment}", "table": "1cycle minus baseline"},
         ),
-        figures=report(
-            multiext(f"{R}/figures/{{experiment}}_accuracy", ".png", ".pdf"),
+        accuracy_png=report(
+            f"{R}/figures/{{experiment}}_accuracy.png",
             caption="../report/accuracy.rst",
-            category="Accuracy curves",
+            category="Figures",
+            labels={"experiment": "{experiment}", "figure": "accuracy vs iteration"},
         ),
+        accuracy_pdf=f"{R}/figures/{{experiment}}_accuracy.pdf",
     log:
         f"{R}/logs/report/{{experiment}}_runs.log",
     conda:
@@ -36,11 +48,13 @@ rule range_test_figure:
         workflow_config=f"{R}/workflow_config.json",
         results=_range_report_results,
     output:
-        report(
-            multiext(f"{R}/figures/{{experiment}}_range_test", ".png", ".pdf"),
+        png=report(
+            f"{R}/figures/{{experiment}}_range_test.png",
             caption="../report/range_test.rst",
-            category="Range tests",
+            category="Figures",
+            labels={"experiment": "{experiment}", "figure": "LR range test"},
         ),
+        pdf=f"{R}/figures/{{experiment}}_range_test.pdf",
     log:
         f"{R}/logs/report/{{experiment}}_range_test.log",
     conda:
@@ -54,11 +68,13 @@ rule comparison_figure:
         workflow_config=f"{R}/workflow_config.json",
         results=_run_report_results,
     output:
-        report(
-            multiext(f"{R}/figures/{{experiment}}_comparison", ".png", ".pdf"),
+        png=report(
+            f"{R}/figures/{{experiment}}_comparison.png",
             caption="../report/comparison.rst",
-            category="Comparisons",
+            category="Figures",
+            labels={"experiment": "{experiment}", "figure": "final accuracy per setting"},
         ),
+        pdf=f"{R}/figures/{{experiment}}_comparison.pdf",
     log:
         f"{R}/logs/report/{{experiment}}_comparison.log",
     conda:
@@ -67,15 +83,22 @@ rule comparison_figure:
         "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only comparison > {log:q} 2>&1"
 
 
-# Each claim's verdict (onecycle.claims), for the experiments that state claims.
+# Each claim's verdict (onecycle.claims), for the experiments that state claims; in Snakemake's
+# report its HTML version, shown inline with its caption.
 rule claims_table:
     input:
         workflow_config=f"{R}/workflow_config.json",
         results=_run_report_results,
     output:
         csv=f"{R}/tables/{{experiment}}_claims.csv",
-        md=report(f"{R}/tables/{{experiment}}_claims.md", caption="../report/claims.rst", category="Claims"),
+        md=f"{R}/tables/{{experiment}}_claims.md",
         tex=f"{R}/tables/{{experiment}}_claims.tex",
+        html=report(
+            f"{R}/tables/{{experiment}}_claims.html",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"experiment": "{experiment}", "table": "claims"},
+        ),
     log:
         f"{R}/logs/report/{{experiment}}_claims.log",
     conda:
@@ -91,16 +114,41 @@ rule claims_scorecard:
         tables=[claims_outputs(PLAN, name)["claims_csv"] for name in PLAN.workflow.experiments if claims_outputs(PLAN, name)],
     output:
         csv=f"{R}/tables/claims_scorecard.csv",
-        md=report(f"{R}/tables/claims_scorecard.md", caption="../report/scorecard.rst", category="Claims"),
+        md=f"{R}/tables/claims_scorecard.md",
         tex=f"{R}/tables/claims_scorecard.tex",
-        figures=report(
-            multiext(f"{R}/figures/claims_scorecard", ".png", ".pdf"),
+        html=report(
+            f"{R}/tables/claims_scorecard.html",
             caption="../report/scorecard.rst",
             category="Claims",
+            labels={"experiment": "all", "table": "scorecard"},
         ),
+        png=report(
+            f"{R}/figures/claims_scorecard.png",
+            caption="../report/scorecard.rst",
+            category="Claims",
+            labels={"experiment": "all", "table": "scorecard figure"},
+        ),
+        pdf=f"{R}/figures/claims_scorecard.pdf",
     log:
         f"{R}/logs/report/claims_scorecard.log",
     conda:
         "../../environment.yml"
     shell:
         "onecycle report --config {input.workflow_config:q} --only scorecard > {log:q} 2>&1"
+
+
+# The static report page beside the tables (onecycle.html_report): the claims, every
+# experiment's verdicts and figures, offline, from the files above.
+rule html_report:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        shown=[path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
+        scorecard=suite_outputs(PLAN).values(),
+    output:
+        f"{R}/report.html",
+    log:
+        f"{R}/logs/report/report_html.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --only html > {log:q} 2>&1"

@@ -1,0 +1,303 @@
+"""The static report page: what a researcher reads first, beside the tables it shows.
+
+`onecycle report` (`make figures`, and the workflow's `html_report` rule) writes
+<results_dir>/report.html after the tables and figures, from the files just written: it
+computes nothing, it arranges. First the claims (the suite's scorecard and each experiment's
+claims table, where the config states claims), then each experiment's verdict table (ours,
+seeds or CI, published, difference, verdict, n, and the schedule with the LR bounds used), its
+paired comparison and time to accuracy, then its figures (the PNG inline, the PDF linked), and
+last the runs themselves and the workflow that made them.
+
+The page is plain HTML and CSS: no script, no font or stylesheet from a CDN, images by relative
+path from the same results folder (kept together in git), so it opens offline from a checkout.
+Nothing in it depends on the time or machine it was written on: regenerated from the same
+results it has the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import struct
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from onecycle import aggregate, claims, io
+from onecycle.experiments import Plan
+from onecycle.report import comparison_outputs, range_test_outputs, run_outputs
+
+# A claims table's headers on the page (onecycle.claims.DISPLAY_COLUMNS), short enough for the
+# table to fit a 1280 px window.
+CLAIM_HEADERS = {"claim_id": "claim", "mean_diff_pp": "difference (pp)", "lower_bound_pp": "lower bound",
+                 "upper_bound_pp": "upper bound", "threshold_pp": "threshold"}
+SCORECARD_STEM = "claims_scorecard"
+
+# The report's stylesheet, shared with Snakemake's report (`--report-stylesheet`, see the Makefile).
+STYLESHEET = Path(__file__).with_name("report.css")
+
+
+def report_path(plan: Plan) -> Path:
+    return plan.results_dir / "report.html"
+
+
+def write_html_report(plan: Plan) -> Path:
+    """<results_dir>/report.html from the tables and figures now in the results folder."""
+    out = report_path(plan)
+    title = f"onecycle replication report: {plan.workflow.results_dir}"
+    body = [f"<h1>{_e(title)}</h1>", *_provenance(plan), _contents(plan),
+            _claims_section(plan), *(_experiment_section(plan, name) for name in plan.workflow.experiments),
+            _runs_section(plan), _workflow_section(plan)]
+    style = STYLESHEET.read_text(encoding="utf-8")
+    page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{_e(title)}</title>\n<style>\n{style}</style>\n</head>\n"
+            "<body class=\"onecycle-report\">\n<main>\n"
+            + "\n".join(part for part in body if part) + "\n</main>\n</body>\n</html>\n")
+    io.write_text(out, page)
+    return out
+
+
+def _e(text: Any) -> str:
+    return html.escape(str(text))
+
+
+def _relative(plan: Plan, path: Path) -> str:
+    return path.relative_to(plan.results_dir).as_posix()
+
+
+# --------------------------------------------------------------------------------------------
+# What produced the page
+# --------------------------------------------------------------------------------------------
+
+def _provenance(plan: Plan) -> list[str]:
+    lines = []
+    copy = plan.results_dir / "workflow_config.json"
+    source = _config_file(plan)
+    config = f"<code>{_e(source)}</code>" if source else "the workflow config"
+    if copy.exists():
+        digest = hashlib.sha256(copy.read_bytes()).hexdigest()[:12]
+        link = f'<a href="{_e(_relative(plan, copy))}">workflow_config.json</a> (sha256 {digest})'
+        if source and yaml.safe_load(Path(source).read_text(encoding="utf-8")) != io.read_json(copy):
+            config += f", which has changed since these runs were made; they were made with the config copied to {link}"
+        else:
+            config += f", as expanded for this folder: {link}"
+    lines.append(f"<p class=\"provenance\">Config: {config}. Results folder <code>{_e(plan.workflow.results_dir)}"
+                 f"</code>; seeds {_e(', '.join(map(str, plan.workflow.seeds)))}; verdict tolerance "
+                 f"{plan.workflow.tolerance_pp:g} pp.</p>")
+    revisions = Counter(_revision(metrics) for metrics in _all_metrics(plan))
+    if revisions:
+        produced = "; ".join(f"<code>{_e(rev)}</code> ({count} job{'s' if count != 1 else ''})"
+                             for rev, count in sorted(revisions.items()))
+        lines.append(f"<p class=\"provenance\">Runs produced at revision {produced}, as each result's "
+                     f"metrics.json records it. This page was regenerated from those stored results by "
+                     f"<code>onecycle report</code> (<code>make figures</code>): nothing was retrained.</p>")
+    else:
+        lines.append("<p class=\"provenance\">No run has finished yet: every table shows pending rows.</p>")
+    return lines
+
+
+def _config_file(plan: Plan) -> str | None:
+    """The repository's config file for this results folder (configs/*.yaml with this
+    results_dir), so the page names the file a reader knows, however `onecycle report` was
+    called (the workflow passes its copy, workflow_config.json)."""
+    for path in sorted(Path("configs").glob("*.yaml")):
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(document, dict) and document.get("results_dir") == plan.workflow.results_dir:
+            return path.as_posix()
+    return None
+
+
+def _all_metrics(plan: Plan) -> Iterable[dict[str, Any]]:
+    for job in [*plan.range_tests.values(), *plan.trains.values()]:
+        path = job.out_dir / "metrics.json"
+        if path.exists():
+            yield io.read_json(path)
+
+
+def _revision(metrics: dict[str, Any]) -> str:
+    revision = (metrics.get("provenance") or {}).get("git_revision") or "unknown"
+    return revision[:7] + revision[40:] if len(revision) >= 40 else revision
+
+
+def _contents(plan: Plan) -> str:
+    links = ['<a href="#claims">Claims</a>']
+    links += [f'<a href="#{_e(name)}">{_e(name)}</a>' for name in plan.workflow.experiments]
+    links += ['<a href="#runs">Runs</a>', '<a href="#workflow">Workflow</a>']
+    return "<nav class=\"contents\">" + " ".join(links) + "</nav>"
+
+
+# --------------------------------------------------------------------------------------------
+# Claims (onecycle.claims, where the config states them)
+# --------------------------------------------------------------------------------------------
+
+def _claims_section(plan: Plan) -> str:
+    tables = plan.results_dir / "tables"
+    parts = ['<section class="claims" id="claims">', "<h2>Claims: Smith's statements, tested on these runs</h2>"]
+    found = False
+    scorecard = tables / f"{SCORECARD_STEM}.csv"
+    if scorecard.exists():
+        found = True
+        frame = _read_text_csv(scorecard)
+        # Every column but the claim's is a verdict cell ("supported (paper: supported)").
+        parts.append(_table(aggregate.display_frame(frame), "Scorecard: each claim on each dataset and "
+                                                            "architecture (ours; the papers' own numbers in brackets)",
+                            verdict_columns=[c for c in frame.columns if c != "claim"]))
+    for name in plan.workflow.experiments:
+        path = tables / f"{name}_claims.csv"
+        if path.exists():
+            found = True
+            frame = _read_text_csv(path)
+            # The columns onecycle.claims shows, with an ordering claim's groups where there is one.
+            columns = [c for c in claims.DISPLAY_COLUMNS if c in frame.columns]
+            if "groups" in frame.columns and "kind" in frame.columns and (frame["kind"] == "ordering").any():
+                columns.insert(columns.index("baseline") + 1, "groups")
+            parts.append(f"<h3>{_e(name)}</h3>")
+            display = aggregate.display_frame(frame[columns]).rename(columns=CLAIM_HEADERS)
+            parts.append(_table(display, f"Claims of {name}: the difference candidate - baseline (pp) with its "
+                                         "one-sided confidence bounds, against the claim's threshold"))
+            if {"claim_id", "text"} <= set(frame.columns):
+                statements = "".join(f"<li><b>{_e(r.claim_id)}</b>: {_e(r.text)}"
+                                     + (f" <i>({_e(r.source)})</i>" if "source" in frame.columns and r.source else "")
+                                     + "</li>" for r in frame.itertuples())
+                parts.append(f"<ul>{statements}</ul>")
+    if scorecard.exists():
+        parts.append(_figure(plan, plan.results_dir / "figures" / f"{SCORECARD_STEM}.png", "Claims scorecard"))
+    if not found:
+        parts.append('<p class="placeholder">No claims tables in this results folder. An experiment\'s '
+                     "<code>claims:</code> in the config (1cycle reaches the baseline's accuracy in a fraction "
+                     "of its iterations, is better at the same budget, ...) is decided from the runs into "
+                     "<code>tables/&lt;experiment&gt;_claims.csv</code> and the suite's "
+                     f"<code>tables/{SCORECARD_STEM}.csv</code>; they are shown here, first.</p>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _read_text_csv(path: Path) -> pd.DataFrame:
+    """A CSV as written: numbers stay numbers (display_frame formats them), empty text cells
+    (a `note` with nothing to say) stay empty rather than becoming NaN."""
+    frame = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for column in frame.columns:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            frame[column] = frame[column].astype(object).where(frame[column].notna(), "")
+    return frame
+
+
+# --------------------------------------------------------------------------------------------
+# One experiment
+# --------------------------------------------------------------------------------------------
+
+def _experiment_section(plan: Plan, name: str) -> str:
+    exp = plan.workflow.experiments[name]
+    runs = run_outputs(plan, name)
+    parts = [f'<section id="{_e(name)}">', f"<h2>{_e(name)}: {_e(exp.replicates or exp.description)}</h2>"]
+    if exp.description and exp.replicates:
+        parts.append(f"<p>{_e(exp.description)}</p>")
+    parts.append("<h3>Verdicts</h3>")
+    fragment = runs["table_html"]
+    parts.append('<div class="scroll">' + (fragment.read_text(encoding="utf-8") if fragment.exists()
+                                            else '<p class="placeholder">not written yet</p>') + "</div>")
+    for key, heading in (("paired", "1cycle minus baseline, seed by seed"),
+                         ("time_to_accuracy", "Time to the baseline's accuracy")):
+        path = runs[key]
+        if path.exists():
+            frame = _read_text_csv(path)
+            if list(frame.columns) != ["note"]:
+                parts.append(f"<h3>{_e(heading)}</h3>")
+                # The section names the experiment; the CSV keeps the column.
+                shown = frame.drop(columns=["experiment"], errors="ignore")
+                parts.append(_table(aggregate.display_frame(shown), f"tables/{path.name}"))
+    parts.append("<h3>Figures</h3>")
+    figures = [(range_test_outputs(plan, name).get("range_test_png"), "LR range test, every seed, with the bounds "
+                "used and each rule's suggestion"),
+               (runs["accuracy_png"], "Test accuracy vs iteration, every seed, with the configured schedules"),
+               (comparison_outputs(plan, name).get("comparison_png"), "Final accuracy per setting, every seed")]
+    parts += [_figure(plan, path, caption) for path, caption in figures if path is not None]
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _figure(plan: Plan, png: Path, caption: str) -> str:
+    if not png.exists():
+        return f'<p class="placeholder">{_e(png.name)}: not written yet</p>'
+    width, height = _png_size(png)
+    pdf = png.with_suffix(".pdf")
+    download = (f' <a href="{_e(_relative(plan, pdf))}" download>PDF</a>' if pdf.exists() else "")
+    return (f'<figure><img src="{_e(_relative(plan, png))}" width="{width}" height="{height}" '
+            f'alt="{_e(caption)}"><figcaption>{_e(caption)}. <code>{_e(_relative(plan, png))}</code>'
+            f"{download}</figcaption></figure>")
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    """Width and height from the PNG's IHDR chunk (bytes 16-24), so the page lays out before
+    the images load."""
+    header = path.read_bytes()[:24]
+    return struct.unpack(">II", header[16:24])
+
+
+def _table(display: pd.DataFrame, caption: str, **options: Any) -> str:
+    return '<div class="scroll">' + aggregate.html_table(display, caption, **options) + "</div>"
+
+
+# --------------------------------------------------------------------------------------------
+# The runs, and the workflow that made them
+# --------------------------------------------------------------------------------------------
+
+def _runs_section(plan: Plan) -> str:
+    parts = ['<section id="runs">', "<h2>Runs</h2>",
+             "<p>Every job of the config, finished or not: a diverged run counts, with where it stopped; "
+             "a pending one has no result yet. Wall time is the run's own, from its metrics.json.</p>"]
+    rows = []
+    for job in [*plan.range_tests.values(), *plan.trains.values()]:
+        path = job.out_dir / "metrics.json"
+        metrics = io.read_json(path) if path.exists() else None
+        rows.append(_run_row(job, metrics))
+    frame = pd.DataFrame(rows, columns=["job", "status", "iterations", "stopped", "wall time (s)", "device",
+                                        "revision"])
+    parts.append(_table(frame.astype(str).replace({"nan": "", "None": ""}), "Jobs"))
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def _run_row(job: Any, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    if metrics is None:
+        return {"job": job.job_id, "status": "pending", "iterations": "", "stopped": "", "wall time (s)": "",
+                "device": "", "revision": ""}
+    diverged = metrics.get("diverged") or {}
+    stopped = ""
+    if diverged:
+        where = f"lr {diverged['lr']:.3g}" if diverged.get("lr") is not None else f"iteration {diverged.get('iteration')}"
+        stopped = f"{where}: {diverged.get('reason', '')}"
+    wall = metrics.get("wall_time_s")
+    planned = metrics.get("iterations_planned")
+    return {"job": job.job_id, "status": metrics.get("status", ""),
+            "iterations": f"{metrics.get('iterations')} of {planned}" if planned else str(metrics.get("iterations")),
+            "stopped": stopped, "wall time (s)": f"{wall:.1f}" if isinstance(wall, (int, float)) else "",
+            "device": (metrics.get("provenance") or {}).get("device", ""), "revision": _revision(metrics)}
+
+
+def _workflow_section(plan: Plan) -> str:
+    counts = Counter(job.experiment for job in plan.trains.values())
+    ranges = Counter(job.experiment for job in plan.range_tests.values())
+    steps = "".join(f"<li><b>{_e(name)}</b>: {ranges.get(name, 0)} range test(s), {counts.get(name, 0)} training run(s) "
+                    f"({len(exp.groups)} groups x {len(plan.workflow.seeds)} seeds)</li>"
+                    for name, exp in plan.workflow.experiments.items())
+    return "\n".join([
+        '<section id="workflow">', "<h2>Workflow</h2>",
+        "<p>The Snakemake DAG behind these results: <code>prepare_data</code> verifies the dataset; "
+        "<code>range_test</code> runs each LR range-test seed and <code>combine_bounds</code> takes the median "
+        "bounds; <code>train</code> runs every group and seed; <code>report_experiment</code>, "
+        "<code>range_test_figure</code> and <code>comparison_figure</code> write the tables and figures, and "
+        "<code>html_report</code> this page.</p>",
+        f"<ul>{steps}</ul>",
+        "<p>Snakemake's own report, with the rule graph and the run statistics of the jobs Snakemake ran in a "
+        "checkout: <code>make report</code>.</p>",
+        "</section>"])
+

@@ -6,7 +6,7 @@
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
 #   snakemake --report report.html                             # one HTML report
 from onecycle.experiments import expand
-from onecycle.report import experiment_outputs
+from onecycle.report import bounds_study_outputs, bounds_summary_outputs, experiment_outputs
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
 if not config:
@@ -37,9 +37,12 @@ localrules:
     report_experiment,
     range_test_figure,
     comparison_figure,
+    bounds_study_report,
+    bounds_study_summary,
 
 
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
+        list(bounds_summary_outputs(PLAN).values()),
     default_target: True

@@ -356,20 +356,23 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
 # Writing tables
 # --------------------------------------------------------------------------------------------
 
-def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "") -> None:
+def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
+                formats: Mapping[str, str] | None = None) -> None:
     """Write `frame` as <stem>.csv (raw numbers), <stem>.md (pipe table) and <stem>.tex
     (booktabs), all from this one frame. In .md and .tex, a column `X_std` is merged into `X`
-    or `X_mean` as "mean ± std" (the papers' style), and numbers are rounded per column."""
+    or `X_mean` as "mean ± std" (the papers' style), and numbers are rounded per column
+    (`formats`: column -> format spec where the default would not do, e.g. ".3g" for LRs)."""
     stem = Path(stem)
     io.write_csv(stem.parent / f"{stem.name}.csv", frame)
-    display = display_frame(frame)
+    display = display_frame(frame, formats)
     io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))
     io.write_text(stem.parent / f"{stem.name}.tex", _latex(display, caption, _numeric_columns(frame, display)))
 
 
-def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def display_frame(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The frame as text cells: each `X_std` merged into its `X_mean` (or `X`) column as
-    "mean ± std", numbers formatted per column, missing values empty."""
+    "mean ± std", numbers formatted per column (or as `formats` names them), missing values empty."""
+    formats = dict(formats or {})
     std_of = {}  # mean column -> its std column
     for column in frame.columns:
         if column.endswith("_std"):
@@ -382,10 +385,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if column in std_of.values():
             continue
         if column not in std_of:
-            out[column] = _format_column(frame[column])
+            out[column] = _format_column(frame[column], formats.get(column))
             continue
         # Mean and std share the mean's format, so "99.25 ± 0.03" reads as one value.
-        spec = _number_format(frame[column])
+        spec = formats.get(column) or _number_format(frame[column])
         means = [_format_number(v, spec) for v in frame[column]]
         stds = [_format_number(v, spec) for v in frame[std_of[column]]]
         name = column[: -len("_mean")] if column.endswith("_mean") else column
@@ -413,10 +416,10 @@ def _format_number(value: Any, spec: str) -> str:
     return "" if _is_missing(value) else format(float(value), spec)
 
 
-def _format_column(values: pd.Series) -> list[str]:
+def _format_column(values: pd.Series, spec: str | None = None) -> list[str]:
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
         return ["" if _is_missing(v) else str(v) for v in values]
-    spec = _number_format(values)
+    spec = spec or _number_format(values)
     return [_format_number(v, spec) for v in values]
 
 

@@ -98,7 +98,8 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments import expand
-    from onecycle.report import write_comparison_figure, write_experiment_report, write_range_test_figure
+    from onecycle.report import (write_bounds_study_report, write_bounds_summary, write_comparison_figure,
+                                 write_experiment_report, write_range_test_figure)
 
     plan = expand(load_mapping(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
@@ -113,7 +114,13 @@ def _report(args: argparse.Namespace) -> int:
             written += write_range_test_figure(plan, name)
         if args.only in (None, "comparison"):
             written += write_comparison_figure(plan, name)
+        if args.only in (None, "bounds-study"):
+            written += write_bounds_study_report(plan, name)
         for path in written:
+            print(path)
+    # The suite-level summary reads every study's regret table: after them, for the whole config.
+    if args.only == "bounds-summary" or (args.only is None and not args.experiment):
+        for path in write_bounds_summary(plan):
             print(path)
     return 0
 
@@ -160,8 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison"),
-                   help="only the training tables/figures, the range-test figure or the comparison figure")
+    p.add_argument("--only", choices=("runs", "range-test", "comparison", "bounds-study", "bounds-summary"),
+                   help="only the training tables/figures, the range-test figure, the comparison figure, "
+                        "a bounds study's regret and settings tables/figures, or the bounds studies' summary")
     p.set_defaults(handler=_report)
 
     cli_schedule.register(sub)

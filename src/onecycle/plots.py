@@ -291,3 +291,103 @@ def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *,
         _finish(ax, empty=runs.empty, legend_loc="best")
         fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
         return _save(fig, out_stem)
+
+
+def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
+                      out_stem: Path, title: str, *, within_pp: float,
+                      paper: tuple[float, str] | None = None) -> list[Path]:
+    """Final accuracy against max_lr (log axis) in a bounds study (onecycle.bounds_study).
+
+    scored: the study's runs with `group`, `max_lr`, `status` and `score` (final accuracy %,
+    chance for a diverged run). grid: bounds_study.grid_scores. rules: rule -> {"max_lr" (the
+    one trained), "accuracy_mean", "accuracy_std", "suggestions" (per range-test seed)}.
+    The grid's seeds are dots, their mean a line with a min-max band; diverged runs are crosses
+    on the bottom edge; each rule is a marker at the max_lr it trained with its score, a
+    horizontal bar over its range-test seeds' suggestions and a vertical one of its score's std;
+    the grid's best mean is a dotted line with the `within_pp` band beneath it; the paper's
+    bound, (max_lr, label), a dashed vertical line. The top panel shows the whole range, the
+    bottom one zooms in on the best few points.
+    """
+    _require_columns(scored, ["group", "max_lr", "status", "score"], "bounds-study runs")
+    _require_columns(grid, ["group", "max_lr", "accuracy_mean"], "bounds-study grid")
+    grid_runs = scored[scored["group"].isin(grid["group"])]
+    finished = grid[grid["accuracy_mean"].notna()]
+    best = finished["accuracy_mean"].max() if len(finished) else np.nan
+    with _style():
+        fig = Figure(figsize=(9, 8), layout="constrained")
+        axes = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.3])
+        palette = sns.color_palette("colorblind", len(rules) + 1)
+        for ax in axes:
+            completed = grid_runs[grid_runs["status"] == "completed"]
+            ax.scatter(completed["max_lr"], completed["score"], color=palette[0], s=14, alpha=0.6,
+                       label="grid: seeds")
+            curves = [(g["max_lr"].to_numpy(dtype=float), g["score"].to_numpy(dtype=float))
+                      for _, g in grid_runs.sort_values("max_lr").groupby("seed")]
+            _draw_mean_band(ax, curves, palette[0], "grid")
+            diverged = scored[scored["status"] == "diverged"]
+            if len(diverged):
+                ax.plot(diverged["max_lr"], np.full(len(diverged), 0.03), color="black", marker="x",
+                        markersize=8, linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
+                        label=f"diverged ({len(diverged)} runs)")
+            if np.isfinite(best):
+                ax.axhline(best, color=palette[0], linestyle=":", linewidth=1,
+                           label=f"grid's best {best:.2f}%")
+                ax.axhspan(best - within_pp, best, color=palette[0], alpha=0.12, linewidth=0,
+                           label=f"within {within_pp:g} pp of it")
+            for (rule, info), marker, color in zip(rules.items(), itertools.cycle(_SUGGESTION_MARKERS), palette[1:]):
+                if info.get("max_lr") is None or not np.isfinite(info["max_lr"]):
+                    continue
+                seeds = [v for v in info.get("suggestions", []) if v is not None]
+                x = info["max_lr"]
+                xerr = [[x - min(seeds)], [max(seeds) - x]] if seeds else None
+                y = info.get("accuracy_mean", np.nan)
+                yerr = info.get("accuracy_std", np.nan)
+                ax.errorbar([x], [y if np.isfinite(y) else np.nan], xerr=xerr,
+                            yerr=[yerr] if np.isfinite(yerr) else None, color=color, marker=marker,
+                            markersize=8, capsize=3, linestyle="none", label=f"{rule}: {x:.3g}")
+            if paper is not None:
+                ax.axvline(paper[0], color="black", linestyle="--", linewidth=1,
+                           label=f"paper: {paper[0]:g} ({paper[1]})")
+            ax.set_xscale("log")
+            ax.set_ylabel("final test accuracy (%)")
+        if np.isfinite(best):
+            # The zoom: from a few points under the grid's best to just above it.
+            axes[1].set_ylim(best - max(5 * within_pp, 3.0), best + max(within_pp, 0.5))
+            axes[1].set_title("zoom on the best settings", fontsize="small")
+        axes[1].set_xlabel("max_lr")
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside right upper", fontsize="x-small")
+        if scored.empty:
+            axes[0].text(0.5, 0.5, "no finished runs yet", transform=axes[0].transAxes, ha="center")
+        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        return _save(fig, out_stem)
+
+
+def plot_range_test_settings(table: pd.DataFrame, settings: Sequence[str], out_stem: Path,
+                             title: str) -> list[Path]:
+    """Each rule's suggested max_lr (log axis) under each range-test setting: one row per rule,
+    one marker per setting at the mean over seeds with a bar of its std.
+
+    table: onecycle.bounds_study.settings_table (columns rule, `<setting>_mean`, `<setting>_std`).
+    """
+    _require_columns(table, ["rule", *(f"{s}_mean" for s in settings)], "range-test settings table")
+    rules = list(table["rule"])
+    with _style():
+        fig = Figure(figsize=(9, 1.5 + 0.55 * len(rules)), layout="constrained")
+        ax = fig.subplots()
+        colors = sns.color_palette("colorblind", len(settings))
+        offsets = np.linspace(-0.3, 0.3, len(settings)) if len(settings) > 1 else [0.0]
+        for setting, color, marker, offset in zip(settings, colors, itertools.cycle(_SUGGESTION_MARKERS), offsets):
+            means = table[f"{setting}_mean"].to_numpy(dtype=float)
+            stds = table[f"{setting}_std"].to_numpy(dtype=float) if f"{setting}_std" in table else np.full(len(rules), np.nan)
+            ys = np.arange(len(rules)) + offset
+            ax.errorbar(means, ys, xerr=np.where(np.isfinite(stds), stds, 0.0), color=color, marker=marker,
+                        linestyle="none", capsize=2, markersize=6, label=setting)
+        ax.set_yticks(range(len(rules)), rules)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("suggested max_lr (mean ± std over range-test seeds)")
+        _finish(ax, empty=table.empty, legend_loc="best")
+        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        return _save(fig, out_stem)

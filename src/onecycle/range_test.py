@@ -171,12 +171,19 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
     found = chosen is not None and chosen.max_lr is not None
     base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor) if found else (None, None)
     return {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
-            "chosen_rule": rule, "policy_kind": policy_kind, "base_lr": base_lr, "max_lr": max_lr}
+            "chosen_rule": rule, "policy_kind": policy_kind,
+            "divisor": bound_rules.DEFAULT_DIVISORS[policy_kind] if divisor is None else divisor,
+            "base_lr": base_lr, "max_lr": max_lr}
 
 
 def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The bounds training uses, from several range-test seeds: the median of each seed's
-    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out."""
+    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out.
+
+    `rules` keeps every heuristic's per-seed max_lr and gives its own median bounds the same
+    way, so that a run can train at any rule's suggestion (schedule.bounds_rule) and a bounds
+    study can report each rule's spread over the seeds.
+    """
     found = [r for r in records if r.get("max_lr") is not None]
     first = records[0]
     combined = {"chosen_rule": first["chosen_rule"], "policy_kind": first["policy_kind"],
@@ -186,4 +193,13 @@ def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
     if found:
         combined["base_lr"] = float(pd.Series([r["base_lr"] for r in found]).median())
         combined["max_lr"] = float(pd.Series([r["max_lr"] for r in found]).median())
+    # Records written before bounds_record stored its divisor used the policy's default.
+    divisor = first.get("divisor") or bound_rules.DEFAULT_DIVISORS[first["policy_kind"]]
+    combined["rules"] = {}
+    for rule in first.get("suggestions", {}):
+        per_seed = [r["suggestions"].get(rule, {}).get("max_lr") for r in records]
+        values = [v for v in per_seed if v is not None]
+        median = float(pd.Series(values).median()) if values else None
+        combined["rules"][rule] = {"per_seed": per_seed, "n_seeds_with_bounds": len(values),
+                                   "max_lr": median, "base_lr": None if median is None else median / divisor}
     return combined

@@ -11,9 +11,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from onecycle import aggregate, io, plots
+from onecycle import aggregate, bounds_study, io, plots
+from onecycle.config import RangeTestSpec
+from onecycle.data import DATASETS
 from onecycle.experiments import Plan
 from onecycle.published import load_published
+from onecycle.train import LR_BOUND_PARAMS
+
+# Learning rates span decades: three significant digits, not two decimals.
+LR_FORMAT = ".3g"
 
 
 def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
@@ -41,9 +47,29 @@ def comparison_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {f"comparison_{ext}": figures / f"{experiment}_comparison.{ext}" for ext in ("png", "pdf")}
 
 
+def bounds_study_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_bounds_study_report` produces; none unless the experiment is a bounds study."""
+    if plan.workflow.experiments[experiment].bounds_study is None:
+        return {}
+    tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
+    outputs = {}
+    for name in ("regret", "range_test_settings"):
+        outputs.update({f"{name}_{ext}": tables / f"{experiment}_{name}.{ext}" for ext in ("csv", "md", "tex")})
+        outputs.update({f"{name}_figure_{ext}": figures / f"{experiment}_{name}.{ext}" for ext in ("png", "pdf")})
+    return outputs
+
+
+def bounds_summary_outputs(plan: Plan) -> dict[str, Path]:
+    """The suite-level summary over the config's bounds studies; none if it has none."""
+    if not plan.bounds_studies():
+        return {}
+    return {f"summary_{ext}": plan.results_dir / "tables" / f"bounds_study_summary.{ext}"
+            for ext in ("csv", "md", "tex")}
+
+
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
-            **comparison_outputs(plan, experiment)}
+            **comparison_outputs(plan, experiment), **bounds_study_outputs(plan, experiment)}
 
 
 def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
@@ -70,7 +96,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     runs = aggregate.collect_runs(finished)
     published = load_published() if exp.published else None
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
-                                    expected_groups=[(experiment, group) for group in exp.groups],
+                                    expected_groups=[(experiment, group) for group in exp.training_groups()],
                                     tolerance_pp=plan.workflow.tolerance_pp)
     caption = _caption(plan, experiment)
     aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption)
@@ -128,4 +154,94 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
                           title=f"Final test accuracy vs {compare.x}: {experiment}",
                           hue=compare.hue)
+    return list(outputs.values())
+
+
+def _seed_suggestions(jobs) -> list[dict]:
+    """The `suggestions` block of each finished range test's bounds.json."""
+    return [io.read_json(job.out_dir / "bounds.json")["suggestions"] for job in jobs
+            if (job.out_dir / "metrics.json").exists()]
+
+
+def _range_test_setting(job) -> str:
+    spec = RangeTestSpec.model_validate(job.config["range_test"])
+    data, batch = job.config["data"], job.config["train"]["batch_size"]
+    images = data.get("train_subset") or DATASETS[data["dataset"]].train_size
+    return (f"{spec.ramp} {spec.start_lr:g} -> {spec.end_lr:g} over {spec.iterations} iterations "
+            f"({spec.iterations / (images // batch):.3g} epochs), evaluated every {spec.eval_every} on "
+            f"{spec.eval_subset} test images")
+
+
+def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
+    """A bounds study's regret table and figure, and its range-test settings table and figure
+    (onecycle.bounds_study), from the runs and range tests that have finished."""
+    exp = plan.workflow.experiments[experiment]
+    study = exp.bounds_study
+    outputs = bounds_study_outputs(plan, experiment)
+    if not outputs:
+        return []
+    trains = plan.experiment_trains(experiment)
+    finished = [job.out_dir / "metrics.json" for job in trains if (job.out_dir / "metrics.json").exists()]
+    high_key = LR_BOUND_PARAMS[study.training["schedule"]["policy"]][1]
+    runs = aggregate.collect_runs(finished, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
+    chance = 100.0 / DATASETS[trains[0].dataset].num_classes
+    scored = bounds_study.scored_runs(runs, chance)
+    bounds_file = plan.bounds_path(experiment)
+    combined = io.read_json(bounds_file) if bounds_file.exists() else None
+    table = bounds_study.regret_table(scored, combined, study)
+    per_rule = (combined or {}).get("rules", {})
+    seeds = [s for rule in study.rules for s in per_rule.get(rule, {}).get("per_seed", []) if s is not None]
+    covers = "yes" if bounds_study.grid_covers(study.max_lr_grid, seeds) else "NO"
+    caption = (f"{experiment}: every range-test rule scored by the final test accuracy of a short training "
+               f"at its suggestion (median over {len(plan.experiment_range_tests(experiment))} range-test "
+               f"seeds), against a grid of {len(study.max_lr_grid)} max_lr values "
+               f"({study.max_lr_grid[0]:g}-{study.max_lr_grid[-1]:g}; covers a tenth of the lowest to ten "
+               f"times the highest per-seed suggestion: {covers}). Accuracy: mean ± std over training seeds, a "
+               f"diverged run scored at chance ({chance:g}%). regret_pp = grid's best mean - the rule's; "
+               f"within_pp: regret <= {study.within_pp:g} pp.")
+    lr_formats = {c: LR_FORMAT for c in ("suggested_max_lr_mean", "trained_max_lr", "grid_best_max_lr")}
+    aggregate.write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption, formats=lr_formats)
+    rules = {row.rule: {"max_lr": row.trained_max_lr, "accuracy_mean": row.accuracy_mean,
+                        "accuracy_std": row.accuracy_std,
+                        "suggestions": per_rule.get(row.rule, {}).get("per_seed", [])}
+             for row in table.itertuples()}
+    paper = (study.paper_max_lr, study.paper_source) if study.paper_max_lr is not None else None
+    plots.plot_bounds_study(scored, bounds_study.grid_scores(scored, study.max_lr_grid), rules,
+                            outputs["regret_figure_png"].with_suffix(""),
+                            title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
+                            within_pp=study.within_pp, paper=paper)
+
+    main_jobs = plan.experiment_range_tests(experiment)
+    settings = {study.range_test_name: main_jobs, **plan.experiment_variant_tests(experiment)}
+    described = "; ".join(f"{name}: {_range_test_setting(jobs[0])}" for name, jobs in settings.items())
+    settings_frame = bounds_study.settings_table({name: _seed_suggestions(jobs) for name, jobs in settings.items()},
+                                                study.rules)
+    aggregate.write_table(settings_frame, outputs["range_test_settings_csv"].with_suffix(""),
+                          caption=(f"{experiment}: each rule's suggested max_lr (mean ± std over range-test "
+                                   f"seeds) under each range-test setting; signal = what the rule reads; "
+                                   f"spread_factor = largest / smallest setting mean. Settings: {described}."),
+                          formats={f"{name}_mean": LR_FORMAT for name in settings})
+    plots.plot_range_test_settings(settings_frame, list(settings),
+                                   outputs["range_test_settings_figure_png"].with_suffix(""),
+                                   title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
+    return list(outputs.values())
+
+
+def write_bounds_summary(plan: Plan) -> list[Path]:
+    """The suite-level summary over every bounds study of the config whose regret table exists."""
+    outputs = bounds_summary_outputs(plan)
+    if not outputs:
+        return []
+    regrets, within = {}, {}
+    for experiment in plan.bounds_studies():
+        path = bounds_study_outputs(plan, experiment)["regret_csv"]
+        if path.exists():
+            regrets[experiment] = pd.read_csv(path)
+            within[experiment] = plan.workflow.experiments[experiment].bounds_study.within_pp
+    table = bounds_study.suite_summary(regrets, within)
+    thresholds = ", ".join(f"{name} {pp:g} pp" for name, pp in within.items())
+    aggregate.write_table(table, outputs["summary_csv"].with_suffix(""),
+                          caption=(f"Bounds studies ({', '.join(regrets) or 'none finished yet'}): per rule, "
+                                   f"mean regret (pp below the grid's best) and rank over the studies, and in "
+                                   f"how many it landed within the grid's best ({thresholds})."))
     return list(outputs.values())

@@ -48,6 +48,7 @@ bench: setup data
 # Tables and figures again from the stored results: no training runs.
 figures: setup
 	$(BIN)/onecycle report --config configs/smoke.yaml
+	$(BIN)/onecycle report --config configs/bounds_study.yaml
 
 report: setup
 	$(BIN)/snakemake --configfile configs/smoke.yaml --report results/smoke/report.html

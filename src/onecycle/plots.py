@@ -314,7 +314,7 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
     finished = grid[grid["accuracy_mean"].notna()]
     best = finished["accuracy_mean"].max() if len(finished) else np.nan
     with _style():
-        fig = Figure(figsize=(9, 8), layout="constrained")
+        fig = Figure(figsize=(9, 10), layout="constrained")
         axes = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.3])
         palette = sns.color_palette("colorblind", len(rules) + 1)
         for ax in axes:
@@ -328,7 +328,7 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
             if len(diverged):
                 ax.plot(diverged["max_lr"], np.full(len(diverged), 0.03), color="black", marker="x",
                         markersize=8, linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
-                        label=f"diverged ({len(diverged)} runs)")
+                        label=f"diverged runs: {len(diverged)}")
             if np.isfinite(best):
                 ax.axhline(best, color=palette[0], linestyle=":", linewidth=1,
                            label=f"grid's best {best:.2f}%")
@@ -347,7 +347,7 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
                             markersize=8, capsize=3, linestyle="none", label=f"{rule}: {x:.3g}")
             if paper is not None:
                 ax.axvline(paper[0], color="black", linestyle="--", linewidth=1,
-                           label=f"paper: {paper[0]:g} ({paper[1]})")
+                           label=textwrap.fill(f"paper: {paper[0]:g} ({paper[1]})", 60))
             ax.set_xscale("log")
             ax.set_ylabel("final test accuracy (%)")
         if np.isfinite(best):
@@ -357,7 +357,7 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
         axes[1].set_xlabel("max_lr")
         handles, labels = axes[0].get_legend_handles_labels()
         if handles:
-            fig.legend(handles, labels, loc="outside right upper", fontsize="x-small")
+            fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="x-small")
         if scored.empty:
             axes[0].text(0.5, 0.5, "no finished runs yet", transform=axes[0].transAxes, ha="center")
         fig.suptitle(textwrap.fill(title, TITLE_WIDTH))

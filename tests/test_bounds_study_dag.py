@@ -47,7 +47,7 @@ CIFAR_JOBS = {"range_test": 24, "range_spec": 24, "train": 144, "job_spec": 144,
 @pytest.mark.parametrize("config, expected", [("bounds_study.yaml", FMNIST_JOBS),
                                               ("bounds_study_cifar.yaml", CIFAR_JOBS)])
 def test_study_configs_list_the_expected_jobs(tmp_path, config, expected):
-    result = _snakemake(tmp_path, REPO / "configs" / config, "-n", "--resources", "gpu=4", timeout=300)
+    result = _snakemake(tmp_path, REPO / "configs" / config, "-n", "--resources", "gpu=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert _job_stats(result.stdout) == {**expected, "total": sum(expected.values())}
 
@@ -162,7 +162,7 @@ def test_tiny_study_figures_summary_and_report_without_training(tiny_study):
     (results / "tables" / "tiny_bounds_regret.csv").unlink()
     (results / "tables" / "bounds_study_summary.csv").unlink()
     report = subprocess.run([shutil.which("onecycle", path=ENV["PATH"]), "report", "--config", "tiny.yaml"],
-                            cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+                            cwd=work, env=ENV, capture_output=True, text=True, timeout=900)
     assert report.returncode == 0, report.stderr
     assert pd.read_csv(results / "tables" / "tiny_bounds_regret.csv").equals(regret.reset_index())
     assert (results / "tables" / "bounds_study_summary.csv").exists()

@@ -267,6 +267,10 @@ def test_figures_are_written_with_partial_and_empty_results(tmp_path):
         paths = plots.plot_bounds_study(frame, bounds_study.grid_scores(frame, GRID), rules, tmp_path / name,
                                         "study", within_pp=0.5, paper=(0.1, "Part 1"))
         assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
-    settings = bounds_study.settings_table({"a": [{"smith_accuracy_peak": {"max_lr": 0.1}}]}, ["smith_accuracy_peak"])
-    paths = plots.plot_range_test_settings(settings, ["a"], tmp_path / "settings", "settings")
-    assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
+    rules = ["smith_accuracy_peak", "fastai_valley"]
+    values = bounds_study.setting_values({"a": [{"smith_accuracy_peak": {"max_lr": 0.1}}], "b": []}, rules)
+    assert values == {"a": {"smith_accuracy_peak": [0.1], "fastai_valley": []},
+                      "b": {"smith_accuracy_peak": [], "fastai_valley": []}}
+    for name, given in (("settings", values), ("no_settings", {"b": values["b"]})):
+        paths = plots.plot_range_test_settings(given, rules, tmp_path / name, "settings")
+        assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]

@@ -230,22 +230,30 @@ def grid_covers(grid: Sequence[float], suggestions: Sequence[float]) -> bool:
 # Range-test settings
 # --------------------------------------------------------------------------------------------
 
-def settings_table(suggestions: Mapping[str, Sequence[Mapping[str, Any]]], rules: Sequence[str]) -> pd.DataFrame:
-    """How each range-test setting moves each rule's suggestion.
+def setting_values(suggestions: Mapping[str, Sequence[Mapping[str, Any]]],
+                   rules: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+    """setting -> rule -> the max_lr of each seed that gave one. suggestions: setting name ->
+    the `suggestions` block of each seed's bounds.json."""
+    return {setting: {rule: [s[rule]["max_lr"] for s in seeds if s.get(rule, {}).get("max_lr") is not None]
+                      for rule in rules}
+            for setting, seeds in suggestions.items()}
 
-    suggestions: setting name -> the `suggestions` block of each seed's bounds.json. One row per
-    rule: its signal, then per setting the mean and std (over the seeds that gave one) of its
-    max_lr, and `spread_factor` = the largest setting mean / the smallest.
+
+def settings_table(suggestions: Mapping[str, Sequence[Mapping[str, Any]]], rules: Sequence[str]) -> pd.DataFrame:
+    """How each range-test setting moves each rule's suggestion (see `setting_values`).
+
+    One row per rule: its signal, then per setting the mean and std (over the seeds that gave
+    one) of its max_lr, and `spread_factor` = the largest setting mean / the smallest.
     """
+    values = setting_values(suggestions, rules)
     rows = []
     for rule in rules:
         row: dict[str, Any] = {"rule": rule, "signal": RULE_SIGNALS[rule]}
         means = []
-        for setting, seeds in suggestions.items():
-            values = [s[rule]["max_lr"] for s in seeds if s.get(rule, {}).get("max_lr") is not None]
-            mean, std, _ = stats.mean_std(values)
+        for setting, by_rule in values.items():
+            mean, std, n = stats.mean_std(by_rule[rule])
             row[f"{setting}_mean"], row[f"{setting}_std"] = mean, std
-            if values:
+            if n:
                 means.append(mean)
         row["spread_factor"] = max(means) / min(means) if means else math.nan
         rows.append(row)

@@ -364,30 +364,38 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
         return _save(fig, out_stem)
 
 
-def plot_range_test_settings(table: pd.DataFrame, settings: Sequence[str], out_stem: Path,
-                             title: str) -> list[Path]:
+def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]], rules: Sequence[str],
+                             out_stem: Path, title: str) -> list[Path]:
     """Each rule's suggested max_lr (log axis) under each range-test setting: one row per rule,
-    one marker per setting at the mean over seeds with a bar of its std.
+    one marker per setting at the mean over seeds with a bar from the lowest seed to the highest
+    (a std bar would cross zero on the log axis).
 
-    table: onecycle.bounds_study.settings_table (columns rule, `<setting>_mean`, `<setting>_std`).
+    values: setting -> rule -> the seeds' suggestions (onecycle.bounds_study.setting_values).
     """
-    _require_columns(table, ["rule", *(f"{s}_mean" for s in settings)], "range-test settings table")
-    rules = list(table["rule"])
+    settings = list(values)
     with _style():
-        fig = Figure(figsize=(9, 1.5 + 0.55 * len(rules)), layout="constrained")
+        fig = Figure(figsize=(11, 1.5 + 0.6 * len(rules)), layout="constrained")
         ax = fig.subplots()
         colors = sns.color_palette("colorblind", len(settings))
         offsets = np.linspace(-0.3, 0.3, len(settings)) if len(settings) > 1 else [0.0]
         for setting, color, marker, offset in zip(settings, colors, itertools.cycle(_SUGGESTION_MARKERS), offsets):
-            means = table[f"{setting}_mean"].to_numpy(dtype=float)
-            stds = table[f"{setting}_std"].to_numpy(dtype=float) if f"{setting}_std" in table else np.full(len(rules), np.nan)
-            ys = np.arange(len(rules)) + offset
-            ax.errorbar(means, ys, xerr=np.where(np.isfinite(stds), stds, 0.0), color=color, marker=marker,
-                        linestyle="none", capsize=2, markersize=6, label=setting)
+            xs, ys, low, high = [], [], [], []
+            for i, rule in enumerate(rules):
+                seeds = np.asarray(values[setting].get(rule, []), dtype=float)
+                if len(seeds):
+                    mean = seeds.mean()
+                    xs.append(mean), ys.append(i + offset)
+                    low.append(mean - seeds.min()), high.append(seeds.max() - mean)
+            ax.errorbar(xs, ys, xerr=[low, high], color=color, marker=marker, linestyle="none", capsize=2,
+                        markersize=6, label=setting)
         ax.set_yticks(range(len(rules)), rules)
-        ax.invert_yaxis()
+        ax.set_ylim(len(rules) - 0.5, -0.5)
         ax.set_xscale("log")
-        ax.set_xlabel("suggested max_lr (mean ± std over range-test seeds)")
-        _finish(ax, empty=table.empty, legend_loc="best")
+        ax.set_xlabel("suggested max_lr (mean, bar: lowest to highest range-test seed)")
+        empty = not any(values[s].get(r) for s in settings for r in rules)
+        if empty:
+            ax.text(0.5, 0.5, "no finished range tests yet", transform=ax.transAxes, ha="center", va="center")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
         fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
         return _save(fig, out_stem)

@@ -167,8 +167,9 @@ def _range_test_setting(job) -> str:
     spec = RangeTestSpec.model_validate(job.config["range_test"])
     data, batch = job.config["data"], job.config["train"]["batch_size"]
     images = data.get("train_subset") or DATASETS[data["dataset"]].train_size
+    epochs = float(f"{spec.iterations / (images // batch):.3g}")
     return (f"{spec.ramp} {spec.start_lr:g} -> {spec.end_lr:g} over {spec.iterations} iterations "
-            f"({spec.iterations / (images // batch):.3g} epochs), evaluated every {spec.eval_every} on "
+            f"({epochs:g} epoch{'' if epochs == 1 else 's'}), evaluated every {spec.eval_every} on "
             f"{spec.eval_subset} test images")
 
 
@@ -214,14 +215,14 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
     main_jobs = plan.experiment_range_tests(experiment)
     settings = {study.range_test_name: main_jobs, **plan.experiment_variant_tests(experiment)}
     described = "; ".join(f"{name}: {_range_test_setting(jobs[0])}" for name, jobs in settings.items())
-    settings_frame = bounds_study.settings_table({name: _seed_suggestions(jobs) for name, jobs in settings.items()},
-                                                study.rules)
+    suggestions = {name: _seed_suggestions(jobs) for name, jobs in settings.items()}
+    settings_frame = bounds_study.settings_table(suggestions, study.rules)
     aggregate.write_table(settings_frame, outputs["range_test_settings_csv"].with_suffix(""),
                           caption=(f"{experiment}: each rule's suggested max_lr (mean ± std over range-test "
                                    f"seeds) under each range-test setting; signal = what the rule reads; "
                                    f"spread_factor = largest / smallest setting mean. Settings: {described}."),
                           formats={f"{name}_mean": LR_FORMAT for name in settings})
-    plots.plot_range_test_settings(settings_frame, list(settings),
+    plots.plot_range_test_settings(bounds_study.setting_values(suggestions, study.rules), study.rules,
                                    outputs["range_test_settings_figure_png"].with_suffix(""),
                                    title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
     return list(outputs.values())

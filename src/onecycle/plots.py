@@ -390,10 +390,10 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
                         markersize=6, label=setting)
         ax.set_yticks(range(len(rules)), rules)
         ax.set_ylim(len(rules) - 0.5, -0.5)
-        ax.set_xscale("log")
         ax.set_xlabel("suggested max_lr (mean, bar: lowest to highest range-test seed)")
-        empty = not any(values[s].get(r) for s in settings for r in rules)
-        if empty:
+        if any(values[s].get(r) for s in settings for r in rules):
+            ax.set_xscale("log")  # a log axis without data has no ticks to draw
+        else:
             ax.text(0.5, 0.5, "no finished range tests yet", transform=ax.transAxes, ha="center", va="center")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")

@@ -6,7 +6,8 @@
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
 #   snakemake --report report.html                             # one HTML report
 from onecycle.experiments import expand
-from onecycle.report import bounds_study_outputs, bounds_summary_outputs, experiment_outputs
+from onecycle.report import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
+                             suite_outputs)
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
 if not config:
@@ -39,10 +40,13 @@ localrules:
     comparison_figure,
     bounds_study_report,
     bounds_study_summary,
+    claims_table,
+    claims_scorecard,
 
 
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
         list(bounds_summary_outputs(PLAN).values()),
+        suite_outputs(PLAN).values(),
     default_target: True

@@ -1,6 +1,7 @@
 """Bound heuristics on synthetic range-test curves whose answers are derived by hand."""
 
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -172,21 +173,26 @@ def test_steepest_slope_stops_at_divergence():
 # --------------------------------------------------------------------------- fastai's rules
 # 40 recorded rows: fastai's window is rows [40//10, 40-5) = rows 4..34 (31 points).
 
-def test_fastai_minimum_in_the_window_and_a_tenth_of_it():
-    loss = np.full(40, 2.0)
-    loss[2] = 0.1  # skipped (first 40//10 = 4 rows)
-    loss[36] = 0.05  # skipped (last 5 rows)
-    loss[20] = 0.5
+def test_fastai_minimum_suggests_a_tenth_of_the_minimums_lr_and_lr_bounds_uses_that():
+    # fastai `minimum` returns lr_min/10 ("one-tenth the minimum before divergence"), and
+    # fastai passes its suggestion as fit_one_cycle's lr_max: max_lr must be that tenth, not
+    # lr_min (issue 14 #5: trained with ten times the suggestion, the net stayed at chance).
+    # (The dips stay above a quarter of 1.2, so that no row counts as diverged.)
+    loss = np.full(40, 1.2)
+    loss[2] = 0.4  # skipped (first 40//10 = 4 rows)
+    loss[36] = 0.3  # skipped (last 5 rows)
+    loss[20] = 0.45
     s = SUGGESTION_RULES["fastai_minimum"](make_history(geometric_lrs(40), loss))
-    assert s.max_lr == pytest.approx(1e-2)  # lr of row 20 = 1e-4 * 10**2
-    assert s.lr == pytest.approx(1e-3)
+    # Minimum at row 20, lr 1e-4 * 10**2 = 1e-2; fastai suggests 1e-3.
+    assert s.max_lr == pytest.approx(1e-3) and s.lr == s.max_lr
+    assert lr_bounds(s, "1cycle") == pytest.approx((1e-4, 1e-3))
 
 
 def test_fastai_window_is_cut_at_the_first_nan():
     loss = 3.0 - 0.05 * np.arange(40)  # keeps falling ...
     loss[30:] = NAN  # ... until row 30 diverges: the minimum is the last finite row, 29
     s = SUGGESTION_RULES["fastai_minimum"](make_history(geometric_lrs(40), loss))
-    assert s.max_lr == pytest.approx(1e-4 * 10 ** 2.9)
+    assert s.max_lr == pytest.approx(1e-4 * 10 ** 2.9 / 10)
 
 
 def test_fastai_steep_is_the_left_end_of_the_steepest_segment():
@@ -212,9 +218,10 @@ def test_fastai_valley_by_hand():
 
 
 def test_fastai_valley_wraps_a_negative_index_to_the_last_point():
-    # 12 rows: window = rows [1, 7): losses 2, 1, 3, 4, 5, 6 -> longest decreasing run 2 ending
-    # at point 1, start = -1, sections = 2/3, idx = -1 + 0 + 0 = -1 -> the last point (row 6).
-    loss = np.array([9.0, 2, 1, 3, 4, 5, 6, 0, 0, 0, 0, 0])
+    # 12 rows: window = rows [1, 7): losses 2, 1, 1.5, 2, 2.5, 3 -> longest decreasing run 2
+    # ending at point 1, start = -1, sections = 2/3, idx = -1 + 0 + 0 = -1 -> the last point
+    # (row 6). The rise stays below 4 x the minimum, where the range test would have stopped.
+    loss = np.array([9.0, 2, 1, 1.5, 2, 2.5, 3, 0, 0, 0, 0, 0])
     s = SUGGESTION_RULES["fastai_valley"](make_history(geometric_lrs(12), loss))
     assert s.max_lr == pytest.approx(1e-4 * 10 ** 0.6)
     assert "wraps" in s.note
@@ -302,3 +309,52 @@ def test_lr_bounds_refuses_a_rule_that_decided_nothing():
 def test_lr_bounds_rejects_bad_arguments(policy_kind, divisor):
     with pytest.raises(ValueError):
         lr_bounds(Suggestion("x", 1.0, None, ""), policy_kind, divisor)
+
+
+# --------------------------------------------------------------------------- issue 14
+
+
+def test_3_every_rule_ignores_a_recorded_curve_from_a_raw_loss_blow_up_on():
+    # #3: a history recorded past a blow-up (raw loss 36 at row 40 while the smoothed loss stayed
+    # under 4 x its best), then the dead net at chance loss. From row 40 on, the evaluations
+    # (accuracy 0.99, test loss 0.1) and the falling smoothed loss would each win their rule.
+    n = 80
+    lr = linear_lrs(n)
+    train = np.full(n, 2.0) - 0.01 * np.arange(n)
+    train[40] = 36.0
+    smoothed = train.copy()
+    smoothed[40] = 3.0  # the lagging average rides the spike out
+    smoothed[41:] = 1.0 - 0.01 * np.arange(n - 41)  # ... and later falls steeply
+    test_accuracy = np.full(n, NAN)
+    test_accuracy[4::5] = 0.5 + 0.005 * np.arange(n // 5)
+    test_accuracy[44::5] = 0.99
+    test_loss = np.where(np.isnan(test_accuracy), NAN, 1.0)
+    test_loss[44::5] = 0.1
+    history = make_history(lr, smoothed, test_loss, test_accuracy, train_loss=train)
+    blow_up_lr = lr[40]
+    for name, suggestion in suggest_all(history).items():
+        assert suggestion.max_lr is None or suggestion.max_lr < blow_up_lr, name
+    # Without the factor rule (math.inf: non-finite losses only) the late rows would win.
+    assert suggest_all(history, divergence_factor=math.inf)["smith_accuracy_peak"].max_lr > blow_up_lr
+
+
+def test_divergence_reason_reads_raw_and_smoothed_loss_against_the_best_smoothed():
+    from onecycle.bounds import divergence_reason
+
+    assert divergence_reason(2.0, 2.0, math.inf) is None  # the first row
+    assert divergence_reason(8.0, 2.0, 2.0) is None  # not above 4 x 2
+    assert "loss 8.01 exceeds 4 x" in divergence_reason(8.01, 2.0, 2.0)
+    assert "smoothed loss 8.01 exceeds 4 x" in divergence_reason(3.0, 8.01, 2.0)
+    assert divergence_reason(math.nan, 2.0, 2.0) == "loss is nan"
+    assert divergence_reason(1e9, 2.0, 2.0, factor=math.inf) is None
+
+
+@pytest.mark.parametrize("suggestion, message", [
+    ("fastai_valley", "pass result.suggestions['fastai_valley']"),
+    (0.1, "suggestion must be a Suggestion (one of result.suggestions.values()), got float 0.1"),
+])
+def test_6_lr_bounds_wants_a_suggestion(suggestion, message):
+    with pytest.raises(TypeError, match=re.escape(message)):
+        lr_bounds(suggestion, "1cycle")
+    with pytest.raises(TypeError, match="divisor must be a number > 1 or None, got '10'"):
+        lr_bounds(Suggestion("x", 1.0, None, ""), "1cycle", "10")

@@ -14,7 +14,7 @@ from onecycle import aggregate, bounds_study, plots
 from onecycle.bounds import SUGGESTION_RULES
 from onecycle.config import ConfigError, RunConfig, deep_merge, parse
 from onecycle.experiments import expand
-from onecycle.range_test import bounds_record, combine_bounds
+from onecycle.range_test_job import bounds_record, combine_bounds
 from onecycle.train import resolve_schedule_params
 
 GRID = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]

@@ -78,6 +78,8 @@ def test_test_phase_is_the_centre_crop_minus_the_mean(picture):
     offset = (SIDE - crop) // 2  # 124
     expected = caffe_transform_loop(datum, mean.double().numpy(), crop, offset, offset, False)
     assert out.dtype == torch.float32
+    # Here and below: pixel minus mean on the 0..255 scale, the float32 transform against a
+    # float64 loop, differ by the float32 roundings of values below 256, 2^-24 x 256 = 1.5e-5.
     np.testing.assert_allclose(out.numpy(), expected, atol=1e-4)
 
 
@@ -160,6 +162,7 @@ def test_mean_image_is_the_exact_per_pixel_mean(tmp_path):
     stacked = np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1) for p in paths]).astype(np.float64)
     computed = compute_mean_image(paths)
     assert computed.dtype == torch.float32 and computed.shape == (3, SIDE, SIDE)
+    # A mean of values below 256 rounded to float32: within 2^-24 x 256 = 1.5e-5.
     np.testing.assert_allclose(computed.numpy(), stacked.mean(axis=0), rtol=0, atol=1e-4)
 
 

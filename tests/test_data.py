@@ -254,7 +254,8 @@ def test_real_fashion_mnist():
     assert train.images.shape == (60_000, 1, 28, 28) and test.images.shape == (10_000, 1, 28, 28)
     assert torch.bincount(train.labels).tolist() == [6000] * 10
     assert torch.bincount(test.labels).tolist() == [1000] * 10
-    # The widely quoted Fashion-MNIST training-set normalisation constants.
+    # The widely quoted Fashion-MNIST training-set normalisation constants, published to four
+    # decimals (+-5e-5); ours are exact integer sums divided in float64.
     assert train.channel_mean()[0] == pytest.approx(0.2860, abs=5e-5)
     assert train.channel_std()[0] == pytest.approx(0.3530, abs=5e-5)
 
@@ -282,6 +283,7 @@ def test_channel_statistics_match_numpy():
     images = torch.from_numpy(random_uint8((9, 3, 5, 4), 7))
     dataset = data.ArrayDataset(images, torch.zeros(9, dtype=torch.int64), 10)
     scaled = images.numpy() / 255.0
+    # Both in float64 over 180 values per channel: rounding below 180 u = 2e-14.
     assert dataset.channel_mean() == pytest.approx(scaled.mean(axis=(0, 2, 3)).tolist(), rel=1e-12)
     assert dataset.channel_std() == pytest.approx(scaled.std(axis=(0, 2, 3)).tolist(), rel=1e-12)
 
@@ -291,6 +293,7 @@ def test_mean_image_is_the_per_pixel_mean_of_compute_image_mean():
     dataset = data.ArrayDataset(images, torch.zeros(9, dtype=torch.int64), 10)
     mean = dataset.mean_image()
     assert mean.dtype == torch.float32 and mean.shape == (3, 5, 4)
+    # An exact integer sum, divided in float64, rounded once to float32: within 2^-24 = 6e-8.
     np.testing.assert_allclose(mean.numpy(), images.numpy().astype(np.float64).mean(axis=0), rtol=1e-6)
 
 
@@ -425,7 +428,8 @@ def test_normalisation_by_hand():
     common = dict(shuffle=False, drop_last=False, seed=0)
     x, _ = first_batch(data.Batches(dataset, 1, mean=[0.5, 0.2], std=[0.5, 0.25], **common))
     assert x.dtype == torch.float32
-    # (0/255 - .5)/.5 = -1, (1 - .5)/.5 = 1; (.2 - .2)/.25 = 0, (.4 - .2)/.25 = .8
+    # (0/255 - .5)/.5 = -1, (1 - .5)/.5 = 1; (.2 - .2)/.25 = 0, (.4 - .2)/.25 = .8; three float32
+    # operations on values below 2, each within 2^-24 x 2 = 1.2e-7.
     assert torch.allclose(x[0], torch.tensor([[[-1.0, 1.0]], [[0.0, 0.8]]]), atol=1e-6)
     x, _ = first_batch(data.Batches(dataset, 1, mean=[0.5, 0.2], std=None, **common))
     assert torch.allclose(x[0], torch.tensor([[[-0.5, 0.5]], [[0.0, 0.2]]]), atol=1e-6)
@@ -506,6 +510,7 @@ def test_folder_batches_center_crop_values_and_seeding(tmp_path):
     expected = (crop - torch.tensor(data.IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(
         data.IMAGENET_STD).view(3, 1, 1)
     assert x.shape == (1, 3, 224, 224) and y.tolist() == [0]
+    # A few float32 operations on values below |2.7| ((1 - 0.406) / 0.225): each within 1.6e-7.
     assert torch.allclose(x[0].double(), expected, atol=1e-5)
 
 
@@ -721,6 +726,7 @@ def test_caffe_mean_image_is_subtracted_before_the_mirror():
             source = dataset.images[label].numpy()
             as_is = caffe_reference(source, mean.numpy(), 1.0, mirror=False)
             mirrored = caffe_reference(source, mean.numpy(), 1.0, mirror=True)
+            # Pixel minus mean on the 0..255 scale in float32: within 2^-24 x 256 = 1.5e-5.
             matches = [np.allclose(image.numpy(), ref, rtol=0, atol=1e-4) for ref in (as_is, mirrored)]
             assert any(matches), int(label)
             seen.add(matches.index(True))
@@ -774,7 +780,7 @@ def test_caffe_test_mirror_flips_after_the_mean_and_repeats_per_test():
             source = dataset.images[label].numpy()
             mirrored = caffe_reference(source, mean.numpy(), 1.0, mirror=True)
             as_is = caffe_reference(source, mean.numpy(), 1.0, mirror=False)
-            is_flipped = np.allclose(image.numpy(), mirrored, atol=1e-4)
+            is_flipped = np.allclose(image.numpy(), mirrored, atol=1e-4)  # float32 on 0..255: 1.5e-5
             assert is_flipped or np.allclose(image.numpy(), as_is, atol=1e-4)
             flipped += is_flipped
     assert 16 < flipped < 48  # Binomial(64, 1/2)

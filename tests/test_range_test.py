@@ -1,13 +1,17 @@
 """The LR range test as a library call: ramps, recorded columns, divergence stop, restore."""
 
+import faulthandler
 import math
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from conftest import needs_fashion_mnist
+from onecycle.bounds import suggest_all
 from onecycle.plots import plot_range_test
-from onecycle.range_test import bounds_record, combine_bounds, lr_range_test, ramp_lr
+from onecycle.range_test import lr_range_test, ramp_lr
+from onecycle.range_test_job import bounds_record, combine_bounds
 
 
 def _problem(seed=0):
@@ -57,8 +61,13 @@ def test_divergence_stops_the_test_and_is_recorded():
                            ramp="exponential", divergence_factor=4.0)
     assert result.diverged is not None
     assert len(result.history) == result.diverged["iteration"] + 1 < 60
-    last = result.history.iloc[-1]
-    assert not math.isfinite(last.train_loss) or last.smoothed_loss > 4 * result.history.smoothed_loss.iloc[:-1].min()
+    # The stop row is the first whose raw or smoothed loss is non-finite or above 4 x the best
+    # smoothed loss of the rows before it.
+    h = result.history
+    best_before = h.smoothed_loss.cummin().shift(1, fill_value=math.inf)
+    over = ~(h.train_loss.map(math.isfinite) & h.smoothed_loss.map(math.isfinite)) | \
+        (h.train_loss > 4 * best_before) | (h.smoothed_loss > 4 * best_before)
+    assert over.tolist() == [False] * (len(h) - 1) + [True]
 
 
 def test_same_seed_same_curve():
@@ -98,3 +107,286 @@ def test_momentum_range_test_config_needs_a_momentum_ramp():
                                  "momentum_range": [0.7, 1.0]}).momentum_range == [0.7, 1.0]
     with pytest.raises(ConfigError, match="give momentum_range for a momentum range test"):
         parse(RangeTestSpec, {"start_lr": 0.01, "end_lr": 0.01, "iterations": 100})
+
+
+# --------------------------------------------------------------------------- issue 14: the
+# library in anyone's loop. Each test names the defect it pins (#1 .. #8 of issue 14).
+
+
+@pytest.fixture
+def no_hang():
+    """Fail instead of hanging: #1's range test never returned on a generator or an empty
+    iterable, looping inside itertools.chain, where no Python signal handler runs. faulthandler's
+    watchdog thread ends the whole test process instead, with every thread's traceback."""
+    # The problems below take well under a second; 120 s allows a loaded machine.
+    faulthandler.dump_traceback_later(120, exit=True)
+    yield
+    faulthandler.cancel_dump_traceback_later()
+
+
+def _counting(batches, served):
+    for batch in batches:
+        served.append(1)
+        yield batch
+
+
+def test_1_a_generator_is_read_once_and_the_test_ends_when_it_runs_out(no_hang):
+    model, optimizer, loader = _problem()
+    batches, served = list(loader), []  # 8 batches
+    with pytest.warns(UserWarning, match="train_batches ran out after 8 batches"):
+        result = lr_range_test(model, _counting(batches, served), optimizer, start_lr=0.0, end_lr=0.5,
+                               iterations=20)
+    assert len(served) == 8 and len(result.history) == 8
+    assert result.diverged is None and "cache_batches=True" in result.stop_reason
+    # The 8 iterations it ran are the first 8 of the planned ramp.
+    assert result.history.lr.tolist() == [0.5 * i / 20 for i in range(8)]
+
+
+def test_1_cache_batches_replays_a_generator_like_the_list_it_yields(no_hang):
+    model, optimizer, loader = _problem()
+    batches, served = list(loader), []
+    replayed = lr_range_test(model, _counting(batches, served), optimizer, start_lr=0.0, end_lr=0.5,
+                             iterations=20, cache_batches=True)
+    from_list = lr_range_test(model, batches, optimizer, start_lr=0.0, end_lr=0.5, iterations=20)
+    assert len(served) == 8 and replayed.stop_reason is None
+    # Same weights (restored in between), same batches in the same order, same operations.
+    assert replayed.history.train_loss.tolist() == from_list.history.train_loss.tolist()
+
+
+@pytest.mark.parametrize("empty", [[], iter([]), (b for b in []),
+                                   DataLoader(TensorDataset(torch.zeros(0, 10), torch.zeros(0)), batch_size=4)],
+                         ids=["list", "iterator", "generator", "DataLoader"])
+def test_1_an_empty_iterable_is_a_value_error_naming_it(no_hang, empty):
+    model, optimizer, _ = _problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="train_batches yielded no batch"):
+        lr_range_test(model, empty, optimizer, start_lr=0.0, end_lr=0.5, iterations=10)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_1_a_one_shot_eval_iterable_is_scored_at_every_evaluation(no_hang):
+    model, optimizer, loader = _problem()
+    held_out = list(loader)[:2]
+    result = lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.5, iterations=20,
+                           eval_batches=iter(held_out), eval_every=5)
+    listed = lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.5, iterations=20,
+                           eval_batches=held_out, eval_every=5)
+    assert result.history.test_loss.dropna().tolist() == listed.history.test_loss.dropna().tolist()
+    assert len(result.history.test_loss.dropna()) == 4
+
+
+def _recording_step_hook(optimizer, seen):
+    def hook(opt, args, kwargs):
+        group = opt.param_groups[0]
+        seen.append((group.get("momentum"), group.get("betas")))
+    optimizer.register_step_pre_hook(hook)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("sgd", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9)),
+    ("nesterov", lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9, nesterov=True)),
+    ("adam", lambda p: torch.optim.Adam(p, lr=0.01)),
+    ("adamw", lambda p: torch.optim.AdamW(p, lr=0.01)),
+])
+def test_2_momentum_range_test_drives_what_each_optimizer_uses_and_records_it(name, make):
+    model, _, loader = _problem()
+    optimizer = make(model.parameters())
+    seen = []
+    _recording_step_hook(optimizer, seen)
+    result = lr_range_test(model, loader, optimizer, start_lr=0.01, end_lr=0.01, iterations=10,
+                           momentum_range=(0.7, 1.0))
+    ramp = [0.7 + (1.0 - 0.7) * it / 10 for it in range(10)]
+    adam = name.startswith("adam")
+    # What the optimizer held when it stepped: beta1 for Adam/AdamW (beta2 untouched), momentum else.
+    used = [betas[0] if adam else momentum for momentum, betas in seen]
+    assert used == ramp
+    if adam:
+        assert {betas[1] for _, betas in seen} == {0.999} and all(m is None for m, _ in seen)
+    assert result.history.momentum.tolist() == used
+    # Restored afterwards.
+    group = optimizer.param_groups[0]
+    assert (group["betas"] == (0.9, 0.999)) if adam else (group["momentum"] == 0.9)
+
+
+def test_2_an_lr_range_test_records_adams_beta1_and_momentum_needs_an_optimizer_with_one():
+    model, _, loader = _problem()
+    result = lr_range_test(model, loader, torch.optim.Adam(model.parameters(), betas=(0.85, 0.99)),
+                           start_lr=1e-4, end_lr=1e-2, iterations=5, ramp="exponential")
+    assert result.history.momentum.tolist() == [0.85] * 5
+    with pytest.raises(ValueError, match="momentum_range sets momentum, but param group 0 of Adagrad"):
+        lr_range_test(model, loader, torch.optim.Adagrad(model.parameters()), start_lr=0.01, end_lr=0.01,
+                      iterations=5, momentum_range=(0.7, 1.0))
+
+
+def _scripted_loss(values):
+    """A loss_fn returning the given values one by one (with a zero gradient), to stage a curve."""
+    values = iter(values)
+
+    def loss_fn(output, target):
+        return output.sum() * 0.0 + next(values)
+    return loss_fn
+
+
+def test_3_a_raw_loss_blow_up_that_the_smoothed_loss_rides_out_stops_the_test():
+    # #3: the raw loss reached 36 while the smoothed loss stayed under 4 x its best, and the test
+    # ran on. 20 iterations at loss 2, one at 36, then the dead net's ln 10.
+    losses = [2.0] * 20 + [36.0] + [math.log(10)] * 9
+    model, optimizer, loader = _problem()
+    result = lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=1.0, iterations=30,
+                           loss_fn=_scripted_loss(losses))
+    h = result.history
+    assert len(h) == 21 and result.diverged["iteration"] == 20
+    # The smoothed loss alone would not have stopped it: bias-corrected EMA (beta 0.98) of twenty
+    # 2s and one 36 is 2 + 0.02 * 34 / (1 - 0.98**21) = 3.97 < 4 x 2 = 8.
+    assert h.smoothed_loss.iloc[20] == pytest.approx(2 + 0.02 * 34 / (1 - 0.98**21))
+    assert h.smoothed_loss.iloc[20] < 4 * h.smoothed_loss.iloc[:20].min()
+    assert "loss 36 exceeds 4 x the best smoothed loss 2" in result.diverged["reason"]
+    assert "diverged at iteration 20" in result.stop_reason
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_3_a_non_finite_loss_stops_the_test(bad):
+    model, optimizer, loader = _problem()
+    result = lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=1.0, iterations=30,
+                           loss_fn=_scripted_loss([2.0] * 5 + [bad] + [2.0] * 24))
+    assert len(result.history) == 6 and result.diverged["reason"] == f"loss is {bad}"
+
+
+def _fashion_mnist_batches(count, batch_size, split="train", seed=0):
+    """`count` batches of real Fashion-MNIST, normalised with the training set's mean and std."""
+    from onecycle.data import load_split
+
+    train = load_split("fashion_mnist", "train", subset=count * batch_size if split == "train" else None,
+                       subset_seed=seed)
+    data = train if split == "train" else load_split("fashion_mnist", "test")
+    mean, std = train.channel_mean()[0], train.channel_std()[0]
+    images = (data.images[:count * batch_size].float() / 255 - mean) / std
+    labels = data.labels[:count * batch_size]
+    return [(images[i:i + batch_size], labels[i:i + batch_size]) for i in range(0, len(labels), batch_size)]
+
+
+def _mlp(seed=0):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 100), torch.nn.ReLU(),
+                               torch.nn.Linear(100, 10))
+
+
+@needs_fashion_mnist
+def test_3_on_fashion_mnist_no_rule_suggests_an_lr_from_past_the_blow_up():
+    # Smith's linear ramp far past any usable LR (0 -> 20, SGD momentum 0.9) blows the net up.
+    train = _fashion_mnist_batches(50, 64)
+    held_out = _fashion_mnist_batches(4, 250, split="test")
+    runs = {}
+    for factor in (4.0, math.inf):  # math.inf: record past the blow-up, stop only on NaN/inf
+        model = _mlp()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=0.9)
+        runs[factor] = lr_range_test(model, train, optimizer, start_lr=0.0, end_lr=20.0, iterations=200,
+                                     eval_batches=held_out, eval_every=5, divergence_factor=factor)
+    stopped, recorded_on = runs[4.0], runs[math.inf]
+    assert stopped.diverged is not None
+    blow_up = stopped.diverged["iteration"]
+    assert len(recorded_on.history) > blow_up + 1
+    # Up to the stop both runs did the same computation (same process, same operations).
+    assert recorded_on.history.train_loss.iloc[:blow_up + 1].tolist() == stopped.history.train_loss.tolist()
+    blow_up_lr = stopped.history.lr.iloc[blow_up]
+    # Suggestions from the run that went on, recomputed with the stop rule: none from past it.
+    for run in (stopped, recorded_on):
+        for name, suggestion in suggest_all(run.history).items():
+            assert suggestion.max_lr is None or suggestion.max_lr < blow_up_lr, name
+    # Smith's rules read the same evaluations before the blow-up in both histories.
+    for name in ("smith_accuracy_peak", "smith_loss_turn_up"):
+        assert suggest_all(recorded_on.history)[name].max_lr == stopped.suggestions[name].max_lr
+
+
+def _call(**changes):
+    model, optimizer, loader = _problem()
+    arguments = {"model": model, "train_batches": loader, "optimizer": optimizer, "start_lr": 1e-4,
+                 "end_lr": 1.0, "iterations": 10, "ramp": "exponential", **changes}
+    return lr_range_test(**arguments)
+
+
+@pytest.mark.parametrize("changes, error, name", [
+    ({"start_lr": 0.0}, ValueError, "start_lr must be > 0 for an exponential ramp"),
+    ({"iterations": 1}, ValueError, "iterations must be an integer >= 2"),
+    ({"iterations": 2.5}, ValueError, "iterations must be an integer"),
+    ({"iterations": True}, ValueError, "iterations must be an integer"),
+    ({"start_lr": -0.1, "ramp": "linear"}, ValueError, "start_lr must be a finite number >= 0"),
+    ({"end_lr": math.nan}, ValueError, "end_lr must be a finite number >= 0"),
+    ({"start_lr": 1.0, "end_lr": 0.1}, ValueError, "end_lr (0.1) must be above start_lr (1.0)"),
+    ({"end_lr": 1e-4}, ValueError, "end_lr equals start_lr (0.0001): give momentum_range"),
+    ({"start_lr": "1e-4"}, ValueError, "start_lr must be a finite number"),
+    ({"ramp": "exp"}, ValueError, "ramp must be 'linear' or 'exponential'"),
+    ({"momentum_range": (0.7, 1.2)}, ValueError, "momentum_range must be a (start, end) pair"),
+    ({"momentum_range": 0.9}, ValueError, "momentum_range must be a (start, end) pair"),
+    ({"eval_every": 0}, ValueError, "eval_every must be an integer >= 1"),
+    ({"smoothing": 1.0}, ValueError, "smoothing must be a number in [0, 1)"),
+    ({"divergence_factor": 1.0}, ValueError, "divergence_factor must be a number > 1"),
+    ({"device": "gpu7"}, ValueError, "device 'gpu7' is not a torch device"),
+    ({"train_batches": torch.zeros(4, 10)}, TypeError, "train_batches must be an iterable of (inputs, targets)"),
+    ({"train_batches": [torch.zeros(4, 10)]}, TypeError,
+     "train_batches must yield (inputs, targets) pairs, got Tensor"),
+    ({"eval_batches": 5}, TypeError, "eval_batches must be an iterable"),
+    ({"eval_batches": []}, ValueError, "eval_batches is empty"),
+    ({"model": "lenet"}, TypeError, "model must be a torch.nn.Module, got str"),
+    ({"optimizer": "sgd"}, TypeError, "optimizer must be a torch.optim.Optimizer, got str"),
+    ({"loss_fn": "cross_entropy"}, TypeError, "loss_fn must be callable"),
+])
+def test_6_every_bad_argument_is_a_one_line_error_naming_it(changes, error, name):
+    with pytest.raises(error) as caught:
+        _call(**changes)
+    assert str(caught.value).startswith(name.split(" (")[0]) and name in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_8_batches_go_to_the_models_device_meta_check():
+    # A model on the `meta` device: its forward sees the batches moved there (the CPU batches of
+    # the loader). meta tensors have no values, so the test then fails at loss.item(); the model
+    # and optimizer are restored all the same.
+    class Recorder(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(10, 2)
+            self.devices = []
+
+        def forward(self, x):
+            self.devices.append(x.device)
+            return self.linear(x)
+
+    _, _, loader = _problem()
+    model = Recorder().to("meta")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+    with pytest.raises(RuntimeError, match="meta"):
+        lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=1.0, iterations=5)
+    assert model.devices == [torch.device("meta")]
+    assert optimizer.param_groups[0]["lr"] == 0.5 and model.training
+
+
+def test_8_an_explicit_device_overrides_the_models():
+    # A CPU model with device="meta": the batches go to meta, where the CPU weights refuse them.
+    model, optimizer, loader = _problem()
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].device))
+    with pytest.raises(RuntimeError, match="meta"):
+        lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.1, iterations=3, device="meta")
+    assert seen == [torch.device("meta")]
+
+
+def test_8_the_plot_draws_on_the_axes_given_or_returns_a_figure_and_writes_nothing(tmp_path, monkeypatch):
+    from matplotlib.figure import Figure
+
+    monkeypatch.chdir(tmp_path)
+    model, optimizer, loader = _problem()
+    result = lr_range_test(model, loader, optimizer, start_lr=1e-3, end_lr=10.0, iterations=40,
+                           ramp="exponential", eval_batches=list(loader)[:2], eval_every=5)
+    ax = Figure().subplots()
+    assert result.plot(ax=ax) is ax
+    labels = ax.get_legend().get_texts()
+    drawn = {t.get_text().split(":")[0] for t in labels}
+    found = {name for name, s in result.suggestions.items() if s.max_lr is not None}
+    assert found and found <= drawn and {"smoothed train loss", "test loss", "test accuracy"} <= drawn
+    assert ax.get_xscale() == "log"  # 1e-3 .. 10: four decades
+    figure = result.plot()
+    assert isinstance(figure, Figure) and len(figure.axes) == 2  # loss axes and accuracy twin
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(TypeError, match="ax must be a matplotlib Axes"):
+        result.plot(ax="left")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import io
 import math
+import re
 import warnings
 
 import pytest
@@ -411,10 +412,10 @@ def test_adapter_resume_from_state_dict_equals_uninterrupted_run():
 def test_adapter_past_the_end_raises_clear_error():
     opt = sgd()
     scheduler = OneCycleScheduler(opt, make_schedule("fixed", 3, base_lr=0.1))
-    run_steps(opt, scheduler, 2)
-    with pytest.raises(ValueError, match=r"step\(\) to iteration 3 is past the schedule's 3 steps"):
+    run_steps(opt, scheduler, 3)  # the third is the standard loop's trailing step
+    with pytest.raises(ValueError, match=r"tried to step 4 times; the schedule has 3 steps"):
         scheduler.step()
-    assert scheduler.last_epoch == 2  # the failed step changed nothing
+    assert scheduler.last_epoch == 3  # the failed step changed nothing
 
 
 def test_adapter_group_scales_and_bad_scales():
@@ -549,3 +550,90 @@ def test_no_warnings_from_adapter():
         warnings.simplefilter("error")
         opt = sgd()
         run_steps(opt, OneCycleScheduler(opt, smith_with_momentum()), 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 14: OneCycleScheduler where OneCycleLR goes (#4), Smith's stepsize as a fraction (#8),
+# a policy name where a schedule is expected (#6)
+
+
+def _standard_loop(opt, scheduler, loader, epochs):
+    """The loop of torch's OneCycleLR docs: opt.step(); scheduler.step() for every batch.
+    Returns the LR each optimizer step used."""
+    used = []
+    for _ in range(epochs):
+        for _batch in loader:
+            used.append(opt.param_groups[0]["lr"])
+            opt.step()
+            scheduler.step()
+    return used
+
+
+def test_4_adapter_keeps_onecyclelrs_contract_in_the_standard_loop():
+    loader = torch.utils.data.DataLoader(list(range(10)), batch_size=2)  # 5 batches per epoch
+    epochs = 3
+    steps = epochs * len(loader)
+    schedule = make_schedule("torch_1cycle", steps, max_lr=0.6)
+    ours_opt, ref_opt = sgd(), sgd()
+    ours = OneCycleScheduler(ours_opt, schedule)
+    reference = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.6, total_steps=steps)
+    # Both accept all `steps` step() calls, the trailing one after the last optimizer step included ...
+    used = _standard_loop(ours_opt, ours, loader, epochs)
+    assert used == pytest.approx(_standard_loop(ref_opt, reference, loader, epochs), rel=1e-12, abs=0)
+    assert ours.last_epoch == reference.last_epoch == steps
+    # ... and both refuse one more.
+    for scheduler in (reference, ours):
+        with pytest.raises(ValueError, match=r"(?i)tried to step 16 times"):
+            scheduler.step()
+    # After the trailing step OneCycleLR extrapolates its last phase; no optimizer step uses that
+    # value, and ours holds the last iteration's.
+    assert ours.get_last_lr() == [schedule.lr(steps - 1)]
+    assert ours_opt.param_groups[0]["momentum"] == schedule.momentum(steps - 1)
+
+
+def test_4_a_state_saved_after_the_trailing_step_loads_back():
+    schedule = smith_with_momentum()
+    opt = sgd()
+    scheduler = OneCycleScheduler(opt, schedule)
+    run_steps(opt, scheduler, schedule.steps)
+    fresh = OneCycleScheduler(sgd(), schedule)
+    fresh.load_state_dict(scheduler.state_dict())
+    assert fresh.last_epoch == schedule.steps
+    with pytest.raises(ValueError, match="past this schedule's 25 steps"):
+        fresh.load_state_dict({**scheduler.state_dict(), "last_epoch": 26})
+
+
+def test_8_smith_1cycle_takes_its_stepsize_as_a_fraction_of_the_run():
+    params = {"variant": "paper", "base_lr": 0.1, "max_lr": 1.0, "momentum": 0.95, "min_momentum": 0.85}
+    by_fraction = make_schedule("smith_1cycle", 1000, pct_start=0.45, **params)
+    by_iterations = make_schedule("smith_1cycle", 1000, stepsize=450, **params)
+    assert by_fraction.stepsize == 450
+    assert schedule_frame(by_fraction).equals(schedule_frame(by_iterations))
+    # round(): 0.3 of 25 steps is 7.5 iterations -> 8 (round half to even).
+    assert make_schedule("smith_1cycle", 25, pct_start=0.3, variant="caffe", base_lr=0.1, max_lr=1.0).stepsize == 8
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"pct_start": 0.45, "stepsize": 450}, "smith_1cycle: pct_start and stepsize both set the climb's length"),
+    ({}, "smith_1cycle: stepsize is required (in iterations), or give pct_start"),
+    ({"pct_start": 0.6}, "smith_1cycle: pct_start must be <= 0.5, got 0.6"),
+    ({"pct_start": 0.0001}, "smith_1cycle: pct_start = 0.0001 of 1000 steps is less than one iteration"),
+    ({"pct_start": "0.3"}, "smith_1cycle: pct_start must be a number"),
+])
+def test_8_smith_pct_start_errors_name_the_parameter(params, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make_schedule("smith_1cycle", 1000, base_lr=0.1, max_lr=1.0, **params)
+
+
+def test_6_a_policy_name_or_a_non_optimizer_where_objects_are_expected_is_a_type_error():
+    opt = sgd()
+    with pytest.raises(TypeError, match=re.escape("schedule must be a Schedule, got str 'smith_1cycle': "
+                                                  "build one with make_schedule('smith_1cycle', steps, ...)")):
+        OneCycleScheduler(opt, "smith_1cycle")
+    with pytest.raises(TypeError, match="schedule must be a Schedule, got str"):
+        apply_schedule(opt, "fixed", 0)
+    schedule = make_schedule("fixed", 3, base_lr=0.1)
+    with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer, got list"):
+        OneCycleScheduler([torch.nn.Parameter(torch.ones(2))], schedule)
+    with pytest.raises(TypeError, match="policy must be a policy name"):
+        make_schedule(schedule, 3)

@@ -6,8 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from onecycle.stats import (PairedComparison, bootstrap_ci, mean_std, paired_difference,
-                            time_to_accuracy, verdict)
+from scipy import stats as scipy_stats
+
+from onecycle.stats import (PairedComparison, bootstrap_ci, difference_bounds, mean_std, paired_difference,
+                            seeds_to_settle, time_to_accuracy, verdict, welch_bounds_from_stats)
 
 # --------------------------------------------------------------------------- mean_std
 
@@ -61,6 +63,25 @@ def test_bootstrap_ci_of_one_and_of_no_value():
 def test_bootstrap_ci_rejects_a_confidence_outside_0_1(confidence):
     with pytest.raises(ValueError):
         bootstrap_ci([1.0, 2.0], confidence=confidence)
+
+
+def _hand_bootstrap(values, confidence=0.95, n_resamples=10_000, seed=0):
+    """The hand-written percentile bootstrap that scipy.stats.bootstrap replaced."""
+    array = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    means = array[rng.integers(0, len(array), size=(n_resamples, len(array)))].mean(axis=1)
+    return tuple(float(q) for q in np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2]))
+
+
+@pytest.mark.parametrize("values, confidence, seed", [
+    ([0.0, 1.0], 0.95, 0), ([93.2, 94.1, 92.7, 93.9, 93.5], 0.95, 3), ([1.0, 2.0, 3.0], 0.8, 7),
+    (list(np.random.default_rng(1).normal(90, 0.5, size=13)), 0.9, 11),
+])
+def test_bootstrap_ci_on_scipy_gives_the_hand_written_interval(values, confidence, seed):
+    # Same generator, same draws (integers(0, n, (resamples, n))), same linear quantiles; only
+    # the order in which each resample's mean is summed may differ: a few ulps, 1e-15 relative.
+    assert bootstrap_ci(values, confidence=confidence, seed=seed) == pytest.approx(
+        _hand_bootstrap(values, confidence, seed=seed), rel=1e-12)
 
 
 # --------------------------------------------------------------------------- paired_difference
@@ -117,6 +138,42 @@ def test_paired_difference_with_one_and_no_shared_seed():
     none = paired_difference({0: 2.0}, {1: 4.0})
     assert none.n == 0
     assert all(math.isnan(v) for v in (none.mean_diff, none.ci_low, none.ci_high, none.p_value))
+
+
+# --------------------------------------------------------------------------- difference_bounds
+
+def test_paired_bounds_are_the_one_sample_t_by_hand():
+    # Differences 1, 2, 3, 6: mean 3, sd sqrt(14/3), se sd/2; t(0.95, 3) = 2.3534.
+    bounds = difference_bounds({0: 11.0, 1: 12.0, 2: 13.0, 3: 16.0}, dict.fromkeys(range(4), 10.0))
+    half = 2.353363434801823 * math.sqrt(14 / 3) / 2
+    assert (bounds.pairing, bounds.n, bounds.df) == ("paired", 4, 3.0)
+    assert bounds.lower == pytest.approx(3 - half) and bounds.upper == pytest.approx(3 + half)
+    assert bounds.half_width == pytest.approx(half)
+
+
+def test_unpaired_bounds_are_welch_and_equal_the_summary_version():
+    a, b = [91.0, 92.0, 91.4, 91.8], [89.0, 90.5, 89.8]
+    bounds = difference_bounds(dict(enumerate(a)), {10 + i: v for i, v in enumerate(b)}, confidence=0.9)
+    scipy_low = scipy_stats.ttest_ind(a, b, equal_var=False, alternative="greater").confidence_interval(0.9).low
+    assert bounds.pairing == "unpaired" and bounds.lower == pytest.approx(scipy_low, rel=1e-12)
+    summary = welch_bounds_from_stats(np.mean(a), np.std(a, ddof=1), 4, np.mean(b), np.std(b, ddof=1), 3, 0.9)
+    assert (summary.lower, summary.upper, summary.df) == pytest.approx((bounds.lower, bounds.upper, bounds.df),
+                                                                       rel=1e-12)
+
+
+def test_bounds_need_two_seeds_and_some_spread():
+    one = difference_bounds({0: 91.0}, {0: 90.0})
+    assert one.pairing == "none" and math.isnan(one.lower) and "at least 2 seeds" in one.note
+    flat = difference_bounds({0: 91.0, 1: 91.0}, {0: 90.0, 1: 90.0})
+    assert flat.pairing == "none" and "no spread" in flat.note and flat.mean_diff == 1.0
+
+
+def test_seeds_to_settle_by_hand():
+    # Paired differences 0.1, 0.5: sd 0.283. n = 4: 2.353 * 0.283 / 2 = 0.333 > 0.3; n = 5:
+    # 2.132 * 0.283 / sqrt(5) = 0.270 < 0.3.
+    bounds = difference_bounds({0: 0.1, 1: 0.5}, {0: 0.0, 1: 0.0})
+    assert seeds_to_settle(bounds, 0.0) == 5
+    assert seeds_to_settle(bounds, 0.3) is None  # the mean sits on the threshold
 
 
 # --------------------------------------------------------------------------- verdict

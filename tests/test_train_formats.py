@@ -102,5 +102,33 @@ def test_train_step_minimises_caffes_total_loss_with_auxiliary_heads():
                     + 0.3 * torch.nn.functional.cross_entropy(model.aux(x), y))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     loss = train_step(model, optimizer, make_schedule("fixed", steps=1, base_lr=0.1), 0, x, y)
+    # The same float32 operations on five samples of three classes, in possibly another order:
+    # a few roundings of 2^-24 = 6e-8.
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     assert model.aux.weight.grad is not None  # the auxiliary head is trained too
+
+
+def test_your_own_image_folder_with_any_class_names(tmp_path):
+    # A user's dataset as the README describes it: train/<class>/ and val/<class>/ with any folder
+    # names (spaces, capitals, not WordNet ids), every class taken with classes: all, through the CLI.
+    import json
+
+    import yaml
+
+    from onecycle import cli
+
+    classes = ["Red panda", "cat", "dog-2"]
+    write_image_folder(tmp_path / "pets", classes, per_class=2, size=(20, 24), seed=0)
+    config = {"name": "pets", "data": {"dataset": "imagefolder", "root": str(tmp_path / "pets"), "classes": "all"},
+              "model": {"arch": "resnet20"},
+              "schedule": {"policy": "fixed", "params": {"base_lr": 0.001}},
+              "train": {"batch_size": 3, "epochs": 1, "eval_batch_size": 4, "device": "cpu"}}
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["train", "--config", str(tmp_path / "run.yaml"), "--out", str(tmp_path / "out")]) == 0
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["status"] == "completed" and metrics["iterations"] == 2  # 6 images, batches of 3
+    # Class indices in sorted folder order (torchvision's ImageFolder order), the same for val;
+    # all 6 val images scored: the accuracy is a count of 6.
+    loaded = data.load_split("imagefolder", "test", tmp_path / "pets", class_list="all")
+    assert loaded.classes == ("Red panda", "cat", "dog-2") and len(loaded) == 6
+    assert abs(metrics["final"]["test_accuracy"] * 6 - round(metrics["final"]["test_accuracy"] * 6)) < 1e-9

@@ -20,10 +20,10 @@ def _tiny_workflow(smoke):
     exp = smoke["experiments"]["fmnist_lenet"]
     exp["base"]["data"]["train_subset"] = 1024
     exp["range_test"].update({"iterations": 24, "eval_every": 4, "eval_subset": 500})
-    exp["groups"]["inv_6ep"]["train"] = {"epochs": 4}
-    del exp["groups"]["onecycle_3ep_pytorch_rule"]  # fewer jobs; the rule itself is unit-tested
-    # Spaces and shell metacharacters in a path that reaches shell commands: rules must quote.
-    return {**smoke, "results_dir": RESULTS}
+    exp["groups"]["inv_8ep"]["train"] = {"epochs": 4}
+    # Two seeds, fewer jobs. Spaces and shell metacharacters in a path that reaches shell
+    # commands: rules must quote.
+    return {**smoke, "seeds": [0, 1], "results_dir": RESULTS}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,14 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
     work, _, _ = dag_run
     results = work / RESULTS
     table = pd.read_csv(results / "tables" / "fmnist_lenet.csv")
-    assert set(table.group) == {"onecycle_3ep", "inv_6ep"}
+    assert set(table.group) == {"onecycle_4ep", "inv_8ep"}
     assert (table.n == 2).all()
     # Real training on the full 10k test set: well above chance (10%), below perfect.
     assert table.accuracy_mean.between(30, 100).all(), table
     bounds = json.loads((results / "range_test" / "fmnist_lenet" / "bounds.json").read_text())
+    # max_lr is an LR of the ramp, which ends at end_lr 0.3; base_lr its tenth (policy_kind 1cycle).
     assert 0.0 < bounds["max_lr"] <= 0.3 and bounds["base_lr"] == pytest.approx(bounds["max_lr"] / 10)
-    onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_3ep" / "seed0" / "metrics.json").read_text())
+    onecycle = json.loads((results / "train" / "fmnist_lenet" / "onecycle_4ep" / "seed0" / "metrics.json").read_text())
     assert onecycle["config"]["schedule_resolved"]["params"]["max_lr"] == pytest.approx(bounds["max_lr"])
     assert onecycle["provenance"]["package_version"]
     for figure in ("fmnist_lenet_accuracy", "fmnist_lenet_range_test", "fmnist_lenet_comparison"):
@@ -57,6 +58,15 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
         assert (results / "figures" / f"{figure}.pdf").read_bytes()[:4] == b"%PDF"
     markdown = (results / "tables" / "fmnist_lenet.md").read_text()
     assert "±" in markdown
+    # Every claim of the config gets a verdict, and the suite's scorecard lists it.
+    from onecycle.claims import VERDICTS
+
+    claims = pd.read_csv(results / "tables" / "fmnist_lenet_claims.csv")
+    assert list(claims.claim_id) == ["budget", "budget_superior", "speedup"]
+    assert set(claims.verdict) <= set(VERDICTS) and (claims.n <= 2).all()
+    scorecard = pd.read_csv(results / "tables" / "claims_scorecard.csv")
+    assert list(scorecard.claim) == list(claims.claim_id)
+    assert (results / "figures" / "claims_scorecard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (work / "pwned").exists() and not (REPO / "pwned").exists()
 
 
@@ -84,7 +94,8 @@ def test_html_report_holds_every_table_and_figure(dag_run):
     assert result.returncode == 0, result.stderr[-2000:]
     html = report.read_text(errors="replace")
     for name in ("fmnist_lenet.md", "fmnist_lenet_paired.csv", "fmnist_lenet_time_to_accuracy.csv",
-                 "fmnist_lenet_accuracy.png", "fmnist_lenet_range_test.png"):
+                 "fmnist_lenet_accuracy.png", "fmnist_lenet_range_test.png", "fmnist_lenet_claims.md",
+                 "claims_scorecard.md", "claims_scorecard.png"):
         assert name in html, name
 
 

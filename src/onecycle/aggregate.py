@@ -357,14 +357,15 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
 # --------------------------------------------------------------------------------------------
 
 def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
-                formats: Mapping[str, str] | None = None) -> None:
+                formats: Mapping[str, str] | None = None, display_columns: Sequence[str] | None = None) -> None:
     """Write `frame` as <stem>.csv (raw numbers), <stem>.md (pipe table) and <stem>.tex
     (booktabs), all from this one frame. In .md and .tex, a column `X_std` is merged into `X`
     or `X_mean` as "mean ± std" (the papers' style), and numbers are rounded per column
-    (`formats`: column -> format spec where the default would not do, e.g. ".3g" for LRs)."""
+    (`formats`: column -> format spec where the default would not do, e.g. ".3g" for LRs);
+    `display_columns`, if given, are the only columns they show (the CSV keeps every one)."""
     stem = Path(stem)
     io.write_csv(stem.parent / f"{stem.name}.csv", frame)
-    display = display_frame(frame, formats)
+    display = display_frame(frame if display_columns is None else frame[list(display_columns)], formats)
     io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))
     io.write_text(stem.parent / f"{stem.name}.tex", _latex(display, caption, _numeric_columns(frame, display)))
 

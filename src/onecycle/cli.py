@@ -1,14 +1,18 @@
 """`onecycle`: run one job outside Snakemake through the same code the workflow uses.
 
-    onecycle train --config RUN.yaml --out DIR [--bounds bounds.json]
-    onecycle range-test --config RANGE.yaml --out DIR
+    onecycle train --config RUN.yaml --out DIR [--bounds bounds.json] [--threads N]
+    onecycle range-test --config RANGE.yaml --out DIR [--threads N]
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
     onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
-    onecycle report --config WORKFLOW.yaml [--experiment NAME]
+    onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
+    onecycle compare-reference --config WORKFLOW.yaml --reference DIR --run DIR
+    onecycle config --schema {run,range-test,workflow}
 
 Bad input ends with one line `onecycle: error: ...` and exit status 2, before any work starts.
+Only argparse is imported until a command runs (torch, pandas and pydantic are not), so that
+`onecycle --help` answers at once.
 """
 
 from __future__ import annotations
@@ -21,31 +25,61 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from onecycle import cli_schedule, io
-from onecycle.config import ConfigError, load_mapping
+from onecycle.errors import ConfigError
+
+# The workflow runs every training and range-test job with `train_threads` torch threads
+# (onecycle.experiments.WorkflowConfig, default 1); a job run by hand uses the same by default.
+DEFAULT_THREADS = 1
 
 
 def _train(args: argparse.Namespace) -> int:
     from onecycle.config import load_run_config
+    from onecycle.progress import RunProgress
     from onecycle.train import train
 
     bounds = io.read_json(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
-    metrics = train(cfg, args.out, bounds=bounds)
+    _set_threads(args.threads)
+    with RunProgress(cfg.name) as progress:
+        metrics = train(cfg, args.out, bounds=bounds, progress=progress)
     final = metrics["final"]["test_accuracy"]
-    print(f"{cfg.name}: {metrics['status']}, {metrics['iterations']} iterations, "
-          f"final test accuracy {'-' if final is None else f'{100 * final:.2f}%'}")
+    why = f" ({metrics['diverged']['reason']})" if metrics["diverged"] else ""
+    print(f"{cfg.name}: {metrics['status']}{why}, {metrics['iterations']} iterations, "
+          f"final test accuracy {'-' if final is None else f'{100 * final:.2f}%'}", flush=True)
     return 0
 
 
 def _range_test(args: argparse.Namespace) -> int:
     from onecycle.config import load_range_test_config
-    from onecycle.range_test import run_range_test_job
+    from onecycle.progress import RunProgress
+    from onecycle.range_test_job import run_range_test_job
 
     cfg = load_range_test_config(args.config)
-    metrics = run_range_test_job(cfg, args.out)
+    _set_threads(args.threads)
+    with RunProgress(cfg.name) as progress:
+        metrics = run_range_test_job(cfg, args.out, progress=progress)
     b = metrics["bounds"]
-    print(f"{cfg.name}: {metrics['status']}; {b['chosen_rule']} -> base_lr {b['base_lr']}, max_lr {b['max_lr']}")
+    stop = metrics["diverged"]
+    stopped = f" at iteration {stop['iteration']} ({stop['reason']})" if stop else ""
+    print(f"{cfg.name}: {metrics['status']}{stopped}; {b['chosen_rule']} -> base_lr {b['base_lr']}, "
+          f"max_lr {b['max_lr']}", flush=True)
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """torch's intra-op threads: --threads, else $OMP_NUM_THREADS (Snakemake sets it to a rule's
+    threads), else the workflow's default. Results depend on it in the last bits (the order of
+    float sums), so the count is recorded in every result's provenance (torch_threads)."""
+    import torch
+
+    if threads is None:
+        text = os.environ.get("OMP_NUM_THREADS", "").strip()
+        if text and not text.isdigit():
+            raise ConfigError(f"$OMP_NUM_THREADS = {text!r} is not a number of threads")
+        threads = int(text) if text else DEFAULT_THREADS
+    if threads < 1:
+        raise ConfigError(f"--threads {threads}: expected 1 or more")
+    torch.set_num_threads(threads)
 
 
 def _prepare_data(args: argparse.Namespace) -> int:
@@ -87,7 +121,7 @@ def _split_list(text: str) -> list[dict]:
 
 
 def _combine_bounds(args: argparse.Namespace) -> int:
-    from onecycle.range_test import combine_bounds
+    from onecycle.range_test_job import combine_bounds
 
     combined = combine_bounds([io.read_json(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
@@ -97,9 +131,11 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
+    from onecycle.config import load_mapping
     from onecycle.experiments import expand
-    from onecycle.report import (write_bounds_study_report, write_bounds_summary, write_comparison_figure,
-                                 write_experiment_report, write_range_test_figure)
+    from onecycle.report import (write_bounds_study_report, write_bounds_summary, write_claims_table,
+                                 write_comparison_figure, write_experiment_report, write_range_test_figure,
+                                 write_scorecard)
 
     plan = expand(load_mapping(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
@@ -107,7 +143,8 @@ def _report(args: argparse.Namespace) -> int:
         if name not in plan.workflow.experiments:
             raise ConfigError(f"{args.config}: no experiment {name!r}; "
                               f"valid: {', '.join(plan.workflow.experiments)}")
-        written = []
+    written = []
+    for name in [] if args.only in ("scorecard", "bounds-summary") else names:
         if args.only in (None, "runs"):
             written += write_experiment_report(plan, name)
         if args.only in (None, "range-test"):
@@ -116,12 +153,40 @@ def _report(args: argparse.Namespace) -> int:
             written += write_comparison_figure(plan, name)
         if args.only in (None, "bounds-study"):
             written += write_bounds_study_report(plan, name)
-        for path in written:
-            print(path)
-    # The suite-level summary reads every study's regret table: after them, for the whole config.
-    if args.only == "bounds-summary" or (args.only is None and not args.experiment):
-        for path in write_bounds_summary(plan):
-            print(path)
+        if args.only in (None, "claims"):
+            written += write_claims_table(plan, name)
+    # The scorecard and the bounds studies' summary span every experiment (the summary reads
+    # every study's regret table): after them, with all of them, or on their own.
+    whole_config = args.only is None and not args.experiment
+    if args.only == "scorecard" or whole_config:
+        written += write_scorecard(plan)
+    if args.only == "bounds-summary" or whole_config:
+        written += write_bounds_summary(plan)
+    for path in written:
+        print(path)
+    return 0
+
+
+def _compare_reference(args: argparse.Namespace) -> int:
+    from onecycle.config import load_mapping, parse
+    from onecycle.experiments import WorkflowConfig
+    from onecycle.reference import compare, format_report
+
+    workflow = load_mapping(args.config)
+    parse(WorkflowConfig, workflow, str(args.config))
+    reference, run = Path(args.reference), Path(args.run)
+    for folder in (reference, run):
+        if not folder.is_dir():
+            raise ConfigError(f"{folder}: results folder not found")
+    checks = compare(reference, run, workflow)
+    print(format_report(checks, reference, run))
+    return 0 if all(check.agrees for check in checks) else 1
+
+
+def _config(args: argparse.Namespace) -> int:
+    from onecycle.config_schema import config_schema
+
+    print(json.dumps(config_schema(args.schema), indent=2))
     return 0
 
 
@@ -135,42 +200,76 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecycle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="one training run")
-    p.add_argument("--config", required=True, help="run config (YAML or JSON)")
-    p.add_argument("--out", required=True, help="output folder")
+    threads_help = (f"torch threads (default: $OMP_NUM_THREADS if set, else {DEFAULT_THREADS}, as the "
+                    "workflow's train_threads); recorded in metrics.json as provenance.torch_threads")
+
+    p = sub.add_parser("train", help="one training run",
+                       description="Train one run as the workflow's train jobs do. At a terminal a live "
+                                   "progress line; otherwise one line per evaluation.")
+    p.add_argument("--config", required=True,
+                   help="run config, YAML or JSON (see configs/examples/run.yaml, `onecycle config --schema run`)")
+    p.add_argument("--out", required=True,
+                   help="output folder: config.json, history.csv, train_log.csv, metrics.json; "
+                        "a checkpoint there is resumed")
     p.add_argument("--bounds", help="bounds.json from a range test (for schedule.lr_bounds: range_test)")
+    p.add_argument("--threads", type=int, metavar="N", help=threads_help)
     p.set_defaults(handler=_train)
 
-    p = sub.add_parser("range-test", help="one LR range test")
-    p.add_argument("--config", required=True)
-    p.add_argument("--out", required=True)
+    p = sub.add_parser("range-test", help="one LR range test",
+                       description="Run one LR range test as the workflow's range_test jobs do.")
+    p.add_argument("--config", required=True,
+                   help="range-test config, YAML or JSON: a run config with a range_test block instead "
+                        "of schedule (`onecycle config --schema range-test`)")
+    p.add_argument("--out", required=True,
+                   help="output folder: config.json, history.csv (the curve), bounds.json (every "
+                        "heuristic's suggestion and the chosen bounds), metrics.json")
+    p.add_argument("--threads", type=int, metavar="N", help=threads_help)
     p.set_defaults(handler=_range_test)
 
     p = sub.add_parser("prepare-data", help="download (if needed) and verify a dataset")
-    p.add_argument("--dataset", required=True)
-    p.add_argument("--root")
+    p.add_argument("--dataset", required=True, help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
+    p.add_argument("--root", help="dataset folder (default: $ONECYCLE_DATA/<dataset>, else ./data/<dataset>)")
     p.add_argument("--record", required=True, help="JSON record written once the data is verified")
-    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
     p.set_defaults(handler=_prepare_data)
 
     p = sub.add_parser("caffe-mean", help="compute and cache the Caffe mean images of ImageNet-folder splits")
-    p.add_argument("--dataset", required=True)
+    p.add_argument("--dataset", required=True, help="imagefolder or imagenet")
     p.add_argument("--splits", required=True, help='JSON list of {"root": ..., "classes": ...}')
     p.add_argument("--record", required=True, help="JSON record written once every mean is cached")
     p.set_defaults(handler=_caffe_mean)
 
     p = sub.add_parser("combine-bounds", help="median of several range-test seeds' bounds")
-    p.add_argument("--out", required=True)
-    p.add_argument("inputs", nargs="+")
+    p.add_argument("--out", required=True, help="the combined bounds.json to write")
+    p.add_argument("inputs", nargs="+", help="each seed's bounds.json")
     p.set_defaults(handler=_combine_bounds)
 
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
-    p.add_argument("--experiment")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison", "bounds-study", "bounds-summary"),
+    p.add_argument("--experiment", help="only this experiment (default: all of the config's)")
+    p.add_argument("--only", choices=("runs", "range-test", "comparison", "bounds-study", "claims", "scorecard",
+                                      "bounds-summary"),
                    help="only the training tables/figures, the range-test figure, the comparison figure, "
-                        "a bounds study's regret and settings tables/figures, or the bounds studies' summary")
+                        "a bounds study's regret and settings tables/figures, the claims tables, the suite's "
+                        "claims scorecard (all experiments), or the bounds studies' summary (all studies)")
     p.set_defaults(handler=_report)
+
+    p = sub.add_parser("compare-reference", help="compare a fresh run of a workflow with reference results",
+                       description="Compare two results folders of one workflow at the level that holds "
+                                   "across machines: per group the status counts, the mean accuracy within "
+                                   "a tolerance from the seed spread and the test set's binomial noise, the "
+                                   "verdict; per claim the verdict. Exit status 0 on agreement, 1 otherwise.")
+    p.add_argument("--config", required=True, help="workflow config both folders were run from")
+    p.add_argument("--reference", required=True, help="reference results folder, e.g. results/smoke")
+    p.add_argument("--run", required=True, help="the fresh results folder, e.g. results/smoke-run")
+    p.set_defaults(handler=_compare_reference)
+
+    p = sub.add_parser("config", help="print the JSON Schema of a config file kind",
+                       description="Print the JSON Schema (draft 2020-12) generated from the config models.")
+    p.add_argument("--schema", required=True, choices=("run", "range-test", "workflow"),
+                   help="run: `onecycle train --config`; range-test: `onecycle range-test --config`; "
+                        "workflow: configs/*.yaml (Snakemake --configfile)")
+    p.set_defaults(handler=_config)
 
     cli_schedule.register(sub)
     return parser

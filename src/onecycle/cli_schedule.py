@@ -12,12 +12,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from onecycle.io import atomic_path
-from onecycle.schedules import POLICIES, Schedule, make_schedule
+
+if TYPE_CHECKING:  # torch: imported by the functions that need it, so `--help` stays fast
+    from onecycle.schedules import Schedule
 
 
 class _UsageError(ValueError):
@@ -39,6 +41,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from onecycle.schedules import make_schedule  # torch: only once the command runs
+
     try:
         if args.list:
             if args.policy is not None:
@@ -96,6 +100,8 @@ def _numbers_from_strings(value: Any) -> Any:
 
 
 def policy_listing() -> str:
+    from onecycle.schedules import POLICIES
+
     lines = []
     for info in POLICIES.values():
         params = ", ".join(f"{name}={default!r}" for name, default in info.params.items())

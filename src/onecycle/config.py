@@ -14,11 +14,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from onecycle.errors import ConfigError
+
 Number = float
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with a one-line message naming the key path and the fix."""
 
 
 class StrictModel(BaseModel):
@@ -50,8 +48,9 @@ class DataConfig(StrictModel):
     # permutation per pass; "caffe_lmdb" reads as Caffe's data layer read its LMDB, in one fixed
     # order (the files' for MNIST/CIFAR, one shuffle for ImageNet folders), wrapping mid-batch.
     order: Literal["reshuffle", "caffe_lmdb"] = "reshuffle"
-    # imagefolder only: the WordNet ids of an ImageNet subset (default: Imagenette's 10), or
-    # "all": every class folder under train/. (Full ILSVRC2012 is the `imagenet` dataset.)
+    # imagefolder only: the class folders to train on, by name (an ImageNet subset's WordNet ids;
+    # default: Imagenette's 10), or "all": every class folder under train/, whatever its name
+    # (your own dataset). (Full ILSVRC2012 is the `imagenet` dataset.)
     classes: list[str] | Literal["all"] | None = None
 
     @field_validator("dataset")

@@ -16,6 +16,7 @@ Layout under `results_dir` (predictable: no timestamps, one folder per run):
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from dataclasses import dataclass, field
@@ -52,6 +53,66 @@ class Comparison(StrictModel):
     hue: str | None = None      # series, e.g. "schedule.policy"
 
 
+class Claim(StrictModel):
+    """One of Smith's claims as a testable statement about an experiment's groups (onecycle.claims
+    says how each kind is decided).
+
+    - superior: candidate's final accuracy > baseline's + margin_pp (default 0);
+    - non_inferior: candidate's > baseline's - margin_pp (required: how close counts as "matches");
+    - speedup: per seed, candidate reaches the baseline's final accuracy (within margin_pp,
+      required) within 1/k (required) of the baseline's iterations, read off its evaluations;
+    - ordering: `groups`, best first, each better than the next by margin_pp (default 0); an
+      entry that is a list is a tier of groups claimed equal-ranked (no order among them).
+    """
+
+    id: str
+    text: str
+    source: str                          # paper and table/figure, e.g. "arXiv:1803.09820 Table 2"
+    kind: Literal["superior", "non_inferior", "speedup", "ordering"]
+    candidate: str | None = None
+    baseline: str | None = None
+    groups: list[str | list[str]] | None = None
+    margin_pp: float | None = Field(default=None, ge=0)
+    k: float | None = Field(default=None, gt=1)
+    # The verdict the papers' own numbers imply, for groups without a published row (with rows,
+    # onecycle.claims computes it from configs/reference/published.yaml instead).
+    expected: Literal["supported", "contradicted", "inconclusive"] | None = None
+
+    @field_validator("id")
+    @classmethod
+    def _safe_id(cls, name: str) -> str:
+        # Ids are table rows and scorecard rows: one plain word keeps CSV, Markdown and LaTeX safe.
+        if not SAFE_NAME.match(name):
+            raise ValueError(f"claim id {name!r} must use only letters, digits, '_', '.', '-'")
+        return name
+
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> Claim:
+        pair = self.kind != "ordering"
+        needs = {"candidate": pair, "baseline": pair, "groups": not pair,
+                 "margin_pp": self.kind in ("non_inferior", "speedup"), "k": self.kind == "speedup"}
+        allowed = {**needs, "margin_pp": True}
+        for key, required in needs.items():
+            value = getattr(self, key)
+            if required and value is None:
+                raise ValueError(f"kind {self.kind!r} needs {key}")
+            if value is not None and not allowed[key]:
+                raise ValueError(f"kind {self.kind!r} takes no {key}")
+        if pair and self.candidate == self.baseline:
+            raise ValueError(f"candidate and baseline are the same group {self.candidate!r}")
+        if not pair:
+            names = self.group_names()
+            if len(self.groups) < 2 or len(set(names)) != len(names):
+                raise ValueError("ordering needs at least 2 entries in groups, each group named once")
+        return self
+
+    def group_names(self) -> list[str]:
+        """Every group the claim reads, in its order."""
+        if self.groups is None:
+            return [self.candidate, self.baseline]
+        return [name for entry in self.groups for name in ([entry] if isinstance(entry, str) else entry)]
+
+
 class ExperimentConfig(StrictModel):
     description: str = ""
     # The paper artifact this experiment replicates, e.g. "arXiv:1803.09820 Table 2, MNIST rows".
@@ -86,6 +147,27 @@ class ExperimentConfig(StrictModel):
     # x4.sh (PART1_* above): TBS + 4 x (3, 2, 1, 0), the nominal TBS's iterations, and xavier on
     # runs 1 and 3.
     seed_protocol: Literal["same", "part1"] = "same"
+    # Smith's claims about these groups, each decided from the runs (onecycle.claims).
+    claims: list[Claim] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _claims_named(cls, data: Any) -> Any:
+        # Parsed here, one by one, so that an error names the claim's id, not its list index.
+        if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+            return data
+        parsed, seen = [], set()
+        for index, raw in enumerate(data["claims"]):
+            name = raw.get("id") if isinstance(raw, dict) else None
+            where = f"claim {name!r}" if isinstance(name, str) else f"claims[{index}]"
+            claim = parse(Claim, raw, where) if isinstance(raw, dict) else None
+            if claim is None:
+                raise ValueError(f"{where}: expected a mapping")
+            if claim.id in seen:
+                raise ValueError(f"{where}: a second claim with this id")
+            seen.add(claim.id)
+            parsed.append(claim)
+        return {**data, "claims": parsed}
 
     @field_validator("groups")
     @classmethod
@@ -122,6 +204,16 @@ class ExperimentConfig(StrictModel):
         for group in self.published:
             if group not in groups:
                 raise ValueError(f"published names group {group!r}, which is not one of the groups")
+        for claim in self.claims:
+            unknown = [name for name in claim.group_names() if name not in self.groups]
+            if unknown:
+                close = difflib.get_close_matches(unknown[0], list(self.groups), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ValueError(f"claim {claim.id!r}: group {unknown[0]!r}{hint} is not one of the "
+                                 f"groups ({', '.join(self.groups)})")
+            if claim.expected is not None and all(name in self.published for name in claim.group_names()):
+                raise ValueError(f"claim {claim.id!r}: every group has a published row, from which the "
+                                 "expected verdict is computed: remove 'expected'")
         return self
 
     def training_groups(self) -> dict[str, dict[str, Any]]:
@@ -151,6 +243,8 @@ class WorkflowConfig(StrictModel):
     # jobs_per_gpu, and every other GPU job takes all jobs_per_gpu seats of its devices. A
     # cluster gives each job its own GPUs; the Snakefile refuses jobs_per_gpu > 1 there.
     jobs_per_gpu: int = Field(default=1, ge=1)
+    # Confidence of each one-sided bound behind a claim's verdict (onecycle.claims).
+    claims_confidence: float = Field(default=0.95, gt=0.5, lt=1)
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
 
     @field_validator("seeds")

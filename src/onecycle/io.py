@@ -129,6 +129,20 @@ def git_revision(start: str | os.PathLike[str] | None = None) -> str | None:
     return f"{rev}-dirty" if dirty else rev
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows. Float32 training
+    is not bit-identical across CPUs (vector widths, summation order), so every result names
+    the CPU that produced it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def provenance(device: str, seed: int | None) -> dict[str, Any]:
     """What produced a result: recorded in every metrics.json."""
     import torch  # deferred: keep `import onecycle.io` light for the workflow's local rules
@@ -140,7 +154,8 @@ def provenance(device: str, seed: int | None) -> dict[str, Any]:
         "torch": torch.__version__,
         "cuda": torch.version.cuda,
         "device": device,
-        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(0) if device.startswith("cuda") else cpu_model(),
+        "cpu_model": cpu_model(),
         "torch_threads": torch.get_num_threads(),
         "hostname": platform.node(),
         "seed": seed,

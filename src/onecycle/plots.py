@@ -25,12 +25,10 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 
 from onecycle import io
-
-# A range test whose LRs span more than this many decades is drawn on a log axis; Smith's
-# linear ramps (e.g. 0 -> 3, docs/paper_reference.md B2 Fig 2b) start at 0 and stay linear.
-LOG_SCALE_DECADES = 2.0
+from onecycle.range_test_plot import choose_scale
 
 # Titles quote whole `replicates` strings; wrapped at this many characters they fit the figure.
 TITLE_WIDTH = 70
@@ -127,17 +125,6 @@ def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], c
             ax.plot(*zip(*stops), color=color, marker="x", markersize=8, linestyle="none",
                     label="a seed's curve ends here" if label else None)
     ax.plot(grid, mean, color=color, label=label)
-
-
-def choose_scale(values: Sequence[float]) -> str:
-    """"log" when the values span more than two decades and none is <= 0, else "linear"."""
-    values = np.asarray([v for v in values if np.isfinite(v)], dtype=float)
-    if len(values) == 0 or (values <= 0).any():
-        return "linear"
-    decades = np.log10(values.max()) - np.log10(values.min())
-    # The small slack keeps an exact two-decade span (1e-6..1e-4 is 100.00000000000001x in
-    # floating point) on the linear side.
-    return "log" if decades > LOG_SCALE_DECADES + 1e-9 else "linear"
 
 
 def plot_range_test(histories: Sequence[pd.DataFrame], bounds: Mapping[str, Any] | None, out_stem: Path,
@@ -398,4 +385,54 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
         fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        return _save(fig, out_stem)
+
+
+# Verdict colours of the claims scorecard: green/red for the two answers, yellow for "not yet
+# decided by the data", grey for no data yet, purple for a divergence (colorblind-safe: the
+# words are printed in every cell as well).
+VERDICT_COLORS = {"supported": "#1a9850", "contradicted": "#d73027", "inconclusive": "#fee08b",
+                  "pending": "#d9d9d9", "diverged": "#8073ac"}
+
+
+def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_stem: Path, title: str, *,
+                   expected_untested: pd.DataFrame | None = None) -> list[Path]:
+    """The claims scorecard as a grid, claims down, dataset / architecture pairs across, each
+    cell coloured and labelled by its verdict (onecycle.claims.VERDICTS); blank where the claim
+    is not made for that pair. `expected` (same shape: the verdicts the papers' numbers give)
+    adds a panel on the left, so a reader sees where ours and the papers' differ; its cells
+    that `expected_untested` marks True (point values without a spread, or a verdict stated in
+    the config) are hatched: they rest on no test.
+    """
+    panels = ([("the papers' published numbers", expected)] if expected is not None else []) + [
+        ("our runs", measured)]
+    rows, columns = list(measured.index), list(measured.columns)
+    with _style():
+        width = max(4.5, 2.4 + 0.95 * len(columns) * len(panels))
+        fig = Figure(figsize=(width, 2.0 + 0.42 * max(len(rows), 1)), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
+        for ax, (name, verdicts) in zip(axes, panels):
+            hatched = expected_untested if verdicts is expected and expected_untested is not None else None
+            for i, claim in enumerate(rows):
+                for j, pair in enumerate(columns):
+                    verdict = verdicts.loc[claim, pair]
+                    if pd.isna(verdict):
+                        continue
+                    untested = hatched is not None and bool(hatched.loc[claim, pair])
+                    ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, edgecolor="white",
+                                           facecolor=VERDICT_COLORS.get(verdict, "white"),
+                                           hatch="///" if untested else None, alpha=0.6 if untested else 1.0))
+                    ax.text(j, i, verdict, ha="center", va="center", fontsize=6.5,
+                            color="white" if verdict in ("supported", "contradicted", "diverged") and not untested
+                            else "black")
+            ax.set_xlim(-0.5, len(columns) - 0.5)
+            ax.set_ylim(len(rows) - 0.5, -0.5)
+            ax.set_xticks(range(len(columns)), [textwrap.fill(c, 14) for c in columns], rotation=45,
+                          ha="right", fontsize="small")
+            ax.set_yticks(range(len(rows)), rows, fontsize="small")
+            ax.grid(False)
+            ax.set_title(name + (" (hatched: no spread published, or stated)" if hatched is not None
+                                 and hatched.to_numpy().any() else ""), fontsize="medium")
+        _finish(axes[-1], empty=not rows, legend_loc="best")
+        fig.suptitle(textwrap.fill(title, int(TITLE_WIDTH * width / 8)))
         return _save(fig, out_stem)

@@ -1,23 +1,29 @@
-"""The LR range test (CLR paper §3.3; SC §3; Part 1 §4.1), as a library call and as a job.
+"""The LR range test (CLR paper §3.3; SC §3; Part 1 §4.1) as a library call on any PyTorch
+model, optimizer and iterable of batches.
 
 Train for a few hundred iterations while the LR climbs from `start_lr` to `end_lr`; record, per
 iteration, lr, momentum, raw and bias-corrected smoothed train loss, and every `eval_every`
 iterations the loss and accuracy on a fixed held-out subset: Smith reads test accuracy and
-test loss, not only the train loss (docs/paper_reference.md D2). Stop when the loss diverges.
+test loss, not only the train loss (docs/paper_reference.md D2). Stop when the loss diverges
+(onecycle.bounds.divergence_reason: raw or smoothed loss, non-finite values).
 
 Ramps: "linear" is Smith's (Caffe `triangular` with base 0 and stepsize = max_iter,
 docs/paper_reference.md C1: lr = start + (end - start) * it / iterations); "exponential" is fastai's
 and torch-lr-finder's (lr = start * (end/start) ** (it / (iterations - 1))).
+
+A library module: it imports torch, numpy, pandas and onecycle's library modules only (the
+plot's matplotlib when asked for a plot); the workflow's job around it is
+onecycle.range_test_job.
 """
 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
-from collections.abc import Callable, Iterable
+import numbers
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -25,14 +31,12 @@ import torch
 from torch import nn
 
 from onecycle import bounds as bound_rules
-from onecycle import io
-from onecycle.config import ConfigError, RangeTestConfig
-from onecycle.models import build_model, classification_loss
-from onecycle.models.layers import set_batch_norm_shards
-from onecycle.optim import build_optimizer
-from onecycle.train import evaluate, load_data, resolve_device
+from onecycle.evaluation import evaluate, model_device, move_to
+from onecycle.progress import SILENT, Progress
+from onecycle.schedules import check_momentum_groups, group_momentum, set_momentum
 
 HISTORY_COLUMNS = ("iteration", "lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
+RAMPS = ("linear", "exponential")
 
 
 def ramp_lr(ramp: str, start_lr: float, end_lr: float, iterations: int, it: int) -> float:
@@ -43,9 +47,126 @@ def ramp_lr(ramp: str, start_lr: float, end_lr: float, iterations: int, it: int)
 
 @dataclass
 class RangeTestResult:
+    """history: one row per iteration run (HISTORY_COLUMNS); suggestions: every bound rule's
+    Suggestion (onecycle.bounds; empty for a momentum range test); diverged: where and why the
+    loss diverged, or None; stop_reason: why the test ended before `iterations`, or None."""
+
     history: pd.DataFrame
     suggestions: dict[str, bound_rules.Suggestion]
     diverged: dict[str, Any] | None
+    stop_reason: str | None = None
+
+    def plot(self, ax: Any = None) -> Any:
+        """The curve and every rule's suggestion on the matplotlib `ax` given (returned), or on
+        a new Figure (returned); nothing is written to disk. Needs matplotlib (onecycle[plots])."""
+        from onecycle.range_test_plot import plot_lr_range_test
+
+        return plot_lr_range_test(self.history, self.suggestions, ax=ax, diverged=self.diverged)
+
+
+class _TrainStream:
+    """The training batches of one range test.
+
+    A re-iterable (list, DataLoader) is iterated again whenever a pass ends, like a training
+    loop's epochs. A one-shot iterable (a generator or iterator: iter(x) is x) is read once,
+    and the test ends early when it runs out, unless `cache` keeps its batches in memory to
+    replay them. A pass that yields nothing ends the test, so an exhausted source never loops
+    forever; a source without a single batch is a ValueError.
+    """
+
+    def __init__(self, batches: Iterable, cache: bool) -> None:
+        self.source = batches
+        self.cache: list | None = [] if cache else None
+        self.iterator: Iterator = iter(batches)
+        self.replaying = False
+        self.in_pass = 0
+        self.total = 0
+
+    def next(self) -> Any | None:
+        """The next batch, or None once the source is exhausted."""
+        while True:
+            try:
+                batch = next(self.iterator)
+            except StopIteration:
+                if self.in_pass == 0:
+                    if self.total == 0:
+                        raise ValueError("train_batches yielded no batch: a range test needs at least "
+                                         "one") from None
+                    return None
+                self.in_pass = 0
+                self.replaying = self.cache is not None
+                self.iterator = iter(self.cache if self.replaying else self.source)
+                continue
+            self.in_pass += 1
+            self.total += 1
+            if self.cache is not None and not self.replaying:
+                self.cache.append(batch)
+            return batch
+
+
+def _pair(batch: Any, what: str) -> tuple[Any, Any]:
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise TypeError(f"{what} must yield (inputs, targets) pairs, got {type(batch).__name__}"
+                        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
+    return batch[0], batch[1]
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_arguments(model: Any, train_batches: Any, optimizer: Any, start_lr: Any, end_lr: Any,
+                     iterations: Any, ramp: Any, eval_batches: Any, eval_every: Any,
+                     momentum_range: Any, loss_fn: Any, smoothing: Any, divergence_factor: Any,
+                     device: Any) -> torch.device | None:
+    """Raise a one-line TypeError/ValueError naming the first bad argument; return the device."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    for name, value in (("train_batches", train_batches), ("eval_batches", eval_batches)):
+        if value is None and name == "eval_batches":
+            continue
+        if isinstance(value, (str, bytes, torch.Tensor)) or not isinstance(value, Iterable):
+            raise TypeError(f"{name} must be an iterable of (inputs, targets) batches (a DataLoader, "
+                            f"a list, a generator), got {type(value).__name__}")
+    if ramp not in RAMPS:
+        raise ValueError(f"ramp must be 'linear' or 'exponential', got {ramp!r}")
+    if not isinstance(iterations, numbers.Integral) or isinstance(iterations, bool) or iterations < 2:
+        raise ValueError(f"iterations must be an integer >= 2 (a ramp needs two LRs), got {iterations!r}")
+    for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
+        if not _is_number(value) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    if ramp == "exponential" and start_lr == 0:
+        raise ValueError("start_lr must be > 0 for an exponential ramp (it multiplies start_lr), got 0; "
+                         "use e.g. 1e-7 (fastai) or ramp='linear' (Smith's, from 0)")
+    if end_lr < start_lr:
+        raise ValueError(f"end_lr ({end_lr!r}) must be above start_lr ({start_lr!r}): the LR ramps up")
+    if end_lr == start_lr and momentum_range is None:
+        raise ValueError(f"end_lr equals start_lr ({start_lr!r}): give momentum_range for a momentum "
+                         "range test, or an end_lr above start_lr")
+    if momentum_range is not None:
+        # Up to 1 inclusive: Part 1's momentum range test (Fig 7b) ramps 0.7 -> 1.
+        if (not isinstance(momentum_range, (tuple, list)) or len(momentum_range) != 2
+                or not all(_is_number(m) and 0 <= m <= 1 for m in momentum_range)):
+            raise ValueError(f"momentum_range must be a (start, end) pair of momenta in [0, 1], "
+                             f"got {momentum_range!r}")
+        check_momentum_groups(optimizer, "momentum_range")
+    if not isinstance(eval_every, numbers.Integral) or isinstance(eval_every, bool) or eval_every < 1:
+        raise ValueError(f"eval_every must be an integer >= 1, got {eval_every!r}")
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be callable as loss_fn(outputs, targets), got {type(loss_fn).__name__}")
+    if not _is_number(smoothing) or not 0 <= smoothing < 1:
+        raise ValueError(f"smoothing must be a number in [0, 1), got {smoothing!r}")
+    if not _is_number(divergence_factor) or not divergence_factor > 1:
+        raise ValueError(f"divergence_factor must be a number > 1 (math.inf: stop on non-finite losses only), "
+                         f"got {divergence_factor!r}")
+    if device is None:
+        return None
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device {device!r} is not a torch device: {str(error).splitlines()[0]}") from None
 
 
 def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, *,
@@ -53,23 +174,69 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
                   eval_batches: Iterable | None = None, eval_every: int = 10,
                   momentum_range: tuple[float, float] | None = None,
                   loss_fn: Callable = nn.functional.cross_entropy, smoothing: float = 0.98,
-                  divergence_factor: float = 4.0, restore: bool = True) -> RangeTestResult:
-    """Run an LR range test on any model, optimizer and batches; return the curve and every
-    bound heuristic's suggestion (onecycle.bounds), side by side.
+                  divergence_factor: float = bound_rules.DIVERGENCE_FACTOR,
+                  device: torch.device | str | None = None, cache_batches: bool = False,
+                  restore: bool = True, progress: Progress = SILENT) -> RangeTestResult:
+    """Run an LR range test on any model, optimizer and batches; return the curve, every bound
+    rule's suggestion (onecycle.bounds) side by side, and `result.plot(ax)`.
 
-    `train_batches` is re-iterated as often as needed (a DataLoader works); `eval_batches` is
-    the fixed held-out set evaluated every `eval_every` iterations (and at the last one).
-    With `restore` (default) the model and optimizer are put back as they were, so a library
-    user can go on to train from the same starting point.
+    train_batches: any iterable of (inputs, targets): a DataLoader or a list is iterated again
+    as often as needed; a generator or iterator is read once and the test ends when it runs out
+    (with a warning and `stop_reason`), unless `cache_batches` keeps its batches to replay.
+    eval_batches: the fixed held-out set scored every `eval_every` iterations and at the last
+    one (a one-shot iterable is read into a list once). device: where batches go (default: the
+    model's parameters' device). momentum_range: (start, end) ramped over the test, as
+    momentum for SGD/Nesterov/RMSprop and beta1 for Adam/AdamW; the history records what the
+    optimizer's first param group holds. loss_fn(outputs, targets) -> scalar tensor.
+    divergence_factor: stop when the raw or smoothed loss exceeds it times the best smoothed
+    loss so far, or on a non-finite loss (math.inf: on non-finite losses only).
+    With `restore` (default) the model (weights and train/eval mode) and the optimizer are put
+    back as they were, even if the test raises. `progress` hears of every iteration and
+    evaluation (onecycle.progress; silent by default).
     """
-    if ramp not in ("linear", "exponential"):
-        raise ValueError(f"ramp must be 'linear' or 'exponential', got {ramp!r}")
-    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())) if restore else None
-    batches = itertools.chain.from_iterable(itertools.repeat(train_batches))
+    device = _check_arguments(model, train_batches, optimizer, start_lr, end_lr, iterations, ramp,
+                              eval_batches, eval_every, momentum_range, loss_fn, smoothing,
+                              divergence_factor, device)
+    device = model_device(model) if device is None else device
+    if isinstance(eval_batches, Iterator):
+        eval_batches = list(eval_batches)  # scored again at every evaluation
+    if eval_batches is not None and not eval_batches:
+        raise ValueError("eval_batches is empty: give at least one (inputs, targets) batch, or None")
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), model.training) \
+        if restore else None
+    try:
+        history, diverged, stop_reason = _run(model, _TrainStream(train_batches, cache_batches), optimizer,
+                                              start_lr, end_lr, iterations, ramp, eval_batches, eval_every,
+                                              momentum_range, loss_fn, smoothing, divergence_factor, device,
+                                              progress)
+    finally:
+        if saved is not None:
+            model.load_state_dict(saved[0])
+            optimizer.load_state_dict(saved[1])
+            model.train(saved[2])
+    # LR bounds only come from an LR ramp; a momentum range test (start_lr == end_lr) has none.
+    suggestions = bound_rules.suggest_all(history, divergence_factor) if end_lr > start_lr else {}
+    return RangeTestResult(history, suggestions, diverged, stop_reason)
+
+
+def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimizer, start_lr: float,
+         end_lr: float, iterations: int, ramp: str, eval_batches: Iterable | None, eval_every: int,
+         momentum_range: tuple[float, float] | None, loss_fn: Callable, smoothing: float,
+         divergence_factor: float, device: torch.device,
+         progress: Progress) -> tuple[pd.DataFrame, dict | None, str | None]:
     rows: list[dict[str, Any]] = []
-    average, best_smoothed, diverged = 0.0, math.inf, None
+    average, best_smoothed, diverged, stop_reason = 0.0, math.inf, None, None
     model.train()
+    progress.start(iterations)
     for it in range(iterations):
+        batch = stream.next()
+        if batch is None:
+            stop_reason = (f"train_batches ran out after {stream.total} batches: a generator or iterator "
+                           "is read once (pass cache_batches=True to replay it, or a list or DataLoader)")
+            warnings.warn(f"lr_range_test: {stop_reason}; stopped after {it} of {iterations} iterations",
+                          stacklevel=3)
+            break
+        x, y = _pair(batch, "train_batches")
         lr = ramp_lr(ramp, start_lr, end_lr, iterations, it)
         momentum = None
         if momentum_range is not None:
@@ -78,9 +245,8 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
             # A group's lr_mult (Caffe's per-parameter multiplier, onecycle.optim) scales the ramp.
             group["lr"] = lr * group.get("lr_mult", 1.0)
             if momentum is not None:
-                group["momentum"] = momentum
-        x, y = next(batches)
-        loss = classification_loss(model(x), y, loss_fn)  # auxiliary heads included, as Caffe
+                set_momentum(group, momentum)
+        loss = loss_fn(model(move_to(x, device)), move_to(y, device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -88,118 +254,22 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
         # Bias-corrected EMA (fastai's and torch-lr-finder's smoothing).
         average = smoothing * average + (1 - smoothing) * value
         smoothed = average / (1 - smoothing ** (it + 1))
-        row = {"iteration": it, "lr": lr, "momentum": optimizer.param_groups[0].get("momentum"),
+        row = {"iteration": it, "lr": lr, "momentum": group_momentum(optimizer.param_groups[0]),
                "train_loss": value, "smoothed_loss": smoothed, "test_loss": math.nan, "test_accuracy": math.nan}
-        if not math.isfinite(value) or smoothed > divergence_factor * best_smoothed:
-            diverged = {"iteration": it, "lr": lr, "loss": value,
-                        "reason": f"loss is {value}" if not math.isfinite(value) else
-                        f"smoothed loss {smoothed:.4g} exceeds {divergence_factor:g} x its minimum {best_smoothed:.4g}"}
-            rows.append(row)
+        rows.append(row)
+        reason = bound_rules.divergence_reason(value, smoothed, best_smoothed, divergence_factor)
+        if reason is not None:
+            diverged = {"iteration": it, "lr": lr, "loss": value, "reason": reason}
+            stop_reason = f"diverged at iteration {it} (lr {lr:.4g}): {reason}"
             break
         best_smoothed = min(best_smoothed, smoothed)
+        progress.step(it + 1, lr, value)
         if eval_batches is not None and ((it + 1) % eval_every == 0 or it == iterations - 1):
-            row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn)
-        rows.append(row)
-    if saved is not None:
-        model.load_state_dict(saved[0])
-        optimizer.load_state_dict(saved[1])
-    history = pd.DataFrame(rows, columns=list(HISTORY_COLUMNS))
-    # LR bounds only come from an LR ramp; a momentum range test (start_lr == end_lr) has none.
-    suggestions = bound_rules.suggest_all(history) if end_lr > start_lr else {}
-    return RangeTestResult(history, suggestions, diverged)
-
-
-class _EpochStream:
-    """Adapts data.Batches (epoch(i) -> batches) to a plain iterable that walks epochs 0, 1, ..."""
-
-    def __init__(self, batches: Any) -> None:
-        self.batches = batches
-        self.epoch = 0
-
-    def __iter__(self):
-        yield from self.batches.epoch(self.epoch)
-        self.epoch += 1
-
-
-class _FixedSet:
-    def __init__(self, batches: Any) -> None:
-        self.batches = batches
-
-    def __iter__(self):
-        return iter(self.batches.epoch(0))
-
-
-def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path) -> dict[str, Any]:
-    """`onecycle range-test`: build data and model from a config, run, write history.csv,
-    bounds.json and (last) metrics.json."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    spec = cfg.range_test
-    device = resolve_device(cfg.train.device)
-    torch.manual_seed(cfg.seed)
-    bundle = load_data(cfg, device, eval_subset=spec.eval_subset)
-    io.write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
-    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
-                        **cfg.model.options).to(device)
-    try:
-        set_batch_norm_shards(model, cfg.train.batch_norm_shards)
-    except ValueError as error:
-        raise ConfigError(f"train.batch_norm_shards = {cfg.train.batch_norm_shards}: {error}") from None
-    optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
-    result = lr_range_test(model, _EpochStream(bundle.train), optimizer, start_lr=spec.start_lr,
-                           end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,
-                           eval_batches=_FixedSet(bundle.test), eval_every=spec.eval_every,
-                           momentum_range=spec.momentum_range, smoothing=spec.smoothing,
-                           divergence_factor=spec.divergence_factor, restore=False)
-    io.write_csv(out_dir / "history.csv", result.history)
-    bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
-    io.write_json(out_dir / "bounds.json", bounds)
-    metrics = {"status": "diverged" if result.diverged else "completed", "name": cfg.name,
-               "experiment": cfg.experiment, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
-               "iterations": len(result.history), "iterations_planned": spec.iterations,
-               "diverged": result.diverged, "bounds": bounds,
-               "provenance": io.provenance(str(device), cfg.seed)}
-    io.write_json(out_dir / "metrics.json", metrics)
-    return metrics
-
-
-def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, policy_kind: str,
-                  divisor: float | None) -> dict[str, Any]:
-    """Every heuristic's suggestion side by side, and the (base_lr, max_lr) the chosen one gives
-    (none for a momentum range test, which has no LR suggestions)."""
-    chosen = suggestions.get(rule)
-    found = chosen is not None and chosen.max_lr is not None
-    base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor) if found else (None, None)
-    return {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
-            "chosen_rule": rule, "policy_kind": policy_kind,
-            "divisor": bound_rules.DEFAULT_DIVISORS[policy_kind] if divisor is None else divisor,
-            "base_lr": base_lr, "max_lr": max_lr}
-
-
-def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The bounds training uses, from several range-test seeds: the median of each seed's
-    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out.
-
-    `rules` keeps every heuristic's per-seed max_lr and gives its own median bounds the same
-    way, so that a run can train at any rule's suggestion (schedule.bounds_rule) and a bounds
-    study can report each rule's spread over the seeds.
-    """
-    found = [r for r in records if r.get("max_lr") is not None]
-    first = records[0]
-    combined = {"chosen_rule": first["chosen_rule"], "policy_kind": first["policy_kind"],
-                "n_seeds": len(records), "n_seeds_with_bounds": len(found),
-                "per_seed": [{"base_lr": r.get("base_lr"), "max_lr": r.get("max_lr")} for r in records],
-                "base_lr": None, "max_lr": None}
-    if found:
-        combined["base_lr"] = float(pd.Series([r["base_lr"] for r in found]).median())
-        combined["max_lr"] = float(pd.Series([r["max_lr"] for r in found]).median())
-    # Records written before bounds_record stored its divisor used the policy's default.
-    divisor = first.get("divisor") or bound_rules.DEFAULT_DIVISORS[first["policy_kind"]]
-    combined["rules"] = {}
-    for rule in first.get("suggestions", {}):
-        per_seed = [r["suggestions"].get(rule, {}).get("max_lr") for r in records]
-        values = [v for v in per_seed if v is not None]
-        median = float(pd.Series(values).median()) if values else None
-        combined["rules"][rule] = {"per_seed": per_seed, "n_seeds_with_bounds": len(values),
-                                   "max_lr": median, "base_lr": None if median is None else median / divisor}
-    return combined
+            row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn, device=device)
+            progress.evaluation(iteration=it + 1, lr=lr, test_loss=row["test_loss"],
+                                test_accuracy=row["test_accuracy"], train_loss=value)
+            if math.isinf(row["test_loss"]):  # divergence for onecycle.bounds too
+                diverged = {"iteration": it, "lr": lr, "loss": value, "reason": "test loss is inf"}
+                stop_reason = f"diverged at iteration {it} (lr {lr:.4g}): test loss is inf"
+                break
+    return pd.DataFrame(rows, columns=list(HISTORY_COLUMNS)), diverged, stop_reason

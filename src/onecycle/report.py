@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from onecycle import aggregate, bounds_study, io, plots
+from onecycle import aggregate, bounds_study, claims, io, plots, scorecard
 from onecycle.config import RangeTestSpec
 from onecycle.data import DATASETS
 from onecycle.experiments import Plan
@@ -67,9 +67,24 @@ def bounds_summary_outputs(plan: Plan) -> dict[str, Path]:
             for ext in ("csv", "md", "tex")}
 
 
+def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_claims_table` produces; none for an experiment without claims."""
+    if not plan.workflow.experiments[experiment].claims:
+        return {}
+    return {f"claims_{ext}": plan.results_dir / "tables" / f"{experiment}_claims.{ext}" for ext in ("csv", "md", "tex")}
+
+
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
-            **comparison_outputs(plan, experiment), **bounds_study_outputs(plan, experiment)}
+            **comparison_outputs(plan, experiment), **bounds_study_outputs(plan, experiment),
+            **claims_outputs(plan, experiment)}
+
+
+def suite_outputs(plan: Plan) -> dict[str, Path]:
+    """Files `write_scorecard` produces; none when no experiment has claims."""
+    if not any(exp.claims for exp in plan.workflow.experiments.values()):
+        return {}
+    return scorecard.outputs(plan.results_dir)
 
 
 def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
@@ -86,14 +101,18 @@ def _caption(plan: Plan, experiment: str) -> str:
     return f"{experiment}: {exp.replicates or exp.description}"
 
 
+def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> pd.DataFrame:
+    return aggregate.collect_runs([job.out_dir / "metrics.json" for job in plan.experiment_trains(experiment)
+                                   if (job.out_dir / "metrics.json").exists()], settings=settings)
+
+
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     """The summary table (with published numbers and verdicts), time to accuracy, and the
     accuracy-vs-iteration figure with LR and momentum traces."""
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
     trains = plan.experiment_trains(experiment)
-    finished = [job.out_dir / "metrics.json" for job in trains if (job.out_dir / "metrics.json").exists()]
-    runs = aggregate.collect_runs(finished)
+    runs = _finished_runs(plan, experiment)
     published = load_published() if exp.published else None
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
                                     expected_groups=[(experiment, group) for group in exp.training_groups()],
@@ -182,9 +201,8 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     trains = plan.experiment_trains(experiment)
-    finished = [job.out_dir / "metrics.json" for job in trains if (job.out_dir / "metrics.json").exists()]
     high_key = LR_BOUND_PARAMS[study.training["schedule"]["policy"]][1]
-    runs = aggregate.collect_runs(finished, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
+    runs = _finished_runs(plan, experiment, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
     chance = 100.0 / DATASETS[trains[0].dataset].num_classes
     scored = bounds_study.scored_runs(runs, chance)
     bounds_file = plan.bounds_path(experiment)
@@ -246,3 +264,28 @@ def write_bounds_summary(plan: Plan) -> list[Path]:
                                    f"mean regret (pp below the grid's best) and rank over the studies, and in "
                                    f"how many it landed within the grid's best ({thresholds})."))
     return list(outputs.values())
+
+
+def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
+    """Each claim's verdict from the runs that exist now, and the one the published numbers give."""
+    outputs = claims_outputs(plan, experiment)
+    if not outputs:
+        return []
+    exp = plan.workflow.experiments[experiment]
+    table = claims.claims_table(exp, _finished_runs(plan, experiment),
+                                _histories(plan.experiment_trains(experiment), "history.csv"), plan.workflow.seeds,
+                                published=load_published() if exp.published else None,
+                                confidence=plan.workflow.claims_confidence)
+    texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())
+    aggregate.write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,
+                          caption=f"Claims of {_caption(plan, experiment)}:{texts}")
+    return list(outputs.values())
+
+
+def write_scorecard(plan: Plan) -> list[Path]:
+    """The suite's claim x dataset/architecture scorecard, from every experiment's claims table."""
+    if not suite_outputs(plan):
+        return []
+    tables = {name: claims_outputs(plan, name)["claims_csv"] for name, exp in plan.workflow.experiments.items()
+              if exp.claims}
+    return scorecard.write_scorecard(plan, tables)

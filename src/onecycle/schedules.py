@@ -482,11 +482,28 @@ class _Params:
 # Builders: one per policy, each reading and checking its parameters
 
 
+def _smith_stepsize(steps: int, p: _Params) -> int:
+    """Smith's stepsize in iterations, or as `pct_start`, the fraction of the run spent
+    climbing to max_lr (OneCycleLR's and fastai's name): stepsize = round(pct_start * steps)."""
+    if p.values["pct_start"] is None:
+        if not p.given("stepsize"):
+            p.fail("stepsize", "is required (in iterations), or give pct_start (a fraction of the run)")
+        return p.count("stepsize")
+    if p.given("stepsize"):
+        p.fail("pct_start", "and stepsize both set the climb's length: give one of them")
+    # Below 0.5: the cycle (2 * stepsize) must fit in the run.
+    pct_start = p.number("pct_start", above=0.0, at_most=0.5)
+    stepsize = round(pct_start * steps)
+    if stepsize < 1:
+        p.fail("pct_start", f"= {pct_start!r} of {steps} steps is less than one iteration")
+    return stepsize
+
+
 def _build_smith_1cycle(steps: int, p: _Params) -> Schedule:
     variant = p.choice("variant", ("caffe", "paper"))
     base_lr = p.lr("base_lr")
     max_lr = p.at_least_lr("max_lr", "base_lr", base_lr)
-    stepsize = p.count("stepsize")
+    stepsize = _smith_stepsize(steps, p)
     if 2 * stepsize > steps:
         p.fail("stepsize", f"= {stepsize} is too long: the cycle (2*stepsize = {2 * stepsize}) "
                            f"must fit in the {steps} steps")
@@ -649,7 +666,8 @@ def _policies() -> dict[str, PolicyInfo]:
             "smith_1cycle",
             "Smith's 1cycle: base_lr -> max_lr -> (caffe: 0, then base_lr/1000 | paper: base_lr, "
             "then final_lr), with Caffe's cyclical momentum (docs/paper_reference.md D3, D4)",
-            {"base_lr": REQUIRED, "max_lr": REQUIRED, "stepsize": REQUIRED, "variant": "paper",
+            {"base_lr": REQUIRED, "max_lr": REQUIRED,
+             "stepsize": DerivedDefault("round(pct_start*steps)"), "pct_start": None, "variant": "paper",
              "final_lr": DerivedDefault("base_lr/100"), "momentum": None, "min_momentum": None,
              "momentum_stepsize": DerivedDefault("stepsize"), "momentum_second_cycle": False},
             "arXiv 1708.07120 §3, 1803.09820 §4.1 + App. A; Caffe fork and logs in "
@@ -708,6 +726,9 @@ POLICIES: dict[str, PolicyInfo] = _policies()
 
 def make_schedule(policy: str, steps: int, **params: Any) -> Schedule:
     """Build the named policy over `steps` iterations; every parameter is checked."""
+    if not isinstance(policy, str):
+        raise TypeError(f"policy must be a policy name ({', '.join(POLICIES)}), "
+                        f"got {type(policy).__name__} {policy!r}")
     if policy not in POLICIES:
         close = difflib.get_close_matches(str(policy), POLICIES, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -755,19 +776,41 @@ def _checked_scales(optimizer: torch.optim.Optimizer, group_scales: Sequence[flo
     return [float(scale) * group.get("lr_mult", 1.0) for scale, group in zip(scales, optimizer.param_groups)]
 
 
-def _check_momentum_groups(optimizer: torch.optim.Optimizer, schedule: Schedule) -> None:
+def check_momentum_groups(optimizer: torch.optim.Optimizer, what: str) -> None:
+    """Raise ValueError (saying `what` sets momentum) if a param group has no momentum to set."""
     for i, group in enumerate(optimizer.param_groups):
         if "betas" not in group and "momentum" not in group:
-            raise ValueError(f"schedule {schedule.name} sets momentum, but param group {i} of "
+            raise ValueError(f"{what} sets momentum, but param group {i} of "
                              f"{type(optimizer).__name__} has neither 'momentum' nor 'betas'")
 
 
-def _set_momentum(group: dict[str, Any], value: float) -> None:
-    # Adam-family optimizers take momentum as beta1, as torch's OneCycleLR/CyclicLR do.
+def set_momentum(group: dict[str, Any], value: float) -> None:
+    """Set a param group's momentum: beta1 for Adam-family optimizers (as torch's
+    OneCycleLR/CyclicLR do), `momentum` for SGD, Nesterov, RMSprop."""
     if "betas" in group:
         group["betas"] = (value, *group["betas"][1:])
     else:
         group["momentum"] = value
+
+
+def group_momentum(group: dict[str, Any]) -> float | None:
+    """The momentum a param group's optimizer uses: beta1 for Adam-family optimizers, else
+    `momentum`; None if it has neither."""
+    return group["betas"][0] if "betas" in group else group.get("momentum")
+
+
+def _checked_schedule(schedule: Any) -> Schedule:
+    if isinstance(schedule, Schedule):
+        return schedule
+    hint = (f": build one with make_schedule({schedule!r}, steps, ...)"
+            if isinstance(schedule, str) else ": build one with make_schedule(policy, steps, ...)")
+    raise TypeError(f"schedule must be a Schedule, got {type(schedule).__name__} {schedule!r}{hint}")
+
+
+def _checked_optimizer(optimizer: Any) -> torch.optim.Optimizer:
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+    return optimizer
 
 
 def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int,
@@ -776,20 +819,30 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int
 
     A group's scale is group_scales[g] (default 1) times its `lr_mult` entry (1 when it has
     none), so the groups of onecycle.optim.parameter_groups keep Caffe's per-parameter rates."""
-    scales = _checked_scales(optimizer, group_scales)
+    schedule = _checked_schedule(schedule)
+    scales = _checked_scales(_checked_optimizer(optimizer), group_scales)
     lr, momentum = schedule.lr(it), schedule.momentum(it)
     if momentum is not None:
-        _check_momentum_groups(optimizer, schedule)
+        check_momentum_groups(optimizer, f"schedule {schedule.name}")
     for group, scale in zip(optimizer.param_groups, scales, strict=True):
         group["lr"] = lr * scale
         if momentum is not None:
-            _set_momentum(group, momentum)
+            set_momentum(group, momentum)
 
 
 class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
-    """A `Schedule` as a torch LR scheduler: construction applies iteration 0, each `step()`
-    the next iteration. Group g gets lr = schedule.lr(it) * group_scales[g] * its `lr_mult`
-    (each 1 by default), as in `apply_schedule`.
+    """A `Schedule` as a torch LR scheduler, used where `torch.optim.lr_scheduler.OneCycleLR`
+    goes: construction applies iteration 0, each `step()` the next iteration. Group g gets
+    lr = schedule.lr(it) * group_scales[g] * its `lr_mult` (each 1 by default), as in
+    `apply_schedule`.
+
+    OneCycleLR's contract, kept exactly: with total_steps = schedule.steps, the standard loop
+    (`optimizer.step(); scheduler.step()` for every batch of every epoch, steps = epochs *
+    len(loader)) makes `steps` step() calls; the last one, after the last optimizer step, is
+    accepted, and one more raises ValueError. After that trailing step OneCycleLR extrapolates
+    its last phase one iteration further (below its minimum LR; negative with
+    anneal_strategy="linear"); no optimizer step uses that value, and here the trailing step
+    holds the last iteration's lr and momentum instead.
 
     `state_dict()` holds the progress only (plain numbers, so `torch.load(weights_only=True)`
     reads it); the schedule and group_scales are configuration, given again to the constructor.
@@ -797,10 +850,10 @@ class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
 
     def __init__(self, optimizer: torch.optim.Optimizer, schedule: Schedule,
                  group_scales: Sequence[float] | None = None, last_epoch: int = -1) -> None:
-        self.schedule = schedule
-        self.group_scales = _checked_scales(optimizer, group_scales)
+        self.schedule = _checked_schedule(schedule)
+        self.group_scales = _checked_scales(_checked_optimizer(optimizer), group_scales)
         if schedule.momentum(0) is not None:
-            _check_momentum_groups(optimizer, schedule)
+            check_momentum_groups(optimizer, f"schedule {schedule.name}")
         super().__init__(optimizer, last_epoch)
 
     def step(self, epoch: int | None = None) -> None:
@@ -808,18 +861,20 @@ class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
             raise ValueError("OneCycleScheduler.step() takes no epoch (deprecated in torch); "
                              "use apply_schedule(optimizer, schedule, it) to jump to an iteration")
         next_it = self.last_epoch + 1
-        if next_it >= self.schedule.steps:
-            raise ValueError(f"OneCycleScheduler: step() to iteration {next_it} is past the schedule's "
+        if next_it > self.schedule.steps:
+            raise ValueError(f"OneCycleScheduler: tried to step {next_it} times; the schedule has "
                              f"{self.schedule.steps} steps ({self.schedule.name} was built for "
-                             f"iterations 0 .. {self.schedule.steps - 1})")
+                             f"iterations 0 .. {self.schedule.steps - 1}, plus the standard loop's "
+                             "trailing step() after the last one)")
         super().step()
 
     def get_lr(self) -> list[float]:
-        it = self.last_epoch
+        # The trailing step (last_epoch == steps) holds the last iteration's values.
+        it = min(self.last_epoch, self.schedule.steps - 1)
         momentum = self.schedule.momentum(it)
         if momentum is not None:  # side effect, as in torch's OneCycleLR.get_lr
             for group in self.optimizer.param_groups:
-                _set_momentum(group, momentum)
+                set_momentum(group, momentum)
         lr = self.schedule.lr(it)
         return [lr * scale for scale in self.group_scales]
 
@@ -829,7 +884,7 @@ class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        if state_dict["last_epoch"] >= self.schedule.steps:
-            raise ValueError(f"OneCycleScheduler: the saved state is at iteration {state_dict['last_epoch']}, "
+        if state_dict["last_epoch"] > self.schedule.steps:
+            raise ValueError(f"OneCycleScheduler: the saved state is at step {state_dict['last_epoch']}, "
                              f"past this schedule's {self.schedule.steps} steps")
         super().load_state_dict(state_dict)

@@ -21,7 +21,6 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,11 @@ from torch import nn
 from onecycle import data as datasets
 from onecycle import caffe_imagenet, distributed, io
 from onecycle.config import ConfigError, RunConfig, TrainConfig
+from onecycle.evaluation import evaluate
 from onecycle.models import MODELS, build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.optim import build_optimizer
+from onecycle.progress import SILENT, Progress
 from onecycle.schedules import Schedule, apply_schedule, make_schedule
 
 CHECKPOINT = "checkpoint.pt"
@@ -237,27 +238,6 @@ def check_schedule(cfg: RunConfig) -> None:
                    stand_in if cfg.schedule.lr_bounds == "range_test" else None)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
-             loss_fn: Callable = nn.functional.cross_entropy,
-             reduce: Callable[[list[float]], list[float]] | None = None) -> tuple[float, float]:
-    """Mean loss and accuracy over every example `batches` yields (for training runs: the full
-    test set); the model's train/eval mode is restored afterwards. `reduce` sums the
-    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set."""
-    was_training = model.training
-    model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
-    for x, y in batches:
-        logits = model(x)
-        loss_sum += loss_fn(logits, y).item() * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
-    if reduce is not None:
-        loss_sum, correct, count = reduce([loss_sum, correct, count])
-    return loss_sum / count, correct / count
-
-
 def divergence_reason(loss: float, first_loss: float | None, factor: float) -> str | None:
     if not math.isfinite(loss):
         return f"loss is {loss}"
@@ -304,22 +284,25 @@ def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
     return summary
 
 
-def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = None) -> dict[str, Any]:
+def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = None,
+          progress: Progress = SILENT) -> dict[str, Any]:
     """Run (or resume) one training run; write history.csv, train_log.csv, metrics.json.
+    `progress` hears of every iteration and evaluation (onecycle.progress; silent by default).
 
     Started by torchrun (WORLD_SIZE > 1), this process is one rank of a data-parallel run
-    (onecycle.distributed): every rank returns the same metrics, rank 0 alone writes files."""
+    (onecycle.distributed): every rank returns the same metrics, rank 0 alone writes files
+    and reports progress."""
     distributed.check_batch_size(cfg.train.batch_size, distributed.world_size_from_env(),
                                  cfg.train.batch_norm_shards)
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     try:
-        return _train(cfg, Path(out_dir), bounds, ctx, device)
+        return _train(cfg, Path(out_dir), bounds, ctx, device, progress if ctx.is_main else SILENT)
     finally:
         distributed.shutdown(ctx)
 
 
 def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
-           ctx: distributed.Context, device: torch.device) -> dict[str, Any]:
+           ctx: distributed.Context, device: torch.device, progress: Progress) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     # Provenance of the code that starts the run (files edited while it runs do not count).
     provenance = io.provenance(str(device), cfg.seed)
@@ -398,6 +381,9 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
     # the epochs are counted in another batch (train.epoch_batch_size).
     data_epochs = math.ceil(schedule.steps / iters_per_epoch)
     start_epoch, skip = divmod(it, iters_per_epoch)
+    threads = torch.get_num_threads()
+    progress.start(schedule.steps, it, note=f"{data_epochs} epochs of {iters_per_epoch}, {device}, "
+                                            f"{threads} torch thread{'s' if threads > 1 else ''}")
     for epoch in range(start_epoch, data_epochs):
         epoch_iters = min(iters_per_epoch, schedule.steps - epoch * iters_per_epoch)
         epoch_start = time.perf_counter()
@@ -413,7 +399,7 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
                               autocast_dtype)
             loss_sum += loss
             it += 1
-            main_due = False
+            main_due, value = False, None
             if it % train_cfg.log_every == 0 or first_loss is None or batch_index == epoch_iters - 1:
                 # .item() syncs the device: only on logged iterations. Under DDP one all-reduce
                 # gives every rank the global batch's mean loss and rank 0's checkpoint clock,
@@ -426,6 +412,7 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
                 if reason:
                     diverged = {"iteration": it - 1, "epoch": epoch + 1, "loss": value, "reason": reason}
                     break
+            progress.step(it, schedule.lr(it - 1), value)
             # Not after an epoch's last batch: the epoch-end checkpoint follows its evaluation,
             # and a resume from a snapshot taken before the evaluation would skip it.
             # Single process: the clock, every iteration; data-parallel: rank 0's, when logged.
@@ -448,6 +435,8 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
                 row["caffe_test_loss"], row["caffe_test_accuracy"] = evaluate(
                     model, caffe_test.epoch(len(history)), reduce=ctx.sum_over_ranks)
             history.append(row)
+            progress.evaluation(iteration=it, lr=row["lr"], test_loss=test_loss, test_accuracy=test_accuracy,
+                                train_loss=row["train_loss"], epoch=epoch + 1, epochs=data_epochs)
             reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
             if reason:
                 diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}

@@ -97,26 +97,33 @@ def paired(benchmark, device, request):
 
         subject_result = benchmark.pedantic(subject, setup=before_subject_round, rounds=rounds,
                                             warmup_rounds=1)
-        base = baseline_times[1:]  # [0] is the warm-up round's
-        subj = list(benchmark.stats.stats.data)
-        # The median of per-round ratios: a slow stretch of the machine affects a round's
-        # baseline and subject together, so it cancels within the pair.
-        ratios = [b / s for b, s in zip(base, subj, strict=True)]
-        q1, ratio, q3 = statistics.quantiles(ratios, n=4)
-        info = {
-            "device": str(device), "threads": torch.get_num_threads(), "clock": clock.__name__,
-            "rounds": rounds,
-            "baseline": labels[0], "subject": labels[1], "work": work, "unit": unit,
-            "baseline_s": base, "subject_s": subj,
-            "baseline_per_s": work / statistics.median(base),
-            "subject_per_s": work / statistics.median(subj),
-            "ratio": ratio, "ratio_q1": q1, "ratio_q3": q3, "target": target,
-        }
-        benchmark.extra_info.update(info)
-        request.config.stash.setdefault(RESULTS, []).append({"name": request.node.name, **info})
+        # [0] is the warm-up round's baseline.
+        record_ratio(request, benchmark, baseline_times[1:], list(benchmark.stats.stats.data),
+                     labels=labels, work=work, unit=unit, clock=clock.__name__, target=target)
         return Pair(last["baseline"], subject_result)
 
     return run
+
+
+def record_ratio(request, benchmark, base: list[float], subj: list[float], *, labels: tuple[str, str],
+                 work: int, unit: str, clock: str, target: float | None) -> None:
+    """Record the paired rounds' times (seconds per round, baseline and subject) and their
+    ratio for the session's summary and pytest-benchmark's saved extra_info."""
+    # The median of per-round ratios: a slow stretch of the machine affects a round's
+    # baseline and subject together, so it cancels within the pair.
+    ratios = [b / s for b, s in zip(base, subj, strict=True)]
+    q1, ratio, q3 = statistics.quantiles(ratios, n=4)
+    info = {
+        "device": str(bench_device()), "threads": torch.get_num_threads(), "clock": clock,
+        "rounds": len(ratios),
+        "baseline": labels[0], "subject": labels[1], "work": work, "unit": unit,
+        "baseline_s": base, "subject_s": subj,
+        "baseline_per_s": work / statistics.median(base),
+        "subject_per_s": work / statistics.median(subj),
+        "ratio": ratio, "ratio_q1": q1, "ratio_q3": q3, "target": target,
+    }
+    benchmark.extra_info.update(info)
+    request.config.stash.setdefault(RESULTS, []).append({"name": request.node.name, **info})
 
 
 def pytest_terminal_summary(terminalreporter, config) -> None:

@@ -1,5 +1,6 @@
-"""The suite's training step and range test against a bare PyTorch loop: LeNet, batches of 128
-28x28 images, the same initial weights and the same pre-made batches on both sides.
+"""The suite's training step and range test against a bare PyTorch loop, and the range test
+against torch-lr-finder: LeNet, batches of 128 28x28 images, the same initial weights and the
+same pre-made batches on both sides.
 
 Baseline: the loop anyone writes by hand, torch.optim.SGD at a fixed lr (momentum 0.9, weight
 decay 5e-4, as the subjects use). Every loop keeps its losses as tensors and reads them once
@@ -12,13 +13,16 @@ within 0.5% of 1 with rounds of 3 iterations x 40, but spread +-5% with 30 x 5.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import itertools
 from collections.abc import Callable
 
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from onecycle.config import OptimConfig
 from onecycle.data import ArrayDataset, Batches
@@ -35,6 +39,8 @@ BARE_LR = 0.05
 STEP_ITERATIONS, STEP_ROUNDS = 3, 40
 # The issue's target for the training loop: the suite keeps >= 97% of a bare loop's throughput.
 TRAIN_STEP_TARGET = 0.97
+# One float32 LeNet forward pass computed twice, possibly in another summation order (below).
+FORWARD_RTOL = 2e-4
 # A range test's fixed costs (state copy for the restore, history frame, bound heuristics: ~5 ms
 # on CPU) are spread over this many iterations per call, ~1% of a call here and less in real
 # range tests of hundreds of iterations.
@@ -123,8 +129,10 @@ def test_train_step_vs_bare_loop(paired, device, batches, update_rule):
            work=STEP_ITERATIONS * BATCH_SIZE, unit="images", rounds=STEP_ROUNDS, target=TRAIN_STEP_TARGET)
 
     assert len(bare.losses) == len(suite.losses) == iterations
-    # Same weights and first batch: the first loss (taken before any update) is the same.
-    assert suite.losses[0] == pytest.approx(bare.losses[0], rel=1e-5)
+    # Same weights and first batch: the first loss (taken before any update) is the same, up to
+    # a kernel taking another summation order (cuDNN autotuning): LeNet's forward dot products
+    # sum 25 + 500 + 800 + 500 terms along the way, 1 825 x 2^-24 = 1.1e-4 at worst.
+    assert suite.losses[0] == pytest.approx(bare.losses[0], rel=FORWARD_RTOL)
     assert_learns(bare.losses)
     assert_learns(suite.losses)
 
@@ -151,9 +159,44 @@ def test_range_test_vs_bare_loop(paired, device, batches):
     assert pair.subject.diverged is None
     assert len(history) == len(pair.baseline) == RANGE_ITERATIONS
     assert history.lr.iloc[0] == 1e-3 and history.lr.is_monotonic_increasing
-    # Both started from the same weights on the same first batch.
-    assert history.train_loss.iloc[0] == pytest.approx(bare.losses[0], rel=1e-5)
+    # Both started from the same weights on the same first batch (up to FORWARD_RTOL, as above).
+    assert history.train_loss.iloc[0] == pytest.approx(bare.losses[0], rel=FORWARD_RTOL)
     # Every call started from those weights: the range test's restore put them back each time.
     for name, value in suite_model.state_dict().items():
         assert torch.equal(value, start_weights[name]), name
     assert_learns(bare.losses)
+
+
+def test_range_test_vs_torch_lr_finder(paired, device, batches):
+    """`lr_range_test` against torch-lr-finder's `LRFinder.range_test` (issue 14 #7), both with
+    the exponential ramp on the same LeNet, SGD and batches (one DataLoader that hands over the
+    pre-made batches), each restoring model and optimizer afterwards (torch-lr-finder: its
+    constructor caches the state, `reset()` puts it back). torch-lr-finder's tqdm bar and print
+    are sent to a buffer: they are part of its cost, but not of the benchmark's output."""
+    lr_finder = pytest.importorskip("torch_lr_finder", reason="torch-lr-finder comes with onecycle[test]")
+    loader = DataLoader(batches, batch_size=None)
+    theirs_model = lenet(device)
+    ours_model = copy.deepcopy(theirs_model)
+    theirs_optimizer, ours_optimizer = bare_sgd(theirs_model), bare_sgd(ours_model)
+    start_lr, end_lr = 1e-3, 0.1
+
+    def torch_lr_finder_round() -> list[float]:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            finder = lr_finder.LRFinder(theirs_model, theirs_optimizer, nn.CrossEntropyLoss(), device=device)
+            finder.range_test(loader, start_lr=start_lr, end_lr=end_lr, num_iter=RANGE_ITERATIONS, step_mode="exp")
+            finder.reset()
+        return finder.history["loss"]
+
+    def onecycle_round():
+        return lr_range_test(ours_model, loader, ours_optimizer, start_lr=start_lr, end_lr=end_lr,
+                             iterations=RANGE_ITERATIONS, ramp="exponential")
+
+    pair = paired(baseline=torch_lr_finder_round, subject=onecycle_round,
+                  labels=("torch-lr-finder range_test", "lr_range_test"), work=RANGE_ITERATIONS,
+                  unit="iterations", rounds=RANGE_ROUNDS)
+
+    ours = pair.subject.history
+    assert pair.subject.diverged is None and len(ours) == len(pair.baseline) == RANGE_ITERATIONS
+    # Both restored their weights after every round, so each round starts from the same model
+    # on the same first batch: torch-lr-finder records that first loss raw.
+    assert ours.train_loss.iloc[0] == pytest.approx(pair.baseline[0], rel=1e-5)

@@ -116,3 +116,42 @@ rule bounds_study_summary:
         "../../environment.yml"
     shell:
         "onecycle report --config {input.workflow_config:q} --only bounds-summary > {log:q} 2>&1"
+
+
+# Each claim's verdict (onecycle.claims), for the experiments that state claims.
+rule claims_table:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        results=_run_report_results,
+    output:
+        csv=f"{R}/tables/{{experiment}}_claims.csv",
+        md=report(f"{R}/tables/{{experiment}}_claims.md", caption="../report/claims.rst", category="Claims"),
+        tex=f"{R}/tables/{{experiment}}_claims.tex",
+    log:
+        f"{R}/logs/report/{{experiment}}_claims.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only claims > {log:q} 2>&1"
+
+
+# One scorecard for the whole config: claim x dataset/architecture -> verdict, from the claims tables.
+rule claims_scorecard:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        tables=[claims_outputs(PLAN, name)["claims_csv"] for name in PLAN.workflow.experiments if claims_outputs(PLAN, name)],
+    output:
+        csv=f"{R}/tables/claims_scorecard.csv",
+        md=report(f"{R}/tables/claims_scorecard.md", caption="../report/scorecard.rst", category="Claims"),
+        tex=f"{R}/tables/claims_scorecard.tex",
+        figures=report(
+            multiext(f"{R}/figures/claims_scorecard", ".png", ".pdf"),
+            caption="../report/scorecard.rst",
+            category="Claims",
+        ),
+    log:
+        f"{R}/logs/report/claims_scorecard.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --only scorecard > {log:q} 2>&1"

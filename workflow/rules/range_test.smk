@@ -32,7 +32,7 @@ rule range_test:
         "../../environment.yml"
     shell:
         "python -m onecycle.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
-        "onecycle range-test --config {input.spec:q} --out {params.out:q} > {log:q} 2>&1"
+        "onecycle range-test --config {input.spec:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
 
 
 rule combine_bounds:

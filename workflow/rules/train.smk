@@ -44,4 +44,5 @@ rule train:
         # before torchrun starts one process per claimed GPU; a killed job resumes from its
         # checkpoint when run again.
         "python -m onecycle.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
-        "{params.launcher} --config {input.spec:q} --out {params.out:q} {params.bounds} > {log:q} 2>&1"
+        "{params.launcher} --config {input.spec:q} --out {params.out:q} {params.bounds} --threads {threads} "
+        "> {log:q} 2>&1"

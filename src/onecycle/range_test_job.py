@@ -1,0 +1,122 @@
+"""`onecycle range-test`: one LR range test of the workflow, from a config to its files.
+
+Builds data, model and optimizer from a RangeTestConfig, runs onecycle.range_test.lr_range_test,
+and writes history.csv, bounds.json (every rule's suggestion and the chosen bounds) and, last,
+metrics.json; `combine_bounds` merges several seeds' bounds.json into the one training uses.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from onecycle import bounds as bound_rules
+from onecycle import io
+from onecycle.config import ConfigError, RangeTestConfig
+from onecycle.models import build_model, classification_loss
+from onecycle.models.layers import set_batch_norm_shards
+from onecycle.optim import build_optimizer
+from onecycle.progress import SILENT, Progress
+from onecycle.range_test import lr_range_test
+from onecycle.train import load_data, resolve_device
+
+
+class _EpochStream:
+    """Adapts data.Batches (epoch(i) -> batches) to a plain iterable that walks epochs 0, 1, ..."""
+
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+        self.epoch = 0
+
+    def __iter__(self):
+        yield from self.batches.epoch(self.epoch)
+        self.epoch += 1
+
+
+class _FixedSet:
+    def __init__(self, batches: Any) -> None:
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches.epoch(0))
+
+
+def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Progress = SILENT) -> dict[str, Any]:
+    """`onecycle range-test`: build data and model from a config, run, write history.csv,
+    bounds.json and (last) metrics.json."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = cfg.range_test
+    device = resolve_device(cfg.train.device)
+    torch.manual_seed(cfg.seed)
+    bundle = load_data(cfg, device, eval_subset=spec.eval_subset)
+    io.write_json(out_dir / "config.json", cfg.model_dump(mode="json"))
+    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
+                        **cfg.model.options).to(device)
+    try:
+        set_batch_norm_shards(model, cfg.train.batch_norm_shards)
+    except ValueError as error:
+        raise ConfigError(f"train.batch_norm_shards = {cfg.train.batch_norm_shards}: {error}") from None
+    optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
+    # classification_loss: Caffe's total loss, auxiliary heads (GoogLeNet) included.
+    result = lr_range_test(model, _EpochStream(bundle.train), optimizer, start_lr=spec.start_lr,
+                           end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,
+                           eval_batches=_FixedSet(bundle.test), eval_every=spec.eval_every,
+                           momentum_range=spec.momentum_range, loss_fn=classification_loss,
+                           smoothing=spec.smoothing, divergence_factor=spec.divergence_factor,
+                           device=device, restore=False, progress=progress)
+    io.write_csv(out_dir / "history.csv", result.history)
+    bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
+    io.write_json(out_dir / "bounds.json", bounds)
+    metrics = {"status": "diverged" if result.diverged else "completed", "name": cfg.name,
+               "experiment": cfg.experiment, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
+               "iterations": len(result.history), "iterations_planned": spec.iterations,
+               "diverged": result.diverged, "bounds": bounds,
+               "provenance": io.provenance(str(device), cfg.seed)}
+    io.write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, policy_kind: str,
+                  divisor: float | None) -> dict[str, Any]:
+    """Every heuristic's suggestion side by side, and the (base_lr, max_lr) the chosen one gives
+    (none for a momentum range test, which has no LR suggestions)."""
+    chosen = suggestions.get(rule)
+    found = chosen is not None and chosen.max_lr is not None
+    base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor) if found else (None, None)
+    return {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
+            "chosen_rule": rule, "policy_kind": policy_kind,
+            "divisor": bound_rules.DEFAULT_DIVISORS[policy_kind] if divisor is None else divisor,
+            "base_lr": base_lr, "max_lr": max_lr}
+
+
+def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bounds training uses, from several range-test seeds: the median of each seed's
+    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out.
+
+    `rules` keeps every heuristic's per-seed max_lr and gives its own median bounds the same
+    way, so that a run can train at any rule's suggestion (schedule.bounds_rule) and a bounds
+    study can report each rule's spread over the seeds.
+    """
+    found = [r for r in records if r.get("max_lr") is not None]
+    first = records[0]
+    combined = {"chosen_rule": first["chosen_rule"], "policy_kind": first["policy_kind"],
+                "n_seeds": len(records), "n_seeds_with_bounds": len(found),
+                "per_seed": [{"base_lr": r.get("base_lr"), "max_lr": r.get("max_lr")} for r in records],
+                "base_lr": None, "max_lr": None}
+    if found:
+        combined["base_lr"] = float(pd.Series([r["base_lr"] for r in found]).median())
+        combined["max_lr"] = float(pd.Series([r["max_lr"] for r in found]).median())
+    # Records written before bounds_record stored its divisor used the policy's default.
+    divisor = first.get("divisor") or bound_rules.DEFAULT_DIVISORS[first["policy_kind"]]
+    combined["rules"] = {}
+    for rule in first.get("suggestions", {}):
+        per_seed = [r["suggestions"].get(rule, {}).get("max_lr") for r in records]
+        values = [v for v in per_seed if v is not None]
+        median = float(pd.Series(values).median()) if values else None
+        combined["rules"][rule] = {"per_seed": per_seed, "n_seeds_with_bounds": len(values),
+                                   "max_lr": median, "base_lr": None if median is None else median / divisor}
+    return combined

@@ -274,3 +274,19 @@ def test_figures_are_written_with_partial_and_empty_results(tmp_path):
     for name, given in (("settings", values), ("no_settings", {"b": values["b"]})):
         paths = plots.plot_range_test_settings(given, rules, tmp_path / name, "settings")
         assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
+
+
+def test_figures_take_equal_seeds_whose_mean_rounds_outside_them(tmp_path):
+    # (0.7 + 0.7 + 0.7) / 3 is one ulp below 0.7 in float64: the error bars from the mean to the
+    # lowest and highest seed would be -1e-16 and +1e-16, which matplotlib refuses.
+    seeds = np.array([0.7, 0.7, 0.7])
+    assert seeds.mean() < seeds.min()
+    rules = ["fastai_valley"]
+    paths = plots.plot_range_test_settings({"a": {"fastai_valley": list(seeds)}}, rules, tmp_path / "s", "settings")
+    assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
+    scored = bounds_study.scored_runs(_runs([(f"lr_{lr:g}", 0, "completed", 85.0, lr) for lr in GRID]), 10.0)
+    rule = {"fastai_valley": {"max_lr": float(seeds.mean()), "accuracy_mean": 85.0, "accuracy_std": 0.1,
+                              "suggestions": list(seeds)}}
+    paths = plots.plot_bounds_study(scored, bounds_study.grid_scores(scored, GRID), rule, tmp_path / "r", "study",
+                                    within_pp=0.5)
+    assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]

@@ -326,7 +326,8 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
                     continue
                 seeds = [v for v in info.get("suggestions", []) if v is not None]
                 x = info["max_lr"]
-                xerr = [[x - min(seeds)], [max(seeds) - x]] if seeds else None
+                # x is the trained median, a float round trip away from the seeds' values.
+                xerr = [[max(x - min(seeds), 0.0)], [max(max(seeds) - x, 0.0)]] if seeds else None
                 y = info.get("accuracy_mean", np.nan)
                 yerr = info.get("accuracy_std", np.nan)
                 ax.errorbar([x], [y if np.isfinite(y) else np.nan], xerr=xerr,
@@ -372,7 +373,9 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
                 if len(seeds):
                     mean = seeds.mean()
                     xs.append(mean), ys.append(i + offset)
-                    low.append(mean - seeds.min()), high.append(seeds.max() - mean)
+                    # Equal seeds can average a rounding error outside themselves ((3a)/3 != a):
+                    # an error bar must not be negative.
+                    low.append(max(mean - seeds.min(), 0.0)), high.append(max(seeds.max() - mean, 0.0))
             ax.errorbar(xs, ys, xerr=[low, high], color=color, marker=marker, linestyle="none", capsize=2,
                         markersize=6, label=setting)
         ax.set_yticks(range(len(rules)), rules)

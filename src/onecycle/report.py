@@ -218,6 +218,13 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
                f"times the highest per-seed suggestion: {covers}). Accuracy: mean ± std over training seeds, a "
                f"diverged run scored at chance ({chance:g}%). regret_pp = grid's best mean - the rule's; "
                f"within_pp: regret <= {study.within_pp:g} pp.")
+    grid = bounds_study.grid_scores(scored, study.max_lr_grid)
+    planned = len(study.max_lr_grid) * len(plan.workflow.seeds)
+    if (done := int(grid["n"].sum())) < planned:
+        # A partial grid's best is at most the whole grid's: its regrets are lower bounds.
+        caption += (f" PARTIAL GRID: {done} of {planned} grid runs finished ({int((grid['n'] > 0).sum())} of "
+                    f"{len(grid)} points), so grid_best is that of the finished points and every regret a "
+                    f"lower bound.")
     lr_formats = {c: LR_FORMAT for c in ("suggested_max_lr_mean", "trained_max_lr", "grid_best_max_lr")}
     aggregate.write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption, formats=lr_formats)
     rules = {row.rule: {"max_lr": row.trained_max_lr, "accuracy_mean": row.accuracy_mean,
@@ -225,7 +232,7 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
                         "suggestions": per_rule.get(row.rule, {}).get("per_seed", [])}
              for row in table.itertuples()}
     paper = (study.paper_max_lr, study.paper_source) if study.paper_max_lr is not None else None
-    plots.plot_bounds_study(scored, bounds_study.grid_scores(scored, study.max_lr_grid), rules,
+    plots.plot_bounds_study(scored, grid, rules,
                             outputs["regret_figure_png"].with_suffix(""),
                             title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
                             within_pp=study.within_pp, paper=paper)

@@ -287,7 +287,7 @@ def _workflow_section(plan: Plan) -> str:
     counts = Counter(job.experiment for job in plan.trains.values())
     ranges = Counter(job.experiment for job in plan.range_tests.values())
     steps = "".join(f"<li><b>{_e(name)}</b>: {ranges.get(name, 0)} range test(s), {counts.get(name, 0)} training run(s) "
-                    f"({len(exp.groups)} groups x {len(plan.workflow.seeds)} seeds)</li>"
+                    f"({len(exp.training_groups())} groups x {len(plan.workflow.seeds)} seeds)</li>"
                     for name, exp in plan.workflow.experiments.items())
     return "\n".join([
         '<section id="workflow">', "<h2>Workflow</h2>",

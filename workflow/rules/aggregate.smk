@@ -83,6 +83,57 @@ rule comparison_figure:
         "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only comparison > {log:q} 2>&1"
 
 
+# A bounds study (onecycle.bounds_study): every range-test rule scored by the training at its
+# suggestion against a grid of max LRs, and how the range test's own settings move the rules.
+rule bounds_study_report:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        results=_bounds_study_results,
+    output:
+        regret_csv=f"{R}/tables/{{study}}_regret.csv",
+        regret_md=report(f"{R}/tables/{{study}}_regret.md", caption="../report/bounds_study.rst", category="Bounds studies"),
+        regret_tex=f"{R}/tables/{{study}}_regret.tex",
+        regret_figure=report(
+            multiext(f"{R}/figures/{{study}}_regret", ".png", ".pdf"),
+            caption="../report/bounds_study_figure.rst",
+            category="Bounds studies",
+        ),
+        settings_csv=f"{R}/tables/{{study}}_range_test_settings.csv",
+        settings_md=report(
+            f"{R}/tables/{{study}}_range_test_settings.md",
+            caption="../report/bounds_settings.rst",
+            category="Bounds studies",
+        ),
+        settings_tex=f"{R}/tables/{{study}}_range_test_settings.tex",
+        settings_figure=report(
+            multiext(f"{R}/figures/{{study}}_range_test_settings", ".png", ".pdf"),
+            caption="../report/bounds_settings.rst",
+            category="Bounds studies",
+        ),
+    log:
+        f"{R}/logs/report/{{study}}_bounds_study.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.study:q} --only bounds-study > {log:q} 2>&1"
+
+
+rule bounds_study_summary:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        regret=_bounds_summary_results,
+    output:
+        csv=f"{R}/tables/bounds_study_summary.csv",
+        md=report(f"{R}/tables/bounds_study_summary.md", caption="../report/bounds_summary.rst", category="Bounds studies"),
+        tex=f"{R}/tables/bounds_study_summary.tex",
+    log:
+        f"{R}/logs/report/bounds_study_summary.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --only bounds-summary > {log:q} 2>&1"
+
+
 # Each claim's verdict (onecycle.claims), for the experiments that state claims; in Snakemake's
 # report its HTML version, shown inline with its caption.
 rule claims_table:

@@ -556,6 +556,47 @@ def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *, y
     return _save(comparison_figure(runs, x, title, y=y, hue=hue, labels=labels), out_stem)
 
 
+# The bounds-study figure's grid: the seeds' mean with their min-max band.
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Mean, min and max over seeds on the union of their x values.
+
+    Each seed is interpolated only inside its own x range (NaN outside), so a seed that stopped
+    early drops out of the statistics beyond its last point instead of being extended.
+    """
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        empty = np.array([])
+        return empty, empty, empty, empty
+    grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+    stacked = np.vstack([np.interp(grid, xs, ys, left=np.nan, right=np.nan) for xs, ys in curves])
+    present = np.isfinite(stacked)
+    count = present.sum(axis=0)
+    covered = count > 0
+    mean = np.where(covered, np.where(present, stacked, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+    low = np.where(covered, np.where(present, stacked, np.inf).min(axis=0), np.nan)
+    high = np.where(covered, np.where(present, stacked, -np.inf).max(axis=0), np.nan)
+    return grid, mean, low, high
+
+
+def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], color: Any,
+                    label: str | None) -> None:
+    seeds = [(xs, ys) for xs, ys in curves if len(xs)]
+    if not seeds:
+        return
+    grid, mean, low, high = mean_band(seeds)
+    if len(seeds) > 1:
+        label = f"{label} (mean of {len(seeds)}, min-max band)" if label else None
+        ax.fill_between(grid, low, high, color=color, alpha=0.25, linewidth=0)
+        # Where a seed stops early (diverged) the mean is over fewer seeds from there on and
+        # may jump: mark the stop so the jump is not read as a feature of the curve.
+        stops = [(xs[-1], ys[-1]) for xs, ys in seeds if xs[-1] < grid[-1]]
+        if stops:
+            ax.plot(*zip(*stops), color=color, marker="x", markersize=8, linestyle="none",
+                    label="a seed's curve ends here" if label else None)
+    ax.plot(grid, mean, color=color, label=label)
+
+
+
 def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
                       out_stem: Path, title: str, *, within_pp: float,
                       paper: tuple[float, str] | None = None) -> list[Path]:
@@ -624,7 +665,7 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
             fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="x-small")
         if scored.empty:
             axes[0].text(0.5, 0.5, "no finished runs yet", transform=axes[0].transAxes, ha="center")
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        fig.suptitle(_title(title, fig))
         return _save(fig, out_stem)
 
 
@@ -663,7 +704,7 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
             ax.text(0.5, 0.5, "no finished range tests yet", transform=ax.transAxes, ha="center", va="center")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
-        fig.suptitle(textwrap.fill(title, TITLE_WIDTH))
+        fig.suptitle(_title(title, fig))
         return _save(fig, out_stem)
 
 

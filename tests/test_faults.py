@@ -114,6 +114,16 @@ def test_repeated_keys_at_any_depth_are_refused(tmp_path, text, fragment):
     _assert_one_line_error(_onecycle("train", "--config", config, "--out", tmp_path / "out"), fragment)
 
 
+def test_repeated_key_in_a_json_config_is_refused(tmp_path):
+    # .json files are read as JSON (1e-06 is a number there), where the json module would keep the
+    # last of two equal keys silently.
+    config = tmp_path / "spec.json"
+    config.write_text('{"seed": 0, "data": {"dataset": "mnist", "dataset": "cifar10"}}')
+    _assert_one_line_error(_onecycle("train", "--config", config, "--out", tmp_path / "out"),
+                           "spec.json: key 'dataset' is repeated in one object")
+    assert not (tmp_path / "out").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # 4. Corrupt checkpoints; 5. non-finite values, bad bounds, OS failures
 # --------------------------------------------------------------------------------------------

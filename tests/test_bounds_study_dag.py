@@ -38,10 +38,11 @@ def _job_stats(output):
 # The CIFAR studies each: 3 x (1 + 3) = 12 range tests; (10 + 8) x 4 seeds = 72 trainings.
 FMNIST_JOBS = {"range_test": 27 + 12, "range_spec": 27 + 12, "train": 57 + 45, "job_spec": 57 + 45,
                "combine_bounds": 2, "prepare_data": 1, "workflow_config": 1, "report_experiment": 2,
-               "range_test_figure": 2, "bounds_study_report": 2, "bounds_study_summary": 1, "all": 1}
+               "range_test_figure": 2, "bounds_study_report": 2, "bounds_study_summary": 1, "html_report": 1,
+               "all": 1}
 CIFAR_JOBS = {"range_test": 24, "range_spec": 24, "train": 144, "job_spec": 144, "combine_bounds": 2,
               "prepare_data": 2, "workflow_config": 1, "report_experiment": 2, "range_test_figure": 2,
-              "bounds_study_report": 2, "bounds_study_summary": 1, "all": 1}
+              "bounds_study_report": 2, "bounds_study_summary": 1, "html_report": 1, "all": 1}
 
 
 @pytest.mark.parametrize("config, expected", [("bounds_study.yaml", FMNIST_JOBS),
@@ -86,6 +87,11 @@ def tiny_study(tmp_path_factory):
     result = _snakemake(work, work / "tiny.yaml")
     assert result.returncode == 0, result.stderr[-3000:]
     return work, work / "results" / "tiny study"
+
+
+# An LR in a table's CSV keeps 6 significant digits (aggregate.OTHER_SIGNIFICANT_DIGITS): within half
+# a unit of the 6th digit, a relative 5e-6 of the value.
+CSV_LR = dict(rel=5e-6)
 
 
 def _metrics(results):
@@ -137,12 +143,12 @@ def test_tiny_study_trains_each_rule_at_its_median_suggestion(tiny_study):
                 params = m["config"]["schedule_resolved"]["params"]
                 assert params["max_lr"] == pytest.approx(statistics.median(found))
                 assert params["base_lr"] == pytest.approx(statistics.median(found) / 10)  # policy_kind 1cycle
-        assert table.loc[rule, "suggested_max_lr_mean"] == pytest.approx(statistics.mean(found))
+        assert table.loc[rule, "suggested_max_lr_mean"] == pytest.approx(statistics.mean(found), **CSV_LR)
         assert table.loc[rule, "n_range_tests"] == len(found)
     settings = pd.read_csv(results / "tables" / "tiny_bounds_range_test_settings.csv").set_index("rule")
     variant = [json.loads((results / "range_test" / "tiny_bounds" / "settings" / "exp" / f"seed{k}" / "bounds.json")
                           .read_text())["suggestions"]["fastai_valley"]["max_lr"] for k in (0, 1)]
-    assert settings.loc["fastai_valley", "exp_mean"] == pytest.approx(statistics.mean(variant))
+    assert settings.loc["fastai_valley", "exp_mean"] == pytest.approx(statistics.mean(variant), **CSV_LR)
 
 
 @needs_fashion_mnist
@@ -156,6 +162,15 @@ def test_tiny_study_figures_summary_and_report_without_training(tiny_study):
     # One study: the mean regret is its regret.
     assert summary["mean_regret_pp"].to_dict() == pytest.approx(regret["regret_pp"].to_dict())
     assert "±" in (results / "tables" / "tiny_bounds_regret.md").read_text()
+    # The report page shows the summary, then the study's regret and settings tables and figures.
+    page = (results / "report.html").read_text()
+    sections = [page.index('id="bounds-studies"'), page.index('id="tiny_bounds"'),
+                page.index("tiny_bounds_regret.png"), page.index("tiny_bounds_range_test_settings.png")]
+    assert sections == sorted(sections)
+    for rule in regret.index:
+        assert f"<td>{rule}</td>" in page
+    assert (results / "tables" / "tiny_bounds_regret.html").read_text() in page
+    assert (results / "tables" / "bounds_study_summary.html").read_text() in page
     # `make figures`: the tables again from stored results, nothing trained.
     metrics = sorted((results / "train").rglob("metrics.json"))
     before = {p: p.stat().st_mtime_ns for p in metrics}

@@ -55,7 +55,7 @@ def bounds_study_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
     outputs = {}
     for name in ("regret", "range_test_settings"):
-        outputs.update({f"{name}_{ext}": tables / f"{experiment}_{name}.{ext}" for ext in ("csv", "md", "tex")})
+        outputs.update({f"{name}_{ext}": tables / f"{experiment}_{name}.{ext}" for ext in ("csv", "md", "tex", "html")})
         outputs.update({f"{name}_figure_{ext}": figures / f"{experiment}_{name}.{ext}" for ext in ("png", "pdf")})
     return outputs
 
@@ -65,7 +65,7 @@ def bounds_summary_outputs(plan: Plan) -> dict[str, Path]:
     if not plan.bounds_studies():
         return {}
     return {f"summary_{ext}": plan.results_dir / "tables" / f"bounds_study_summary.{ext}"
-            for ext in ("csv", "md", "tex")}
+            for ext in ("csv", "md", "tex", "html")}
 
 
 def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:

@@ -53,7 +53,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 
 
-# Bookkeeping and plotting run on the submitting host, never as cluster jobs.
+# Bookkeeping and plotting run on the submitting host, never as cluster jobs (and
+# bounds_study_summary, where a config defines it: workflow/rules/aggregate.smk).
 localrules:
     all,
     workflow_config,
@@ -64,7 +65,6 @@ localrules:
     range_test_figure,
     comparison_figure,
     bounds_study_report,
-    bounds_study_summary,
     claims_table,
     claims_scorecard,
     html_report,

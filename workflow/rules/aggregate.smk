@@ -134,6 +134,9 @@ rule bounds_study_report:
 # would otherwise create this rule's one job, which has nothing to summarise.
 if PLAN.bounds_studies():
 
+    localrules:
+        bounds_study_summary,
+
     rule bounds_study_summary:
         input:
             workflow_config=f"{R}/workflow_config.json",

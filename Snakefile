@@ -13,7 +13,8 @@ from snakemake.settings.enums import PersistenceBackend
 from onecycle.config import load_mapping
 from onecycle.experiments import expand
 from onecycle.html_report import report_path
-from onecycle.report import claims_outputs, experiment_outputs, suite_outputs
+from onecycle.report import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
+                             suite_outputs)
 from onecycle.snakemake_report import register as register_report_directives
 from onecycle.stale_locks import clear_stale_locks
 
@@ -52,7 +53,8 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/aggregate.smk"
 
 
-# Bookkeeping and plotting run on the submitting host, never as cluster jobs.
+# Bookkeeping and plotting run on the submitting host, never as cluster jobs (and
+# bounds_study_summary, where a config defines it: workflow/rules/aggregate.smk).
 localrules:
     all,
     workflow_config,
@@ -62,6 +64,7 @@ localrules:
     report_experiment,
     range_test_figure,
     comparison_figure,
+    bounds_study_report,
     claims_table,
     claims_scorecard,
     html_report,
@@ -70,6 +73,7 @@ localrules:
 rule all:
     input:
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
+        list(bounds_summary_outputs(PLAN).values()),
         suite_outputs(PLAN).values(),
         report_path(PLAN),
     default_target: True

@@ -19,6 +19,11 @@ def test_mean_std_uses_the_sample_std():
     assert mean_std([1, 2, 3, 4]) == (2.5, pytest.approx(math.sqrt(5 / 3)), 4)
 
 
+def test_equal_values_have_no_spread():
+    assert np.std([0.1] * 3, ddof=1) > 0  # the float artefact this guards against
+    assert mean_std([0.1, 0.1, 0.1])[1] == 0.0
+
+
 def test_mean_std_of_one_and_of_no_value():
     mean, std, n = mean_std([93.1])
     assert (mean, n) == (93.1, 1) and math.isnan(std)

@@ -559,28 +559,30 @@ def rounded_for_csv(frame: pd.DataFrame) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------
 
 def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
-                display_columns: Sequence[str] | None = None, display: pd.DataFrame | None = None,
-                latex_columns: Sequence[str] | None = None) -> None:
+                formats: Mapping[str, str] | None = None, display_columns: Sequence[str] | None = None,
+                display: pd.DataFrame | None = None, latex_columns: Sequence[str] | None = None) -> None:
     """Write `frame` as <stem>.csv (every column, rounded by `rounded_for_csv`), and its display
     as <stem>.md (pipe table), <stem>.tex (booktabs, as wide as the text; only `latex_columns`
     of the display if given, so that it fits a page) and <stem>.html (a table element, for the
     reports). The display is `display` if given, else `display_frame` of `display_columns` (all
     by default): a column `X_std` merged into `X` or `X_mean` as "mean ± std" (the papers'
-    style), numbers rounded per column."""
+    style), numbers rounded per column (`formats`: column -> format spec where the default would
+    not do, e.g. ".3g" for LRs)."""
     stem = Path(stem)
     frame = rounded_for_csv(frame)
     io.write_csv(stem.parent / f"{stem.name}.csv", frame)
     if display is None:
-        display = display_frame(frame if display_columns is None else frame[list(display_columns)])
+        display = display_frame(frame if display_columns is None else frame[list(display_columns)], formats)
     io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))
     latex = display if latex_columns is None else display[list(latex_columns)]
     io.write_text(stem.parent / f"{stem.name}.tex", _latex(latex, caption))
     io.write_text(stem.parent / f"{stem.name}.html", html_table(display, caption))
 
 
-def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
+def display_frame(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> pd.DataFrame:
     """The frame as text cells: each `X_std` merged into its `X_mean` (or `X`) column as
-    "mean ± std", numbers formatted per column, missing values empty."""
+    "mean ± std", numbers formatted per column (or as `formats` names them), missing values empty."""
+    formats = dict(formats or {})
     std_of = {}  # mean column -> its std column
     for column in frame.columns:
         if column.endswith("_std"):
@@ -593,10 +595,10 @@ def display_frame(frame: pd.DataFrame) -> pd.DataFrame:
         if column in std_of.values():
             continue
         if column not in std_of:
-            out[column] = _format_column(frame[column])
+            out[column] = _format_column(frame[column], formats.get(column))
             continue
         # Mean and std share the mean's format, so "99.25 ± 0.03" reads as one value.
-        spec = _number_format(frame[column])
+        spec = formats.get(column) or _number_format(frame[column])
         means = [_format_number(v, spec) for v in frame[column]]
         stds = [_format_number(v, spec) for v in frame[std_of[column]]]
         name = column[: -len("_mean")] if column.endswith("_mean") else column
@@ -624,10 +626,10 @@ def _format_number(value: Any, spec: str) -> str:
     return "" if _is_missing(value) else format(float(value), spec)
 
 
-def _format_column(values: pd.Series) -> list[str]:
+def _format_column(values: pd.Series, spec: str | None = None) -> list[str]:
     if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
         return ["" if _is_missing(v) else str(v) for v in values]
-    spec = _number_format(values)
+    spec = spec or _number_format(values)
     return [_format_number(v, spec) for v in values]
 
 

@@ -147,8 +147,9 @@ def _report(args: argparse.Namespace) -> int:
     from onecycle.config import load_mapping
     from onecycle.experiments import expand
     from onecycle.html_report import write_html_report
-    from onecycle.report import (write_claims_table, write_comparison_figure, write_experiment_report,
-                                 write_range_test_figure, write_scorecard)
+    from onecycle.report import (write_bounds_study_report, write_bounds_summary, write_claims_table,
+                                 write_comparison_figure, write_experiment_report, write_range_test_figure,
+                                 write_scorecard)
 
     plan = expand(load_mapping(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
@@ -157,20 +158,25 @@ def _report(args: argparse.Namespace) -> int:
             raise ConfigError(f"{args.config}: no experiment {name!r}; "
                               f"valid: {', '.join(plan.workflow.experiments)}")
     written = []
-    for name in [] if args.only in ("scorecard", "html") else names:
+    for name in [] if args.only in ("scorecard", "bounds-summary", "html") else names:
         if args.only in (None, "runs"):
             written += write_experiment_report(plan, name)
         if args.only in (None, "range-test"):
             written += write_range_test_figure(plan, name)
         if args.only in (None, "comparison"):
             written += write_comparison_figure(plan, name)
+        if args.only in (None, "bounds-study"):
+            written += write_bounds_study_report(plan, name)
         if args.only in (None, "claims"):
             written += write_claims_table(plan, name)
-    # The scorecard and the report page span every experiment: with all of them, or on their own
-    # (the workflow's claims_scorecard and html_report); the page last, as it shows the rest.
+    # The scorecard, the bounds studies' summary (it reads every study's regret table) and the
+    # report page span every experiment: with all of them, or on their own (the workflow's
+    # claims_scorecard, bounds_study_summary and html_report); the page last, as it shows the rest.
     everything = args.only is None and not args.experiment
     if args.only == "scorecard" or everything:
         written += write_scorecard(plan)
+    if args.only == "bounds-summary" or everything:
+        written += write_bounds_summary(plan)
     if args.only == "html" or everything:
         written.append(write_html_report(plan))
     for path in written:
@@ -274,10 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment", help="only this experiment (default: all of the config's)")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison", "claims", "scorecard", "html"),
+    p.add_argument("--only", choices=("runs", "range-test", "comparison", "bounds-study", "claims", "scorecard",
+                                      "bounds-summary", "html"),
                    help="only the training tables/figures, the range-test figure, the comparison figure, "
-                        "the claims tables, the suite's claims scorecard (all experiments), or the static "
-                        "report page <results_dir>/report.html (all experiments)")
+                        "a bounds study's regret and settings tables/figures, the claims tables, the suite's "
+                        "claims scorecard (all experiments), the bounds studies' summary (all studies), or "
+                        "the static report page <results_dir>/report.html (all experiments)")
     p.set_defaults(handler=_report)
 
     p = sub.add_parser("compare-reference", help="compare a fresh run of a workflow with reference results",

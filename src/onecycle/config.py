@@ -169,6 +169,10 @@ class ScheduleConfig(StrictModel):
     # "config": the LRs in params (replicate the published setting). "range_test": base_lr and
     # max_lr come from a range test's bounds.json (replicate the method).
     lr_bounds: Literal["config", "range_test"] = "config"
+    # With lr_bounds "range_test": the heuristic whose suggestion (median over the range-test
+    # seeds) this run trains at, instead of the range test's own `bounds_rule` (a bounds study
+    # trains at every rule's; onecycle.bounds_study).
+    bounds_rule: str | None = None
 
     @field_validator("params")
     @classmethod
@@ -181,6 +185,20 @@ class ScheduleConfig(StrictModel):
         from onecycle.schedules import POLICIES
 
         return _check_name(name, POLICIES, "policy")
+
+    @field_validator("bounds_rule")
+    @classmethod
+    def _known_rule(cls, name: str | None) -> str | None:
+        from onecycle.bounds import SUGGESTION_RULES
+
+        return None if name is None else _check_name(name, SUGGESTION_RULES, "bounds_rule")
+
+    @model_validator(mode="after")
+    def _rule_needs_range_test(self) -> ScheduleConfig:
+        if self.bounds_rule is not None and self.lr_bounds != "range_test":
+            raise ValueError(f"bounds_rule {self.bounds_rule!r} picks a range-test suggestion: set "
+                             "lr_bounds: range_test, or drop bounds_rule")
+        return self
 
 
 class CaffeTestSpec(StrictModel):

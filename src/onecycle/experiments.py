@@ -9,6 +9,7 @@ Layout under `results_dir` (predictable: no timestamps, one folder per run):
     data/<dataset>.json                          the verified-data record
     range_test/<experiment>/seed<k>/             one range test (history.csv, bounds.json, metrics.json)
     range_test/<experiment>/bounds.json          the bounds training uses (median over seeds)
+    range_test/<experiment>/settings/<variant>/seed<k>/   a bounds study's range-test variant
     train/<experiment>/<group>/seed<k>/          one training run (history.csv, metrics.json, ...)
     tables/<experiment>.{csv,md,tex}  figures/<experiment>_*.{png,pdf}
 """
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from onecycle.bounds_study import BoundsStudyConfig, study_groups, variant_range_tests
 from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
                              parse)
 from onecycle.data import FOLDER_DATASETS
@@ -128,7 +130,11 @@ class ExperimentConfig(StrictModel):
     range_test: dict[str, Any] | None = None
     range_test_seeds: list[int] | None = Field(default=None, min_length=1)
     # Group name -> overrides of `base` (schedule, train, optim ...), one group per setting.
-    groups: dict[str, dict[str, Any]] = Field(min_length=1)
+    # Required, unless `bounds_study` makes the groups.
+    groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Score every range-test rule against training (onecycle.bounds_study): its grid and rule
+    # groups replace `groups`.
+    bounds_study: BoundsStudyConfig | None = None
     # Group -> id of the published row (configs/reference/published.yaml) it is compared with.
     published: dict[str, str] = Field(default_factory=dict)
     # Time-to-accuracy: how fast `candidate` reaches `baseline`'s final accuracy.
@@ -183,13 +189,32 @@ class ExperimentConfig(StrictModel):
         return groups
 
     @model_validator(mode="after")
+    def _groups_or_study(self) -> ExperimentConfig:
+        if self.bounds_study is None:
+            if not self.groups:
+                raise ValueError("groups: give at least one group (or a bounds_study, which makes its own)")
+            return self
+        if self.groups:
+            raise ValueError("a bounds_study makes its own groups (one per max_lr_grid point and rule): "
+                             "remove 'groups'")
+        if self.range_test is None:
+            raise ValueError("bounds_study needs a range_test block: the test whose rules it scores")
+        for name in self.bounds_study.range_test_variants:
+            _check_safe(name, "range_test_variants")
+        # Malformed range-test settings or training policy fail here, naming the key.
+        study_groups(self.bounds_study, self.range_test)
+        variant_range_tests(self.bounds_study, self.range_test)
+        return self
+
+    @model_validator(mode="after")
     def _references_exist(self) -> ExperimentConfig:
+        groups = self.training_groups()
         for key in ("baseline", "candidate"):
             value = getattr(self, key)
-            if value is not None and value not in self.groups:
-                raise ValueError(f"{key} {value!r} is not one of the groups ({', '.join(self.groups)})")
+            if value is not None and value not in groups:
+                raise ValueError(f"{key} {value!r} is not one of the groups ({', '.join(groups)})")
         for group in self.published:
-            if group not in self.groups:
+            if group not in groups:
                 raise ValueError(f"published names group {group!r}, which is not one of the groups")
         for claim in self.claims:
             unknown = [name for name in claim.group_names() if name not in self.groups]
@@ -202,6 +227,18 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"claim {claim.id!r}: every group has a published row, from which the "
                                  "expected verdict is computed: remove 'expected'")
         return self
+
+    def training_groups(self) -> dict[str, dict[str, Any]]:
+        """Group name -> overrides of `base`: `groups`, or those a bounds study makes."""
+        if self.bounds_study is None:
+            return self.groups
+        return study_groups(self.bounds_study, self.range_test)
+
+    def range_test_variants(self) -> dict[str, dict[str, Any]]:
+        """A bounds study's range-test variants: name -> the whole range_test block."""
+        if self.bounds_study is None:
+            return {}
+        return variant_range_tests(self.bounds_study, self.range_test)
 
 
 class WorkflowConfig(StrictModel):
@@ -294,6 +331,8 @@ class Job:
     gpu_seats: int = 0
     # Jobs that may share each of its devices (gpu_slots --per-device): jobs_per_gpu if it shares.
     per_device: int = 1
+    # A bounds study's range-test variant (range tests only); None for the experiment's own test.
+    variant: str | None = None
 
 
 @dataclass
@@ -307,7 +346,19 @@ class Plan:
         return [job for job in self.trains.values() if job.experiment == experiment]
 
     def experiment_range_tests(self, experiment: str) -> list[Job]:
-        return [job for job in self.range_tests.values() if job.experiment == experiment]
+        """The experiment's own range tests (the ones its bounds come from)."""
+        return [job for job in self.range_tests.values() if job.experiment == experiment and job.variant is None]
+
+    def experiment_variant_tests(self, experiment: str) -> dict[str, list[Job]]:
+        """A bounds study's range-test variants: name -> its seeds' jobs."""
+        variants: dict[str, list[Job]] = {}
+        for job in self.range_tests.values():
+            if job.experiment == experiment and job.variant is not None:
+                variants.setdefault(job.variant, []).append(job)
+        return variants
+
+    def bounds_studies(self) -> list[str]:
+        return [name for name, exp in self.workflow.experiments.items() if exp.bounds_study is not None]
 
     def bounds_path(self, experiment: str) -> Path:
         return self.results_dir / "range_test" / experiment / "bounds.json"
@@ -395,8 +446,9 @@ def expand(data: dict[str, Any], source: str = "workflow config", tiny_scale: Ti
     `tiny_scale` (onecycle.scale) and validated again: a tiny run checks the real config too.
     Its results go to `<results_dir>-tiny`."""
     workflow = load_workflow_config(data, source)
-    jobs = sum(len(exp.groups) * len(workflow.seeds)
-               + (len(exp.range_test_seeds or [0]) if exp.range_test is not None else 0)
+    jobs = sum(len(exp.training_groups()) * len(workflow.seeds)
+               + (len(exp.range_test_seeds or [0]) * (1 + len(exp.range_test_variants()))
+                  if exp.range_test is not None else 0)
                for exp in workflow.experiments.values())
     if jobs > MAX_JOBS:
         raise ConfigError(f"{source}: {jobs} jobs (groups x seeds), above the {MAX_JOBS} one workflow "
@@ -411,22 +463,25 @@ def expand(data: dict[str, Any], source: str = "workflow config", tiny_scale: Ti
         exp_where = f"{source}: experiments.{exp_name}"
         if exp.range_test is not None:
             placement = gpu_placement(workflow.gpus_per_job, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
-            where = f"{exp_where} (range test)"
-            for seed in exp.range_test_seeds or workflow.seeds[:1]:
-                job_id = f"{exp_name}/seed{seed}"
-                merged = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
-                                               "range_test": exp.range_test})
-                cfg = _range_test_config(merged, placement["gpus"], where)
-                if tiny:
-                    scaled = tiny_job(merged, split_into=1, where=where, tiny=tiny_scale)
-                    cfg = _range_test_config(scaled, placement["gpus"], where)
-                range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
-                                          results / "range_test" / job_id,
-                                          cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
-                                          **placement)
+            settings = {None: exp.range_test, **exp.range_test_variants()}
+            for variant, spec in settings.items():
+                prefix = exp_name if variant is None else f"{exp_name}/settings/{variant}"
+                where = f"{exp_where} (range test{'' if variant is None else ' variant ' + variant})"
+                for seed in exp.range_test_seeds or workflow.seeds[:1]:
+                    job_id = f"{prefix}/seed{seed}"
+                    merged = deep_merge(exp.base, {"name": job_id, "experiment": exp_name, "seed": seed,
+                                                   "range_test": spec})
+                    cfg = _range_test_config(merged, placement["gpus"], where)
+                    if tiny:
+                        scaled = tiny_job(merged, split_into=1, where=where, tiny=tiny_scale)
+                        cfg = _range_test_config(scaled, placement["gpus"], where)
+                    range_tests[job_id] = Job("range_test", job_id, exp_name, None, seed,
+                                              results / "range_test" / job_id,
+                                              cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
+                                              **placement, variant=variant)
         gpus = workflow.gpus_per_job if exp.gpus is None else exp.gpus
         placement = gpu_placement(gpus, exp.share_gpu, workflow.jobs_per_gpu, exp_where)
-        for group, overrides in exp.groups.items():
+        for group, overrides in exp.training_groups().items():
             for seed in workflow.seeds:
                 job_id = f"{exp_name}/{group}/seed{seed}"
                 where = f"{source}: experiments.{exp_name}.groups.{group}"

@@ -29,7 +29,8 @@ import yaml
 
 from onecycle import aggregate, claims, io
 from onecycle.experiments import Plan
-from onecycle.report import comparison_outputs, range_test_outputs, run_outputs
+from onecycle.report import (bounds_study_outputs, bounds_summary_outputs, comparison_outputs, range_test_outputs,
+                             run_outputs)
 
 # A claims table's headers on the page (onecycle.claims.DISPLAY_COLUMNS), short enough for the
 # table to fit a 1280 px window.
@@ -50,7 +51,7 @@ def write_html_report(plan: Plan) -> Path:
     out = report_path(plan)
     title = f"onecycle replication report: {plan.workflow.results_dir}"
     body = [f"<h1>{_e(title)}</h1>", *_provenance(plan), _contents(plan),
-            _claims_section(plan), *(_experiment_section(plan, name) for name in plan.workflow.experiments),
+            _claims_section(plan), _bounds_summary_section(plan), *(_experiment_section(plan, name) for name in plan.workflow.experiments),
             _runs_section(plan), _workflow_section(plan)]
     style = STYLESHEET.read_text(encoding="utf-8")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
@@ -129,6 +130,8 @@ def _revision(metrics: dict[str, Any]) -> str:
 
 def _contents(plan: Plan) -> str:
     links = ['<a href="#claims">Claims</a>']
+    if plan.bounds_studies():
+        links.append('<a href="#bounds-studies">Bounds studies</a>')
     links += [f'<a href="#{_e(name)}">{_e(name)}</a>' for name in plan.workflow.experiments]
     links += ['<a href="#runs">Runs</a>', '<a href="#workflow">Workflow</a>']
     return "<nav class=\"contents\">" + " ".join(links) + "</nav>"
@@ -201,9 +204,7 @@ def _experiment_section(plan: Plan, name: str) -> str:
     if exp.description and exp.replicates:
         parts.append(f"<p>{_e(exp.description)}</p>")
     parts.append("<h3>Verdicts</h3>")
-    fragment = runs["table_html"]
-    parts.append('<div class="scroll">' + (fragment.read_text(encoding="utf-8") if fragment.exists()
-                                            else '<p class="placeholder">not written yet</p>') + "</div>")
+    parts.append(_fragment(runs["table_html"]))
     for key, heading in (("paired", "1cycle minus baseline, seed by seed"),
                          ("time_to_accuracy", "Time to the baseline's accuracy")):
         path = runs[key]
@@ -214,6 +215,7 @@ def _experiment_section(plan: Plan, name: str) -> str:
                 # The section names the experiment; the CSV keeps the column.
                 shown = frame.drop(columns=["experiment"], errors="ignore")
                 parts.append(_table(aggregate.display_frame(shown), f"tables/{path.name}"))
+    parts += _bounds_study_parts(plan, name)
     parts.append("<h3>Figures</h3>")
     figures = [(range_test_outputs(plan, name).get("range_test_png"), "LR range test, every seed, with the bounds "
                 "used and each rule's suggestion"),
@@ -222,6 +224,40 @@ def _experiment_section(plan: Plan, name: str) -> str:
     parts += [_figure(plan, path, caption) for path, caption in figures if path is not None]
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _bounds_study_parts(plan: Plan, name: str) -> list[str]:
+    """A bounds study's regret table and figure, then its range-test settings table and figure
+    (onecycle.bounds_study); nothing for another experiment."""
+    outputs = bounds_study_outputs(plan, name)
+    if not outputs:
+        return []
+    parts = []
+    for key, heading, caption in (
+            ("regret", "Range-test rules scored by training at their suggestion",
+             "Final accuracy vs max_lr: the grid's seeds and mean, each rule at the max_lr it trained with"),
+            ("range_test_settings", "How the range test's own settings move the suggestions",
+             "Each rule's suggested max_lr under each range-test setting, seeds' range as a bar")):
+        parts.append(f"<h3>{_e(heading)}</h3>")
+        parts.append(_fragment(outputs[f"{key}_html"]))
+        parts.append(_figure(plan, outputs[f"{key}_figure_png"], caption))
+    return parts
+
+
+def _bounds_summary_section(plan: Plan) -> str:
+    """The suite-level summary over the config's bounds studies, where it has any."""
+    outputs = bounds_summary_outputs(plan)
+    if not outputs:
+        return ""
+    return "\n".join(['<section id="bounds-studies">', "<h2>Bounds studies: which range-test rule to use</h2>",
+                      _fragment(outputs["summary_html"]), "</section>"])
+
+
+def _fragment(table_html: Path) -> str:
+    """A table's HTML version (aggregate.write_table) as written, or a placeholder until it is."""
+    if not table_html.exists():
+        return f'<p class="placeholder">{_e(table_html.name)}: not written yet</p>'
+    return '<div class="scroll">' + table_html.read_text(encoding="utf-8") + "</div>"
 
 
 def _figure(plan: Plan, png: Path, caption: str) -> str:
@@ -287,7 +323,7 @@ def _workflow_section(plan: Plan) -> str:
     counts = Counter(job.experiment for job in plan.trains.values())
     ranges = Counter(job.experiment for job in plan.range_tests.values())
     steps = "".join(f"<li><b>{_e(name)}</b>: {ranges.get(name, 0)} range test(s), {counts.get(name, 0)} training run(s) "
-                    f"({len(exp.groups)} groups x {len(plan.workflow.seeds)} seeds)</li>"
+                    f"({len(exp.training_groups())} groups x {len(plan.workflow.seeds)} seeds)</li>"
                     for name, exp in plan.workflow.experiments.items())
     return "\n".join([
         '<section id="workflow">', "<h2>Workflow</h2>",

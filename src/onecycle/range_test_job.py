@@ -104,7 +104,9 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
         except ValueError as error:
             no_bounds = str(error)
     record = {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
-              "chosen_rule": rule, "policy_kind": policy_kind, "base_lr": base_lr, "max_lr": max_lr}
+              "chosen_rule": rule, "policy_kind": policy_kind,
+              "divisor": bound_rules.DEFAULT_DIVISORS[policy_kind] if divisor is None else divisor,
+              "base_lr": base_lr, "max_lr": max_lr}
     if no_bounds is not None:
         record["no_bounds"] = no_bounds
     return record
@@ -112,7 +114,12 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
 
 def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
     """The bounds training uses, from several range-test seeds: the median of each seed's
-    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out."""
+    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out.
+
+    `rules` keeps every heuristic's per-seed max_lr and gives its own median bounds the same
+    way, so that a run can train at any rule's suggestion (schedule.bounds_rule) and a bounds
+    study can report each rule's spread over the seeds.
+    """
     found = [r for r in records if r.get("max_lr") is not None]
     first = records[0]
     combined = {"chosen_rule": first["chosen_rule"], "policy_kind": first["policy_kind"],
@@ -125,4 +132,13 @@ def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
     else:
         reasons = [r.get("no_bounds") or "no max_lr" for r in records]
         combined["no_bounds"] = f"no seed's range test gave bounds (seed 1 of {len(records)}: {reasons[0]})"
+    # Records written before bounds_record stored its divisor used the policy's default.
+    divisor = first.get("divisor") or bound_rules.DEFAULT_DIVISORS[first["policy_kind"]]
+    combined["rules"] = {}
+    for rule in first.get("suggestions", {}):
+        per_seed = [r["suggestions"].get(rule, {}).get("max_lr") for r in records]
+        values = [v for v in per_seed if v is not None]
+        median = float(pd.Series(values).median()) if values else None
+        combined["rules"][rule] = {"per_seed": per_seed, "n_seeds_with_bounds": len(values),
+                                   "max_lr": median, "base_lr": None if median is None else median / divisor}
     return combined

@@ -12,9 +12,15 @@ from typing import Any
 
 import pandas as pd
 
-from onecycle import aggregate, claims, describe, io, plots, scorecard, stats
+from onecycle import aggregate, bounds_study, claims, describe, io, plots, scorecard, stats
+from onecycle.config import RangeTestSpec
+from onecycle.data import DATASETS
 from onecycle.experiments import Plan
 from onecycle.published import load_published
+from onecycle.train import LR_BOUND_PARAMS
+
+# Learning rates span decades: three significant digits, not two decimals.
+LR_FORMAT = ".3g"
 
 
 def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
@@ -42,6 +48,26 @@ def comparison_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {f"comparison_{ext}": figures / f"{experiment}_comparison.{ext}" for ext in ("png", "pdf")}
 
 
+def bounds_study_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_bounds_study_report` produces; none unless the experiment is a bounds study."""
+    if plan.workflow.experiments[experiment].bounds_study is None:
+        return {}
+    tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
+    outputs = {}
+    for name in ("regret", "range_test_settings"):
+        outputs.update({f"{name}_{ext}": tables / f"{experiment}_{name}.{ext}" for ext in ("csv", "md", "tex", "html")})
+        outputs.update({f"{name}_figure_{ext}": figures / f"{experiment}_{name}.{ext}" for ext in ("png", "pdf")})
+    return outputs
+
+
+def bounds_summary_outputs(plan: Plan) -> dict[str, Path]:
+    """The suite-level summary over the config's bounds studies; none if it has none."""
+    if not plan.bounds_studies():
+        return {}
+    return {f"summary_{ext}": plan.results_dir / "tables" / f"bounds_study_summary.{ext}"
+            for ext in ("csv", "md", "tex", "html")}
+
+
 def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     """Files `write_claims_table` produces; none for an experiment without claims."""
     if not plan.workflow.experiments[experiment].claims:
@@ -52,7 +78,8 @@ def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
 
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
-            **comparison_outputs(plan, experiment), **claims_outputs(plan, experiment)}
+            **comparison_outputs(plan, experiment), **bounds_study_outputs(plan, experiment),
+            **claims_outputs(plan, experiment)}
 
 
 def suite_outputs(plan: Plan) -> dict[str, Path]:
@@ -110,7 +137,7 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     published = load_published() if exp.published else None
     labels = group_labels(plan, experiment)
     table = aggregate.summary_table(runs, published=published, mapping=exp.published,
-                                    expected_groups=[(experiment, group) for group in exp.groups],
+                                    expected_groups=[(experiment, group) for group in exp.training_groups()],
                                     tolerance_pp=plan.workflow.tolerance_pp, schedules=labels)
     caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
@@ -144,8 +171,9 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
             traces[job.group] = describe.schedule_trace(metrics["config"])
     epochs = {job.group: job.config["train"]["epochs"] for job in trains}
     legend = {group: f"{group}: {label}, {epochs[group]} ep" for group, label in labels.items()}
-    plots.plot_accuracy_curves({g: curves[g] for g in exp.groups if g in curves},
-                               {g: traces[g] for g in exp.groups if g in traces},
+    groups = exp.training_groups()
+    plots.plot_accuracy_curves({g: curves[g] for g in groups if g in curves},
+                               {g: traces[g] for g in groups if g in traces},
                                outputs["accuracy_png"].with_suffix(""), title=f"Test accuracy vs iteration: {_caption(plan, experiment)}",
                                labels=legend)
     return list(outputs.values())
@@ -194,6 +222,106 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
               if compare.x == "group" else None)
     plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
                           title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
+    return list(outputs.values())
+
+
+def _seed_suggestions(jobs) -> list[dict]:
+    """The `suggestions` block of each finished range test's bounds.json."""
+    return [io.read_json(job.out_dir / "bounds.json")["suggestions"] for job in jobs
+            if (job.out_dir / "metrics.json").exists()]
+
+
+def _range_test_setting(job) -> str:
+    spec = RangeTestSpec.model_validate(job.config["range_test"])
+    data, batch = job.config["data"], job.config["train"]["batch_size"]
+    images = data.get("train_subset") or DATASETS[data["dataset"]].train_size
+    epochs = float(f"{spec.iterations / (images // batch):.3g}")
+    return (f"{spec.ramp} {spec.start_lr:g} -> {spec.end_lr:g} over {spec.iterations} iterations "
+            f"({epochs:g} epoch{'' if epochs == 1 else 's'}), evaluated every {spec.eval_every} on "
+            f"{spec.eval_subset} test images")
+
+
+def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
+    """A bounds study's regret table and figure, and its range-test settings table and figure
+    (onecycle.bounds_study), from the runs and range tests that have finished."""
+    exp = plan.workflow.experiments[experiment]
+    study = exp.bounds_study
+    outputs = bounds_study_outputs(plan, experiment)
+    if not outputs:
+        return []
+    trains = plan.experiment_trains(experiment)
+    high_key = LR_BOUND_PARAMS[study.training["schedule"]["policy"]][1]
+    runs, _ = _finished_runs(plan, experiment, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
+    # A broken run (aggregate.run_problem) is neither a score nor a divergence; its experiment's
+    # verdict table names it.
+    runs = runs[runs["status"] != aggregate.BROKEN]
+    chance = 100.0 / DATASETS[trains[0].dataset].num_classes
+    scored = bounds_study.scored_runs(runs, chance)
+    bounds_file = plan.bounds_path(experiment)
+    combined = io.read_json(bounds_file) if bounds_file.exists() else None
+    table = bounds_study.regret_table(scored, combined, study)
+    per_rule = (combined or {}).get("rules", {})
+    seeds = [s for rule in study.rules for s in per_rule.get(rule, {}).get("per_seed", []) if s is not None]
+    covers = "yes" if bounds_study.grid_covers(study.max_lr_grid, seeds) else "NO"
+    caption = (f"{experiment}: every range-test rule scored by the final test accuracy of a short training "
+               f"at its suggestion (median over {len(plan.experiment_range_tests(experiment))} range-test "
+               f"seeds), against a grid of {len(study.max_lr_grid)} max_lr values "
+               f"({study.max_lr_grid[0]:g}-{study.max_lr_grid[-1]:g}; covers a tenth of the lowest to ten "
+               f"times the highest per-seed suggestion: {covers}). Accuracy: mean ± std over training seeds, a "
+               f"diverged run scored at chance ({chance:g}%). regret_pp = grid's best mean - the rule's; "
+               f"within_pp: regret <= {study.within_pp:g} pp.")
+    grid = bounds_study.grid_scores(scored, study.max_lr_grid)
+    planned = len(study.max_lr_grid) * len(plan.workflow.seeds)
+    if (done := int(grid["n"].sum())) < planned:
+        # A partial grid's best is at most the whole grid's: its regrets are lower bounds.
+        caption += (f" PARTIAL GRID: {done} of {planned} grid runs finished ({int((grid['n'] > 0).sum())} of "
+                    f"{len(grid)} points), so grid_best is that of the finished points and every regret a "
+                    f"lower bound.")
+    lr_formats = {c: LR_FORMAT for c in ("suggested_max_lr_mean", "trained_max_lr", "grid_best_max_lr")}
+    aggregate.write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption, formats=lr_formats)
+    rules = {row.rule: {"max_lr": row.trained_max_lr, "accuracy_mean": row.accuracy_mean,
+                        "accuracy_std": row.accuracy_std,
+                        "suggestions": per_rule.get(row.rule, {}).get("per_seed", [])}
+             for row in table.itertuples()}
+    paper = (study.paper_max_lr, study.paper_source) if study.paper_max_lr is not None else None
+    plots.plot_bounds_study(scored, grid, rules,
+                            outputs["regret_figure_png"].with_suffix(""),
+                            title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
+                            within_pp=study.within_pp, paper=paper)
+
+    main_jobs = plan.experiment_range_tests(experiment)
+    settings = {study.range_test_name: main_jobs, **plan.experiment_variant_tests(experiment)}
+    described = "; ".join(f"{name}: {_range_test_setting(jobs[0])}" for name, jobs in settings.items())
+    suggestions = {name: _seed_suggestions(jobs) for name, jobs in settings.items()}
+    settings_frame = bounds_study.settings_table(suggestions, study.rules)
+    aggregate.write_table(settings_frame, outputs["range_test_settings_csv"].with_suffix(""),
+                          caption=(f"{experiment}: each rule's suggested max_lr (mean ± std over range-test "
+                                   f"seeds) under each range-test setting; signal = what the rule reads; "
+                                   f"spread_factor = largest / smallest setting mean. Settings: {described}."),
+                          formats={f"{name}_mean": LR_FORMAT for name in settings})
+    plots.plot_range_test_settings(bounds_study.setting_values(suggestions, study.rules), study.rules,
+                                   outputs["range_test_settings_figure_png"].with_suffix(""),
+                                   title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
+    return list(outputs.values())
+
+
+def write_bounds_summary(plan: Plan) -> list[Path]:
+    """The suite-level summary over every bounds study of the config whose regret table exists."""
+    outputs = bounds_summary_outputs(plan)
+    if not outputs:
+        return []
+    regrets, within = {}, {}
+    for experiment in plan.bounds_studies():
+        path = bounds_study_outputs(plan, experiment)["regret_csv"]
+        if path.exists():
+            regrets[experiment] = pd.read_csv(path)
+            within[experiment] = plan.workflow.experiments[experiment].bounds_study.within_pp
+    table = bounds_study.suite_summary(regrets, within)
+    thresholds = ", ".join(f"{name} {pp:g} pp" for name, pp in within.items())
+    aggregate.write_table(table, outputs["summary_csv"].with_suffix(""),
+                          caption=(f"Bounds studies ({', '.join(regrets) or 'none finished yet'}): per rule, "
+                                   f"mean regret (pp below the grid's best) and rank over the studies, and in "
+                                   f"how many it landed within the grid's best ({thresholds})."))
     return list(outputs.values())
 
 

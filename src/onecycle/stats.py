@@ -39,11 +39,18 @@ def _finite_array(values: Iterable[float]) -> np.ndarray:
 
 
 def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """(mean, sample std with ddof=1, n); std is NaN for n < 2, mean is NaN for n == 0."""
+    """(mean, sample std with ddof=1, n); std is NaN for n < 2, mean is NaN for n == 0. Equal
+    values have a std of exactly 0: the float mean of three copies of 0.1 misses 0.1 by an ulp,
+    and numpy's std of them would print as 3e-17."""
     array = _finite_array(values)
     n = len(array)
     mean = float(array.mean()) if n else math.nan
-    std = float(array.std(ddof=1)) if n >= 2 else math.nan
+    if n < 2:
+        std = math.nan
+    elif array.min() == array.max():
+        std = 0.0
+    else:
+        std = float(array.std(ddof=1))
     return mean, std, n
 
 

@@ -172,14 +172,19 @@ def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
         if cfg.schedule.policy not in LR_BOUND_PARAMS:
             raise ConfigError(f"schedule.lr_bounds 'range_test' is not supported for policy "
                               f"{cfg.schedule.policy!r}; use one of {', '.join(LR_BOUND_PARAMS)}")
-        if bounds.get("max_lr") is None:
-            why = bounds.get("no_bounds") or f"its rule {bounds.get('chosen_rule')!r} found no max_lr"
+        rule, chosen = rule_bounds(bounds, cfg.schedule.bounds_rule)
+        if cfg.schedule.bounds_rule is not None:
+            check_bounds(chosen, f"bounds rules.{rule}")
+        if chosen.get("max_lr") is None:
+            # The chosen rule's record says why (range_test_job.bounds_record); a per-rule one does not.
+            why = chosen.get("no_bounds") or f"its rule {rule!r} found no max_lr"
+            setting = "range_test.bounds_rule" if cfg.schedule.bounds_rule is None else "schedule.bounds_rule"
             raise ConfigError(f"the range test gave no bounds ({why}); see its bounds.json, or pick "
-                              "another range_test.bounds_rule")
+                              f"another {setting}")
         low_key, high_key = LR_BOUND_PARAMS[cfg.schedule.policy]
-        params[high_key] = float(bounds["max_lr"])
+        params[high_key] = float(chosen["max_lr"])
         if low_key is not None:
-            params[low_key] = float(bounds["base_lr"])
+            params[low_key] = float(chosen["base_lr"])
     return params
 
 
@@ -207,6 +212,17 @@ def read_bounds_file(path: str | Path) -> dict[str, Any]:
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ConfigError(f"{path}: not a valid JSON file ({error})") from None
     return check_bounds(record, str(path))
+
+
+def rule_bounds(bounds: dict[str, Any], rule: str | None) -> tuple[str, dict[str, Any]]:
+    """(rule, its {"base_lr", "max_lr"}) from a bounds file: the range test's chosen rule, or
+    `rule` (schedule.bounds_rule) from the per-rule bounds that combine_bounds keeps."""
+    if rule is None:
+        return bounds.get("chosen_rule"), bounds
+    if rule not in bounds.get("rules", {}):
+        raise ConfigError(f"schedule.bounds_rule {rule!r}: the bounds file has no per-rule bounds for it "
+                          "(combine the range tests again with `onecycle combine-bounds`)")
+    return rule, bounds["rules"][rule]
 
 
 def build_schedule(cfg: RunConfig, iters_per_epoch: int, bounds: dict[str, Any] | None) -> tuple[Schedule, dict[str, Any]]:
@@ -252,7 +268,8 @@ def check_schedule(cfg: RunConfig) -> None:
         if batch is not None and batch > train_size:
             raise ConfigError(f"train.{key} = {batch} is larger than the {train_size} training images "
                               f"of {cfg.data.dataset}")
-    stand_in = {"base_lr": 0.1, "max_lr": 1.0, "chosen_rule": "stand-in"}
+    stand_in = {"base_lr": 0.1, "max_lr": 1.0, "chosen_rule": "stand-in",
+                "rules": {cfg.schedule.bounds_rule: {"base_lr": 0.1, "max_lr": 1.0}}}
     build_schedule(cfg, schedule_iterations_per_epoch(cfg.train, train_size),
                    stand_in if cfg.schedule.lr_bounds == "range_test" else None)
 

@@ -83,6 +83,82 @@ rule comparison_figure:
         "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only comparison > {log:q} 2>&1"
 
 
+# A bounds study (onecycle.bounds_study): every range-test rule scored by the training at its
+# suggestion against a grid of max LRs, and how the range test's own settings move the rules.
+rule bounds_study_report:
+    input:
+        workflow_config=f"{R}/workflow_config.json",
+        results=_bounds_study_results,
+    output:
+        regret_csv=f"{R}/tables/{{study}}_regret.csv",
+        regret_md=f"{R}/tables/{{study}}_regret.md",
+        regret_tex=f"{R}/tables/{{study}}_regret.tex",
+        regret_html=report(
+            f"{R}/tables/{{study}}_regret.html",
+            caption="../report/bounds_study.rst",
+            category="Bounds studies",
+            labels={"study": "{study}", "table": "regret"},
+        ),
+        regret_png=report(
+            f"{R}/figures/{{study}}_regret.png",
+            caption="../report/bounds_study_figure.rst",
+            category="Bounds studies",
+            labels={"study": "{study}", "figure": "accuracy vs max_lr"},
+        ),
+        regret_pdf=f"{R}/figures/{{study}}_regret.pdf",
+        settings_csv=f"{R}/tables/{{study}}_range_test_settings.csv",
+        settings_md=f"{R}/tables/{{study}}_range_test_settings.md",
+        settings_tex=f"{R}/tables/{{study}}_range_test_settings.tex",
+        settings_html=report(
+            f"{R}/tables/{{study}}_range_test_settings.html",
+            caption="../report/bounds_settings.rst",
+            category="Bounds studies",
+            labels={"study": "{study}", "table": "range-test settings"},
+        ),
+        settings_png=report(
+            f"{R}/figures/{{study}}_range_test_settings.png",
+            caption="../report/bounds_settings_figure.rst",
+            category="Bounds studies",
+            labels={"study": "{study}", "figure": "range-test settings"},
+        ),
+        settings_pdf=f"{R}/figures/{{study}}_range_test_settings.pdf",
+    log:
+        f"{R}/logs/report/{{study}}_bounds_study.log",
+    conda:
+        "../../environment.yml"
+    shell:
+        "onecycle report --config {input.workflow_config:q} --experiment {wildcards.study:q} --only bounds-study > {log:q} 2>&1"
+
+
+# Only where the config has a bounds study: `--forcerun` of every report rule (`make report`)
+# would otherwise create this rule's one job, which has nothing to summarise.
+if PLAN.bounds_studies():
+
+    localrules:
+        bounds_study_summary,
+
+    rule bounds_study_summary:
+        input:
+            workflow_config=f"{R}/workflow_config.json",
+            regret=_bounds_summary_results,
+        output:
+            csv=f"{R}/tables/bounds_study_summary.csv",
+            md=f"{R}/tables/bounds_study_summary.md",
+            tex=f"{R}/tables/bounds_study_summary.tex",
+            html=report(
+                f"{R}/tables/bounds_study_summary.html",
+                caption="../report/bounds_summary.rst",
+                category="Bounds studies",
+                labels={"study": "all", "table": "summary"},
+            ),
+        log:
+            f"{R}/logs/report/bounds_study_summary.log",
+        conda:
+            "../../environment.yml"
+        shell:
+            "onecycle report --config {input.workflow_config:q} --only bounds-summary > {log:q} 2>&1"
+
+
 # Each claim's verdict (onecycle.claims), for the experiments that state claims; in Snakemake's
 # report its HTML version, shown inline with its caption.
 rule claims_table:
@@ -144,6 +220,7 @@ rule html_report:
         workflow_config=f"{R}/workflow_config.json",
         shown=[path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
         scorecard=suite_outputs(PLAN).values(),
+        bounds_summary=bounds_summary_outputs(PLAN).values(),
     output:
         f"{R}/report.html",
     log:

@@ -18,6 +18,7 @@ wildcard_constraints:
     experiment=_alternation(PLAN.workflow.experiments),
     dataset=_alternation(PLAN.datasets()),
     mean_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_mean_images(name)]),
+    study=_alternation(PLAN.bounds_studies()),
 
 
 TRAIN_THREADS = PLAN.workflow.train_threads
@@ -55,3 +56,16 @@ def _run_report_results(wc):
 def _range_report_results(wc):
     jobs = PLAN.experiment_range_tests(wc.experiment)
     return [PLAN.bounds_path(wc.experiment)] + [job.out_dir / "history.csv" for job in jobs]
+
+
+def _bounds_study_results(wc):
+    """A bounds study reads its runs, its combined bounds (every rule's per-seed suggestion)
+    and its range-test variants."""
+    variants = [job for jobs in PLAN.experiment_variant_tests(wc.study).values() for job in jobs]
+    return ([job.out_dir / "metrics.json" for job in PLAN.experiment_trains(wc.study)]
+            + [PLAN.bounds_path(wc.study)]
+            + [job.out_dir / name for job in variants for name in ("bounds.json", "metrics.json")])
+
+
+def _bounds_summary_results(wc):
+    return [bounds_study_outputs(PLAN, name)["regret_csv"] for name in PLAN.bounds_studies()]

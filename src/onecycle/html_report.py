@@ -51,7 +51,8 @@ def write_html_report(plan: Plan) -> Path:
     out = report_path(plan)
     title = f"onecycle replication report: {plan.workflow.results_dir}"
     body = [f"<h1>{_e(title)}</h1>", *_provenance(plan), _contents(plan),
-            _claims_section(plan), _bounds_summary_section(plan), *(_experiment_section(plan, name) for name in plan.workflow.experiments),
+            _claims_section(plan), _bounds_summary_section(plan),
+            *(_experiment_section(plan, name) for name in plan.workflow.experiments),
             _runs_section(plan), _workflow_section(plan)]
     style = STYLESHEET.read_text(encoding="utf-8")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"

@@ -51,7 +51,7 @@ test-tools:
 	echo "pdflatex: $$(command -v pdflatex || echo 'not installed: the LaTeX test skips')"
 
 # Float32 training is not bit-identical across CPUs and thread counts, so a fresh run is checked
-# against the reference at the level that holds on any machine (onecycle.reference): status,
+# against the reference at the level that holds on any machine (onecycle.report.reference): status,
 # accuracy means within a tolerance from the seed spread, verdicts. Exit status 1 on disagreement.
 smoke: setup data
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml --config results_dir=$(SMOKE_RUN) \
@@ -66,7 +66,7 @@ smoke-reference: setup data
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml --config results_dir=$(SMOKE_REFERENCE) \
 		--printshellcmds
 
-# Every job of configs/paper.yaml for a few iterations, into results/paper-tiny (onecycle.scale):
+# Every job of configs/paper.yaml for a few iterations, into results/paper-tiny (onecycle.experiments.scale):
 # checks a machine and its copies of the data before the real run.
 tiny: setup data
 	$(BIN)/snakemake --cores $(CORES) --config scale=tiny --keep-going --rerun-incomplete
@@ -102,7 +102,7 @@ figures: setup
 # the training runs (Snakemake keeps them in .snakemake/, which git does not carry), and asking
 # for a report of those would only print a "Missing metadata" warning per file.
 REPORT_RULES := $(shell sed -n 's/^rule \([a-z_]*\):/\1/p' workflow/rules/aggregate.smk)
-REPORT_FLAGS := --report-stylesheet src/onecycle/report.css --report-metadata workflow/report/metadata.yaml
+REPORT_FLAGS := --report-stylesheet src/onecycle/report/report.css --report-metadata workflow/report/metadata.yaml
 report: setup
 	mkdir -p build/report
 	$(BIN)/snakemake --configfile configs/smoke.yaml --cores 1 --allowed-rules $(REPORT_RULES) --forcerun $(REPORT_RULES)

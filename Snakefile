@@ -1,6 +1,6 @@
 # onecycle: LR range tests, then 1cycle vs. baseline trainings, then the papers' tables and
 # figures with the published numbers beside ours. All logic lives in the package
-# (onecycle.experiments expands the config into validated jobs); rules only wire files.
+# (onecycle.experiments.workflow expands the config into validated jobs); rules only wire files.
 #
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
@@ -10,15 +10,15 @@ import sys
 
 from snakemake.settings.enums import PersistenceBackend
 
-from onecycle.config import load_mapping
-from onecycle.experiments import expand
-from onecycle.html_report import report_path
-from onecycle.report import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
+from onecycle.experiments.config import load_mapping
+from onecycle.experiments.workflow import expand
+from onecycle.report.html import report_path
+from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
                              suite_outputs)
-from onecycle.snakemake_report import register as register_report_directives
-from onecycle.stale_locks import clear_stale_locks
+from onecycle.dag.snakemake_report import register as register_report_directives
+from onecycle.dag.stale_locks import clear_stale_locks
 
-# `embeddedfigure` in the report text embeds the image (onecycle.snakemake_report says why).
+# `embeddedfigure` in the report text embeds the image (onecycle.dag.snakemake_report says why).
 register_report_directives()
 
 # The paper replication by default; `--configfile configs/smoke.yaml` replaces it (not merged).
@@ -30,12 +30,12 @@ if not workflow.overwrite_configfiles:
 
 # Snakemake reads config files with its own YAML loader, which lets the last of two equal keys
 # win (a repeated group silently replaces the first) and expands aliases. Each file is read
-# again here through onecycle.config.ConfigLoader, which refuses both, naming file, line and key.
+# again here through onecycle.experiments.config.ConfigLoader, which refuses both, naming file, line and key.
 for path in workflow.configfiles:
     load_mapping(path)
 
 # A run killed by SIGKILL leaves Snakemake's lock behind; it is deleted when no run of this
-# workflow is alive in the folder (onecycle.stale_locks), so that `--rerun-incomplete` recovers.
+# workflow is alive in the folder (onecycle.dag.stale_locks), so that `--rerun-incomplete` recovers.
 if workflow.is_main_process and workflow.workflow_settings.persistence_backend == PersistenceBackend.FILE:
     for stale in clear_stale_locks():
         print(f"Removed {stale}: no Snakemake run of this workflow is alive here to hold it.", file=sys.stderr)

@@ -6,7 +6,7 @@ With CUDA: the tests marked `gpu`, the benchmarks on CUDA (ONECYCLE_BENCH_DEVICE
 short CIFAR-shaped throughput run: resnet56 on synthetic 3x32x32 uint8 images, batch 512,
 fp32 and bf16 autocast + channels_last, bare loop vs the suite, and the suite again with Caffe's
 semantics (mean image, prototxt multipliers, batch norm in 4 shards); then LeNet jobs sharing
-one GPU 1, 2 and 4 ways through onecycle.gpu_slots --per-device (issue: small jobs per device).
+one GPU 1, 2 and 4 ways through onecycle.dag.gpu_slots --per-device (issue: small jobs per device).
 The Caffe-semantics run is timed in deterministic mode, as the paper config trains, and its
 rate, in FLOP/s as `onecycle plan` counts them, is written to results/gpu_check/throughput.json:
 plan then estimates device-hours for this machine's GPUs. Without CUDA it says so, runs the
@@ -32,14 +32,15 @@ import tempfile
 import torch
 from torch import nn
 
-from onecycle import io, plan
-from onecycle.config import OptimConfig
+from onecycle import io
+from onecycle.experiments import cost as plan
+from onecycle.experiments.config import OptimConfig
 from onecycle.data import ArrayDataset, Batches, CaffeTransform
 from onecycle.models import build_model
 from onecycle.models.layers import set_batch_norm_shards
-from onecycle.optim import build_optimizer
+from onecycle.training.optim import build_optimizer
 from onecycle.schedules import make_schedule
-from onecycle.train import set_mode, train_step
+from onecycle.training.run import set_mode, train_step
 
 REPO = Path(__file__).resolve().parents[1]
 # Per pytest step, so the whole check stays within its 5 minutes even when a step hangs.
@@ -69,11 +70,11 @@ SHARING = (1, 2, 4)
 SHARING_STARTUP_S, SHARING_WINDOW_S = 20.0, 8.0
 SHARING_JOB = """
 import sys, time, torch
-from onecycle.config import OptimConfig
+from onecycle.experiments.config import OptimConfig
 from onecycle.models import build_model
-from onecycle.optim import build_optimizer
+from onecycle.training.optim import build_optimizer
 from onecycle.schedules import make_schedule
-from onecycle.train import train_step
+from onecycle.training.run import train_step
 start, window = float(sys.argv[1]), float(sys.argv[2])
 device = torch.device("cuda")
 torch.manual_seed(0)
@@ -200,7 +201,7 @@ def throughput(shape: Shape, device: torch.device, *, bf16: bool, channels_last:
 
 
 def write_calibration(shape: Shape, images_per_s: float, device_name: str, what: str) -> str:
-    """The effective training rate `onecycle plan` uses for this machine's GPUs (onecycle.plan.
+    """The effective training rate `onecycle plan` uses for this machine's GPUs (onecycle.experiments.cost.
     CALIBRATION): images/s x the model's forward+backward FLOPs per image, counted as plan counts."""
     train_flops, _ = plan.model_flops(shape.arch, "{}", shape.channels, shape.side, 10)
     record = {"device_class": "gpu", "device": device_name, "what": what,
@@ -222,7 +223,7 @@ def sharing_throughput() -> str:
         env = {**os.environ, "ONECYCLE_GPU_SLOTS": "0", "ONECYCLE_GPU_LOCK_DIR": lock_dir}
         for k in SHARING:
             start = time.time() + SHARING_STARTUP_S
-            jobs = [subprocess.Popen([sys.executable, "-m", "onecycle.gpu_slots", "-n", "1", "--per-device",
+            jobs = [subprocess.Popen([sys.executable, "-m", "onecycle.dag.gpu_slots", "-n", "1", "--per-device",
                                       str(k), "--", sys.executable, "-c", SHARING_JOB, str(start),
                                       str(SHARING_WINDOW_S)], env=env, stdout=subprocess.PIPE, text=True)
                     for _ in range(k)]

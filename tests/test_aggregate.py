@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from onecycle import aggregate
-from onecycle.published import PublishedDataError, find_published_file, load_published
+from onecycle.report import aggregate
+from onecycle.report.published import PublishedDataError, find_published_file, load_published
 
 
 def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment="mnist_lenet", epochs=3,

@@ -5,8 +5,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from onecycle.config import ConfigError, TrainConfig
-from onecycle.distributed import check_batch_size, local_batch_norm_shards
+from onecycle.experiments.config import ConfigError, TrainConfig
+from onecycle.training.distributed import check_batch_size, local_batch_norm_shards
 from onecycle.models import build_model
 from onecycle.models.layers import CaffeBatchNorm2d, set_batch_norm_shards
 

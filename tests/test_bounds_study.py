@@ -1,4 +1,4 @@
-"""Bounds studies (onecycle.bounds_study): config, expansion, per-rule bounds and the analysis.
+"""Bounds studies (onecycle.experiments.bounds_study): config, expansion, per-rule bounds and the analysis.
 
 Every expected number here is computed by hand in a comment; the end-to-end study on real data
 is in test_bounds_study_dag.py.
@@ -10,12 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from onecycle import aggregate, bounds_study, plots
+from onecycle.experiments.bounds_study import RULE_SIGNALS, BoundsStudyConfig
+from onecycle.report import aggregate, bounds_study, plots
 from onecycle.bounds import SUGGESTION_RULES
-from onecycle.config import ConfigError, RunConfig, deep_merge, parse
-from onecycle.experiments import expand
-from onecycle.range_test_job import bounds_record, combine_bounds
-from onecycle.train import resolve_schedule_params
+from onecycle.experiments.config import ConfigError, RunConfig, deep_merge, parse
+from onecycle.experiments.workflow import expand
+from onecycle.training.range_test_job import bounds_record, combine_bounds
+from onecycle.training.run import resolve_schedule_params
 
 GRID = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 
@@ -115,7 +116,7 @@ def test_bounds_rule_needs_range_test_bounds():
 
 
 def test_rule_signals_cover_every_rule():
-    assert set(bounds_study.RULE_SIGNALS) == set(SUGGESTION_RULES)
+    assert set(RULE_SIGNALS) == set(SUGGESTION_RULES)
 
 
 # ------------------------------------------------------------------------- per-rule bounds
@@ -162,7 +163,7 @@ def _runs(rows):
 def _study_config(**overrides):
     config = {"training": {"schedule": {"policy": "smith_1cycle"}}, "max_lr_grid": GRID,
               "rules": ["smith_accuracy_peak", "fastai_valley", "steepest_slope_lr"]}
-    return bounds_study.BoundsStudyConfig.model_validate({**config, **overrides})
+    return BoundsStudyConfig.model_validate({**config, **overrides})
 
 
 def test_regret_table_by_hand():

@@ -1,4 +1,4 @@
-"""Caffe's ImageNet data layer (onecycle.caffe_imagenet) against hand computations: the squash,
+"""Caffe's ImageNet data layer (onecycle.data.caffe_imagenet) against hand computations: the squash,
 data_transformer.cpp's crop/mean/mirror loop written out literally, the mean file, its cache,
 and the config checks that guard it."""
 
@@ -15,12 +15,13 @@ import torch
 from data_fixtures import random_uint8, write_image, write_image_folder
 from PIL import Image
 
-from onecycle import caffe_imagenet, cli, data
-from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE as SIDE
-from onecycle.caffe_imagenet import CaffeImageNetTransform, compute_mean_image, mean_image, squash
-from onecycle.config import ConfigError, RunConfig, parse
-from onecycle.distributed import ShardedTrainBatches
-from onecycle.train import folder_transforms
+from onecycle import cli, data
+from onecycle.data import caffe_imagenet
+from onecycle.data.caffe_imagenet import CAFFE_IMAGENET_SIDE as SIDE
+from onecycle.data.caffe_imagenet import CaffeImageNetTransform, compute_mean_image, mean_image, squash
+from onecycle.experiments.config import ConfigError, RunConfig, parse
+from onecycle.training.distributed import ShardedTrainBatches
+from onecycle.data.assembly import folder_transforms
 
 # ---------------------------------------------------------------------------------------------
 # squash: convert_imageset --resize_height 256 --resize_width 256

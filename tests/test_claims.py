@@ -10,10 +10,10 @@ import yaml
 from scipy import stats as scipy_stats
 
 from conftest import REPO
-from onecycle import claims
-from onecycle.config import ConfigError, load_mapping
-from onecycle.experiments import Claim, ExperimentConfig, expand
-from onecycle.published import load_published
+from onecycle.report import claims
+from onecycle.experiments.config import ConfigError, load_mapping
+from onecycle.experiments.workflow import Claim, ExperimentConfig, expand
+from onecycle.report.published import load_published
 
 T95 = {1: 6.313751514675043, 2: 2.919985580353726, 3: 2.353363434801823}  # scipy.stats.t.ppf(0.95, df)
 
@@ -313,7 +313,8 @@ def test_mirror_and_smoke_state_the_papers_lenet_claims():
 def test_report_rebuilds_the_mirrors_claims_and_scorecard_without_training(tmp_path, monkeypatch):
     import shutil
 
-    from onecycle import cli, range_test_job, train
+    from onecycle import cli
+    from onecycle.training import range_test_job, run as train
 
     def no_training(*args, **kwargs):
         raise AssertionError("onecycle report started a training or range-test job")

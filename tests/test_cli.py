@@ -32,7 +32,7 @@ def _assert_one_line_error(result, *fragments):
 ])
 @needs_fashion_mnist
 def test_bad_run_configs(tiny_run_config, tmp_path, patch, fragments):
-    from onecycle.config import deep_merge
+    from onecycle.experiments.config import deep_merge
 
     config = deep_merge(tiny_run_config, patch)
     if "stepsize" in patch.get("schedule", {}).get("params", {}):
@@ -119,7 +119,7 @@ def test_schema_describes_the_annotated_example_and_rejects_a_typo():
     import jsonschema
 
     from conftest import REPO
-    from onecycle.config import ConfigError, RunConfig, load_run_config, parse
+    from onecycle.experiments.config import ConfigError, RunConfig, load_run_config, parse
 
     result = _onecycle("config", "--schema", "run")
     assert result.returncode == 0, result.stderr

@@ -3,9 +3,9 @@
 import pytest
 
 from onecycle import io
-from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, deep_merge, load_mapping, load_run_config,
+from onecycle.experiments.config import (ConfigError, RangeTestConfig, RunConfig, deep_merge, load_mapping, load_run_config,
                              parse)
-from onecycle.experiments import expand
+from onecycle.experiments.workflow import expand
 
 VALID_RUN = {
     "name": "r", "seed": 0,
@@ -241,7 +241,7 @@ def test_caffe_options_that_cannot_apply_fail_before_any_work(patch, message):
 
 def test_gpu_jobs_train_on_cuda_or_fail_at_once():
     # A job that claims a GPU must not fall back to days on the CPU where CUDA is missing:
-    # "auto" becomes "cuda", which onecycle.train refuses at start without CUDA.
+    # "auto" becomes "cuda", which onecycle.training.run refuses at start without CUDA.
     gpu = expand(deep_merge(WORKFLOW, {"gpus_per_job": 1}))
     assert gpu.trains["exp/one/seed0"].config["train"]["device"] == "cuda"
     assert gpu.range_tests["exp/seed0"].config["train"]["device"] == "cuda"

@@ -10,9 +10,9 @@ import torch.nn.functional as F
 
 from conftest import FLOAT64_RTOL, coasting_schedule, float64_training
 from onecycle import data
-from onecycle.config import RunConfig, parse
+from onecycle.experiments.config import RunConfig, parse
 from onecycle.models.layers import CaffeBatchNorm2d
-from onecycle.train import train
+from onecycle.training.run import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.numerics,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

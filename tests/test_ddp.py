@@ -1,4 +1,4 @@
-"""Data-parallel training (onecycle.distributed): 2 gloo processes on CPU against 1 process.
+"""Data-parallel training (onecycle.training.distributed): 2 gloo processes on CPU against 1 process.
 
 What must hold: with equal shards, the average of the ranks' gradients is the one-process
 gradient, and everything else (data, schedule, evaluation) is the same computation, so the two
@@ -37,7 +37,7 @@ def _run_config():
     """LeNet on 256 Fashion-MNIST images, total batch 64 = 2 x 32: 8 iterations, every one logged,
     evaluated on the full 10k test set after each of 2 epochs; a checkpoint at every chance. One
     step at LR 0.01, then LR 0: the weights coast on the first step's momentum (tests/conftest.py)."""
-    from onecycle.config import deep_merge
+    from onecycle.experiments.config import deep_merge
 
     config = deep_merge(tiny_run(), {
         "name": "tiny/ddp/seed0", "group": "ddp", "data": {"train_subset": 256},
@@ -48,8 +48,8 @@ def _run_config():
 
 
 def _train_float64(config, out):
-    from onecycle.config import RunConfig, parse
-    from onecycle.train import train
+    from onecycle.experiments.config import RunConfig, parse
+    from onecycle.training.run import train
 
     with float64_training():
         return train(parse(RunConfig, config), out)
@@ -153,7 +153,7 @@ def test_batch_norm_shards_are_shared_out_over_the_processes(tmp_path):
     # forward passes, one step at LR 0.01 then coasting (tests/conftest.py), one evaluation.
     # ResNet-20 on 256 of the 8x8 digits (scikit-learn's, no download), scored on all 360 test
     # images: float64 ResNet-20 on 10k 28x28 images would take minutes.
-    from onecycle.config import deep_merge
+    from onecycle.experiments.config import deep_merge
 
     config = deep_merge(_run_config(), {"name": "tiny/ddp-bn/seed0", "model": {"arch": "resnet20"},
                                         "data": {"dataset": "digits"},
@@ -195,7 +195,7 @@ def test_batch_not_divisible_by_the_processes_is_one_line_error(tmp_path, monkey
 def test_shards_make_up_the_global_batches_and_the_whole_test_set(tmp_path):
     from data_fixtures import write_image_folder
     from onecycle import data
-    from onecycle.distributed import ShardedTestBatches, ShardedTrainBatches
+    from onecycle.training.distributed import ShardedTestBatches, ShardedTrainBatches
 
     generator = torch.Generator().manual_seed(0)
     images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8, generator=generator)
@@ -247,9 +247,9 @@ def _workflow(gpus_experiment, batch_size=128):
 
 
 def test_experiment_gpus_reach_the_jobs_and_the_launcher():
-    from onecycle.config import ConfigError
-    from onecycle.distributed import launch_command
-    from onecycle.experiments import expand
+    from onecycle.experiments.config import ConfigError
+    from onecycle.training.distributed import launch_command
+    from onecycle.experiments.workflow import expand
 
     plan = expand(_workflow(2))
     assert {job.gpus for job in plan.experiment_trains("multi")} == {2}
@@ -281,9 +281,9 @@ def test_train_rule_runs_torchrun_for_multi_gpu_jobs(tmp_path):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr
-    assert ("python -m onecycle.gpu_slots -n 2 --per-device 1 -- torchrun --standalone --nproc_per_node 2 -m onecycle.cli "
+    assert ("python -m onecycle.dag.gpu_slots -n 2 --per-device 1 -- torchrun --standalone --nproc_per_node 2 -m onecycle.cli "
             "train --config 'results/dry run/train/multi/inv_8ep/seed0/spec.json'") in printed
-    assert ("python -m onecycle.gpu_slots -n 1 --per-device 1 -- onecycle train "
+    assert ("python -m onecycle.dag.gpu_slots -n 1 --per-device 1 -- onecycle train "
             "--config 'results/dry run/train/single/inv_8ep/seed0/spec.json'") in printed
 
 
@@ -292,7 +292,7 @@ def _worker(argv):
     with --float64, as `float64_training`)."""
     config, out, record, *flags = argv
     from onecycle import cli, io
-    from onecycle.train import Checkpointer
+    from onecycle.training.run import Checkpointer
 
     log_file = Path(record) / f"writes-rank{os.environ['RANK']}.txt"
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from onecycle.describe import schedule_label, schedule_trace
+from onecycle.report.describe import schedule_label, schedule_trace
 from onecycle.schedules import make_schedule
 
 

@@ -19,7 +19,7 @@ from functools import cache
 import pytest
 from conftest import REPO
 
-from onecycle.published import CONFIDENCE_TAGS, load_published
+from onecycle.report.published import CONFIDENCE_TAGS, load_published
 
 DOCS = REPO / "docs"
 

@@ -18,9 +18,9 @@ import yaml
 
 from conftest import REPO, needs_fashion_mnist
 from onecycle import io
-from onecycle.config import load_mapping
+from onecycle.experiments.config import load_mapping
 from onecycle.errors import MAX_MESSAGE_CHARS
-from onecycle.train import CHECKPOINT_KEYS
+from onecycle.training.run import CHECKPOINT_KEYS
 from test_cli import _assert_one_line_error, _onecycle
 
 # 9 lists of 9 references to the one before: 9^9 = 387 420 489 values from 600 bytes.
@@ -316,21 +316,21 @@ def test_stale_lock_of_a_dead_run_is_removed_and_a_live_runs_lock_kept(tmp_path)
     locks = tmp_path / ".snakemake" / "locks"
     locks.mkdir(parents=True)
     (locks / "0.output.lock").write_text("results/x\n")
-    alive = subprocess.Popen([sys.executable, "-c", "import sys, time; from onecycle.stale_locks import "
+    alive = subprocess.Popen([sys.executable, "-c", "import sys, time; from onecycle.dag.stale_locks import "
                               "clear_stale_locks as c; c(sys.argv[1]); print('held', flush=True); time.sleep(60)",
                               str(tmp_path / ".snakemake")], stdout=subprocess.PIPE, text=True)
     try:
         assert alive.stdout.readline() == "held\n"  # it removed the stale lock, and holds the flock
         assert not list(locks.glob("*.lock"))
         (locks / "0.output.lock").write_text("results/x\n")  # as the live run's Snakemake writes it
-        probe = subprocess.run([sys.executable, "-c", "import sys; from onecycle.stale_locks import "
+        probe = subprocess.run([sys.executable, "-c", "import sys; from onecycle.dag.stale_locks import "
                                 "clear_stale_locks as c; print(len(c(sys.argv[1])))", str(tmp_path / ".snakemake")],
                                capture_output=True, text=True, timeout=120)
         assert probe.stdout.strip() == "0" and (locks / "0.output.lock").exists()
     finally:
         alive.kill()
         alive.wait()
-    probe = subprocess.run([sys.executable, "-c", "import sys; from onecycle.stale_locks import "
+    probe = subprocess.run([sys.executable, "-c", "import sys; from onecycle.dag.stale_locks import "
                             "clear_stale_locks as c; print(len(c(sys.argv[1])))", str(tmp_path / ".snakemake")],
                            capture_output=True, text=True, timeout=120)
     assert probe.stdout.strip() == "1" and not (locks / "0.output.lock").exists()

@@ -23,15 +23,15 @@ import pytest
 import yaml
 
 from conftest import REPO
-from onecycle import gpu_slots
-from onecycle.gpu_slots import GpuSlotError, claim
+from onecycle.dag import gpu_slots
+from onecycle.dag.gpu_slots import GpuSlotError, claim
 
 WORKFLOW = Path(__file__).parent / "workflows" / "gpu_slots" / "Snakefile"
 
 # A child that claims, prints its ids (or the error) and holds the claim until stdin closes.
 HOLDER = """
 import sys
-from onecycle.gpu_slots import GpuSlotError, claim
+from onecycle.dag.gpu_slots import GpuSlotError, claim
 n, per_device, timeout_s = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 try:
     print(",".join(claim(n, per_device=per_device, timeout_s=timeout_s)), flush=True)
@@ -269,7 +269,7 @@ def test_claim_after_cuda_initialised_is_refused(slot_env, monkeypatch):
 # The wrapped program: reports its pid and devices, and that a nested claim reuses them.
 WRAPPED = """
 import os, sys
-from onecycle.gpu_slots import claim
+from onecycle.dag.gpu_slots import claim
 print(os.getpid(), os.environ["CUDA_VISIBLE_DEVICES"], ",".join(claim(1, timeout_s=0)), flush=True)
 sys.stdin.read()
 """
@@ -279,7 +279,7 @@ def test_exec_wrapper_hands_devices_and_locks_to_the_command(slot_env, holders):
     slot_env("0,1")
     assert first_line(holders()) == "0"
     wrapped = subprocess.Popen(
-        [sys.executable, "-m", "onecycle.gpu_slots", "-n", "1", "--", sys.executable, "-c", WRAPPED],
+        [sys.executable, "-m", "onecycle.dag.gpu_slots", "-n", "1", "--", sys.executable, "-c", WRAPPED],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         pid, visible, nested = first_line(wrapped).split()
@@ -296,13 +296,13 @@ def test_exec_wrapper_reports_a_failed_claim_in_one_line(slot_env, capsys):
     slot_env("0")
     assert gpu_slots.main(["-n", "2", "--", "true"]) == 1
     assert capsys.readouterr().err == (
-        "python -m onecycle.gpu_slots: error: asked for 2 GPUs but the pool has only 1: 0\n")
+        "python -m onecycle.dag.gpu_slots: error: asked for 2 GPUs but the pool has only 1: 0\n")
 
 
 def test_exec_wrapper_reports_a_missing_program(slot_env, tmp_path):
     slot_env("0")
     result = subprocess.run(
-        [sys.executable, "-m", "onecycle.gpu_slots", "-n", "1", "--", str(tmp_path / "no-such-program")],
+        [sys.executable, "-m", "onecycle.dag.gpu_slots", "-n", "1", "--", str(tmp_path / "no-such-program")],
         capture_output=True, text=True, timeout=30)
     assert result.returncode == 127
     assert "cannot run" in result.stderr and "No such file or directory" in result.stderr
@@ -397,7 +397,7 @@ def test_main_workflow_gives_sharing_jobs_one_seat_and_the_per_device_flag(tmp_p
     run = _main_snakemake(tmp_path, "-n", "-p", "--cores", "2", "--resources", "gpu=4")
     assert run.returncode == 0, run.stderr[-3000:]
     jobs = re.findall(r"rule (train|range_test):\n(?:.*\n)*?    resources: [^\n]*gpu=(\d+)\n(?:.*\n)*?"
-                      r"Shell command: python -m onecycle.gpu_slots -n (\d+) --per-device (\d+) -- "
+                      r"Shell command: python -m onecycle.dag.gpu_slots -n (\d+) --per-device (\d+) -- "
                       r"onecycle [a-z-]+ --config \S*/(exclusive|shared)/", run.stdout)
     assert {(kind, exp) for kind, _, _, _, exp in jobs} == {
         (kind, exp) for kind in ("train", "range_test") for exp in ("exclusive", "shared")}

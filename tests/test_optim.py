@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from onecycle.config import OptimConfig
-from onecycle.optim import CaffeSGD, build_optimizer, parameter_groups
+from onecycle.experiments.config import OptimConfig
+from onecycle.training.optim import CaffeSGD, build_optimizer, parameter_groups
 
 pytestmark = pytest.mark.numerics
 

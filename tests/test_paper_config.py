@@ -15,15 +15,16 @@ import torch
 import yaml
 
 from conftest import REPO
-from onecycle.caffe_imagenet import CaffeImageNetTransform
-from onecycle.config import RangeTestConfig, RunConfig
+from onecycle.data.caffe_imagenet import CaffeImageNetTransform
+from onecycle.experiments.config import RangeTestConfig, RunConfig
 from onecycle.data import DATASETS, IMAGENETTE_WNIDS, FolderBatches
-from onecycle.experiments import expand
+from onecycle.experiments.workflow import expand
 from onecycle.models import build_model
-from onecycle.optim import build_optimizer
-from onecycle.published import load_published
+from onecycle.training.optim import build_optimizer
+from onecycle.report.published import load_published
 from onecycle.range_test import lr_range_test
-from onecycle.train import build_schedule, load_data, schedule_iterations_per_epoch
+from onecycle.data.assembly import load_data
+from onecycle.training.run import build_schedule, schedule_iterations_per_epoch
 
 PAPER = REPO / "configs" / "paper.yaml"
 PUBLISHED = REPO / "configs" / "reference" / "published.yaml"

@@ -40,12 +40,12 @@ import yaml
 from conftest import REPO
 from data_fixtures import write_cifar10, write_cifar100, write_idx_dataset, write_image
 from onecycle import cli, io
-from onecycle.config import RangeTestConfig, RunConfig
+from onecycle.experiments.config import RangeTestConfig, RunConfig
 from onecycle.data import IMAGENETTE_WNIDS
-from onecycle.distributed import launch_command
-from onecycle.experiments import Job, Plan, expand
-from onecycle.report import experiment_outputs
-from onecycle.scale import TINY, TinyScale
+from onecycle.training.distributed import launch_command
+from onecycle.experiments.workflow import Job, Plan, expand
+from onecycle.report.build import experiment_outputs
+from onecycle.experiments.scale import TINY, TinyScale
 
 pytestmark = pytest.mark.slow
 

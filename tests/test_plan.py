@@ -7,9 +7,10 @@ import sys
 import pytest
 
 from conftest import REPO
-from onecycle import cli, plan
-from onecycle.config import ConfigError
-from onecycle.experiments import expand
+from onecycle import cli
+from onecycle.experiments import cost as plan
+from onecycle.experiments.config import ConfigError
+from onecycle.experiments.workflow import expand
 
 # Caffe's LeNet (lenet_train_test.prototxt) on a 28x28 image, multiply-adds by hand:
 # conv1 20 x 5x5 -> 24x24x20 outputs x 25 = 288 000; pool -> 12x12x20; conv2 50 x 5x5x20 ->
@@ -88,7 +89,7 @@ def test_order_puts_published_experiments_first_cheapest_first():
 def test_throughput_sources(tmp_path, monkeypatch):
     monkeypatch.setattr(plan, "CALIBRATION", tmp_path / "absent.json")
     assert plan.throughput("gpu", None, None) == plan.Throughput(
-        plan.DEVICE_TFLOPS["gpu"], "the default for a gpu, onecycle.plan.DEVICE_TFLOPS")
+        plan.DEVICE_TFLOPS["gpu"], "the default for a gpu, onecycle.experiments.cost.DEVICE_TFLOPS")
     assert plan.throughput("cpu", 2.5, None).tflops == 2.5
     with pytest.raises(ConfigError, match="--tflops -1.0: expected a positive number"):
         plan.throughput("gpu", -1.0, None)

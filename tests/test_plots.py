@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from onecycle import plots
-from onecycle.plots import RangeSeed, RunCurve
+from onecycle.report import plots
+from onecycle.report.plots import RangeSeed, RunCurve
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

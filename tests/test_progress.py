@@ -47,7 +47,7 @@ def test_silent_progress_is_the_library_default():
     import inspect
 
     from onecycle.range_test import lr_range_test
-    from onecycle.train import train
+    from onecycle.training.run import train
 
     for function in (train, lr_range_test):
         assert inspect.signature(function).parameters["progress"].default is SILENT
@@ -55,8 +55,8 @@ def test_silent_progress_is_the_library_default():
 
 @needs_fashion_mnist
 def test_a_training_run_prints_one_line_per_evaluation(tiny_run_config, tmp_path):
-    from onecycle.config import RunConfig, parse
-    from onecycle.train import train
+    from onecycle.experiments.config import RunConfig, parse
+    from onecycle.training.run import train
 
     stream = io.StringIO()
     with RunProgress("tiny", stream=stream, live=False) as progress:

@@ -9,9 +9,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import needs_fashion_mnist
 from onecycle.bounds import Suggestion, suggest_all
-from onecycle.plots import RangeSeed, plot_range_test
+from onecycle.report.plots import RangeSeed, plot_range_test
 from onecycle.range_test import lr_range_test, ramp_lr
-from onecycle.range_test_job import bounds_record, combine_bounds
+from onecycle.training.range_test_job import bounds_record, combine_bounds
 
 
 def _problem(seed=0):
@@ -101,7 +101,7 @@ def test_momentum_range_test_holds_lr_and_ramps_momentum(tmp_path):
 
 
 def test_momentum_range_test_config_needs_a_momentum_ramp():
-    from onecycle.config import ConfigError, RangeTestSpec, parse
+    from onecycle.experiments.config import ConfigError, RangeTestSpec, parse
 
     assert parse(RangeTestSpec, {"start_lr": 0.01, "end_lr": 0.01, "iterations": 100,
                                  "momentum_range": [0.7, 1.0]}).momentum_range == [0.7, 1.0]

@@ -1,4 +1,4 @@
-"""`onecycle compare-reference` (onecycle.reference): a fresh run against reference results, at
+"""`onecycle compare-reference` (onecycle.report.reference): a fresh run against reference results, at
 the level that holds across machines; hand-made result folders, then the committed smoke
 reference against itself."""
 
@@ -11,7 +11,7 @@ import yaml
 
 from conftest import REPO
 from onecycle import cli
-from onecycle.reference import ACCURACY_Z, accuracy_tolerance_pp, compare
+from onecycle.report.reference import ACCURACY_Z, accuracy_tolerance_pp, compare
 
 WORKFLOW = {"results_dir": "unused", "seeds": [0, 1],
             "experiments": {"exp": {"base": {"data": {"dataset": "fashion_mnist"}},

@@ -1,4 +1,4 @@
-"""The static report page (onecycle.html_report), rebuilt from the committed smoke results.
+"""The static report page (onecycle.report.html), rebuilt from the committed smoke results.
 
 Nothing trains here: the committed raw results are copied and `onecycle report` writes the tables,
 figures and report.html from them, as `make figures` does. The page is then opened in headless
@@ -26,7 +26,7 @@ ARTEFACTS = REPO / "build" / "test-artefacts"
 needs_chromium = pytest.mark.skipif(browser.CHROMIUM is None,
                                     reason="chromium not installed (make test installs Debian's chromium as root)")
 
-# A claims table and scorecard as onecycle.claims writes them (its columns), made by hand: the
+# A claims table and scorecard as onecycle.report.claims writes them (its columns), made by hand: the
 # page must show them first, in their own section, whatever produced them.
 CLAIMS = pd.DataFrame([
     {"claim_id": "budget", "kind": "non_inferior", "text": "1cycle in 3 epochs matches inv in 6",

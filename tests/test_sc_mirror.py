@@ -11,8 +11,8 @@ import yaml
 
 from conftest import REPO, needs_fashion_mnist
 from onecycle import cli, io
-from onecycle.config import RangeTestConfig, RunConfig, parse
-from onecycle.experiments import expand
+from onecycle.experiments.config import RangeTestConfig, RunConfig, parse
+from onecycle.experiments.workflow import expand
 
 CONFIG = REPO / "configs" / "sc_mirror.yaml"
 MAIN, LITERAL, LENET = "sc_mirror_resnet20", "sc_mirror_resnet20_literal_maf", "sc_mirror_lenet"

@@ -1,4 +1,4 @@
-"""Tiny scale (`scale: tiny`, onecycle.scale): every job of a config runs a handful of iterations,
+"""Tiny scale (`scale: tiny`, onecycle.experiments.scale): every job of a config runs a handful of iterations,
 with its schedule compressed consistently, and the real config is still checked."""
 
 import copy
@@ -7,10 +7,10 @@ import pytest
 import yaml
 
 from conftest import REPO
-from onecycle.config import ConfigError, RangeTestConfig, RunConfig, deep_merge
-from onecycle.experiments import expand
-from onecycle.scale import TINY
-from onecycle.train import build_schedule, schedule_iterations_per_epoch
+from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig, deep_merge
+from onecycle.experiments.workflow import expand
+from onecycle.experiments.scale import TINY
+from onecycle.training.run import build_schedule, schedule_iterations_per_epoch
 
 PAPER = REPO / "configs" / "paper.yaml"
 TINY_STEPS = TINY.epochs * TINY.iterations_per_epoch  # 2 x 4 = 8
@@ -142,7 +142,7 @@ def test_iteration_keys_need_a_known_epoch_length(paper):
 
 
 def test_batches_split_into_shards_and_gpus():
-    from onecycle.scale import tiny_job
+    from onecycle.experiments.scale import tiny_job
 
     raw = {"data": {"dataset": "cifar10"}, "train": {"batch_size": 1000, "batch_norm_shards": 4, "epochs": 4},
            "schedule": {"policy": "fixed", "params": {"base_lr": 0.1}}}

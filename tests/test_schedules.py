@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from onecycle import cli_schedule
+from onecycle.cli import schedule as cli_schedule
 from onecycle.schedules import (POLICIES, REQUIRED, OneCycleScheduler, apply_schedule, make_schedule,
                                 schedule_frame)
 
@@ -432,7 +432,7 @@ def test_adapter_group_scales_and_bad_scales():
 
 
 def test_group_scales_multiply_each_groups_caffe_lr_mult():
-    # onecycle.optim's groups carry Caffe's lr_mult; a scale given on top must keep it.
+    # onecycle.training.optim's groups carry Caffe's lr_mult; a scale given on top must keep it.
     schedule = smith_with_momentum()
     opt = sgd(groups=2)
     opt.param_groups[1]["lr_mult"] = 2.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from onecycle import gpu_slots
+from onecycle.dag import gpu_slots
 
 ROOT = Path(__file__).resolve().parents[1]
 CLUSTER = ROOT / "scripts" / "local_slurm.sh"

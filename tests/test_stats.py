@@ -8,7 +8,7 @@ import pytest
 
 from scipy import stats as scipy_stats
 
-from onecycle.stats import (PairedComparison, bootstrap_ci, difference_bounds, mean_std, paired_difference,
+from onecycle.report.stats import (PairedComparison, bootstrap_ci, difference_bounds, mean_std, paired_difference,
                             seeds_to_settle, time_to_accuracy, verdict, welch_bounds_from_stats)
 
 # --------------------------------------------------------------------------- mean_std
@@ -251,7 +251,7 @@ def test_time_to_accuracy_never_reached():
 
 @pytest.mark.parametrize(("n", "p"), [(1, 1.0), (2, 0.5), (3, 0.25), (5, 0.0625), (6, 0.03125), (16, 2 / 2**16)])
 def test_smallest_sign_flip_p_is_reached_by_differences_of_one_sign(n, p):
-    from onecycle.stats import smallest_sign_flip_p
+    from onecycle.report.stats import smallest_sign_flip_p
 
     assert smallest_sign_flip_p(n) == p
     # The bound is attained: n positive differences give exactly this p.
@@ -259,7 +259,7 @@ def test_smallest_sign_flip_p_is_reached_by_differences_of_one_sign(n, p):
 
 
 def test_smallest_sign_flip_p_beyond_exact_enumeration_and_of_no_pair():
-    from onecycle.stats import MONTE_CARLO_PERMUTATIONS, smallest_sign_flip_p
+    from onecycle.report.stats import MONTE_CARLO_PERMUTATIONS, smallest_sign_flip_p
 
     # 20 pairs: 2 / 2**20 is below what 10 000 random flips can resolve, 1 / 10 001.
     assert smallest_sign_flip_p(20) == 1 / (1 + MONTE_CARLO_PERMUTATIONS)
@@ -269,7 +269,7 @@ def test_smallest_sign_flip_p_beyond_exact_enumeration_and_of_no_pair():
 
 
 def test_pairs_needed_for_p():
-    from onecycle.stats import pairs_needed_for_p
+    from onecycle.report.stats import pairs_needed_for_p
 
     # 2 / 2**5 = 0.0625 > 0.05 >= 2 / 2**6 = 0.03125; 2 / 2**7 = 0.0156 > 0.01 >= 2 / 2**8.
     assert pairs_needed_for_p(0.05) == 6

@@ -12,9 +12,9 @@ import pytest
 import yaml
 
 from conftest import FLOAT64_RTOL, float64_training, needs_fashion_mnist
-from onecycle.config import ConfigError, RunConfig, deep_merge, parse
+from onecycle.experiments.config import ConfigError, RunConfig, deep_merge, parse
 from onecycle.schedules import make_schedule
-from onecycle.train import resolve_schedule_params, train
+from onecycle.training.run import resolve_schedule_params, train
 
 pytestmark = needs_fashion_mnist
 

@@ -7,8 +7,9 @@ import torch
 
 from data_fixtures import random_uint8, write_cifar10, write_image_folder
 from onecycle import data
-from onecycle.config import RunConfig, parse
-from onecycle.train import normalisation, train
+from onecycle.experiments.config import RunConfig, parse
+from onecycle.data.assembly import normalisation
+from onecycle.training.run import train
 
 
 def _run_config(dataset, root, arch, batch, augment="none", max_lr=0.1, optim=None, **data_keys):
@@ -39,7 +40,7 @@ def _write_cifar10_fixture(root):
 
 
 def test_caffe_mean_image_comes_from_the_whole_training_set(tmp_path):
-    # Smith's prototxts name one mean file; SC's reduced-data runs keep it (onecycle.train).
+    # Smith's prototxts name one mean file; SC's reduced-data runs keep it (onecycle.training.run).
     _write_cifar10_fixture(tmp_path)
     cfg = _run_config("cifar10", tmp_path, "cifar3", batch=16, normalize="caffe_mean_image", train_subset=32)
     subset = data.load_split("cifar10", "train", tmp_path, subset=32)
@@ -84,7 +85,7 @@ def test_train_step_minimises_caffes_total_loss_with_auxiliary_heads():
     # GoogLeNet's train_val.prototxt: loss3 + 0.3 * loss1 + 0.3 * loss2 (onecycle.models.outputs).
     from onecycle.models import WithAuxiliary
     from onecycle.schedules import make_schedule
-    from onecycle.train import train_step
+    from onecycle.training.run import train_step
 
     class TwoHeads(torch.nn.Module):
         def __init__(self):

@@ -66,7 +66,7 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
     markdown = (results / "tables" / "fmnist_lenet.md").read_text()
     assert "±" in markdown
     # Every claim of the config gets a verdict, and the suite's scorecard lists it.
-    from onecycle.claims import VERDICTS
+    from onecycle.report.claims import VERDICTS
 
     claims = pd.read_csv(results / "tables" / "fmnist_lenet_claims.csv")
     assert list(claims.claim_id) == ["budget", "budget_superior", "speedup"]
@@ -94,7 +94,7 @@ def test_dag_is_complete_and_report_regenerates_without_training(dag_run):
 
 
 # Snakemake's report as `make report` makes it (Makefile: REPORT_FLAGS, REPORT_RULES).
-REPORT_FLAGS = ["--report-stylesheet", str(REPO / "src" / "onecycle" / "report.css"),
+REPORT_FLAGS = ["--report-stylesheet", str(REPO / "src" / "onecycle" / "report" / "report.css"),
                 "--report-metadata", str(REPO / "workflow" / "report" / "metadata.yaml")]
 REPORT_RULES = re.findall(r"^rule (\w+):", (REPO / "workflow" / "rules" / "aggregate.smk").read_text(), re.M)
 
@@ -190,7 +190,7 @@ def test_snakemake_report_of_a_fresh_clone_warns_of_nothing(dag_run, tmp_path):
      "'optim.weight_decay' = '5e-4'"),
 ])
 def test_bad_workflow_config_fails_before_any_job(tmp_path, patch, message):
-    from onecycle.config import deep_merge
+    from onecycle.experiments.config import deep_merge
 
     smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(deep_merge(smoke, patch)))

@@ -1,7 +1,7 @@
 """Scoring a model on a fixed set of batches, and moving batches to the model's device.
 
 A library module: it imports torch only, so that the range test (onecycle.range_test) can use
-it without the workflow's stack; the training loop (onecycle.train) uses the same `evaluate`.
+it without the workflow's stack; the training loop (onecycle.training.run) uses the same `evaluate`.
 """
 
 from __future__ import annotations

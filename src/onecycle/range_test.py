@@ -13,7 +13,7 @@ and torch-lr-finder's (lr = start * (end/start) ** (it / (iterations - 1))).
 
 A library module: it imports torch, numpy, pandas and onecycle's library modules only (the
 plot's matplotlib when asked for a plot); the workflow's job around it is
-onecycle.range_test_job.
+onecycle.training.range_test_job.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimize
         if momentum_range is not None:
             momentum = momentum_range[0] + (momentum_range[1] - momentum_range[0]) * it / iterations
         for group in optimizer.param_groups:
-            # A group's lr_mult (Caffe's per-parameter multiplier, onecycle.optim) scales the ramp.
+            # A group's lr_mult (Caffe's per-parameter multiplier, onecycle.training.optim) scales the ramp.
             group["lr"] = lr * group.get("lr_mult", 1.0)
             if momentum is not None:
                 set_momentum(group, momentum)

@@ -771,7 +771,7 @@ def _checked_scales(optimizer: torch.optim.Optimizer, group_scales: Sequence[flo
     for i, scale in enumerate(scales):
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real) or not math.isfinite(scale) or scale < 0:
             raise ValueError(f"group_scales[{i}] must be a finite number >= 0, got {scale!r}")
-    # Times each group's own `lr_mult` (Caffe's per-parameter multiplier, onecycle.optim), else 1:
+    # Times each group's own `lr_mult` (Caffe's per-parameter multiplier, onecycle.training.optim), else 1:
     # a scale given on top never drops the prototxt's multipliers.
     return [float(scale) * group.get("lr_mult", 1.0) for scale, group in zip(scales, optimizer.param_groups)]
 
@@ -818,7 +818,7 @@ def apply_schedule(optimizer: torch.optim.Optimizer, schedule: Schedule, it: int
     """Set every param group's lr (times its scale) and momentum to the values of iteration `it`.
 
     A group's scale is group_scales[g] (default 1) times its `lr_mult` entry (1 when it has
-    none), so the groups of onecycle.optim.parameter_groups keep Caffe's per-parameter rates."""
+    none), so the groups of onecycle.training.optim.parameter_groups keep Caffe's per-parameter rates."""
     schedule = _checked_schedule(schedule)
     scales = _checked_scales(_checked_optimizer(optimizer), group_scales)
     lr, momentum = schedule.lr(it), schedule.momentum(it)

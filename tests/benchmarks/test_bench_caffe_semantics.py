@@ -11,13 +11,13 @@ import copy
 import pytest
 import torch
 
-from onecycle.config import OptimConfig
+from onecycle.experiments.config import OptimConfig
 from onecycle.data import ArrayDataset, Batches, CaffeTransform
 from onecycle.models import build_model
 from onecycle.models.layers import set_batch_norm_shards
-from onecycle.optim import build_optimizer
+from onecycle.training.optim import build_optimizer
 from onecycle.schedules import make_schedule
-from onecycle.train import train_step
+from onecycle.training.run import train_step
 
 from .test_bench_loops import Run, bare_sgd, bare_step
 

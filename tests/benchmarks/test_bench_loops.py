@@ -24,13 +24,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from onecycle.config import OptimConfig
+from onecycle.experiments.config import OptimConfig
 from onecycle.data import ArrayDataset, Batches
 from onecycle.models import build_model
-from onecycle.optim import build_optimizer
+from onecycle.training.optim import build_optimizer
 from onecycle.range_test import lr_range_test
 from onecycle.schedules import make_schedule
-from onecycle.train import train_step
+from onecycle.training.run import train_step
 
 BATCHES = 30
 BATCH_SIZE = 128

@@ -83,7 +83,7 @@ rule comparison_figure:
         "onecycle report --config {input.workflow_config:q} --experiment {wildcards.experiment:q} --only comparison > {log:q} 2>&1"
 
 
-# A bounds study (onecycle.bounds_study): every range-test rule scored by the training at its
+# A bounds study (onecycle.experiments.bounds_study): every range-test rule scored by the training at its
 # suggestion against a grid of max LRs, and how the range test's own settings move the rules.
 rule bounds_study_report:
     input:
@@ -159,7 +159,7 @@ if PLAN.bounds_studies():
             "onecycle report --config {input.workflow_config:q} --only bounds-summary > {log:q} 2>&1"
 
 
-# Each claim's verdict (onecycle.claims), for the experiments that state claims; in Snakemake's
+# Each claim's verdict (onecycle.report.claims), for the experiments that state claims; in Snakemake's
 # report its HTML version, shown inline with its caption.
 rule claims_table:
     input:
@@ -213,7 +213,7 @@ rule claims_scorecard:
         "onecycle report --config {input.workflow_config:q} --only scorecard > {log:q} 2>&1"
 
 
-# The static report page beside the tables (onecycle.html_report): the claims, every
+# The static report page beside the tables (onecycle.report.html): the claims, every
 # experiment's verdicts and figures, offline, from the files above.
 rule html_report:
     input:

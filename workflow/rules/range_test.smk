@@ -31,7 +31,7 @@ rule range_test:
     conda:
         "../../environment.yml"
     shell:
-        "python -m onecycle.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
+        "python -m onecycle.dag.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
         "onecycle range-test --config {input.spec:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
 
 

@@ -1,4 +1,4 @@
-from onecycle.distributed import launch_prefix
+from onecycle.training.distributed import launch_prefix
 
 
 rule job_spec:
@@ -29,7 +29,7 @@ rule train:
         # Pre-quoted: the only values here that are not formatted with :q below.
         bounds=lambda wc, input: f"--bounds {shlex.quote(input.bounds)}" if "bounds" in input.keys() else "",
         # `onecycle train`, or for N > 1 GPUs `torchrun --standalone --nproc_per_node N -m
-        # onecycle.cli train`: data-parallel, one process per GPU (onecycle.distributed).
+        # onecycle.cli train`: data-parallel, one process per GPU (onecycle.training.distributed).
         launcher=lambda wc: launch_prefix(PLAN.trains[wc.train_job].gpus, "train"),
         # The workflow's gpus_per_job, or the experiment's own `gpus`; sharing: see common.smk.
         gpus=lambda wc: PLAN.trains[wc.train_job].gpus,
@@ -43,6 +43,6 @@ rule train:
         # The exec wrapper claims distinct GPUs (Snakemake only counts them, snakemake#281)
         # before torchrun starts one process per claimed GPU; a killed job resumes from its
         # checkpoint when run again.
-        "python -m onecycle.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
+        "python -m onecycle.dag.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
         "{params.launcher} --config {input.spec:q} --out {params.out:q} {params.bounds} --threads {threads} "
         "> {log:q} 2>&1"

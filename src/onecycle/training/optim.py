@@ -20,7 +20,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from onecycle.config import OptimConfig
+from onecycle.experiments.config import OptimConfig
 from onecycle.models import CaffePort, ParamMultipliers, param_multipliers
 
 

@@ -11,7 +11,7 @@ evaluated = forward only), the FLOPs of those passes, and device-hours at a stat
   batch of 2 (batch norm in training mode needs 2) divided by 2; cached per (arch, options,
   input shape, classes). FlopCounterMode counts matrix products and convolutions (2 FLOPs per
   multiply-add), not element-wise layers (batch norm, ReLU, pooling).
-- Iterations and images follow onecycle.train: epochs x (training images // the batch that
+- Iterations and images follow onecycle.training.run: epochs x (training images // the batch that
   counts epochs), each iteration one batch; an evaluation of the whole test set (plus Caffe's
   test sample) after every `eval_every_epochs` passes over the data and after the last; range
   tests `iterations` batches and an evaluation of `eval_subset` test images every `eval_every`.
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from onecycle import data as datasets
-from onecycle.config import ConfigError, RangeTestConfig, RunConfig
-from onecycle.experiments import Job, Plan
+from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig
+from onecycle.experiments.workflow import Job, Plan
 
 # Effective training throughput per device class, TFLOP/s as counted here, when nothing
 # better is known. "gpu": an assumption, about a third of the FP32 peak of a V100 (15.7) or an
@@ -145,7 +145,7 @@ def job_cost(job: Job) -> JobCost:
         train_size, test_size = split_sizes(cfg)
         spec = cfg.range_test
         iterations = spec.iterations
-        # onecycle.train.load_data: folder datasets are always scored on their whole split.
+        # onecycle.data.assembly.load_data: folder datasets are always scored on their whole split.
         scored = test_size if cfg.data.dataset in datasets.FOLDER_DATASETS else min(spec.eval_subset, test_size)
         eval_images = _evaluations(iterations, spec.eval_every) * scored
     train_images = iterations * cfg.train.batch_size
@@ -174,7 +174,7 @@ def throughput(device_class: str, tflops: float | None, calibration: Path | None
             return Throughput(rate, f"{path}: {measured.get('device', '?')}, {measured.get('what', '')}".rstrip(", "))
     elif calibration is not None:
         raise ConfigError(f"{calibration}: file not found (make gpu-check writes {CALIBRATION})")
-    return Throughput(DEVICE_TFLOPS[device_class], f"the default for a {device_class}, onecycle.plan.DEVICE_TFLOPS")
+    return Throughput(DEVICE_TFLOPS[device_class], f"the default for a {device_class}, onecycle.experiments.cost.DEVICE_TFLOPS")
 
 
 def experiment_costs(plan: Plan) -> dict[str, list[JobCost]]:

@@ -12,12 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-from onecycle import aggregate, bounds_study, claims, describe, io, plots, scorecard, stats
-from onecycle.config import RangeTestSpec
+from onecycle import io
+from onecycle.report import bounds_study
+from onecycle.report import aggregate, claims, describe, plots, scorecard, stats
+from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
-from onecycle.experiments import Plan
-from onecycle.published import load_published
-from onecycle.train import LR_BOUND_PARAMS
+from onecycle.experiments.workflow import Plan
+from onecycle.report.published import load_published
+from onecycle.training.run import LR_BOUND_PARAMS
 
 # Learning rates span decades: three significant digits, not two decimals.
 LR_FORMAT = ".3g"
@@ -119,7 +121,7 @@ def _caption(plan: Plan, experiment: str) -> str:
 
 
 def group_labels(plan: Plan, experiment: str) -> dict[str, str]:
-    """Group -> what it ran, with the LR bounds it used (onecycle.describe), from the first
+    """Group -> what it ran, with the LR bounds it used (onecycle.report.describe), from the first
     finished run of each group; groups with no finished run yet are left out."""
     labels: dict[str, str] = {}
     for job, metrics in _finished(plan.experiment_trains(experiment)):
@@ -243,7 +245,7 @@ def _range_test_setting(job) -> str:
 
 def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
     """A bounds study's regret table and figure, and its range-test settings table and figure
-    (onecycle.bounds_study), from the runs and range tests that have finished."""
+    (onecycle.experiments.bounds_study), from the runs and range tests that have finished."""
     exp = plan.workflow.experiments[experiment]
     study = exp.bounds_study
     outputs = bounds_study_outputs(plan, experiment)

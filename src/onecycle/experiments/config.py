@@ -42,7 +42,7 @@ class DataConfig(StrictModel):
     # On ImageNet folders "mean_std" means torchvision's ImageNet presets and "caffe_mean_image"
     # Caffe's ImageNet data layer: 256x256 squashed images, fixed-size crops (random for
     # training, mirrored with augment "mirror"; centred for validation) minus the mean image
-    # (onecycle.caffe_imagenet; docs/paper_reference.md C2 Imagenet/architectures).
+    # (onecycle.data.caffe_imagenet; docs/paper_reference.md C2 Imagenet/architectures).
     normalize: Literal["mean", "mean_std", "caffe_mean_image", "caffe_scale"] = "mean_std"
     # ImageNet folders only: the side of the crops; default the model's input size. Smith's
     # resnet50 and inception-resnet-v2 prototxts crop 230 (C2 Imagenet/architectures).
@@ -89,7 +89,7 @@ class DataConfig(StrictModel):
 
 def _check_folder_preprocessing(data: DataConfig) -> None:
     # Keys the chosen pipeline would ignore are errors, not silently dropped.
-    from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE
+    from onecycle.data.caffe_imagenet import CAFFE_IMAGENET_SIDE
 
     if data.normalize == "mean_std":
         if data.augment != "none":
@@ -171,7 +171,7 @@ class ScheduleConfig(StrictModel):
     lr_bounds: Literal["config", "range_test"] = "config"
     # With lr_bounds "range_test": the heuristic whose suggestion (median over the range-test
     # seeds) this run trains at, instead of the range test's own `bounds_rule` (a bounds study
-    # trains at every rule's; onecycle.bounds_study).
+    # trains at every rule's; onecycle.experiments.bounds_study).
     bounds_rule: str | None = None
 
     @field_validator("params")
@@ -307,7 +307,7 @@ class _JobConfig(StrictModel):
 
     @model_validator(mode="after")
     def _crop_fits_the_model(self) -> _JobConfig:
-        from onecycle.caffe_imagenet import CAFFE_IMAGENET_SIDE
+        from onecycle.data.caffe_imagenet import CAFFE_IMAGENET_SIDE
         from onecycle.data import FOLDER_DATASETS
         from onecycle.models import MODELS
 

@@ -1,6 +1,6 @@
 """Smith's claims as tested hypotheses: a verdict per claim, from our runs and from the papers' numbers.
 
-A claim (onecycle.experiments.Claim, written in an experiment's `claims:`) compares final test
+A claim (onecycle.experiments.workflow.Claim, written in an experiment's `claims:`) compares final test
 accuracies (percent) of the experiment's groups. Each comparison is a difference d = candidate -
 baseline against a threshold theta:
 
@@ -13,7 +13,7 @@ baseline against a threshold theta:
                   comparisons, theta = +margin_pp (default 0)
 
 The decision rule. L and U are one-sided lower and upper confidence bounds (each at `confidence`,
-default 0.95) on the mean of d (onecycle.stats.difference_bounds: a paired t over the seeds when
+default 0.95) on the mean of d (onecycle.report.stats.difference_bounds: a paired t over the seeds when
 both groups ran the same seeds, Welch's t where they differ):
 
     supported     iff L > theta   (the data rule out d <= theta at level 1 - confidence)
@@ -46,8 +46,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from onecycle import stats
-from onecycle.experiments import Claim, ExperimentConfig
+from onecycle.report import stats
+from onecycle.experiments.workflow import Claim, ExperimentConfig
 
 VERDICTS = ("supported", "contradicted", "inconclusive", "pending", "diverged")
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from . import io
+from onecycle import io
 
 # convert_imageset's --resize_height / --resize_width in create_imagenet.sh.
 CAFFE_IMAGENET_SIDE = 256

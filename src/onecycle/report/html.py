@@ -27,12 +27,13 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from onecycle import aggregate, claims, io
-from onecycle.experiments import Plan
-from onecycle.report import (bounds_study_outputs, bounds_summary_outputs, comparison_outputs, range_test_outputs,
+from onecycle import io
+from onecycle.report import aggregate, claims
+from onecycle.experiments.workflow import Plan
+from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, comparison_outputs, range_test_outputs,
                              run_outputs)
 
-# A claims table's headers on the page (onecycle.claims.DISPLAY_COLUMNS), short enough for the
+# A claims table's headers on the page (onecycle.report.claims.DISPLAY_COLUMNS), short enough for the
 # table to fit a 1280 px window.
 CLAIM_HEADERS = {"claim_id": "claim", "mean_diff_pp": "difference (pp)", "lower_bound_pp": "lower bound",
                  "upper_bound_pp": "upper bound", "threshold_pp": "threshold"}
@@ -139,7 +140,7 @@ def _contents(plan: Plan) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# Claims (onecycle.claims, where the config states them)
+# Claims (onecycle.report.claims, where the config states them)
 # --------------------------------------------------------------------------------------------
 
 def _claims_section(plan: Plan) -> str:
@@ -159,7 +160,7 @@ def _claims_section(plan: Plan) -> str:
         if path.exists():
             found = True
             frame = _read_text_csv(path)
-            # The columns onecycle.claims shows, with an ordering claim's groups where there is one.
+            # The columns onecycle.report.claims shows, with an ordering claim's groups where there is one.
             columns = [c for c in claims.DISPLAY_COLUMNS if c in frame.columns]
             if "groups" in frame.columns and "kind" in frame.columns and (frame["kind"] == "ordering").any():
                 columns.insert(columns.index("baseline") + 1, "groups")
@@ -229,7 +230,7 @@ def _experiment_section(plan: Plan, name: str) -> str:
 
 def _bounds_study_parts(plan: Plan, name: str) -> list[str]:
     """A bounds study's regret table and figure, then its range-test settings table and figure
-    (onecycle.bounds_study); nothing for another experiment."""
+    (onecycle.experiments.bounds_study); nothing for another experiment."""
     outputs = bounds_study_outputs(plan, name)
     if not outputs:
         return []

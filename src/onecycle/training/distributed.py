@@ -38,7 +38,7 @@ import torch.distributed as dist
 from torch import nn
 
 from onecycle import data as datasets
-from onecycle.config import ConfigError
+from onecycle.experiments.config import ConfigError
 
 
 def launch_command(gpus: int, *args: str) -> list[str]:

@@ -600,7 +600,7 @@ def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], c
 def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
                       out_stem: Path, title: str, *, within_pp: float,
                       paper: tuple[float, str] | None = None) -> list[Path]:
-    """Final accuracy against max_lr (log axis) in a bounds study (onecycle.bounds_study).
+    """Final accuracy against max_lr (log axis) in a bounds study (onecycle.experiments.bounds_study).
 
     scored: the study's runs with `group`, `max_lr`, `status` and `score` (final accuracy %,
     chance for a diverged run). grid: bounds_study.grid_scores. rules: rule -> {"max_lr" (the
@@ -675,7 +675,7 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
     one marker per setting at the mean over seeds with a bar from the lowest seed to the highest
     (a std bar would cross zero on the log axis).
 
-    values: setting -> rule -> the seeds' suggestions (onecycle.bounds_study.setting_values).
+    values: setting -> rule -> the seeds' suggestions (onecycle.experiments.bounds_study.setting_values).
     """
     settings = list(values)
     with _style():
@@ -718,7 +718,7 @@ VERDICT_COLORS = {"supported": "#1a9850", "contradicted": "#d73027", "inconclusi
 def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_stem: Path, title: str, *,
                    expected_untested: pd.DataFrame | None = None) -> list[Path]:
     """The claims scorecard as a grid, claims down, dataset / architecture pairs across, each
-    cell coloured and labelled by its verdict (onecycle.claims.VERDICTS); blank where the claim
+    cell coloured and labelled by its verdict (onecycle.report.claims.VERDICTS); blank where the claim
     is not made for that pair. `expected` (same shape: the verdicts the papers' numbers give)
     adds a panel on the left, so a reader sees where ours and the papers' differ; its cells
     that `expected_untested` marks True (point values without a spread, or a verdict stated in

@@ -15,13 +15,14 @@ import torch
 
 from onecycle import bounds as bound_rules
 from onecycle import io
-from onecycle.config import ConfigError, RangeTestConfig
+from onecycle.experiments.config import ConfigError, RangeTestConfig
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
-from onecycle.optim import build_optimizer
+from onecycle.training.optim import build_optimizer
 from onecycle.progress import SILENT, Progress
 from onecycle.range_test import lr_range_test
-from onecycle.train import load_data, resolve_device
+from onecycle.data.assembly import load_data
+from onecycle.training.run import resolve_device
 
 
 class _EpochStream:
@@ -90,7 +91,7 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
     When it gives none (the rule could not decide, proposed a max LR that is no positive LR, e.g.
     0 at the start of a ramp from 0, or the test was a momentum range test) both are None and
     `no_bounds` says why: the record is still written, and a training that needs the bounds
-    fails with that reason (onecycle.train.resolve_schedule_params)."""
+    fails with that reason (onecycle.training.run.resolve_schedule_params)."""
     chosen = suggestions.get(rule)
     base_lr = max_lr = no_bounds = None
     if chosen is None:

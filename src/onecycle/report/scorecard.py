@@ -1,6 +1,6 @@
 """The suite's scorecard: every claim x dataset/architecture pair -> verdict, as a table and a figure.
 
-Built from the experiments' claims tables (tables/<experiment>_claims.csv, onecycle.claims), never
+Built from the experiments' claims tables (tables/<experiment>_claims.csv, onecycle.report.claims), never
 from the runs again, so the scorecard and the per-experiment tables cannot disagree. Rows are
 claim ids (the same id in several experiments is the same statement, e.g. `budget`), columns the
 dataset / architecture each experiment trains; a cell holds the verdict of our runs and, where
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from onecycle import aggregate, claims, plots
-from onecycle.experiments import Plan
+from onecycle.report import aggregate, claims, plots
+from onecycle.experiments.workflow import Plan
 
 STEM = "claims_scorecard"
 

@@ -10,7 +10,7 @@ stale and need no clean-up.
 Two forms:
 
 * an exec wrapper for `shell:` rules; the training process itself then holds the locks:
-  `python -m onecycle.gpu_slots -n {resources.gpu} -- python train.py ...`
+  `python -m onecycle.dag.gpu_slots -n {resources.gpu} -- python train.py ...`
 * a call at the top of a Python job, before anything initialises CUDA:
   `claim(snakemake.resources.gpu)`, then `import torch`.
 
@@ -210,7 +210,7 @@ def _try_claim_once(
     claimed: list[str] = []
     # Every seat of a device before the next device (first fit): sharing jobs fill devices,
     # so the devices left free are whole. The workflow counts a device as per_device seats of
-    # `--resources gpu=N` (onecycle.experiments.gpu_placement); spreading k sharing jobs over k
+    # `--resources gpu=N` (onecycle.experiments.workflow.gpu_placement); spreading k sharing jobs over k
     # devices would leave seats free that no exclusive job can use.
     for device_id in ids:
         for seat in range(per_device):
@@ -261,14 +261,14 @@ def _try_flock(path: Path, mode: int) -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m onecycle.gpu_slots -n N [--per-device K] [--timeout S] -- CMD [ARGS...]`.
+    """`python -m onecycle.dag.gpu_slots -n N [--per-device K] [--timeout S] -- CMD [ARGS...]`.
 
     Claims N devices, then replaces itself with CMD (same pid), which inherits the lock
     descriptors and CUDA_VISIBLE_DEVICES: the locks last exactly as long as CMD runs.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(
-        prog="python -m onecycle.gpu_slots",
+        prog="python -m onecycle.dag.gpu_slots",
         description="Claim distinct GPUs for a command, then exec it.")
     parser.add_argument("-n", "--gpus", type=int, required=True, help="number of GPUs to claim")
     parser.add_argument("--per-device", type=int, default=1, help="jobs that may share one GPU")

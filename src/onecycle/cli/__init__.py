@@ -25,18 +25,19 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from onecycle import cli_schedule, io
+from onecycle import io
+from onecycle.cli import schedule as cli_schedule
 from onecycle.errors import ConfigError, one_line
 
 # The workflow runs every training and range-test job with `train_threads` torch threads
-# (onecycle.experiments.WorkflowConfig, default 1); a job run by hand uses the same by default.
+# (onecycle.experiments.workflow.WorkflowConfig, default 1); a job run by hand uses the same by default.
 DEFAULT_THREADS = 1
 
 
 def _train(args: argparse.Namespace) -> int:
-    from onecycle.config import load_run_config
+    from onecycle.experiments.config import load_run_config
     from onecycle.progress import RunProgress
-    from onecycle.train import read_bounds_file, train
+    from onecycle.training.run import read_bounds_file, train
 
     bounds = read_bounds_file(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
@@ -51,9 +52,9 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _range_test(args: argparse.Namespace) -> int:
-    from onecycle.config import load_range_test_config
+    from onecycle.experiments.config import load_range_test_config
     from onecycle.progress import RunProgress
-    from onecycle.range_test_job import run_range_test_job
+    from onecycle.training.range_test_job import run_range_test_job
 
     cfg = load_range_test_config(args.config)
     _set_threads(args.threads)
@@ -103,7 +104,8 @@ def _prepare_data(args: argparse.Namespace) -> int:
 
 
 def _caffe_mean(args: argparse.Namespace) -> int:
-    from onecycle import caffe_imagenet, data
+    from onecycle import data
+    from onecycle.data import caffe_imagenet
 
     if args.dataset not in data.FOLDER_DATASETS:
         raise ValueError(f"--dataset {args.dataset!r}: Caffe mean images are for ImageNet folders "
@@ -132,8 +134,8 @@ def _split_list(text: str) -> list[dict]:
 
 
 def _combine_bounds(args: argparse.Namespace) -> int:
-    from onecycle.range_test_job import combine_bounds
-    from onecycle.train import read_bounds_file
+    from onecycle.training.range_test_job import combine_bounds
+    from onecycle.training.run import read_bounds_file
 
     combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
@@ -144,10 +146,10 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from onecycle.config import load_mapping
-    from onecycle.experiments import expand
-    from onecycle.html_report import write_html_report
-    from onecycle.report import (write_bounds_study_report, write_bounds_summary, write_claims_table,
+    from onecycle.experiments.config import load_mapping
+    from onecycle.experiments.workflow import expand
+    from onecycle.report.html import write_html_report
+    from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
                                  write_comparison_figure, write_experiment_report, write_range_test_figure,
                                  write_scorecard)
 
@@ -185,9 +187,9 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare_reference(args: argparse.Namespace) -> int:
-    from onecycle.config import load_mapping, parse
-    from onecycle.experiments import WorkflowConfig
-    from onecycle.reference import compare, format_report
+    from onecycle.experiments.config import load_mapping, parse
+    from onecycle.experiments.workflow import WorkflowConfig
+    from onecycle.report.reference import compare, format_report
 
     workflow = load_mapping(args.config)
     parse(WorkflowConfig, workflow, str(args.config))
@@ -201,16 +203,16 @@ def _compare_reference(args: argparse.Namespace) -> int:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from onecycle.config_schema import config_schema
+    from onecycle.experiments.schema import config_schema
 
     print(json.dumps(config_schema(args.schema), indent=2))
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
-    from onecycle import plan as cost_plan
-    from onecycle.config import load_mapping
-    from onecycle.experiments import expand
+    from onecycle.experiments import cost as cost_plan
+    from onecycle.experiments.config import load_mapping
+    from onecycle.experiments.workflow import expand
 
     workflow = expand(load_mapping(args.config), str(args.config))
     if args.devices < 1:

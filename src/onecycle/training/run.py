@@ -10,7 +10,7 @@ Faithfulness and safety rules this loop keeps:
 - a diverging run (NaN/inf loss, or loss beyond `divergence_factor` x the first loss) ends
   early and still writes its result with status "diverged": the DAG goes on;
 - every file is written atomically; metrics.json last, so its presence means "finished";
-- under torchrun the run is data-parallel (onecycle.distributed): train.batch_size stays the
+- under torchrun the run is data-parallel (onecycle.training.distributed): train.batch_size stays the
   total batch, each rank trains on its shard of every global batch, all ranks take the same
   decisions, and rank 0 alone writes files.
 """
@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +28,17 @@ import torch
 from torch import nn
 
 from onecycle import data as datasets
-from onecycle import caffe_imagenet, distributed, io
-from onecycle.config import ConfigError, RunConfig, TrainConfig
+from onecycle import io
+from onecycle.training import distributed
+from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
 from onecycle.errors import excerpt
 from onecycle.evaluation import evaluate
-from onecycle.models import MODELS, build_model, classification_loss
+from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
-from onecycle.optim import build_optimizer
+from onecycle.training.optim import build_optimizer
 from onecycle.progress import SILENT, Progress
 from onecycle.schedules import Schedule, apply_schedule, make_schedule
+from onecycle.data.assembly import load_data
 
 CHECKPOINT = "checkpoint.pt"
 # What a checkpoint holds (Checkpointer.save, snapshot in _train); "rng_ranks" only data-parallel.
@@ -72,83 +72,6 @@ def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(setting)
-
-
-@dataclass
-class DataBundle:
-    train: Any  # data.Batches or data.FolderBatches: __len__ and epoch(i)
-    test: Any
-    num_classes: int
-    in_channels: int
-    train_size: int  # training images, for epochs counted in another batch (epoch_batch_size)
-    caffe_test: Any = None  # data.CaffeTestSample when train.caffe_test asks for it
-
-
-def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | None = None) -> DataBundle:
-    """Train batches (shuffled, augmented) and test batches over the full test set, or over a
-    fixed subset of it when `eval_subset` is given (range tests only)."""
-    d = cfg.data
-    root = Path(d.root) if d.root else None
-    info = datasets.DATASETS[d.dataset]
-    train_set = datasets.load_split(d.dataset, "train", root, subset=d.train_subset, class_list=d.classes)
-    test_set = datasets.load_split(d.dataset, "test", root, class_list=d.classes)
-    if isinstance(train_set, datasets.FolderDataset):
-        # ImageNet subsets stay on disk. JPEG decoding runs in DataLoader workers: up to 8 per
-        # process, never more than the job's cores (shared by the data-parallel processes of a
-        # multi-GPU job).
-        workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
-        train_transform, test_transform = folder_transforms(d, cfg.model.arch, train_set, workers)
-        train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
-                                       transform=train_transform, seed=cfg.seed, num_workers=workers,
-                                       device=device, order=d.order)
-        test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
-                                      transform=test_transform, seed=0, num_workers=workers, device=device)
-        return DataBundle(train, test, train_set.num_classes, info.in_channels, len(train_set))
-    if eval_subset is not None and eval_subset < len(test_set):
-        # A fixed held-out subset, the same for every seed, so range tests are comparable.
-        keep = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(0))[:eval_subset]
-        test_set = datasets.ArrayDataset(test_set.images[keep], test_set.labels[keep], test_set.num_classes)
-    if cfg.train.batch_size > len(train_set):
-        raise ConfigError(f"train.batch_size = {cfg.train.batch_size} is larger than the "
-                          f"{len(train_set)} training images of {d.dataset}")
-    common = {**normalisation(d, train_set, root), "device": device}
-    train = datasets.Batches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
-                             augment=d.augment, seed=cfg.seed, order=d.order, **common)
-    test = datasets.Batches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
-                            augment="none", seed=0, **common)
-    spec = cfg.train.caffe_test if eval_subset is None else None  # not for range tests
-    caffe_test = None if spec is None else datasets.CaffeTestSample(
-        test_set, test_iter=spec.test_iter, batch_size=spec.batch, mirror=spec.mirror, seed=cfg.seed, **common)
-    return DataBundle(train, test, info.num_classes, info.in_channels, len(train_set), caffe_test)
-
-
-def folder_transforms(d: Any, arch: str, train_set: datasets.FolderDataset, workers: int) -> tuple[Any, Any]:
-    """(train, test) image transforms for an ImageNet folder: torchvision's ImageNet presets, or
-    Caffe's data layer with the training images' mean (normalize 'caffe_mean_image')."""
-    # Crops default to the side the model was built for (AlexNet 227, Inception-ResNet-v2 299).
-    crop = d.crop_size or MODELS[arch].input_size
-    if d.normalize != "caffe_mean_image":
-        return (datasets.torchvision_preset(train=True, crop_size=crop),
-                datasets.torchvision_preset(train=False, crop_size=crop))
-    # As for CIFAR: one mean file over the whole training split, even for a train_subset run.
-    full = (datasets.load_split(d.dataset, "train", Path(d.root) if d.root else None, class_list=d.classes)
-            if d.train_subset else train_set)
-    mean = caffe_imagenet.split_mean_image(full, workers)
-    return (caffe_imagenet.CaffeImageNetTransform(mean, crop, train=True, mirror=d.augment == "mirror"),
-            caffe_imagenet.CaffeImageNetTransform(mean, crop, train=False, mirror=False))
-
-
-def normalisation(d: Any, train_set: datasets.ArrayDataset, root: Path | None) -> dict[str, Any]:
-    """`Batches` keywords for data.normalize, from the statistics of the training images."""
-    if d.normalize == "caffe_scale":
-        return {"caffe": datasets.CaffeTransform(scale=datasets.CAFFE_LENET_SCALE)}
-    if d.normalize == "caffe_mean_image":
-        # Smith's prototxts name one mean file, computed on the whole training set; SC's
-        # reduced-data runs (Table 1) swap only the LMDB source, so a subset keeps that mean.
-        full = datasets.load_split(d.dataset, "train", root) if d.train_subset else train_set
-        return {"caffe": datasets.CaffeTransform(mean_image=full.mean_image())}
-    return {"mean": train_set.channel_mean(),
-            "std": train_set.channel_std() if d.normalize == "mean_std" else None}
 
 
 def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
@@ -340,7 +263,7 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
     `progress` hears of every iteration and evaluation (onecycle.progress; silent by default).
 
     Started by torchrun (WORLD_SIZE > 1), this process is one rank of a data-parallel run
-    (onecycle.distributed): every rank returns the same metrics, rank 0 alone writes files
+    (onecycle.training.distributed): every rank returns the same metrics, rank 0 alone writes files
     and reports progress."""
     distributed.check_batch_size(cfg.train.batch_size, distributed.world_size_from_env(),
                                  cfg.train.batch_norm_shards)

@@ -1,6 +1,6 @@
 """`onecycle config --schema`: the JSON Schema of each config kind, generated from its model.
 
-The pydantic models in onecycle.config (and WorkflowConfig in onecycle.experiments) are the one
+The pydantic models in onecycle.experiments.config (and WorkflowConfig in onecycle.experiments.workflow) are the one
 definition of every config file; this module only exports them as JSON Schema (draft 2020-12),
 for editors (e.g. the YAML language server's `# yaml-language-server: $schema=...`) and readers.
 Two things the models hold outside pydantic's view are added: the comment above each field in
@@ -23,8 +23,8 @@ KINDS = ("run", "range-test", "workflow")
 def config_schema(kind: str) -> dict[str, Any]:
     """The JSON Schema of a run config (`onecycle train`), a range-test config (`onecycle
     range-test`) or a workflow config (`configs/*.yaml`, the Snakefile's --configfile)."""
-    from onecycle.config import RangeTestConfig, RunConfig
-    from onecycle.experiments import WorkflowConfig
+    from onecycle.experiments.config import RangeTestConfig, RunConfig
+    from onecycle.experiments.workflow import WorkflowConfig
 
     models = {"run": RunConfig, "range-test": RangeTestConfig, "workflow": WorkflowConfig}
     if kind not in models:

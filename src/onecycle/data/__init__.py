@@ -945,7 +945,7 @@ def torchvision_preset(*, train: bool, crop_size: int = 224):
     """torchvision references/classification presets, PIL image -> normalised float32 tensor:
     train RandomResizedCrop + flip, eval Resize + CenterCrop, then ImageNet mean/std. (Smith's
     Caffe ImageNet runs used fixed crops of 256x256 images, mirror and a mean file instead:
-    onecycle.caffe_imagenet.)"""
+    onecycle.data.caffe_imagenet.)"""
     from torchvision import transforms
 
     geometry = ([transforms.RandomResizedCrop(crop_size), transforms.RandomHorizontalFlip()] if train

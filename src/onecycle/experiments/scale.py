@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from onecycle.config import ConfigError, deep_merge
+from onecycle.experiments.config import ConfigError, deep_merge
 from onecycle.data import DATASETS
 
 # Schedule parameters counted in iterations (onecycle.schedules' policies: Caffe's stepsize,
@@ -187,7 +187,7 @@ def _compress(value: Any, factor: Fraction) -> int | list[int]:
 
 
 def _real_steps(raw: dict[str, Any], epochs: int) -> int | None:
-    """The real run's iterations (onecycle.train.schedule_iterations_per_epoch), or None when the
+    """The real run's iterations (onecycle.training.run.schedule_iterations_per_epoch), or None when the
     training set's size is known only from its folder (imagefolder)."""
     data, train = raw.get("data", {}), raw.get("train", {})
     info = DATASETS.get(data.get("dataset"))

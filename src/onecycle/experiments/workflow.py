@@ -26,13 +26,13 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from onecycle.bounds_study import BoundsStudyConfig, study_groups, variant_range_tests
-from onecycle.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
+from onecycle.experiments.bounds_study import BoundsStudyConfig, study_groups, variant_range_tests
+from onecycle.experiments.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
                              parse)
 from onecycle.data import FOLDER_DATASETS
-from onecycle.distributed import check_batch_size
-from onecycle.scale import TINY, TinyScale, tiny_job
-from onecycle.train import check_schedule
+from onecycle.training.distributed import check_batch_size
+from onecycle.experiments.scale import TINY, TinyScale, tiny_job
+from onecycle.training.run import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -61,7 +61,7 @@ class Comparison(StrictModel):
 
 
 class Claim(StrictModel):
-    """One of Smith's claims as a testable statement about an experiment's groups (onecycle.claims
+    """One of Smith's claims as a testable statement about an experiment's groups (onecycle.report.claims
     says how each kind is decided).
 
     - superior: candidate's final accuracy > baseline's + margin_pp (default 0);
@@ -82,7 +82,7 @@ class Claim(StrictModel):
     margin_pp: float | None = Field(default=None, ge=0)
     k: float | None = Field(default=None, gt=1)
     # The verdict the papers' own numbers imply, for groups without a published row (with rows,
-    # onecycle.claims computes it from configs/reference/published.yaml instead).
+    # onecycle.report.claims computes it from configs/reference/published.yaml instead).
     expected: Literal["supported", "contradicted", "inconclusive"] | None = None
 
     @field_validator("id")
@@ -132,7 +132,7 @@ class ExperimentConfig(StrictModel):
     # Group name -> overrides of `base` (schedule, train, optim ...), one group per setting.
     # Required, unless `bounds_study` makes the groups.
     groups: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Score every range-test rule against training (onecycle.bounds_study): its grid and rule
+    # Score every range-test rule against training (onecycle.experiments.bounds_study): its grid and rule
     # groups replace `groups`.
     bounds_study: BoundsStudyConfig | None = None
     # Group -> id of the published row (configs/reference/published.yaml) it is compared with.
@@ -144,7 +144,7 @@ class ExperimentConfig(StrictModel):
     # weight-decay comparisons, SC's limited-data rows).
     compare: Comparison | None = None
     # GPUs per training job of this experiment, overriding the workflow's `gpus_per_job`.
-    # More than 1: data-parallel through torchrun (onecycle.distributed); train.batch_size
+    # More than 1: data-parallel through torchrun (onecycle.training.distributed); train.batch_size
     # stays the total batch (the papers' TBS = per-GPU batch x GPUs) and must divide by it.
     # Range tests keep `gpus_per_job`: they run in one process.
     gpus: int | None = Field(default=None, ge=0)
@@ -154,7 +154,7 @@ class ExperimentConfig(StrictModel):
     # x4.sh (PART1_* above): TBS + 4 x (3, 2, 1, 0), the nominal TBS's iterations, and xavier on
     # runs 1 and 3.
     seed_protocol: Literal["same", "part1"] = "same"
-    # Smith's claims about these groups, each decided from the runs (onecycle.claims).
+    # Smith's claims about these groups, each decided from the runs (onecycle.report.claims).
     claims: list[Claim] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -244,24 +244,24 @@ class ExperimentConfig(StrictModel):
 class WorkflowConfig(StrictModel):
     results_dir: str
     seeds: list[int] = Field(min_length=1)
-    # Replication verdict band in percentage points on top of both runs' spread (onecycle.stats.verdict).
+    # Replication verdict band in percentage points on top of both runs' spread (onecycle.report.stats.verdict).
     tolerance_pp: float = Field(default=0.5, ge=0)
     # Snakemake `threads` for training jobs (it sets OMP_NUM_THREADS to this, default 1).
     train_threads: int = Field(default=1, gt=0)
     # GPUs per training job (0 on CPU-only runs such as the smoke replication).
     gpus_per_job: int = Field(default=0, ge=0)
-    # Jobs of `share_gpu` experiments that may run together on one GPU (onecycle.gpu_slots
+    # Jobs of `share_gpu` experiments that may run together on one GPU (onecycle.dag.gpu_slots
     # --per-device). One machine only: `--resources gpu=N` then counts seats, N = GPUs x
     # jobs_per_gpu, and every other GPU job takes all jobs_per_gpu seats of its devices. A
     # cluster gives each job its own GPUs; the Snakefile refuses jobs_per_gpu > 1 there.
     jobs_per_gpu: int = Field(default=1, ge=1)
-    # Confidence of each one-sided bound behind a claim's verdict (onecycle.claims).
+    # Confidence of each one-sided bound behind a claim's verdict (onecycle.report.claims).
     claims_confidence: float = Field(default=0.95, gt=0.5, lt=1)
     # Datasets whose copy the user vouches for without the official md5s (a re-packed or
     # converted MNIST or CIFAR): their prepare_data job runs `onecycle prepare-data --no-verify`,
     # and the data record says the checksums were skipped and how the files differ.
     skip_checksums: list[str] = Field(default_factory=list)
-    # "tiny": every job runs a handful of iterations, into <results_dir>-tiny (onecycle.scale):
+    # "tiny": every job runs a handful of iterations, into <results_dir>-tiny (onecycle.experiments.scale):
     # `snakemake --cores 2 --config scale=tiny` checks a machine and its data before the real run.
     scale: Literal["full", "tiny"] = "full"
     experiments: dict[str, ExperimentConfig] = Field(min_length=1)
@@ -428,7 +428,7 @@ def part1_run_overrides(seed: int, merged: dict[str, Any], where: str) -> dict[s
 
 def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, Any]:
     """A job that claims GPUs trains on CUDA: "auto" becomes "cuda", so on a machine without
-    CUDA the job fails at once (onecycle.train.resolve_device) instead of training for days on
+    CUDA the job fails at once (onecycle.training.run.resolve_device) instead of training for days on
     the CPU; "cpu" with claimed GPUs is a contradiction."""
     device = raw.get("train", {}).get("device", "auto")
     if gpus == 0 or device == "cuda":
@@ -443,7 +443,7 @@ def expand(data: dict[str, Any], source: str = "workflow config", tiny_scale: Ti
     """Every job of the workflow, validated; raises ConfigError naming the job and key.
 
     With `scale: tiny` every job is first validated as configured, then scaled down to
-    `tiny_scale` (onecycle.scale) and validated again: a tiny run checks the real config too.
+    `tiny_scale` (onecycle.experiments.scale) and validated again: a tiny run checks the real config too.
     Its results go to `<results_dir>-tiny`."""
     workflow = load_workflow_config(data, source)
     jobs = sum(len(exp.training_groups()) * len(workflow.seeds)

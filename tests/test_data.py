@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import onecycle.data as data
+from onecycle.data import catalog, sources
 from data_fixtures import (idx_bytes, md5_of_bytes, md5_of_file, random_uint8, tar_gz,
                            write_cifar10, write_cifar100, write_idx, write_idx_dataset,
                            write_image, write_image_folder)
@@ -66,7 +67,7 @@ def cifar10_remote(tmp_path, monkeypatch, cifar10_root):
         fetched.append(url)
         Path(folder, filename).write_bytes(archive.read_bytes())
 
-    monkeypatch.setattr(data, "_fetch", copy_fixture)
+    monkeypatch.setattr(sources, "_fetch", copy_fixture)
     return source, fetched
 
 
@@ -89,13 +90,13 @@ def test_registry_describes_every_dataset():
 
 
 def test_default_root_uses_env_then_cwd(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
+    monkeypatch.setattr(catalog, "DEBIAN_FASHION_MNIST", tmp_path / "absent")
     monkeypatch.setenv("ONECYCLE_DATA", str(tmp_path / "store"))
     assert data.default_root("cifar10") == tmp_path / "store" / "cifar10"
     monkeypatch.delenv("ONECYCLE_DATA")
     monkeypatch.chdir(tmp_path)
     assert data.default_root("fashion_mnist") == tmp_path / "data" / "fashion_mnist"
-    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path)
+    monkeypatch.setattr(catalog, "DEBIAN_FASHION_MNIST", tmp_path)
     assert data.default_root("fashion_mnist") == tmp_path
 
 
@@ -648,7 +649,7 @@ def test_extraction_rejects_members_outside_the_target(tmp_path, monkeypatch):
         tar.addfile(member, io.BytesIO(payload))
     monkeypatch.setitem(data.SOURCES, "cifar10", dataclasses.replace(
         data.SOURCES["cifar10"], mirrors=("fixture://",), downloads={archive.name: md5_of_file(archive)}))
-    monkeypatch.setattr(data, "_fetch", lambda url, folder, name: Path(folder, name).write_bytes(
+    monkeypatch.setattr(sources, "_fetch", lambda url, folder, name: Path(folder, name).write_bytes(
         archive.read_bytes()))
     root = tmp_path / "store" / "cifar10"
     with pytest.raises(ValueError, match="refusing unsafe member '../escaped.txt'"):
@@ -663,7 +664,7 @@ def test_imagenette_download_is_checked_for_its_class_folders(tmp_path, monkeypa
     monkeypatch.setitem(data.SOURCES, "imagefolder", dataclasses.replace(
         data.SOURCES["imagefolder"], mirrors=("fixture://",),
         downloads={archive.name: md5_of_file(archive)}))
-    monkeypatch.setattr(data, "_fetch", lambda url, folder, name: Path(folder, name).write_bytes(
+    monkeypatch.setattr(sources, "_fetch", lambda url, folder, name: Path(folder, name).write_bytes(
         archive.read_bytes()))
     with pytest.raises(ValueError, match=f"lacks train/{data.IMAGENETTE_WNIDS[-1]}/"):
         data.prepare("imagefolder", tmp_path / "imagenette")
@@ -702,7 +703,7 @@ def test_concurrent_prepare_downloads_once_and_never_exposes_a_partial_folder(tm
         time.sleep(1.5)
         Path(folder, filename).write_bytes(archive.read_bytes())
 
-    monkeypatch.setattr(data, "_fetch", slow_recorded_fetch)
+    monkeypatch.setattr(sources, "_fetch", slow_recorded_fetch)
     root = tmp_path / "shared" / "cifar10"
     context = multiprocessing.get_context("fork")
     barrier, results = context.Barrier(2), context.Queue()

@@ -2,7 +2,7 @@
 
 Draws on the `ax` it is given, or on a new `matplotlib.figure.Figure` (never through pyplot:
 no global figure registry, no backend switch), and writes no file. The workflow's multi-seed
-figure is onecycle.report.plots.plot_range_test.
+figure is onecycle.report.figures.range_test.plot_range_test.
 
 A library module: it imports numpy, pandas and matplotlib (onecycle[plots]) only.
 """

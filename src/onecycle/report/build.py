@@ -15,6 +15,7 @@ import pandas as pd
 from onecycle import io
 from onecycle.report import bounds_study
 from onecycle.report import aggregate, claims, describe, scorecard, stats
+from onecycle.experiments.bounds_study import BoundsStudyConfig
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
 from onecycle.experiments.workflow import Plan
@@ -257,6 +258,13 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
     outputs = bounds_study_outputs(plan, experiment)
     if not outputs:
         return []
+    _write_regret(plan, experiment, study, outputs)
+    _write_range_test_settings(plan, experiment, study, outputs)
+    return list(outputs.values())
+
+
+def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs: dict[str, Path]) -> None:
+    """The regret table (every rule scored against the max_lr grid) and its figure."""
     trains = plan.experiment_trains(experiment)
     high_key = LR_BOUND_PARAMS[study.training["schedule"]["policy"]][1]
     runs, _ = _finished_runs(plan, experiment, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
@@ -297,6 +305,10 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
                       title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
                       within_pp=study.within_pp, paper=paper)
 
+
+def _write_range_test_settings(plan: Plan, experiment: str, study: BoundsStudyConfig,
+                               outputs: dict[str, Path]) -> None:
+    """Each rule's suggested max_lr under each range-test setting: the table and its figure."""
     main_jobs = plan.experiment_range_tests(experiment)
     settings = {study.range_test_name: main_jobs, **plan.experiment_variant_tests(experiment)}
     described = "; ".join(f"{name}: {_range_test_setting(jobs[0])}" for name, jobs in settings.items())
@@ -310,7 +322,6 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
     plot_range_test_settings(bounds_study.setting_values(suggestions, study.rules), study.rules,
                              outputs["range_test_settings_figure_png"].with_suffix(""),
                              title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
-    return list(outputs.values())
 
 
 def write_bounds_summary(plan: Plan) -> list[Path]:

@@ -13,6 +13,8 @@ import pytest
 import yaml
 
 from onecycle.report import aggregate
+from onecycle.report.runs import RUN_COLUMNS, ResultFileError, collect_runs
+from onecycle.report.tables import display_frame, rounded_for_csv, write_table
 from onecycle.report.published import PublishedDataError, find_published_file, load_published
 
 
@@ -48,7 +50,7 @@ def write_run(root, group, seed, status="completed", accuracy=0.9, *, experiment
 def test_collect_runs_reads_percent_and_settings(tmp_path):
     paths = [write_run(tmp_path, "1cycle", 0, accuracy=0.9931, wall_time_s=12.5),
              write_run(tmp_path, "1cycle", 1, status="diverged", accuracy=None, epochs=0, iterations=40)]
-    runs = aggregate.collect_runs(paths, settings={"max_momentum": "schedule.params.momentum"})
+    runs = collect_runs(paths, settings={"max_momentum": "schedule.params.momentum"})
     assert list(runs["status"]) == ["completed", "diverged"]
     assert runs.loc[0, "final_accuracy"] == pytest.approx(99.31)
     assert math.isnan(runs.loc[1, "final_accuracy"]) and math.isnan(runs.loc[1, "final_test_loss"])
@@ -60,13 +62,13 @@ def test_collect_runs_reads_percent_and_settings(tmp_path):
 
 
 def test_collect_runs_of_nothing_has_the_columns():
-    assert list(aggregate.collect_runs([]).columns) == list(aggregate.RUN_COLUMNS)
+    assert list(collect_runs([]).columns) == list(RUN_COLUMNS)
 
 
 def test_collect_runs_names_a_missing_file(tmp_path):
     missing = tmp_path / "nowhere" / "metrics.json"
-    with pytest.raises(aggregate.ResultFileError, match=f"{missing}: metrics file not found"):
-        aggregate.collect_runs([missing])
+    with pytest.raises(ResultFileError, match=f"{missing}: metrics file not found"):
+        collect_runs([missing])
 
 
 @pytest.mark.parametrize(("edit", "message"), [
@@ -82,22 +84,22 @@ def test_collect_runs_rejects_malformed_metrics_naming_file_and_key(tmp_path, ed
     metrics = json.loads(path.read_text())
     edit(metrics)
     path.write_text(json.dumps(metrics))
-    with pytest.raises(aggregate.ResultFileError, match=f"{path}: .*{message}"):
-        aggregate.collect_runs([path])
+    with pytest.raises(ResultFileError, match=f"{path}: .*{message}"):
+        collect_runs([path])
 
 
 def test_collect_runs_rejects_invalid_json_and_double_listed_runs(tmp_path):
     path = write_run(tmp_path, "1cycle", 0)
-    with pytest.raises(aggregate.ResultFileError, match=f"{path}: .*already read from {path}"):
-        aggregate.collect_runs([path, path])
+    with pytest.raises(ResultFileError, match=f"{path}: .*already read from {path}"):
+        collect_runs([path, path])
     path.write_text("{not json")
-    with pytest.raises(aggregate.ResultFileError, match=f"{path}: cannot read metrics"):
-        aggregate.collect_runs([path])
+    with pytest.raises(ResultFileError, match=f"{path}: cannot read metrics"):
+        collect_runs([path])
 
 
 def test_collect_runs_rejects_a_settings_path_no_run_has(tmp_path):
     with pytest.raises(ValueError, match="no run's config has 'optim.momentun'"):
-        aggregate.collect_runs([write_run(tmp_path, "1cycle", 0)], settings={"m": "optim.momentun"})
+        collect_runs([write_run(tmp_path, "1cycle", 0)], settings={"m": "optim.momentun"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def runs(tmp_path):
         # every seed of step_85ep diverged
         write_run(tmp_path, "step_85ep", 0, status="diverged", accuracy=None, epochs=0, iterations=12),
     ]
-    return aggregate.collect_runs(paths)
+    return collect_runs(paths)
 
 
 MAPPING = {"1cycle_12ep": "part1_t2_mnist_lenet_1cycle_12ep", "inv_85ep": "part1_t2_mnist_lenet_inv_85ep",
@@ -174,7 +176,7 @@ def test_summary_table_without_published_numbers(runs):
 
 
 def test_summary_table_of_no_runs_is_all_pending(published):
-    table = aggregate.summary_table(aggregate.collect_runs([]), published=published, mapping=MAPPING,
+    table = aggregate.summary_table(collect_runs([]), published=published, mapping=MAPPING,
                                     expected_groups=[("mnist_lenet", "1cycle_12ep"), ("mnist_lenet", "inv_85ep")])
     assert table["verdict"].tolist() == ["pending", "pending"]
     assert table["n"].tolist() == [0, 0]
@@ -192,7 +194,7 @@ def test_summary_table_rejects_an_unknown_published_id(runs, published):
 def test_write_table_csv_markdown_and_latex_carry_the_same_numbers(tmp_path, runs, published):
     table = aggregate.summary_table(runs, published=published, mapping=MAPPING)
     stem = tmp_path / "tables" / "mnist_lenet"
-    aggregate.write_table(table, stem, caption="Part 1 Table 2, MNIST rows (100% of data)")
+    write_table(table, stem, caption="Part 1 Table 2, MNIST rows (100% of data)")
 
     csv = pd.read_csv(stem.with_suffix(".csv"))
     markdown = stem.with_suffix(".md").read_text()
@@ -222,7 +224,7 @@ def test_write_table_csv_markdown_and_latex_carry_the_same_numbers(tmp_path, run
 def test_display_frame_formats_per_column():
     frame = pd.DataFrame({"n": [4, 2], "lr_mean": [0.001, 0.0005], "lr_std": [0.0002, math.nan],
                           "accuracy": [91.234, 90.0], "accuracy_std": [0.456, 0.1], "note": ["a", None]})
-    display = aggregate.display_frame(frame)
+    display = display_frame(frame)
     assert list(display.columns) == ["n", "lr", "accuracy", "note"]
     assert display.to_dict("list") == {"n": ["4", "2"], "lr": ["0.001 ± 0.0002", "0.0005"],
                                        "accuracy": ["91.23 ± 0.46", "90.00 ± 0.10"], "note": ["a", ""]}
@@ -275,7 +277,7 @@ def test_paired_comparison_over_shared_completed_seeds(tmp_path):
              write_run(tmp_path, "a", 2, accuracy=0.94), write_run(tmp_path, "b", 0, accuracy=0.90),
              write_run(tmp_path, "b", 1, accuracy=0.90),
              write_run(tmp_path, "b", 2, status="diverged", accuracy=None)]
-    result = aggregate.paired_comparison(aggregate.collect_runs(paths), "a", "b", experiment="mnist_lenet")
+    result = aggregate.paired_comparison(collect_runs(paths), "a", "b", experiment="mnist_lenet")
     # Seeds 0 and 1 are shared and completed: differences 2 and 3 points.
     assert (result["n"], result["n_a"], result["n_b"]) == (2, 3, 2)
     assert result["mean_diff"] == pytest.approx(2.5)
@@ -283,14 +285,14 @@ def test_paired_comparison_over_shared_completed_seeds(tmp_path):
 
 
 def test_paired_comparison_with_no_shared_seed_reports_n_zero(tmp_path):
-    runs = aggregate.collect_runs([write_run(tmp_path, "a", 0), write_run(tmp_path, "b", 1)])
+    runs = collect_runs([write_run(tmp_path, "a", 0), write_run(tmp_path, "b", 1)])
     result = aggregate.paired_comparison(runs, "a", "b")
     assert result["n"] == 0 and math.isnan(result["mean_diff"])
 
 
 def test_paired_comparison_refuses_a_group_spread_over_experiments(tmp_path):
-    runs = aggregate.collect_runs([write_run(tmp_path, "a", 0, experiment="x"),
-                                   write_run(tmp_path, "a", 1, experiment="y"), write_run(tmp_path, "b", 0)])
+    runs = collect_runs([write_run(tmp_path, "a", 0, experiment="x"),
+                         write_run(tmp_path, "a", 1, experiment="y"), write_run(tmp_path, "b", 0)])
     with pytest.raises(ValueError, match="group 'a' exists in experiments x, y; pass experiment="):
         aggregate.paired_comparison(runs, "a", "b")
 
@@ -365,7 +367,7 @@ def test_published_duplicate_ids_are_rejected(tmp_path):
 @pytest.fixture
 def two_seed_runs(tmp_path):
     # 85.06 and 85.11 (the smoke inv_6ep seeds): their mean, 85.085, is 85.08500000000001 in floats.
-    return aggregate.collect_runs([
+    return collect_runs([
         write_run(tmp_path, "inv_6ep", 0, accuracy=0.8506), write_run(tmp_path, "inv_6ep", 1, accuracy=0.8511),
         write_run(tmp_path, "1cycle", 0, accuracy=0.8154), write_run(tmp_path, "1cycle", 1, accuracy=0.8086),
         write_run(tmp_path, "lonely", 0, accuracy=0.80), write_run(tmp_path, "lonely", 1, status="diverged"),
@@ -389,7 +391,7 @@ def test_fewer_than_three_seeds_get_their_values_not_a_bootstrap_ci(two_seed_run
 
 def test_csv_is_rounded_to_what_was_measured(tmp_path, two_seed_runs):
     table = aggregate.summary_table(two_seed_runs)
-    aggregate.write_table(table, tmp_path / "t")
+    write_table(table, tmp_path / "t")
     text = (tmp_path / "t.csv").read_text()
     assert "85.085," in text and "85.08500000000001" not in text
     csv = pd.read_csv(tmp_path / "t.csv").set_index("group")
@@ -401,7 +403,7 @@ def test_rounded_for_csv_per_kind_of_column():
     frame = pd.DataFrame({"accuracy_mean": [85.08500000000001], "difference_pp": [-0.12345],
                           "iterations": [4.5000001], "speedup": [2.33333333], "wall_time_s": [27.4456],
                           "p_value": [0.03125], "max_lr": [0.11346153846153845], "n": [2]})
-    assert aggregate.rounded_for_csv(frame).iloc[0].to_dict() == {
+    assert rounded_for_csv(frame).iloc[0].to_dict() == {
         "accuracy_mean": 85.085, "difference_pp": -0.123, "iterations": 4.5, "speedup": 2.333,
         "wall_time_s": 27.4, "p_value": 0.03125, "max_lr": 0.113462, "n": 2}
 
@@ -418,7 +420,7 @@ def test_paired_comparison_of_two_seeds_says_what_it_cannot_show(two_seed_runs):
 def test_verdict_table_html_and_latex_cells(tmp_path, runs, published):
     table = aggregate.summary_table(runs, published=published, mapping=MAPPING,
                                     schedules={"1cycle_12ep": "1cycle 0.01-0.1"})
-    aggregate.write_table(table, tmp_path / "v", caption="Part 1 Table 2", display=aggregate.summary_display(table))
+    write_table(table, tmp_path / "v", caption="Part 1 Table 2", display=aggregate.summary_display(table))
     page = (tmp_path / "v.html").read_text()
     assert '<td class="verdict v-replicated">replicated</td>' in page
     assert '<td class="verdict v-not-replicated">not replicated</td>' in page
@@ -438,8 +440,8 @@ def test_latex_table_compiles_and_fits_the_page(tmp_path, runs, published):
         "1cycle_12ep": "1cycle 0.0113-0.113 (range test, smith_accuracy_peak)",
         "inv_85ep": "inv 0.01", "step_85ep": "multistep 0.01"})
     table["group"] = table["group"] + "_with_the_pytorch_update_rule"
-    aggregate.write_table(table, tmp_path / "wide", caption="Part 1 Table 2 (50% of data), MNIST & LeNet",
-                          display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
+    write_table(table, tmp_path / "wide", caption="Part 1 Table 2 (50% of data), MNIST & LeNet",
+                display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,tabularx}\n"
                                       "\\begin{document}\n\\input{wide.tex}\n\\end{document}\n")
     result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
@@ -474,9 +476,9 @@ def test_runs_whose_files_disagree_are_broken_and_say_why(tmp_path, edit, reason
     path = write_run(tmp_path, "1cycle", 0, accuracy=0.9)
     sound = write_run(tmp_path, "1cycle", 1, accuracy=0.9)
     histories = [write_history(path, [0.5, 0.7, 0.9]), write_history(sound, [0.5, 0.7, 0.9])]
-    assert aggregate.collect_runs([path, sound], history_paths=histories)["status"].tolist() == ["completed"] * 2
+    assert collect_runs([path, sound], history_paths=histories)["status"].tolist() == ["completed"] * 2
     edit(path, histories[0])
-    runs = aggregate.collect_runs([path, sound], history_paths=histories)
+    runs = collect_runs([path, sound], history_paths=histories)
     assert runs["status"].tolist() == ["broken", "completed"]
     assert runs.loc[0, "note"] == reason and pd.isna(runs.loc[1, "note"])
 
@@ -487,7 +489,7 @@ def test_broken_runs_count_in_n_only_and_every_table_agrees(tmp_path):
     histories = [write_history(p, [0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87, 0.89, 0.9]) for p in paths[:2]]
     histories += [write_history(p, [0.6, 0.8, 0.9, 0.91]) for p in paths[2:]]
     histories[3].unlink()
-    runs = aggregate.collect_runs(paths, history_paths=histories)
+    runs = collect_runs(paths, history_paths=histories)
 
     table = aggregate.summary_table(runs).set_index("group")
     assert table.loc["1cycle", ["n", "n_completed", "n_diverged", "n_broken"]].tolist() == [2, 1, 0, 1]
@@ -510,7 +512,7 @@ def test_broken_runs_count_in_n_only_and_every_table_agrees(tmp_path):
 
 def test_a_group_of_broken_runs_only_has_the_verdict_broken(tmp_path, published):
     path = write_run(tmp_path, "1cycle_12ep", 0, accuracy=0.99)
-    runs = aggregate.collect_runs([path], history_paths=[tmp_path / "absent.csv"])
+    runs = collect_runs([path], history_paths=[tmp_path / "absent.csv"])
     table = aggregate.summary_table(runs, published=published, mapping={"1cycle_12ep": MAPPING["1cycle_12ep"]})
     assert table.loc[0, ["n", "n_completed", "n_broken", "verdict"]].tolist() == [1, 0, 1, "broken"]
     assert math.isnan(table.loc[0, "accuracy_mean"])

@@ -11,7 +11,9 @@ import pandas as pd
 import pytest
 
 from onecycle.experiments.bounds_study import RULE_SIGNALS, BoundsStudyConfig
-from onecycle.report import aggregate, bounds_study, plots
+from onecycle.report import bounds_study
+from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
+from onecycle.report.tables import write_table
 from onecycle.bounds import SUGGESTION_RULES
 from onecycle.experiments.config import ConfigError, RunConfig, deep_merge, parse
 from onecycle.experiments.workflow import expand
@@ -249,7 +251,7 @@ def test_suite_summary_by_hand():
 
 def test_learning_rates_keep_three_significant_digits_in_tables(tmp_path):
     frame = pd.DataFrame({"max_lr": [0.0231, 0.5], "accuracy_mean": [88.123, 90.0], "accuracy_std": [0.31, 0.2]})
-    aggregate.write_table(frame, tmp_path / "t", formats={"max_lr": ".3g"})
+    write_table(frame, tmp_path / "t", formats={"max_lr": ".3g"})
     markdown = (tmp_path / "t.md").read_text()
     assert "| 0.0231 | 88.12 ± 0.31 |" in markdown and "| 0.5 | 90.00 ± 0.20 |" in markdown
     assert pd.read_csv(tmp_path / "t.csv")["max_lr"].tolist() == [0.0231, 0.5]  # raw in the CSV
@@ -265,15 +267,15 @@ def test_figures_are_written_with_partial_and_empty_results(tmp_path):
              "fastai_valley": {"max_lr": None, "accuracy_mean": math.nan, "accuracy_std": math.nan,
                                "suggestions": []}}
     for name, frame in (("full", scored), ("empty", scored.iloc[0:0])):
-        paths = plots.plot_bounds_study(frame, bounds_study.grid_scores(frame, GRID), rules, tmp_path / name,
-                                        "study", within_pp=0.5, paper=(0.1, "Part 1"))
+        paths = plot_bounds_study(frame, bounds_study.grid_scores(frame, GRID), rules, tmp_path / name,
+                                  "study", within_pp=0.5, paper=(0.1, "Part 1"))
         assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
     rules = ["smith_accuracy_peak", "fastai_valley"]
     values = bounds_study.setting_values({"a": [{"smith_accuracy_peak": {"max_lr": 0.1}}], "b": []}, rules)
     assert values == {"a": {"smith_accuracy_peak": [0.1], "fastai_valley": []},
                       "b": {"smith_accuracy_peak": [], "fastai_valley": []}}
     for name, given in (("settings", values), ("no_settings", {"b": values["b"]})):
-        paths = plots.plot_range_test_settings(given, rules, tmp_path / name, "settings")
+        paths = plot_range_test_settings(given, rules, tmp_path / name, "settings")
         assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
 
 
@@ -283,11 +285,11 @@ def test_figures_take_equal_seeds_whose_mean_rounds_outside_them(tmp_path):
     seeds = np.array([0.7, 0.7, 0.7])
     assert seeds.mean() < seeds.min()
     rules = ["fastai_valley"]
-    paths = plots.plot_range_test_settings({"a": {"fastai_valley": list(seeds)}}, rules, tmp_path / "s", "settings")
+    paths = plot_range_test_settings({"a": {"fastai_valley": list(seeds)}}, rules, tmp_path / "s", "settings")
     assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
     scored = bounds_study.scored_runs(_runs([(f"lr_{lr:g}", 0, "completed", 85.0, lr) for lr in GRID]), 10.0)
     rule = {"fastai_valley": {"max_lr": float(seeds.mean()), "accuracy_mean": 85.0, "accuracy_std": 0.1,
                               "suggestions": list(seeds)}}
-    paths = plots.plot_bounds_study(scored, bounds_study.grid_scores(scored, GRID), rule, tmp_path / "r", "study",
-                                    within_pp=0.5)
+    paths = plot_bounds_study(scored, bounds_study.grid_scores(scored, GRID), rule, tmp_path / "r", "study",
+                              within_pp=0.5)
     assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]

@@ -89,7 +89,7 @@ def tiny_study(tmp_path_factory):
     return work, work / "results" / "tiny study"
 
 
-# An LR in a table's CSV keeps 6 significant digits (aggregate.OTHER_SIGNIFICANT_DIGITS): within half
+# An LR in a table's CSV keeps 6 significant digits (tables.OTHER_SIGNIFICANT_DIGITS): within half
 # a unit of the 6th digit, a relative 5e-6 of the value.
 CSV_LR = dict(rel=5e-6)
 

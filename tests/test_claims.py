@@ -19,7 +19,7 @@ T95 = {1: 6.313751514675043, 2: 2.919985580353726, 3: 2.353363434801823}  # scip
 
 
 def runs(values: dict[str, dict[int, float | None]], iterations: int = 1000) -> pd.DataFrame:
-    """Runs as aggregate.collect_runs gives them: group -> seed -> final accuracy (percent),
+    """Runs as runs.collect_runs gives them: group -> seed -> final accuracy (percent),
     None for a run that diverged."""
     rows = [{"group": group, "seed": seed, "status": "diverged" if acc is None else "completed",
              "final_accuracy": math.nan if acc is None else acc, "iterations": iterations}
@@ -115,7 +115,7 @@ def test_a_diverged_run_names_itself_and_never_counts_as_a_loss():
 
 
 def test_a_broken_run_is_named_and_never_counts():
-    # aggregate.collect_runs marks a run whose metrics.json and history.csv disagree "broken".
+    # runs.collect_runs marks a run whose metrics.json and history.csv disagree "broken".
     values = {"one": {0: 91.0, 1: 91.5, 2: 91.2}, "base": {0: 88.0, 1: 88.4, 2: 87.9}}
     table = runs(values)
     table.loc[(table["group"] == "one") & (table["seed"] == 2), "status"] = "broken"

@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-from onecycle.report import plots
-from onecycle.report.plots import RangeSeed, RunCurve
+from onecycle.range_test_plot import choose_scale
+from onecycle.report.figures.accuracy import RunCurve, accuracy_figure, plot_accuracy_curves
+from onecycle.report.figures.comparison import comparison_figure, plot_comparison
+from onecycle.report.figures.range_test import LOSS_CLIP_FACTOR, RangeSeed, plot_range_test, range_test_figure
+from onecycle.report.figures.style import group_styles
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -63,12 +66,12 @@ def two_seeds():
 
 
 def test_range_test_loss_axes_exclude_the_divergence_spike_and_say_so():
-    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    fig = range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
     accuracy, train_loss, test_loss = fig.axes[:3]
     # The useful part: both seeds start at loss 2.0 (test 2.1) and fall; the y axis ends at
     # 1.5x the start, far below the spike (7 383; test 221 490).
-    assert train_loss.get_ylim()[1] == pytest.approx(plots.LOSS_CLIP_FACTOR * 2.0)
-    assert test_loss.get_ylim()[1] == pytest.approx(plots.LOSS_CLIP_FACTOR * 2.1)
+    assert train_loss.get_ylim()[1] == pytest.approx(LOSS_CLIP_FACTOR * 2.0)
+    assert test_loss.get_ylim()[1] == pytest.approx(LOSS_CLIP_FACTOR * 2.1)
     # ...and its bottom shows the minimum of the curve (2 - 1.5 lr + 3 lr^4 at lr = 0.5^(2/3): 1.55).
     assert train_loss.get_ylim()[0] < 1.56
     # Where a seed leaves the panel is marked, and its largest value is written on it: seed 1's
@@ -83,7 +86,7 @@ def test_range_test_loss_axes_exclude_the_divergence_spike_and_say_so():
 
 
 def test_range_test_draws_every_seed_and_marks_where_a_seed_stopped():
-    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    fig = range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
     curves = by_gid(fig, "curve")
     for column in ("test_accuracy", "smoothed_loss", "test_loss"):
         assert {f"curve:{column}:seed 0", f"curve:{column}:seed 1"} <= set(curves)
@@ -96,7 +99,7 @@ def test_range_test_draws_every_seed_and_marks_where_a_seed_stopped():
 
 
 def test_range_test_labels_the_bounds_used_and_each_rules_suggestion_per_seed():
-    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    fig = range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
     texts = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
     assert "max_lr used: 0.6 (median of 2 seeds' smith_accuracy_peak)" in texts
     assert "base_lr used: 0.06 = max_lr / 10 (1cycle)" in texts
@@ -109,7 +112,7 @@ def test_range_test_labels_the_bounds_used_and_each_rules_suggestion_per_seed():
 
 
 def test_range_test_legend_is_off_the_data():
-    fig = plots.range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
+    fig = range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
     FigureCanvasAgg(fig).draw()
     legend = fig.axes[-1].get_legend().get_window_extent()
     for ax in fig.axes[:4]:  # three panels and the suggestions strip
@@ -119,9 +122,9 @@ def test_range_test_legend_is_off_the_data():
 def test_range_test_axis_follows_the_ramp():
     history = range_history(100)
     history["lr"] = np.geomspace(1e-5, 1.0, len(history))
-    fig = plots.range_test_figure([RangeSeed(0, history)], None, "SC Fig 2b", x_scale="log")
+    fig = range_test_figure([RangeSeed(0, history)], None, "SC Fig 2b", x_scale="log")
     assert fig.axes[0].get_xscale() == "log"
-    fig = plots.range_test_figure([RangeSeed(0, range_history(100))], None, "Part 1 Fig 1a", x_scale="linear")
+    fig = range_test_figure([RangeSeed(0, range_history(100))], None, "Part 1 Fig 1a", x_scale="linear")
     assert fig.axes[0].get_xscale() == "linear"
 
 
@@ -132,19 +135,19 @@ def test_range_test_axis_follows_the_ramp():
     ([1e-6, 1e-4, float("nan")], "linear"),  # exactly two decades is not "more than two"
 ])
 def test_choose_scale(values, scale):
-    assert plots.choose_scale(values) == scale
+    assert choose_scale(values) == scale
 
 
 def test_range_test_plot_rejects_a_history_without_smoothed_loss(tmp_path):
     with pytest.raises(ValueError, match="range-test history of seed 0: missing column 'smoothed_loss'"):
-        plots.plot_range_test([RangeSeed(0, range_history(50).drop(columns="smoothed_loss"))], None,
-                              tmp_path / "x", "t")
+        plot_range_test([RangeSeed(0, range_history(50).drop(columns="smoothed_loss"))], None,
+                        tmp_path / "x", "t")
     assert not list(tmp_path.iterdir())
 
 
 def test_range_test_files(tmp_path):
     stem = tmp_path / "figs" / "range_test"
-    assert_figure_files(plots.plot_range_test(two_seeds(), BOUNDS, stem, "Part 1 Fig 1a"), stem)
+    assert_figure_files(plot_range_test(two_seeds(), BOUNDS, stem, "Part 1 Fig 1a"), stem)
 
 
 def epoch_history(iterations, accuracies):
@@ -168,7 +171,7 @@ def test_accuracy_figure_accounts_for_every_seed():
         "step": [RunCurve(0, epoch_history([100, 200, 300, 400], [0.4, 0.6, 0.7, 0.85])),
                  RunCurve(1, epoch_history([], []), {"iteration": 40, "epoch": 1, "reason": "loss is nan"})],
     }
-    fig = plots.accuracy_figure(curves, None, "SC Fig 1a")
+    fig = accuracy_figure(curves, None, "SC Fig 1a")
     drawn = by_gid(fig, "curve")
     assert set(drawn) == {"curve:1cycle:seed 0", "curve:1cycle:seed 1", "curve:step:seed 0", "curve:step:seed 1"}
     assert list(drawn["curve:1cycle:seed 1"].get_ydata()) == [60.0]
@@ -185,7 +188,7 @@ def test_accuracy_figure_traces_are_the_configured_schedules_and_none_hides_anot
     one_cycle = schedule([0.1, 1.0, 0.0, 0.0], [0.95, 0.85, 0.95, 0.95])
     traces = {"caffe_rule": one_cycle, "pytorch_rule": one_cycle.copy(),
               "inv": schedule([0.1, 0.09, 0.08, 0.07], [0.9, 0.9, 0.9, 0.9])}
-    fig = plots.accuracy_figure(curves, traces, "SC Fig 1a")
+    fig = accuracy_figure(curves, traces, "SC Fig 1a")
     lr = by_gid(fig, "trace:lr")
     # The second, identical schedule is dashed over the first; the different one is solid.
     assert lr["trace:lr:caffe_rule"].get_linestyle() == "-" and lr["trace:lr:inv"].get_linestyle() == "-"
@@ -195,7 +198,7 @@ def test_accuracy_figure_traces_are_the_configured_schedules_and_none_hides_anot
 
 
 def test_seven_groups_get_distinct_colours_and_markers():
-    styles = plots.group_styles([f"g{i}" for i in range(7)])
+    styles = group_styles([f"g{i}" for i in range(7)])
     colours = [tuple(round(c, 3) for c in s["color"]) for s in styles.values()]
     assert len(set(colours)) == 7 and len({s["marker"] for s in styles.values()}) == 7
     # Clearly different: every pair of colours at least 0.2 apart in RGB (the old palette had
@@ -208,14 +211,14 @@ def test_seven_groups_get_distinct_colours_and_markers():
 def test_accuracy_figure_files_and_empty_input(tmp_path):
     stem = tmp_path / "acc"
     curves = {"1cycle": [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))]}
-    assert_figure_files(plots.plot_accuracy_curves(curves, None, stem, "Part 1 Fig 16a"), stem)
+    assert_figure_files(plot_accuracy_curves(curves, None, stem, "Part 1 Fig 16a"), stem)
 
 
 def test_comparison_of_unordered_groups_joins_nothing():
     runs = pd.DataFrame({"group": ["1cycle", "1cycle", "inv", "inv", "step"],
                          "final_accuracy": [81.5, 80.9, 85.1, 85.0, np.nan],
                          "status": ["completed"] * 4 + ["diverged"]})
-    fig = plots.comparison_figure(runs, "group", "smoke")
+    fig = comparison_figure(runs, "group", "smoke")
     ax = fig.axes[0]
     # No line through the categories: every drawn line is a lone marker or unconnected points.
     assert all(line.get_linestyle() == "None" or len(line.get_xdata()) < 2 for line in ax.lines)
@@ -226,7 +229,7 @@ def test_comparison_of_an_ordered_setting_joins_the_means():
     runs = pd.DataFrame({"weight_decay": [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-6],
                          "final_accuracy": [np.nan, np.nan, 92.1, 92.5, 88.3, 87.2],
                          "status": ["diverged", "diverged", "completed", "completed", "completed", "completed"]})
-    fig = plots.comparison_figure(runs, "weight_decay", "SC Fig 10b: weight decay")
+    fig = comparison_figure(runs, "weight_decay", "SC Fig 10b: weight decay")
     ax = fig.axes[0]
     joined = [line for line in ax.lines if line.get_linestyle() != "None" and len(line.get_xdata()) > 1]
     assert len(joined) == 1 and list(joined[0].get_xdata()) == [1e-6, 1e-5, 1e-4]
@@ -238,14 +241,14 @@ def test_comparison_files(tmp_path):
                          "final_accuracy": [92.0, 92.2, 91.4, 91.1], "status": "completed",
                          "group": ["cm", "cm", "const", "const"]})
     stem = tmp_path / "cm"
-    assert_figure_files(plots.plot_comparison(runs, "momentum", stem, "Part 1 Table 1: momentum", hue="group"), stem)
+    assert_figure_files(plot_comparison(runs, "momentum", stem, "Part 1 Table 1: momentum", hue="group"), stem)
 
 
 def test_files_are_byte_identical_on_rerun_with_truetype_fonts(tmp_path):
     # No creation date in the PDF: regenerated figures do not show up as changed in git.
     curves = {"1cycle": [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))]}
-    first = [p.read_bytes() for p in plots.plot_accuracy_curves(curves, None, tmp_path / "a", "t")]
-    second = [p.read_bytes() for p in plots.plot_accuracy_curves(curves, None, tmp_path / "b", "t")]
+    first = [p.read_bytes() for p in plot_accuracy_curves(curves, None, tmp_path / "a", "t")]
+    second = [p.read_bytes() for p in plot_accuracy_curves(curves, None, tmp_path / "b", "t")]
     assert first == second
     # pdf.fonttype 42: TrueType fonts embedded (FontFile2), no Type 3 bitmaps-as-procedures.
     assert b"/FontFile2" in first[1] and b"/Type3" not in first[1]
@@ -254,8 +257,8 @@ def test_files_are_byte_identical_on_rerun_with_truetype_fonts(tmp_path):
 def test_figures_of_no_finished_runs_are_still_written(tmp_path):
     # A report rebuilt while runs are pending still writes every figure the workflow declares.
     empty_runs = pd.DataFrame({"weight_decay": [], "final_accuracy": [], "status": []})
-    for stem, draw in ((tmp_path / "rt", lambda s: plots.plot_range_test([], None, s, "Part 1 Fig 1a")),
-                       (tmp_path / "acc", lambda s: plots.plot_accuracy_curves({}, None, s, "SC Fig 1a")),
-                       (tmp_path / "wd", lambda s: plots.plot_comparison(empty_runs, "weight_decay", s, "SC Fig 10b"))):
+    for stem, draw in ((tmp_path / "rt", lambda s: plot_range_test([], None, s, "Part 1 Fig 1a")),
+                       (tmp_path / "acc", lambda s: plot_accuracy_curves({}, None, s, "SC Fig 1a")),
+                       (tmp_path / "wd", lambda s: plot_comparison(empty_runs, "weight_decay", s, "SC Fig 10b"))):
         paths = draw(stem)
         assert [p.read_bytes()[:4] for p in paths] == [PNG_MAGIC[:4], b"%PDF"]

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import needs_fashion_mnist
 from onecycle.bounds import Suggestion, suggest_all
-from onecycle.report.plots import RangeSeed, plot_range_test
+from onecycle.report.figures.range_test import RangeSeed, plot_range_test
 from onecycle.range_test import lr_range_test, ramp_lr
 from onecycle.training.range_test_job import bounds_record, combine_bounds
 

@@ -2,7 +2,7 @@
 
 Draws on the `ax` it is given, or on a new `matplotlib.figure.Figure` (never through pyplot:
 no global figure registry, no backend switch), and writes no file. The workflow's multi-seed
-figure is onecycle.report.plots.plot_range_test.
+figure is onecycle.report.figures.range_test.plot_range_test.
 
 A library module: it imports numpy, pandas and matplotlib (onecycle[plots]) only.
 """
@@ -47,12 +47,7 @@ def plot_lr_range_test(history: pd.DataFrame, suggestions: Mapping[str, Any] | N
     objects, or bounds.json's mappings with a `max_lr`). Returns `ax` when given, else the new
     Figure.
     """
-    missing = [c for c in ("lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
-               if c not in history.columns]
-    if missing:
-        raise ValueError(f"history: missing column {missing[0]!r} (a RangeTestResult.history has them all)")
-    if ax is not None and not isinstance(ax, Axes):
-        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+    _check_arguments(history, ax)
     figure = None
     if ax is None:
         figure = Figure(figsize=(9.5, 4.5), layout="constrained")
@@ -63,6 +58,37 @@ def plot_lr_range_test(history: pd.DataFrame, suggestions: Mapping[str, Any] | N
     x_name = "momentum" if momentum_test else "lr"
     x = history[x_name].to_numpy(dtype=float)
     smoothed = history["smoothed_loss"].to_numpy(dtype=float)
+    _draw_losses(ax, history, x_name, x, smoothed, diverged)
+    if not momentum_test:
+        _draw_suggestions(ax, x, smoothed, suggestions or {})
+    if diverged is not None:
+        ax.axvline(history[x_name].iloc[-1], color="tab:red", linestyle=":", linewidth=1,
+                   label=f"stopped: diverged at {x_name} {history[x_name].iloc[-1]:.3g}")
+    handles, labels = _draw_accuracy(ax, history, x_name)
+    ax.set_xscale(choose_scale(x))
+    ax.set_xlabel("learning rate" if x_name == "lr" else "momentum")
+    ax.set_ylabel("loss")
+    if figure is None:  # the caller's layout: inside the axes
+        ax.legend(handles, labels, loc="best", fontsize="x-small")
+        return ax
+    figure.legend(handles, labels, loc="outside right upper", fontsize="small")
+    return figure
+
+
+def _check_arguments(history: pd.DataFrame, ax: Axes | None) -> None:
+    """The history's columns and `ax`'s type, checked before anything is drawn."""
+    missing = [c for c in ("lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
+               if c not in history.columns]
+    if missing:
+        raise ValueError(f"history: missing column {missing[0]!r} (a RangeTestResult.history has them all)")
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
+
+
+def _draw_losses(ax: Axes, history: pd.DataFrame, x_name: str, x: np.ndarray, smoothed: np.ndarray,
+                 diverged: Mapping[str, Any] | None) -> None:
+    """The raw and smoothed train loss and the evaluated test loss against `x`, the y range
+    set by the losses before any blow-up."""
     ax.plot(x, history["train_loss"].to_numpy(dtype=float), color="tab:blue", alpha=0.25, linewidth=0.8,
             label="train loss")
     ax.plot(x, smoothed, color="tab:blue", label="smoothed train loss")
@@ -80,11 +106,10 @@ def plot_lr_range_test(history: pd.DataFrame, suggestions: Mapping[str, Any] | N
         pad = 0.05 * (high - low) or 0.05 * abs(high) or 0.05
         ax.set_ylim(low - pad, high + pad)
 
-    if not momentum_test:
-        _draw_suggestions(ax, x, smoothed, suggestions or {})
-    if diverged is not None:
-        ax.axvline(history[x_name].iloc[-1], color="tab:red", linestyle=":", linewidth=1,
-                   label=f"stopped: diverged at {x_name} {history[x_name].iloc[-1]:.3g}")
+
+def _draw_accuracy(ax: Axes, history: pd.DataFrame, x_name: str) -> tuple[list[Any], list[str]]:
+    """The test accuracy (%) where evaluated, on a right-hand axis; returns the legend entries
+    of both axes."""
     accuracy = history.dropna(subset=["test_accuracy"])
     handles, labels = ax.get_legend_handles_labels()
     if len(accuracy):
@@ -94,14 +119,7 @@ def plot_lr_range_test(history: pd.DataFrame, suggestions: Mapping[str, Any] | N
         twin.set_ylabel("test accuracy (%)")
         more_handles, more_labels = twin.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.set_xscale(choose_scale(x))
-    ax.set_xlabel("learning rate" if x_name == "lr" else "momentum")
-    ax.set_ylabel("loss")
-    if figure is None:  # the caller's layout: inside the axes
-        ax.legend(handles, labels, loc="best", fontsize="x-small")
-        return ax
-    figure.legend(handles, labels, loc="outside right upper", fontsize="small")
-    return figure
+    return handles, labels
 
 
 def _draw_suggestions(ax: Axes, lr: np.ndarray, smoothed: np.ndarray, suggestions: Mapping[str, Any]) -> None:

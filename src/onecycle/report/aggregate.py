@@ -1,214 +1,26 @@
-"""From raw runs to the replication tables: our numbers beside the papers', with a verdict.
+"""From collected runs to the replication tables: our numbers beside the papers', with a verdict.
 
-Aggregation reads an explicit list of result files and the settings recorded inside them; it
-never walks folders or parses settings back out of paths (docs/design.md §8). Missing runs
-are expected while a workflow is in progress: they appear as "pending" rows, never as a crash.
-Accuracies are percent in every table (the papers' unit); history files hold fractions.
+The runs come from onecycle.report.runs.collect_runs (one row per run, broken ones marked) and
+the tables are written by onecycle.report.tables. Here: one summary row per group with its
+verdict against the published number, how soon 1cycle reaches the baseline's accuracy, and a
+paired comparison of two groups over their shared seeds. Missing runs are expected while a
+workflow is in progress: they appear as "pending" rows, never as a crash. Accuracies are
+percent in every table (the papers' unit); history files hold fractions.
 """
 
 from __future__ import annotations
 
-import html
-import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from onecycle import io
 from onecycle.report import stats
-
-RUN_STATUSES = ("completed", "diverged")
-# What the aggregation calls a run whose files disagree (run_problem): it is named, with the
-# reason, in the tables' notes, and never summarised.
-BROKEN = "broken"
-# Accuracies are correct/count on a test set of at most 10^5 images, so two that differ at all
-# differ by >= 1e-5; metrics.json and history.csv store the same double as text, so a copy of the
-# same evaluation agrees to far better than this.
-SAME_ACCURACY = 1e-9
-
-# Decimals of the numbers written to CSV: what was measured, without float noise
-# (85.08500000000001). Accuracies are counts over a test set, in steps of 100/N pp (0.01 pp for
-# 10k images, 0.002 pp for 50k); 3 decimals keep every step, a mean of 2 seeds exactly, and the
-# std and differences to a tenth of a 10k set's step.
-PERCENT_DECIMALS = 3
-# Means over seeds of whole epochs and iterations (x.5 for two seeds); speed-up ratios.
-COUNT_DECIMALS = 2
-RATIO_DECIMALS = 3
-# Wall-clock seconds: timer and machine noise between runs is far above 0.1 s.
-SECONDS_DECIMALS = 1
-# Anything else (learning rates, p-values, exact fractions 2/2**n): significant digits.
-OTHER_SIGNIFICANT_DIGITS = 6
-
-# Settings every training config records, as columns of the runs table (dotted config paths),
-# so that a sweep can be plotted or filtered by them without parsing run names.
-DEFAULT_SETTING_COLUMNS: Mapping[str, str] = {
-    "dataset": "data.dataset", "train_subset": "data.train_subset", "arch": "model.arch",
-    "policy": "schedule.policy", "weight_decay": "optim.weight_decay",
-    "batch_size": "train.batch_size", "epochs_planned": "train.epochs",
-}
-
-RUN_COLUMNS = ("name", "experiment", "group", "seed", "status", "final_accuracy", "best_accuracy",
-               "final_test_loss", "iterations", "iterations_planned", "epochs_completed", "wall_time_s",
-               *DEFAULT_SETTING_COLUMNS, "metrics_path", "note")
-
-
-class ResultFileError(ValueError):
-    """A result file that is missing, unreadable or malformed; the message names it."""
-
-
-# --------------------------------------------------------------------------------------------
-# Runs
-# --------------------------------------------------------------------------------------------
-
-def collect_runs(metrics_paths: Sequence[Path], *, settings: Mapping[str, str] | None = None,
-                 history_paths: Sequence[Path] | None = None) -> pd.DataFrame:
-    """One row per training run, read from its metrics.json (the file list is explicit).
-
-    Columns: `RUN_COLUMNS` plus one per entry of `settings` (column name -> dotted path in the
-    run's config, e.g. {"max_momentum": "schedule.params.momentum"}); a setting a run's config
-    lacks is None there, and a path no run has is an error (a typo). Accuracies are percent;
-    "final"/"best" of a run that diverged before its first evaluation are NaN.
-
-    A run whose files disagree (run_problem: e.g. "completed" after 10 of 468 planned
-    iterations; with `history_paths`, the history.csv of each run, in the same order, a missing
-    or contradicting history) gets status BROKEN and the reason in `note`.
-    """
-    settings = dict(settings or {})
-    clash = sorted(set(settings) & set(RUN_COLUMNS))
-    if clash:
-        raise ValueError(f"collect_runs: settings column {clash[0]!r} already exists")
-    if history_paths is not None and len(history_paths) != len(metrics_paths):
-        raise ValueError(f"collect_runs: {len(history_paths)} history paths for {len(metrics_paths)} runs")
-    rows, seen = [], {}
-    for index, path in enumerate(map(Path, metrics_paths)):
-        row = _run_row(path, settings)
-        history = None if history_paths is None else Path(history_paths[index])
-        row["note"] = run_problem(row, history, check_history=history_paths is not None)
-        if row["note"] is not None:
-            row["status"] = BROKEN
-        key = (row["experiment"], row["group"], row["seed"])
-        if key in seen:
-            raise ResultFileError(f"{path}: experiment {key[0]!r} group {key[1]!r} seed {key[2]} "
-                                  f"already read from {seen[key]}")
-        seen[key] = path
-        rows.append(row)
-    for column, dotted in settings.items():
-        if rows and all(row[column] is None for row in rows):
-            raise ValueError(f"collect_runs: no run's config has {dotted!r} (settings column {column!r})")
-    return pd.DataFrame(rows, columns=[*RUN_COLUMNS, *settings])
-
-
-def _run_row(path: Path, settings: Mapping[str, str]) -> dict[str, Any]:
-    try:
-        metrics = io.read_json(path)
-    except FileNotFoundError:
-        raise ResultFileError(f"{path}: metrics file not found") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ResultFileError(f"{path}: cannot read metrics: {error}") from None
-    if not isinstance(metrics, Mapping):
-        raise ResultFileError(f"{path}: expected a JSON object")
-
-    def get(dotted: str, required: bool = True) -> Any:
-        value = metrics
-        for key in dotted.split("."):
-            if not isinstance(value, Mapping) or key not in value:
-                if required:
-                    raise ResultFileError(f"{path}: missing key {dotted!r}")
-                return None
-            value = value[key]
-        return value
-
-    status = get("status")
-    if status not in RUN_STATUSES:
-        raise ResultFileError(f"{path}: key 'status' is {status!r}, expected one of {', '.join(RUN_STATUSES)}")
-    row = {key: get(key) for key in ("name", "experiment", "group")}
-    row["seed"] = _integer(path, "seed", get("seed"))
-    row["status"] = status
-    final, best = (_summary_block(path, block, get(block)) for block in ("final", "best"))
-    row["final_accuracy"] = _percent(path, "final", final)
-    row["best_accuracy"] = _percent(path, "best", best)
-    row["final_test_loss"] = _number_or_nan(path, "final.test_loss", final.get("test_loss"))
-    for key in ("iterations", "iterations_planned", "epochs_completed"):
-        row[key] = _integer(path, key, get(key))
-    row["wall_time_s"] = _number_or_nan(path, "wall_time_s", get("wall_time_s"))
-    row.update({column: get(f"config.{dotted}") for column, dotted in DEFAULT_SETTING_COLUMNS.items()})
-    row.update({column: get(f"config.{dotted}", required=False) for column, dotted in settings.items()})
-    if status == "completed" and math.isnan(row["final_accuracy"]):
-        raise ResultFileError(f"{path}: status is 'completed' but 'final.test_accuracy' is null")
-    row["metrics_path"] = str(path)
-    return row
-
-
-def run_problem(row: Mapping[str, Any], history_path: Path | None, *, check_history: bool = True) -> str | None:
-    """Why a run read by collect_runs cannot count, or None if its files agree: a completed run
-    did every planned iteration, no run did more, and its history.csv (when checked) exists,
-    ends where metrics.json says the run ended, with the same final accuracy."""
-    done, planned = row["iterations"], row["iterations_planned"]
-    if done > planned:
-        return f"{done} iterations, more than the {planned} planned"
-    if row["status"] == "completed" and done != planned:
-        return f"'completed' after {done} of {planned} planned iterations"
-    if not check_history:
-        return None
-    name = history_path.name if history_path is not None else "history.csv"
-    try:
-        history = pd.read_csv(history_path)
-    except FileNotFoundError:
-        return f"{name} missing"
-    except (OSError, ValueError, pd.errors.ParserError) as error:
-        return f"{name} unreadable ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-    missing = [column for column in ("iteration", "test_accuracy") if column not in history.columns]
-    if missing:
-        return f"{name} lacks column {missing[0]!r}"
-    if row["status"] != "completed":
-        last = history["iteration"].max() if len(history) else 0
-        return f"{name} goes on to iteration {last}, past the {done} run" if last > done else None
-    if not len(history):
-        return f"{name} holds no evaluation of a completed run"
-    last_iteration, last_accuracy = history["iteration"].iloc[-1], history["test_accuracy"].iloc[-1]
-    if last_iteration != done:
-        return f"{name} ends at iteration {last_iteration}, metrics.json at {done}"
-    if not abs(100.0 * last_accuracy - row["final_accuracy"]) <= 100.0 * SAME_ACCURACY:
-        return (f"final accuracy {row['final_accuracy']:.2f}% in metrics.json, "
-                f"{100.0 * last_accuracy:.2f}% in {name}")
-    return None
-
-
-def _summary_block(path: Path, block: str, value: Any) -> Mapping[str, Any]:
-    # null when the run diverged before its first evaluation.
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ResultFileError(f"{path}: key {block!r} is {value!r}, expected an object or null")
-    return value
-
-
-def _integer(path: Path, key: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ResultFileError(f"{path}: key {key!r} is {value!r}, expected an integer")
-    return value
-
-
-def _percent(path: Path, block: str, summary: Mapping[str, Any]) -> float:
-    value = _number_or_nan(path, f"{block}.test_accuracy", summary.get("test_accuracy"))
-    if not (math.isnan(value) or 0.0 <= value <= 1.0):
-        raise ResultFileError(f"{path}: key '{block}.test_accuracy' is {value}, expected a fraction in [0, 1]")
-    return 100.0 * value
-
-
-def _number_or_nan(path: Path, key: str, value: Any) -> float:
-    # JSON has no NaN: the writers store a missing or non-finite value as null.
-    if value is None:
-        return math.nan
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ResultFileError(f"{path}: key {key!r} is {value!r}, expected a number or null")
-    return float(value)
+from onecycle.report.runs import BROKEN
+from onecycle.report.tables import PERCENT_DECIMALS, _format_number, _is_missing, rounded_for_csv
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,8 +126,9 @@ def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance
     # Rows published without a spread hold NaN; stats.verdict takes None for "no std".
     paper_std = None if math.isnan(paper["std"]) else float(paper["std"])
     status = _group_status(row)
-    verdict = BROKEN if status == BROKEN else stats.verdict(paper["accuracy"], paper_std, row["accuracy_mean"], row["accuracy_std"],
-                            row["n_completed"], tolerance_pp, status=status)
+    verdict = BROKEN if status == BROKEN else stats.verdict(paper["accuracy"], paper_std, row["accuracy_mean"],
+                                                            row["accuracy_std"], row["n_completed"], tolerance_pp,
+                                                            status=status)
     return {"paper_id": paper.name, "paper_accuracy": paper["accuracy"], "paper_accuracy_std": paper["std"],
             "paper_confidence": paper["confidence"], "difference_pp": row["accuracy_mean"] - paper["accuracy"],
             "verdict": verdict}
@@ -515,8 +328,8 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
     smallest = stats.smallest_sign_flip_p(n)
     return {"experiment": experiment, "group_a": group_a, "group_b": group_b,
             "n_a": len(by_group[group_a]), "n_b": len(by_group[group_b]), **result,
-            "difference_by_seed": "; ".join(f"seed {s}: {by_group[group_a][s] - by_group[group_b][s]:+.{PERCENT_DECIMALS}f}"
-                                            for s in shared),
+            "difference_by_seed": "; ".join(
+                f"seed {s}: {by_group[group_a][s] - by_group[group_b][s]:+.{PERCENT_DECIMALS}f}" for s in shared),
             "p_smallest_possible": smallest, "note": _paired_note(n, smallest)}
 
 
@@ -530,207 +343,3 @@ def _paired_note(n: int, smallest_p: float, alpha: float = 0.05) -> str:
         notes.append(f"with {n} pair(s) the smallest sign-flip p is {smallest_p:g}, so no result can reach "
                      f"p < {alpha:g} (that takes at least {stats.pairs_needed_for_p(alpha)} seeds)")
     return "; ".join(notes)
-
-
-def rounded_for_csv(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with its float columns rounded to what was measured (the *_DECIMALS above):
-    percent columns (accuracy, *_pp, differences, CI bounds) to PERCENT_DECIMALS, epochs,
-    iterations and speed-ups to COUNT/RATIO_DECIMALS, seconds to SECONDS_DECIMALS, anything
-    else to OTHER_SIGNIFICANT_DIGITS significant digits."""
-    out = frame.copy()
-    for column in out.columns:
-        if not pd.api.types.is_float_dtype(out[column]):
-            continue
-        name = str(column)
-        if "accuracy" in name or name.endswith("_pp") or name in ("mean_diff", "ci_low", "ci_high"):
-            out[column] = out[column].round(PERCENT_DECIMALS)
-        elif name in ("epochs", "iterations", "baseline_iterations"):
-            out[column] = out[column].round(COUNT_DECIMALS)
-        elif name == "speedup":
-            out[column] = out[column].round(RATIO_DECIMALS)
-        elif name.endswith("_s"):
-            out[column] = out[column].round(SECONDS_DECIMALS)
-        else:
-            out[column] = out[column].map(lambda v: float(f"{v:.{OTHER_SIGNIFICANT_DIGITS}g}") if math.isfinite(v) else v)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Writing tables
-# --------------------------------------------------------------------------------------------
-
-def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
-                formats: Mapping[str, str] | None = None, display_columns: Sequence[str] | None = None,
-                display: pd.DataFrame | None = None, latex_columns: Sequence[str] | None = None) -> None:
-    """Write `frame` as <stem>.csv (every column, rounded by `rounded_for_csv`), and its display
-    as <stem>.md (pipe table), <stem>.tex (booktabs, as wide as the text; only `latex_columns`
-    of the display if given, so that it fits a page) and <stem>.html (a table element, for the
-    reports). The display is `display` if given, else `display_frame` of `display_columns` (all
-    by default): a column `X_std` merged into `X` or `X_mean` as "mean ± std" (the papers'
-    style), numbers rounded per column (`formats`: column -> format spec where the default would
-    not do, e.g. ".3g" for LRs)."""
-    stem = Path(stem)
-    frame = rounded_for_csv(frame)
-    io.write_csv(stem.parent / f"{stem.name}.csv", frame)
-    if display is None:
-        display = display_frame(frame if display_columns is None else frame[list(display_columns)], formats)
-    io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))
-    latex = display if latex_columns is None else display[list(latex_columns)]
-    io.write_text(stem.parent / f"{stem.name}.tex", _latex(latex, caption))
-    io.write_text(stem.parent / f"{stem.name}.html", html_table(display, caption))
-
-
-def display_frame(frame: pd.DataFrame, formats: Mapping[str, str] | None = None) -> pd.DataFrame:
-    """The frame as text cells: each `X_std` merged into its `X_mean` (or `X`) column as
-    "mean ± std", numbers formatted per column (or as `formats` names them), missing values empty."""
-    formats = dict(formats or {})
-    std_of = {}  # mean column -> its std column
-    for column in frame.columns:
-        if column.endswith("_std"):
-            base = column[: -len("_std")]
-            partner = next((c for c in (f"{base}_mean", base) if c in frame.columns), None)
-            if partner is not None:
-                std_of[partner] = column
-    out = {}
-    for column in frame.columns:
-        if column in std_of.values():
-            continue
-        if column not in std_of:
-            out[column] = _format_column(frame[column], formats.get(column))
-            continue
-        # Mean and std share the mean's format, so "99.25 ± 0.03" reads as one value.
-        spec = formats.get(column) or _number_format(frame[column])
-        means = [_format_number(v, spec) for v in frame[column]]
-        stds = [_format_number(v, spec) for v in frame[std_of[column]]]
-        name = column[: -len("_mean")] if column.endswith("_mean") else column
-        out[name] = [f"{m} ± {s}" if m and s else m for m, s in zip(means, stds)]
-    return pd.DataFrame(out, index=frame.index)
-
-
-def _number_format(values: pd.Series) -> str:
-    """A format spec for one numeric column: integers as such, small numbers (learning rates,
-    weight decays, p-values) to 3 significant digits, anything else (accuracies in percent,
-    seconds) to 2 decimals."""
-    numeric = pd.to_numeric(values, errors="coerce").dropna()
-    if numeric.empty or (numeric == numeric.round()).all():
-        return ".0f"
-    if (numeric.abs() < 0.01).all():
-        return ".3g"
-    return ".2f"
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
-
-
-def _format_number(value: Any, spec: str) -> str:
-    return "" if _is_missing(value) else format(float(value), spec)
-
-
-def _format_column(values: pd.Series, spec: str | None = None) -> list[str]:
-    if pd.api.types.is_bool_dtype(values) or not pd.api.types.is_numeric_dtype(values):
-        return ["" if _is_missing(v) else str(v) for v in values]
-    spec = spec or _number_format(values)
-    return [_format_number(v, spec) for v in values]
-
-
-# A display cell that is a number (1.5, -0.02, 1e-05), "mean ± std", a list of seeds' values
-# ("80.86, 81.54"), an interval ("[80.86, 81.54]") or a count ("1 of 2").
-_NUMBER = r"[+-]?\d[\d.]*(?:e[+-]?\d+)?"
-_NUMBER_CELL = re.compile(rf"^{_NUMBER}( ± {_NUMBER})?$|^{_NUMBER}(, {_NUMBER})+$|^\[{_NUMBER}, {_NUMBER}\]$"
-                          r"|^\d+ of \d+$")
-
-
-def _numeric_display_columns(display: pd.DataFrame) -> set[str]:
-    """Columns whose non-empty cells are all numbers (right-aligned in LaTeX and HTML, at their
-    natural width); an empty column (no published number yet) counts, so it takes no more room
-    than its header."""
-    return {c for c in display.columns if all(_NUMBER_CELL.match(str(v)) for v in display[c] if v != "")}
-
-
-def _markdown(display: pd.DataFrame, caption: str) -> str:
-    def line(cells: Sequence[str]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
-
-    lines = [caption, ""] if caption else []
-    lines.append(line(display.columns))
-    lines.append("|" + "|".join("---" for _ in display.columns) + "|")
-    lines.extend(line(row) for row in display.itertuples(index=False))
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
-                  # A line may break after an underscore: group names are long single words.
-                  "_": r"\_\allowbreak{}",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "±": r"$\pm$", "–": "--", "—": "---", "≥": r"$\geq$", "≤": r"$\leq$", "×": r"$\times$"}
-
-
-def _latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def _latex(display: pd.DataFrame, caption: str) -> str:
-    """A booktabs table exactly as wide as the text (tabularx): numbers right-aligned at their
-    natural width, text columns sharing the rest and wrapping, so no table runs off the page
-    and nothing is scaled (no \\resizebox)."""
-    numeric = _numeric_display_columns(display)
-    text_column = r">{\raggedright\arraybackslash}X"
-    align = " ".join("r" if c in numeric else text_column for c in display.columns)
-    # tabularx needs at least one X column; an all-number table keeps its natural width.
-    environment = "tabularx" if len(numeric) < len(display.columns) else "tabular"
-    width = "{\\linewidth}" if environment == "tabularx" else ""
-    # Footnote size and 4 pt column gaps (booktabs' default 6 pt) leave the wrapping text
-    # columns room for a word of a group name.
-    lines = [r"% Generated by onecycle.report.aggregate.write_table; needs \usepackage{booktabs,tabularx}.",
-             r"\begin{table}[htbp]", r"\centering", r"\footnotesize", r"\setlength{\tabcolsep}{4pt}"]
-    if caption:
-        lines.append(rf"\caption{{{_latex_escape(caption)}}}")
-    header = [_latex_header(c) if c in numeric else _latex_escape(c) for c in display.columns]
-    lines += [rf"\begin{{{environment}}}{width}{{@{{}}{align}@{{}}}}", r"\toprule",
-              " & ".join(header) + r" \\", r"\midrule"]
-    lines.extend(" & ".join(_latex_cell(value, column in numeric) for column, value in zip(display.columns, row))
-                 + r" \\" for row in display.itertuples(index=False))
-    lines += [r"\bottomrule", rf"\end{{{environment}}}", r"\end{table}"]
-    return "\n".join(lines) + "\n"
-
-
-def _latex_cell(value: Any, number: bool) -> str:
-    # A number's minus sign is a minus ($-$), not a hyphen.
-    text = _latex_escape(value)
-    return re.sub(r"(?<![\w.])-(?=\d)", "$-$", text) if number else text
-
-
-def _latex_header(text: str) -> str:
-    """A number column's header stacked one word per line ("difference / (pp)"), so that it is no
-    wider than its numbers."""
-    words = str(text).split()
-    if len(words) < 2:
-        return _latex_escape(text)
-    return r"\begin{tabular}[b]{@{}r@{}}" + r"\\".join(_latex_escape(w) for w in words) + r"\end{tabular}"
-
-
-def html_table(display: pd.DataFrame, caption: str = "", verdict_columns: Sequence[str] = ("verdict", "expected")) -> str:
-    """The display as one HTML table element (escaped; no script, no external resource), for the
-    static report and Snakemake's. Number columns carry class "num"; a cell of `verdict_columns`
-    carries "verdict" and its verdict (the words before any bracket) as a class, e.g.
-    "v-not-replicated", so a stylesheet can colour it."""
-    numeric = _numeric_display_columns(display)
-
-    def cell(tag: str, column: str, value: Any) -> str:
-        classes = ["num"] if column in numeric else []
-        if tag == "td" and column in verdict_columns and value:
-            verdict = str(value).split(" (")[0].lower()
-            classes += ["verdict", "v-" + re.sub(r"[^a-z0-9]+", "-", verdict).strip("-")]
-        attribute = f' class="{" ".join(classes)}"' if classes else ""
-        return f"<{tag}{attribute}>{html.escape(str(value))}</{tag}>"
-
-    lines = ['<table class="onecycle-table">']
-    if caption:
-        lines.append(f"<caption>{html.escape(caption)}</caption>")
-    lines.append("<thead><tr>" + "".join(cell("th", c, c) for c in display.columns) + "</tr></thead>")
-    lines.append("<tbody>")
-    lines.extend("<tr>" + "".join(cell("td", c, v) for c, v in zip(display.columns, row)) + "</tr>"
-                 for row in display.itertuples(index=False))
-    lines += ["</tbody>", "</table>"]
-    return "\n".join(lines) + "\n"

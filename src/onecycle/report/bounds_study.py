@@ -18,7 +18,7 @@ from onecycle.experiments.bounds_study import RULE_SIGNALS, BoundsStudyConfig, g
 from onecycle.report import stats
 
 def scored_runs(runs: pd.DataFrame, chance_accuracy: float) -> pd.DataFrame:
-    """`runs` (onecycle.report.aggregate.collect_runs) with a `score` column: the final accuracy (%) of
+    """`runs` (onecycle.report.runs.collect_runs) with a `score` column: the final accuracy (%) of
     a completed run, chance accuracy for a diverged one."""
     score = np.where(runs["status"] == "completed", runs["final_accuracy"], chance_accuracy)
     return runs.assign(score=score.astype(float))

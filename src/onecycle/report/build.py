@@ -14,11 +14,18 @@ import pandas as pd
 
 from onecycle import io
 from onecycle.report import bounds_study
-from onecycle.report import aggregate, claims, describe, plots, scorecard, stats
+from onecycle.report import aggregate, claims, describe, scorecard, stats
+from onecycle.experiments.bounds_study import BoundsStudyConfig
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
 from onecycle.experiments.workflow import Plan
+from onecycle.report.figures.accuracy import RunCurve, plot_accuracy_curves
+from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
+from onecycle.report.figures.comparison import plot_comparison
+from onecycle.report.figures.range_test import RangeSeed, plot_range_test
 from onecycle.report.published import load_published
+from onecycle.report.runs import BROKEN, collect_runs
+from onecycle.report.tables import rounded_for_csv, write_table
 from onecycle.training.run import LR_BOUND_PARAMS
 
 # Learning rates span decades: three significant digits, not two decimals.
@@ -107,11 +114,11 @@ def _finished(jobs) -> list[tuple[Any, dict[str, Any]]]:
 
 def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, list]:
     """The runs table of the experiment's trainings that wrote metrics.json, each checked against
-    its history.csv (aggregate.run_problem), and the jobs of the runs that are not broken."""
+    its history.csv (onecycle.report.runs.run_problem), and the jobs of the runs that are not broken."""
     finished = [job for job in plan.experiment_trains(experiment) if (job.out_dir / "metrics.json").exists()]
-    runs = aggregate.collect_runs([job.out_dir / "metrics.json" for job in finished], settings=settings,
-                                  history_paths=[job.out_dir / "history.csv" for job in finished])
-    sound = [job for job, status in zip(finished, runs["status"]) if status != aggregate.BROKEN]
+    runs = collect_runs([job.out_dir / "metrics.json" for job in finished], settings=settings,
+                        history_paths=[job.out_dir / "history.csv" for job in finished])
+    sound = [job for job, status in zip(finished, runs["status"]) if status != BROKEN]
     return runs, sound
 
 
@@ -145,13 +152,13 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
                f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a 95% percentile-bootstrap CI of the mean: column "
                f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables.")
-    aggregate.write_table(table, outputs["table_csv"].with_suffix(""), caption=caption,
-                          display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
+    write_table(table, outputs["table_csv"].with_suffix(""), caption=caption,
+                display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
 
     # Only runs that are not broken; the broken ones are named in the tables' notes instead.
     histories = _histories(sound, "history.csv")
     broken: dict[str, dict[int, str]] = {}
-    for _, run in runs[runs["status"] == aggregate.BROKEN].iterrows():
+    for _, run in runs[runs["status"] == BROKEN].iterrows():
         broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
     if exp.candidate and exp.baseline:
         speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate, broken=broken)
@@ -159,25 +166,25 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
         paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment)])
     else:
         speed = paired = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
-    io.write_csv(outputs["time_to_accuracy"], aggregate.rounded_for_csv(speed))
-    io.write_csv(outputs["paired"], aggregate.rounded_for_csv(paired))
+    io.write_csv(outputs["time_to_accuracy"], rounded_for_csv(speed))
+    io.write_csv(outputs["paired"], rounded_for_csv(paired))
 
-    curves: dict[str, list[plots.RunCurve]] = {}
+    curves: dict[str, list[RunCurve]] = {}
     traces: dict[str, pd.DataFrame] = {}
     for job, metrics in _finished(sound):
         history = job.out_dir / "history.csv"
         frame = pd.read_csv(history) if history.exists() else pd.DataFrame(columns=["iteration", "test_accuracy"])
-        curves.setdefault(job.group, []).append(plots.RunCurve(job.seed, frame, metrics.get("diverged")))
+        curves.setdefault(job.group, []).append(RunCurve(job.seed, frame, metrics.get("diverged")))
         if job.group not in traces:
             # The schedule as configured, over the planned run: a diverged seed's own log ends early.
             traces[job.group] = describe.schedule_trace(metrics["config"])
     epochs = {job.group: job.config["train"]["epochs"] for job in trains}
     legend = {group: f"{group}: {label}, {epochs[group]} ep" for group, label in labels.items()}
     groups = exp.training_groups()
-    plots.plot_accuracy_curves({g: curves[g] for g in groups if g in curves},
-                               {g: traces[g] for g in groups if g in traces},
-                               outputs["accuracy_png"].with_suffix(""), title=f"Test accuracy vs iteration: {_caption(plan, experiment)}",
-                               labels=legend)
+    plot_accuracy_curves({g: curves[g] for g in groups if g in curves},
+                         {g: traces[g] for g in groups if g in traces},
+                         outputs["accuracy_png"].with_suffix(""),
+                         title=f"Test accuracy vs iteration: {_caption(plan, experiment)}", labels=legend)
     return list(outputs.values())
 
 
@@ -195,7 +202,7 @@ def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
             continue
         own = job.out_dir / "bounds.json"
         suggestions = io.read_json(own)["suggestions"] if own.exists() else None
-        seeds.append(plots.RangeSeed(job.seed, pd.read_csv(history), metrics.get("diverged"), suggestions))
+        seeds.append(RangeSeed(job.seed, pd.read_csv(history), metrics.get("diverged"), suggestions))
     bounds_file = plan.bounds_path(experiment)
     bounds = io.read_json(bounds_file) if bounds_file.exists() else None
     spec = jobs[0].config["range_test"]
@@ -203,9 +210,9 @@ def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
     # The LR axis as the LR was ramped: Smith's linear ramp on a linear axis, an exponential
     # (fastai, torch-lr-finder) one on a log axis.
     x_scale = "log" if spec.get("ramp") == "exponential" and not momentum_test else "linear"
-    plots.plot_range_test(seeds, bounds, outputs["range_test_png"].with_suffix(""),
-                          title=f"{'Momentum' if momentum_test else 'LR'} range test: {_caption(plan, experiment)}",
-                          x="momentum" if momentum_test else "lr", x_scale=x_scale)
+    plot_range_test(seeds, bounds, outputs["range_test_png"].with_suffix(""),
+                    title=f"{'Momentum' if momentum_test else 'LR'} range test: {_caption(plan, experiment)}",
+                    x="momentum" if momentum_test else "lr", x_scale=x_scale)
     return list(outputs.values())
 
 
@@ -222,8 +229,8 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     runs, _ = _finished_runs(plan, experiment, settings)
     labels = ({group: f"{group}\n{label}" for group, label in group_labels(plan, experiment).items()}
               if compare.x == "group" else None)
-    plots.plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
-                          title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
+    plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
+                    title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
     return list(outputs.values())
 
 
@@ -251,12 +258,19 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
     outputs = bounds_study_outputs(plan, experiment)
     if not outputs:
         return []
+    _write_regret(plan, experiment, study, outputs)
+    _write_range_test_settings(plan, experiment, study, outputs)
+    return list(outputs.values())
+
+
+def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs: dict[str, Path]) -> None:
+    """The regret table (every rule scored against the max_lr grid) and its figure."""
     trains = plan.experiment_trains(experiment)
     high_key = LR_BOUND_PARAMS[study.training["schedule"]["policy"]][1]
     runs, _ = _finished_runs(plan, experiment, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
-    # A broken run (aggregate.run_problem) is neither a score nor a divergence; its experiment's
-    # verdict table names it.
-    runs = runs[runs["status"] != aggregate.BROKEN]
+    # A broken run (onecycle.report.runs.run_problem) is neither a score nor a divergence; its
+    # experiment's verdict table names it.
+    runs = runs[runs["status"] != BROKEN]
     chance = 100.0 / DATASETS[trains[0].dataset].num_classes
     scored = bounds_study.scored_runs(runs, chance)
     bounds_file = plan.bounds_path(experiment)
@@ -280,31 +294,34 @@ def write_bounds_study_report(plan: Plan, experiment: str) -> list[Path]:
                     f"{len(grid)} points), so grid_best is that of the finished points and every regret a "
                     f"lower bound.")
     lr_formats = {c: LR_FORMAT for c in ("suggested_max_lr_mean", "trained_max_lr", "grid_best_max_lr")}
-    aggregate.write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption, formats=lr_formats)
+    write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption, formats=lr_formats)
     rules = {row.rule: {"max_lr": row.trained_max_lr, "accuracy_mean": row.accuracy_mean,
                         "accuracy_std": row.accuracy_std,
                         "suggestions": per_rule.get(row.rule, {}).get("per_seed", [])}
              for row in table.itertuples()}
     paper = (study.paper_max_lr, study.paper_source) if study.paper_max_lr is not None else None
-    plots.plot_bounds_study(scored, grid, rules,
-                            outputs["regret_figure_png"].with_suffix(""),
-                            title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
-                            within_pp=study.within_pp, paper=paper)
+    plot_bounds_study(scored, grid, rules,
+                      outputs["regret_figure_png"].with_suffix(""),
+                      title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
+                      within_pp=study.within_pp, paper=paper)
 
+
+def _write_range_test_settings(plan: Plan, experiment: str, study: BoundsStudyConfig,
+                               outputs: dict[str, Path]) -> None:
+    """Each rule's suggested max_lr under each range-test setting: the table and its figure."""
     main_jobs = plan.experiment_range_tests(experiment)
     settings = {study.range_test_name: main_jobs, **plan.experiment_variant_tests(experiment)}
     described = "; ".join(f"{name}: {_range_test_setting(jobs[0])}" for name, jobs in settings.items())
     suggestions = {name: _seed_suggestions(jobs) for name, jobs in settings.items()}
     settings_frame = bounds_study.settings_table(suggestions, study.rules)
-    aggregate.write_table(settings_frame, outputs["range_test_settings_csv"].with_suffix(""),
-                          caption=(f"{experiment}: each rule's suggested max_lr (mean ± std over range-test "
-                                   f"seeds) under each range-test setting; signal = what the rule reads; "
-                                   f"spread_factor = largest / smallest setting mean. Settings: {described}."),
-                          formats={f"{name}_mean": LR_FORMAT for name in settings})
-    plots.plot_range_test_settings(bounds_study.setting_values(suggestions, study.rules), study.rules,
-                                   outputs["range_test_settings_figure_png"].with_suffix(""),
-                                   title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
-    return list(outputs.values())
+    write_table(settings_frame, outputs["range_test_settings_csv"].with_suffix(""),
+                caption=(f"{experiment}: each rule's suggested max_lr (mean ± std over range-test "
+                         f"seeds) under each range-test setting; signal = what the rule reads; "
+                         f"spread_factor = largest / smallest setting mean. Settings: {described}."),
+                formats={f"{name}_mean": LR_FORMAT for name in settings})
+    plot_range_test_settings(bounds_study.setting_values(suggestions, study.rules), study.rules,
+                             outputs["range_test_settings_figure_png"].with_suffix(""),
+                             title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
 
 
 def write_bounds_summary(plan: Plan) -> list[Path]:
@@ -320,10 +337,10 @@ def write_bounds_summary(plan: Plan) -> list[Path]:
             within[experiment] = plan.workflow.experiments[experiment].bounds_study.within_pp
     table = bounds_study.suite_summary(regrets, within)
     thresholds = ", ".join(f"{name} {pp:g} pp" for name, pp in within.items())
-    aggregate.write_table(table, outputs["summary_csv"].with_suffix(""),
-                          caption=(f"Bounds studies ({', '.join(regrets) or 'none finished yet'}): per rule, "
-                                   f"mean regret (pp below the grid's best) and rank over the studies, and in "
-                                   f"how many it landed within the grid's best ({thresholds})."))
+    write_table(table, outputs["summary_csv"].with_suffix(""),
+                caption=(f"Bounds studies ({', '.join(regrets) or 'none finished yet'}): per rule, "
+                         f"mean regret (pp below the grid's best) and rank over the studies, and in "
+                         f"how many it landed within the grid's best ({thresholds})."))
     return list(outputs.values())
 
 
@@ -338,8 +355,8 @@ def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
                                 published=load_published() if exp.published else None,
                                 confidence=plan.workflow.claims_confidence)
     texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())
-    aggregate.write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,
-                          caption=f"Claims of {_caption(plan, experiment)}:{texts}")
+    write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,
+                caption=f"Claims of {_caption(plan, experiment)}:{texts}")
     return list(outputs.values())
 
 

@@ -199,12 +199,12 @@ def decide(comparisons: Sequence[Comparison], recompute) -> tuple[str, Compariso
 def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[tuple[int, pd.DataFrame]]],
              seeds: Sequence[int], confidence: float = 0.95) -> dict:
     """One row of the claims table (COLUMNS, less the expected verdict) from one experiment's
-    runs (aggregate.collect_runs) and evaluation histories (group -> [(seed, history.csv)])."""
+    runs (runs.collect_runs) and evaluation histories (group -> [(seed, history.csv)])."""
     groups = claim.group_names()
     present = {(g, int(s)): status for g, s, status in zip(runs["group"], runs["seed"], runs["status"])}
     pending = [f"{g}/seed{s}" for g in groups for s in seeds if (g, s) not in present]
     diverged = [f"{g}/seed{s}" for g in groups for s in seeds if present.get((g, s)) == "diverged"]
-    # Runs whose files disagree (aggregate.run_problem): named, and counted nowhere.
+    # Runs whose files disagree (runs.run_problem): named, and counted nowhere.
     broken = [f"{g}/seed{s}" for g in groups for s in seeds if present.get((g, s)) == "broken"]
 
     def recompute(comparison: Comparison, level: float) -> Comparison:

@@ -28,8 +28,9 @@ import pandas as pd
 import yaml
 
 from onecycle import io
-from onecycle.report import aggregate, claims
+from onecycle.report import claims
 from onecycle.experiments.workflow import Plan
+from onecycle.report.tables import display_frame, html_table
 from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, comparison_outputs, range_test_outputs,
                              run_outputs)
 
@@ -152,8 +153,8 @@ def _claims_section(plan: Plan) -> str:
         found = True
         frame = _read_text_csv(scorecard)
         # Every column but the claim's is a verdict cell ("supported (paper: supported)").
-        parts.append(_table(aggregate.display_frame(frame), "Scorecard: each claim on each dataset and "
-                                                            "architecture (ours; the papers' own numbers in brackets)",
+        parts.append(_table(display_frame(frame), "Scorecard: each claim on each dataset and "
+                                                  "architecture (ours; the papers' own numbers in brackets)",
                             verdict_columns=[c for c in frame.columns if c != "claim"]))
     for name in plan.workflow.experiments:
         path = tables / f"{name}_claims.csv"
@@ -165,7 +166,7 @@ def _claims_section(plan: Plan) -> str:
             if "groups" in frame.columns and "kind" in frame.columns and (frame["kind"] == "ordering").any():
                 columns.insert(columns.index("baseline") + 1, "groups")
             parts.append(f"<h3>{_e(name)}</h3>")
-            display = aggregate.display_frame(frame[columns]).rename(columns=CLAIM_HEADERS)
+            display = display_frame(frame[columns]).rename(columns=CLAIM_HEADERS)
             parts.append(_table(display, f"Claims of {name}: the difference candidate - baseline (pp) with its "
                                          "one-sided confidence bounds, against the claim's threshold"))
             if {"claim_id", "text"} <= set(frame.columns):
@@ -216,7 +217,7 @@ def _experiment_section(plan: Plan, name: str) -> str:
                 parts.append(f"<h3>{_e(heading)}</h3>")
                 # The section names the experiment; the CSV keeps the column.
                 shown = frame.drop(columns=["experiment"], errors="ignore")
-                parts.append(_table(aggregate.display_frame(shown), f"tables/{path.name}"))
+                parts.append(_table(display_frame(shown), f"tables/{path.name}"))
     parts += _bounds_study_parts(plan, name)
     parts.append("<h3>Figures</h3>")
     figures = [(range_test_outputs(plan, name).get("range_test_png"), "LR range test, every seed, with the bounds "
@@ -256,7 +257,7 @@ def _bounds_summary_section(plan: Plan) -> str:
 
 
 def _fragment(table_html: Path) -> str:
-    """A table's HTML version (aggregate.write_table) as written, or a placeholder until it is."""
+    """A table's HTML version (onecycle.report.tables.write_table) as written, or a placeholder until it is."""
     if not table_html.exists():
         return f'<p class="placeholder">{_e(table_html.name)}: not written yet</p>'
     return '<div class="scroll">' + table_html.read_text(encoding="utf-8") + "</div>"
@@ -281,7 +282,7 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def _table(display: pd.DataFrame, caption: str, **options: Any) -> str:
-    return '<div class="scroll">' + aggregate.html_table(display, caption, **options) + "</div>"
+    return '<div class="scroll">' + html_table(display, caption, **options) + "</div>"
 
 
 # --------------------------------------------------------------------------------------------

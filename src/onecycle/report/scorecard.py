@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from onecycle.report import aggregate, claims, plots
+from onecycle.report import claims
 from onecycle.experiments.workflow import Plan
+from onecycle.report.figures.scorecard import plot_scorecard
+from onecycle.report.tables import write_table
 
 STEM = "claims_scorecard"
 
@@ -84,13 +86,13 @@ def write_scorecard(plan: Plan, tables: Mapping[str, Path]) -> list[Path]:
     paths = outputs(plan.results_dir)
     frame = collect(plan, tables)
     source = plan.workflow.results_dir
-    aggregate.write_table(table(frame), paths["scorecard_csv"].with_suffix(""),
-                          caption=f"Claims scorecard of {source}: our verdict per claim and dataset / "
-                                  "architecture (paper: the verdict the published numbers give)")
+    write_table(table(frame), paths["scorecard_csv"].with_suffix(""),
+                caption=f"Claims scorecard of {source}: our verdict per claim and dataset / "
+                        "architecture (paper: the verdict the published numbers give)")
     expected = grid(frame, "expected")
     # The papers' verdicts that rest on no test (point values, or stated) are hatched.
     untested = grid(frame, "basis").isin(["point", "stated"])
-    plots.plot_scorecard(grid(frame, "verdict"), None if expected.isna().all().all() else expected,
-                         paths["scorecard_png"].with_suffix(""), title=f"Claims scorecard: {source}",
-                         expected_untested=untested)
+    plot_scorecard(grid(frame, "verdict"), None if expected.isna().all().all() else expected,
+                   paths["scorecard_png"].with_suffix(""), title=f"Claims scorecard: {source}",
+                   expected_untested=untested)
     return list(paths.values())

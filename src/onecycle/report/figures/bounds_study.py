@@ -1,0 +1,183 @@
+"""The bounds study's figures (onecycle.experiments.bounds_study): final accuracy against max_lr
+for the grid and each rule, and each rule's suggestion under each range-test setting.
+"""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from onecycle.report.figures.style import _SUGGESTION_MARKERS, _require_columns, _save, _style, _title
+
+# The bounds-study figure's grid: the seeds' mean with their min-max band.
+def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
+    """Mean, min and max over seeds on the union of their x values.
+
+    Each seed is interpolated only inside its own x range (NaN outside), so a seed that stopped
+    early drops out of the statistics beyond its last point instead of being extended.
+    """
+    curves = [c for c in curves if len(c[0])]
+    if not curves:
+        empty = np.array([])
+        return empty, empty, empty, empty
+    grid = np.unique(np.concatenate([xs for xs, _ in curves]))
+    stacked = np.vstack([np.interp(grid, xs, ys, left=np.nan, right=np.nan) for xs, ys in curves])
+    present = np.isfinite(stacked)
+    count = present.sum(axis=0)
+    covered = count > 0
+    mean = np.where(covered, np.where(present, stacked, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
+    low = np.where(covered, np.where(present, stacked, np.inf).min(axis=0), np.nan)
+    high = np.where(covered, np.where(present, stacked, -np.inf).max(axis=0), np.nan)
+    return grid, mean, low, high
+
+
+def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], color: Any,
+                    label: str | None) -> None:
+    seeds = [(xs, ys) for xs, ys in curves if len(xs)]
+    if not seeds:
+        return
+    grid, mean, low, high = mean_band(seeds)
+    if len(seeds) > 1:
+        label = f"{label} (mean of {len(seeds)}, min-max band)" if label else None
+        ax.fill_between(grid, low, high, color=color, alpha=0.25, linewidth=0)
+        # Where a seed stops early (diverged) the mean is over fewer seeds from there on and
+        # may jump: mark the stop so the jump is not read as a feature of the curve.
+        stops = [(xs[-1], ys[-1]) for xs, ys in seeds if xs[-1] < grid[-1]]
+        if stops:
+            ax.plot(*zip(*stops), color=color, marker="x", markersize=8, linestyle="none",
+                    label="a seed's curve ends here" if label else None)
+    ax.plot(grid, mean, color=color, label=label)
+
+
+def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
+                      out_stem: Path, title: str, *, within_pp: float,
+                      paper: tuple[float, str] | None = None) -> list[Path]:
+    """Final accuracy against max_lr (log axis) in a bounds study (onecycle.experiments.bounds_study).
+
+    scored: the study's runs with `group`, `max_lr`, `status` and `score` (final accuracy %,
+    chance for a diverged run). grid: bounds_study.grid_scores. rules: rule -> {"max_lr" (the
+    one trained), "accuracy_mean", "accuracy_std", "suggestions" (per range-test seed)}.
+    The grid's seeds are dots, their mean a line with a min-max band; diverged runs are crosses
+    on the bottom edge; each rule is a marker at the max_lr it trained with its score, a
+    horizontal bar over its range-test seeds' suggestions and a vertical one of its score's std;
+    the grid's best mean is a dotted line with the `within_pp` band beneath it; the paper's
+    bound, (max_lr, label), a dashed vertical line. The top panel shows the whole range, the
+    bottom one zooms in on the best few points.
+    """
+    _require_columns(scored, ["group", "max_lr", "status", "score"], "bounds-study runs")
+    _require_columns(grid, ["group", "max_lr", "accuracy_mean"], "bounds-study grid")
+    grid_runs = scored[scored["group"].isin(grid["group"])]
+    finished = grid[grid["accuracy_mean"].notna()]
+    best = finished["accuracy_mean"].max() if len(finished) else np.nan
+    with _style():
+        fig = Figure(figsize=(9, 10), layout="constrained")
+        axes = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.3])
+        palette = sns.color_palette("colorblind", len(rules) + 1)
+        for ax in axes:
+            _draw_study_panel(ax, scored, grid_runs, rules, palette, best, within_pp, paper)
+        if np.isfinite(best):
+            # The zoom: from a few points under the grid's best to just above it.
+            axes[1].set_ylim(best - max(5 * within_pp, 3.0), best + max(within_pp, 0.5))
+            axes[1].set_title("zoom on the best settings", fontsize="small")
+        axes[1].set_xlabel("max_lr")
+        handles, labels = axes[0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="x-small")
+        if scored.empty:
+            axes[0].text(0.5, 0.5, "no finished runs yet", transform=axes[0].transAxes, ha="center")
+        fig.suptitle(_title(title, fig))
+        return _save(fig, out_stem)
+
+
+def _draw_study_panel(ax: Axes, scored: pd.DataFrame, grid_runs: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
+                      palette: Sequence[Any], best: float, within_pp: float, paper: tuple[float, str] | None) -> None:
+    """One panel of `plot_bounds_study` (both show everything; the caller zooms the second):
+    the grid's seeds and mean band, the diverged runs, the grid's best with its band, each
+    rule's score and the paper's bound."""
+    completed = grid_runs[grid_runs["status"] == "completed"]
+    ax.scatter(completed["max_lr"], completed["score"], color=palette[0], s=14, alpha=0.6,
+               label="grid: seeds")
+    curves = [(g["max_lr"].to_numpy(dtype=float), g["score"].to_numpy(dtype=float))
+              for _, g in grid_runs.sort_values("max_lr").groupby("seed")]
+    _draw_mean_band(ax, curves, palette[0], "grid")
+    diverged = scored[scored["status"] == "diverged"]
+    if len(diverged):
+        ax.plot(diverged["max_lr"], np.full(len(diverged), 0.03), color="black", marker="x",
+                markersize=8, linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
+                label=f"diverged runs: {len(diverged)}")
+    if np.isfinite(best):
+        ax.axhline(best, color=palette[0], linestyle=":", linewidth=1,
+                   label=f"grid's best {best:.2f}%")
+        ax.axhspan(best - within_pp, best, color=palette[0], alpha=0.12, linewidth=0,
+                   label=f"within {within_pp:g} pp of it")
+    _draw_rules(ax, rules, palette[1:])
+    if paper is not None:
+        ax.axvline(paper[0], color="black", linestyle="--", linewidth=1,
+                   label=textwrap.fill(f"paper: {paper[0]:g} ({paper[1]})", 60))
+    ax.set_xscale("log")
+    ax.set_ylabel("final test accuracy (%)")
+
+
+def _draw_rules(ax: Axes, rules: Mapping[str, Mapping[str, Any]], colors: Sequence[Any]) -> None:
+    """Each rule at the max_lr it trained with its score: a horizontal bar over its range-test
+    seeds' suggestions, a vertical one of its score's std."""
+    for (rule, info), marker, color in zip(rules.items(), itertools.cycle(_SUGGESTION_MARKERS), colors):
+        if info.get("max_lr") is None or not np.isfinite(info["max_lr"]):
+            continue
+        seeds = [v for v in info.get("suggestions", []) if v is not None]
+        x = info["max_lr"]
+        # x is the trained median, a float round trip away from the seeds' values.
+        xerr = [[max(x - min(seeds), 0.0)], [max(max(seeds) - x, 0.0)]] if seeds else None
+        y = info.get("accuracy_mean", np.nan)
+        yerr = info.get("accuracy_std", np.nan)
+        ax.errorbar([x], [y if np.isfinite(y) else np.nan], xerr=xerr,
+                    yerr=[yerr] if np.isfinite(yerr) else None, color=color, marker=marker,
+                    markersize=8, capsize=3, linestyle="none", label=f"{rule}: {x:.3g}")
+
+
+def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]], rules: Sequence[str],
+                             out_stem: Path, title: str) -> list[Path]:
+    """Each rule's suggested max_lr (log axis) under each range-test setting: one row per rule,
+    one marker per setting at the mean over seeds with a bar from the lowest seed to the highest
+    (a std bar would cross zero on the log axis).
+
+    values: setting -> rule -> the seeds' suggestions (onecycle.experiments.bounds_study.setting_values).
+    """
+    settings = list(values)
+    with _style():
+        fig = Figure(figsize=(11, 1.5 + 0.6 * len(rules)), layout="constrained")
+        ax = fig.subplots()
+        colors = sns.color_palette("colorblind", len(settings))
+        offsets = np.linspace(-0.3, 0.3, len(settings)) if len(settings) > 1 else [0.0]
+        for setting, color, marker, offset in zip(settings, colors, itertools.cycle(_SUGGESTION_MARKERS), offsets):
+            xs, ys, low, high = [], [], [], []
+            for i, rule in enumerate(rules):
+                seeds = np.asarray(values[setting].get(rule, []), dtype=float)
+                if len(seeds):
+                    mean = seeds.mean()
+                    xs.append(mean), ys.append(i + offset)
+                    # Equal seeds can average a rounding error outside themselves ((3a)/3 != a):
+                    # an error bar must not be negative.
+                    low.append(max(mean - seeds.min(), 0.0)), high.append(max(seeds.max() - mean, 0.0))
+            ax.errorbar(xs, ys, xerr=[low, high], color=color, marker=marker, linestyle="none", capsize=2,
+                        markersize=6, label=setting)
+        ax.set_yticks(range(len(rules)), rules)
+        ax.set_ylim(len(rules) - 0.5, -0.5)
+        ax.set_xlabel("suggested max_lr (mean, bar: lowest to highest range-test seed)")
+        if any(values[s].get(r) for s in settings for r in rules):
+            ax.set_xscale("log")  # a log axis without data has no ticks to draw
+        else:
+            ax.text(0.5, 0.5, "no finished range tests yet", transform=ax.transAxes, ha="center", va="center")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize="small")
+        fig.suptitle(_title(title, fig))
+        return _save(fig, out_stem)

@@ -10,7 +10,7 @@ import sys
 
 from snakemake.settings.enums import PersistenceBackend
 
-from onecycle.experiments.config import load_mapping
+from onecycle.experiments.loading import load_mapping
 from onecycle.experiments.workflow import expand
 from onecycle.report.html import report_path
 from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
@@ -30,7 +30,7 @@ if not workflow.overwrite_configfiles:
 
 # Snakemake reads config files with its own YAML loader, which lets the last of two equal keys
 # win (a repeated group silently replaces the first) and expands aliases. Each file is read
-# again here through onecycle.experiments.config.ConfigLoader, which refuses both, naming file, line and key.
+# again here through onecycle.experiments.loading.ConfigLoader, which refuses both, naming file, line and key.
 for path in workflow.configfiles:
     load_mapping(path)
 

@@ -11,7 +11,8 @@ from scipy import stats as scipy_stats
 
 from conftest import REPO
 from onecycle.report import claims
-from onecycle.experiments.config import ConfigError, load_mapping
+from onecycle.experiments.config import ConfigError
+from onecycle.experiments.loading import load_mapping
 from onecycle.experiments.workflow import Claim, ExperimentConfig, expand
 from onecycle.report.published import load_published
 

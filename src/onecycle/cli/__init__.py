@@ -146,7 +146,7 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from onecycle.experiments.config import load_mapping
+    from onecycle.experiments.loading import load_mapping
     from onecycle.experiments.workflow import expand
     from onecycle.report.html import write_html_report
     from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
@@ -187,7 +187,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare_reference(args: argparse.Namespace) -> int:
-    from onecycle.experiments.config import load_mapping, parse
+    from onecycle.experiments.config import parse
+    from onecycle.experiments.loading import load_mapping
     from onecycle.experiments.workflow import WorkflowConfig
     from onecycle.report.reference import compare, format_report
 
@@ -211,7 +212,7 @@ def _config(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from onecycle.experiments import cost as cost_plan
-    from onecycle.experiments.config import load_mapping
+    from onecycle.experiments.loading import load_mapping
     from onecycle.experiments.workflow import expand
 
     workflow = expand(load_mapping(args.config), str(args.config))

@@ -27,8 +27,8 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from onecycle.experiments.bounds_study import BoundsStudyConfig, study_groups, variant_range_tests
-from onecycle.experiments.config import (ConfigError, RangeTestConfig, RunConfig, StrictModel, deep_merge,
-                             parse)
+from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig, StrictModel, parse
+from onecycle.experiments.loading import deep_merge
 from onecycle.data import FOLDER_DATASETS
 from onecycle.training.distributed import check_batch_size
 from onecycle.experiments.scale import TINY, TinyScale, tiny_job

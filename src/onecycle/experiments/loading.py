@@ -155,7 +155,8 @@ def _load_json(path: Path, text: str) -> Any:
     except json.JSONDecodeError as error:
         raise ConfigError(f"{path}: line {error.lineno} not valid JSON ({error.msg})") from None
     except _RepeatedJsonKey as error:
-        raise ConfigError(f"{path}: key {error.args[0]!r} is repeated in one object; JSON keys must be unique") from None
+        raise ConfigError(f"{path}: key {error.args[0]!r} is repeated in one object; "
+                          "JSON keys must be unique") from None
     except RecursionError:
         raise ConfigError(f"{path}: nests too deeply to be a config") from None
 

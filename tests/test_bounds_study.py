@@ -15,7 +15,7 @@ from onecycle.report import aggregate, bounds_study, plots
 from onecycle.bounds import SUGGESTION_RULES
 from onecycle.experiments.config import ConfigError, RunConfig, parse
 from onecycle.experiments.loading import deep_merge
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.expansion import expand
 from onecycle.training.range_test_job import bounds_record, combine_bounds
 from onecycle.training.run import resolve_schedule_params
 

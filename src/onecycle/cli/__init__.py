@@ -147,7 +147,7 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments.loading import load_mapping
-    from onecycle.experiments.workflow import expand
+    from onecycle.experiments.expansion import expand
     from onecycle.report.html import write_html_report
     from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
                                  write_comparison_figure, write_experiment_report, write_range_test_figure,
@@ -213,7 +213,7 @@ def _config(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from onecycle.experiments import cost as cost_plan
     from onecycle.experiments.loading import load_mapping
-    from onecycle.experiments.workflow import expand
+    from onecycle.experiments.expansion import expand
 
     workflow = expand(load_mapping(args.config), str(args.config))
     if args.devices < 1:

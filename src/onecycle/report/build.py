@@ -17,7 +17,7 @@ from onecycle.report import bounds_study
 from onecycle.report import aggregate, claims, describe, plots, scorecard, stats
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
-from onecycle.experiments.workflow import Plan
+from onecycle.experiments.expansion import Plan
 from onecycle.report.published import load_published
 from onecycle.training.run import LR_BOUND_PARAMS
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from onecycle.report import aggregate, claims, plots
-from onecycle.experiments.workflow import Plan
+from onecycle.experiments.expansion import Plan
 
 STEM = "claims_scorecard"
 

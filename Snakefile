@@ -1,6 +1,6 @@
 # onecycle: LR range tests, then 1cycle vs. baseline trainings, then the papers' tables and
 # figures with the published numbers beside ours. All logic lives in the package
-# (onecycle.experiments.workflow expands the config into validated jobs); rules only wire files.
+# (onecycle.experiments.expansion expands the config into validated jobs); rules only wire files.
 #
 #   snakemake --cores all --resources gpu=4                    # the paper config on a GPU box
 #   snakemake --cores 2 --configfile configs/smoke.yaml        # the CPU smoke replication
@@ -10,8 +10,8 @@ import sys
 
 from snakemake.settings.enums import PersistenceBackend
 
-from onecycle.experiments.config import load_mapping
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.loading import load_mapping
+from onecycle.experiments.expansion import expand
 from onecycle.report.html import report_path
 from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
                              suite_outputs)
@@ -30,7 +30,7 @@ if not workflow.overwrite_configfiles:
 
 # Snakemake reads config files with its own YAML loader, which lets the last of two equal keys
 # win (a repeated group silently replaces the first) and expands aliases. Each file is read
-# again here through onecycle.experiments.config.ConfigLoader, which refuses both, naming file, line and key.
+# again here through onecycle.experiments.loading.ConfigLoader, which refuses both, naming file, line and key.
 for path in workflow.configfiles:
     load_mapping(path)
 

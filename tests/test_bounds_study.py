@@ -15,8 +15,9 @@ from onecycle.report import bounds_study
 from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
 from onecycle.report.tables import write_table
 from onecycle.bounds import SUGGESTION_RULES
-from onecycle.experiments.config import ConfigError, RunConfig, deep_merge, parse
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.config import ConfigError, RunConfig, parse
+from onecycle.experiments.loading import deep_merge
+from onecycle.experiments.expansion import expand
 from onecycle.training.range_test_job import bounds_record, combine_bounds
 from onecycle.training.run import resolve_schedule_params
 

@@ -11,8 +11,10 @@ from scipy import stats as scipy_stats
 
 from conftest import REPO
 from onecycle.report import claims
-from onecycle.experiments.config import ConfigError, load_mapping
-from onecycle.experiments.workflow import Claim, ExperimentConfig, expand
+from onecycle.experiments.config import ConfigError
+from onecycle.experiments.loading import load_mapping
+from onecycle.experiments.expansion import expand
+from onecycle.experiments.workflow import Claim, ExperimentConfig
 from onecycle.report.published import load_published
 
 T95 = {1: 6.313751514675043, 2: 2.919985580353726, 3: 2.353363434801823}  # scipy.stats.t.ppf(0.95, df)

@@ -32,7 +32,7 @@ def _assert_one_line_error(result, *fragments):
 ])
 @needs_fashion_mnist
 def test_bad_run_configs(tiny_run_config, tmp_path, patch, fragments):
-    from onecycle.experiments.config import deep_merge
+    from onecycle.experiments.loading import deep_merge
 
     config = deep_merge(tiny_run_config, patch)
     if "stepsize" in patch.get("schedule", {}).get("params", {}):

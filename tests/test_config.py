@@ -3,9 +3,9 @@
 import pytest
 
 from onecycle import io
-from onecycle.experiments.config import (ConfigError, RangeTestConfig, RunConfig, deep_merge, load_mapping, load_run_config,
-                             parse)
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig, load_run_config, parse
+from onecycle.experiments.loading import deep_merge, load_mapping
+from onecycle.experiments.expansion import expand
 
 VALID_RUN = {
     "name": "r", "seed": 0,

@@ -37,7 +37,7 @@ def _run_config():
     """LeNet on 256 Fashion-MNIST images, total batch 64 = 2 x 32: 8 iterations, every one logged,
     evaluated on the full 10k test set after each of 2 epochs; a checkpoint at every chance. One
     step at LR 0.01, then LR 0: the weights coast on the first step's momentum (tests/conftest.py)."""
-    from onecycle.experiments.config import deep_merge
+    from onecycle.experiments.loading import deep_merge
 
     config = deep_merge(tiny_run(), {
         "name": "tiny/ddp/seed0", "group": "ddp", "data": {"train_subset": 256},
@@ -153,7 +153,7 @@ def test_batch_norm_shards_are_shared_out_over_the_processes(tmp_path):
     # forward passes, one step at LR 0.01 then coasting (tests/conftest.py), one evaluation.
     # ResNet-20 on 256 of the 8x8 digits (scikit-learn's, no download), scored on all 360 test
     # images: float64 ResNet-20 on 10k 28x28 images would take minutes.
-    from onecycle.experiments.config import deep_merge
+    from onecycle.experiments.loading import deep_merge
 
     config = deep_merge(_run_config(), {"name": "tiny/ddp-bn/seed0", "model": {"arch": "resnet20"},
                                         "data": {"dataset": "digits"},
@@ -249,7 +249,7 @@ def _workflow(gpus_experiment, batch_size=128):
 def test_experiment_gpus_reach_the_jobs_and_the_launcher():
     from onecycle.experiments.config import ConfigError
     from onecycle.training.distributed import launch_command
-    from onecycle.experiments.workflow import expand
+    from onecycle.experiments.expansion import expand
 
     plan = expand(_workflow(2))
     assert {job.gpus for job in plan.experiment_trains("multi")} == {2}

@@ -18,7 +18,7 @@ import yaml
 
 from conftest import REPO, needs_fashion_mnist
 from onecycle import io
-from onecycle.experiments.config import load_mapping
+from onecycle.experiments.loading import load_mapping
 from onecycle.errors import MAX_MESSAGE_CHARS
 from onecycle.training.run import CHECKPOINT_KEYS
 from test_cli import _assert_one_line_error, _onecycle

@@ -16,7 +16,7 @@ import yaml
 
 from conftest import REPO, tiny_run
 from onecycle import cli
-from onecycle.experiments.config import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES
+from onecycle.experiments.loading import MAX_CONFIG_BYTES, MAX_CONFIG_DEPTH, MAX_CONFIG_VALUES
 from onecycle.errors import MAX_MESSAGE_CHARS
 
 CASES = 100

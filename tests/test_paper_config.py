@@ -18,7 +18,7 @@ from conftest import REPO
 from onecycle.data.caffe_imagenet import CaffeImageNetTransform
 from onecycle.experiments.config import RangeTestConfig, RunConfig
 from onecycle.data import DATASETS, IMAGENETTE_WNIDS, FolderBatches
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.expansion import expand
 from onecycle.models import build_model
 from onecycle.training.optim import build_optimizer
 from onecycle.report.published import load_published

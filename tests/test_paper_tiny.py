@@ -43,7 +43,7 @@ from onecycle import cli, io
 from onecycle.experiments.config import RangeTestConfig, RunConfig
 from onecycle.data import IMAGENETTE_WNIDS
 from onecycle.training.distributed import launch_command
-from onecycle.experiments.workflow import Job, Plan, expand
+from onecycle.experiments.expansion import Job, Plan, expand
 from onecycle.report.build import experiment_outputs
 from onecycle.experiments.scale import TINY, TinyScale
 

@@ -10,7 +10,7 @@ from conftest import REPO
 from onecycle import cli
 from onecycle.experiments import cost as plan
 from onecycle.experiments.config import ConfigError
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.expansion import expand
 
 # Caffe's LeNet (lenet_train_test.prototxt) on a 28x28 image, multiply-adds by hand:
 # conv1 20 x 5x5 -> 24x24x20 outputs x 25 = 288 000; pool -> 12x12x20; conv2 50 x 5x5x20 ->

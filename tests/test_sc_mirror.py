@@ -12,7 +12,7 @@ import yaml
 from conftest import REPO, needs_fashion_mnist
 from onecycle import cli, io
 from onecycle.experiments.config import RangeTestConfig, RunConfig, parse
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.expansion import expand
 
 CONFIG = REPO / "configs" / "sc_mirror.yaml"
 MAIN, LITERAL, LENET = "sc_mirror_resnet20", "sc_mirror_resnet20_literal_maf", "sc_mirror_lenet"

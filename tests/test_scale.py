@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig, deep_merge
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig
+from onecycle.experiments.loading import deep_merge
+from onecycle.experiments.expansion import expand
 from onecycle.experiments.scale import TINY
 from onecycle.training.run import build_schedule, schedule_iterations_per_epoch
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from conftest import FLOAT64_RTOL, float64_training, needs_fashion_mnist
-from onecycle.experiments.config import ConfigError, RunConfig, deep_merge, parse
+from onecycle.experiments.config import ConfigError, RunConfig, parse
+from onecycle.experiments.loading import deep_merge
 from onecycle.schedules import make_schedule
 from onecycle.training.run import resolve_schedule_params, train
 

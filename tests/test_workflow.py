@@ -190,7 +190,7 @@ def test_snakemake_report_of_a_fresh_clone_warns_of_nothing(dag_run, tmp_path):
      "'optim.weight_decay' = '5e-4'"),
 ])
 def test_bad_workflow_config_fails_before_any_job(tmp_path, patch, message):
-    from onecycle.experiments.config import deep_merge
+    from onecycle.experiments.loading import deep_merge
 
     smoke = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(deep_merge(smoke, patch)))

@@ -12,8 +12,9 @@ import yaml
 
 from conftest import REPO
 from onecycle import io
-from onecycle.experiments.config import load_mapping, load_range_test_config, load_run_config
-from onecycle.experiments.workflow import expand
+from onecycle.experiments.config import load_range_test_config, load_run_config
+from onecycle.experiments.loading import load_mapping
+from onecycle.experiments.expansion import expand
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 

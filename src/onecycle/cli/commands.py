@@ -132,8 +132,8 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from onecycle.experiments.config import load_mapping
-    from onecycle.experiments.workflow import expand
+    from onecycle.experiments.expansion import expand
+    from onecycle.experiments.loading import load_mapping
     from onecycle.report.html import write_html_report
     from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
                                        write_comparison_figure, write_experiment_report, write_range_test_figure,
@@ -173,7 +173,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare_reference(args: argparse.Namespace) -> int:
-    from onecycle.experiments.config import load_mapping, parse
+    from onecycle.experiments.config import parse
+    from onecycle.experiments.loading import load_mapping
     from onecycle.experiments.workflow import WorkflowConfig
     from onecycle.report.reference import compare, format_report
 
@@ -197,8 +198,8 @@ def _config(args: argparse.Namespace) -> int:
 
 def _plan(args: argparse.Namespace) -> int:
     from onecycle.experiments import cost as cost_plan
-    from onecycle.experiments.config import load_mapping
-    from onecycle.experiments.workflow import expand
+    from onecycle.experiments.expansion import expand
+    from onecycle.experiments.loading import load_mapping
 
     workflow = expand(load_mapping(args.config), str(args.config))
     if args.devices < 1:

@@ -210,7 +210,7 @@ def _try_claim_once(
     claimed: list[str] = []
     # Every seat of a device before the next device (first fit): sharing jobs fill devices,
     # so the devices left free are whole. The workflow counts a device as per_device seats of
-    # `--resources gpu=N` (onecycle.experiments.workflow.gpu_placement); spreading k sharing jobs over k
+    # `--resources gpu=N` (onecycle.experiments.expansion.gpu_placement); spreading k sharing jobs over k
     # devices would leave seats free that no exclusive job can use.
     for device_id in ids:
         for seat in range(per_device):

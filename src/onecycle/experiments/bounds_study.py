@@ -2,7 +2,7 @@
 
 The suite reads a max LR off a range test with eight rules (onecycle.bounds). A `bounds_study`
 block on an experiment of the workflow config checks them against the outcome they are meant
-to predict. onecycle.experiments.workflow expands it into jobs of the same DAG:
+to predict. onecycle.experiments.expansion expands it into jobs of the same DAG:
 
 - the experiment's range test over `range_test_seeds`; combine_bounds keeps every rule's
   per-seed suggestion and median (onecycle.range_test);
@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from onecycle.bounds import DEFAULT_DIVISORS, SUGGESTION_RULES
-from onecycle.experiments.config import ConfigError, Number, RangeTestSpec, StrictModel, deep_merge, parse
+from onecycle.experiments.config import ConfigError, Number, RangeTestSpec, StrictModel, parse
+from onecycle.experiments.loading import deep_merge
 from onecycle.training.run import LR_BOUND_PARAMS
 
 # The minimum: 7 log-spaced points covering a tenth to ten times the suggestions.

@@ -36,7 +36,7 @@ from typing import Any
 
 from onecycle import data as datasets
 from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig
-from onecycle.experiments.workflow import Job, Plan
+from onecycle.experiments.expansion import Job, Plan
 
 # Effective training throughput per device class, TFLOP/s as counted here, when nothing
 # better is known. "gpu": an assumption, about a third of the FP32 peak of a V100 (15.7) or an

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from onecycle.experiments.config import ConfigError, deep_merge
+from onecycle.experiments.config import ConfigError
+from onecycle.experiments.loading import deep_merge
 from onecycle.data import DATASETS
 
 # Schedule parameters counted in iterations (onecycle.schedules' policies: Caffe's stepsize,

@@ -18,7 +18,7 @@ from onecycle.report import aggregate, claims, describe, scorecard, stats
 from onecycle.experiments.bounds_study import BoundsStudyConfig
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
-from onecycle.experiments.workflow import Plan
+from onecycle.experiments.expansion import Plan
 from onecycle.report.figures.accuracy import RunCurve, plot_accuracy_curves
 from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
 from onecycle.report.figures.comparison import plot_comparison

@@ -29,7 +29,7 @@ import yaml
 
 from onecycle import io
 from onecycle.report import claims
-from onecycle.experiments.workflow import Plan
+from onecycle.experiments.expansion import Plan
 from onecycle.report.tables import display_frame, html_table
 from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, comparison_outputs, range_test_outputs,
                              run_outputs)

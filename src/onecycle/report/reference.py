@@ -81,7 +81,7 @@ def accuracy_tolerance_pp(reference_std: float, reference_n: int, run_std: float
 def compare(reference: Path, run: Path, workflow: Mapping[str, Any]) -> list[Check]:
     """Every check of every experiment of `workflow` (a workflow config mapping), reading the
     tables under `reference` and `run` (two results folders of that workflow)."""
-    from onecycle.experiments.config import deep_merge
+    from onecycle.experiments.loading import deep_merge
 
     checks: list[Check] = []
     for experiment, spec in workflow["experiments"].items():

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from onecycle.report import claims
-from onecycle.experiments.workflow import Plan
+from onecycle.experiments.expansion import Plan
 from onecycle.report.figures.scorecard import plot_scorecard
 from onecycle.report.tables import write_table
 

@@ -150,7 +150,7 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
     one marker per setting at the mean over seeds with a bar from the lowest seed to the highest
     (a std bar would cross zero on the log axis).
 
-    values: setting -> rule -> the seeds' suggestions (onecycle.experiments.bounds_study.setting_values).
+    values: setting -> rule -> the seeds' suggestions (onecycle.report.bounds_study.setting_values).
     """
     settings = list(values)
     with _style():

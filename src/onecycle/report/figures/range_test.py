@@ -65,7 +65,7 @@ def range_test_figure(seeds: Sequence[RangeSeed], bounds: Mapping[str, Any] | No
     """LR range test: test accuracy (%), smoothed train loss and test loss against the LR, one
     curve per seed, as Smith reads it (accuracy first: his max_lr is where it peaks).
 
-    bounds: the combined bounds training used (onecycle.range_test.combine_bounds, or one
+    bounds: the combined bounds training used (onecycle.training.range_test_job.combine_bounds, or one
     seed's bounds.json): `max_lr` and `base_lr` are drawn as vertical lines on every panel,
     labelled with the rule and how the seeds were combined. Each heuristic's suggestion (from
     the seeds' own `suggestions`) is a marker on the accuracy panel's lower edge at the median

@@ -22,7 +22,7 @@ from onecycle.training.optim import build_optimizer
 from onecycle.progress import SILENT, Progress
 from onecycle.range_test import lr_range_test
 from onecycle.data.assembly import load_data
-from onecycle.training.run import resolve_device
+from onecycle.training.device import resolve_device
 
 
 class _EpochStream:

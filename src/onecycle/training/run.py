@@ -35,6 +35,7 @@ from onecycle.errors import excerpt
 from onecycle.evaluation import evaluate
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
+from onecycle.training.device import resolve_device, set_mode
 from onecycle.training.optim import build_optimizer
 from onecycle.progress import SILENT, Progress
 from onecycle.schedules import Schedule, apply_schedule, make_schedule
@@ -54,24 +55,6 @@ LR_BOUND_PARAMS: dict[str, tuple[str | None, str]] = {
     "torch_1cycle": (None, "max_lr"),
     "fastai_1cycle": (None, "lr_max"),
 }
-
-
-def set_mode(mode: str, device: torch.device) -> None:
-    """Deterministic or fast kernels (TrainConfig.mode)."""
-    deterministic = mode == "deterministic"
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cuda.matmul.allow_tf32 = not deterministic
-        torch.backends.cudnn.allow_tf32 = not deterministic
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but CUDA is not available on this machine")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
 
 
 def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,

@@ -32,7 +32,7 @@ from onecycle.experiments.config import (ConfigError, RangeTestConfig, RunConfig
 from onecycle.data import FOLDER_DATASETS
 from onecycle.training.distributed import check_batch_size
 from onecycle.experiments.scale import TINY, TinyScale, tiny_job
-from onecycle.training.run import check_schedule
+from onecycle.training.schedule_setup import check_schedule
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

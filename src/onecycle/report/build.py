@@ -19,7 +19,7 @@ from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
 from onecycle.experiments.workflow import Plan
 from onecycle.report.published import load_published
-from onecycle.training.run import LR_BOUND_PARAMS
+from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
 # Learning rates span decades: three significant digits, not two decimals.
 LR_FORMAT = ".3g"

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from onecycle.schedules import make_schedule, schedule_frame
-from onecycle.training.run import LR_BOUND_PARAMS
+from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
 # The papers' names for the suite's policies; the rest print as their policy name.
 POLICY_NAMES = {"smith_1cycle": "1cycle", "fastai_1cycle": "fastai 1cycle", "torch_1cycle": "torch 1cycle",

@@ -34,6 +34,7 @@ from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
 from onecycle.evaluation import evaluate
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
+from onecycle.training.checkpoints import Checkpointer, restore_training_state, training_state
 from onecycle.training.device import resolve_device, set_mode
 from onecycle.training.optim import build_optimizer
 from onecycle.training.schedule_setup import build_schedule, schedule_iterations_per_epoch
@@ -41,10 +42,6 @@ from onecycle.progress import SILENT, Progress
 from onecycle.schedules import Schedule, apply_schedule
 from onecycle.data.assembly import load_data
 
-CHECKPOINT = "checkpoint.pt"
-# What a checkpoint holds (Checkpointer.save, snapshot in _train); "rng_ranks" only data-parallel.
-CHECKPOINT_KEYS = ("config_json", "model", "optimizer", "rng", "iteration", "history", "log_rows",
-                   "first_loss", "elapsed", "epoch_loss_sum")
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, it: int,
                x: torch.Tensor, y: torch.Tensor, autocast_dtype: torch.dtype | None = None) -> torch.Tensor:
     """One SGD iteration at the schedule's LR and momentum for `it`; returns the (detached)
@@ -66,50 +63,6 @@ def divergence_reason(loss: float, first_loss: float | None, factor: float) -> s
     if first_loss is not None and loss > factor * first_loss:
         return f"loss {loss:.4g} exceeds {factor:g} x the first loss {first_loss:.4g}"
     return None
-
-
-class Checkpointer:
-    """Full training state, saved atomically; loaded with weights_only=True (no pickle code)."""
-
-    def __init__(self, out_dir: Path, config_json: str, every_s: float) -> None:
-        self.path = out_dir / CHECKPOINT
-        self.config_json = config_json
-        self.every_s = every_s
-        self.last_save = time.monotonic()
-
-    def due(self) -> bool:
-        return time.monotonic() - self.last_save >= self.every_s
-
-    def save(self, state: dict[str, Any]) -> None:
-        # Through a Python file object, so that a full disk is OSError "No space left on device":
-        # torch.save to a path reports it as "enforce fail at inline_container.cc", and even to
-        # a file object its zip writer's close can hide the OSError behind such a RuntimeError.
-        with io.atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
-            try:
-                torch.save({"config_json": self.config_json, **state}, fh)
-            except RuntimeError as error:
-                if isinstance(error.__context__, OSError):
-                    raise error.__context__ from None
-                raise
-        self.last_save = time.monotonic()
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        fix = "delete it to restart from scratch, or restore it"
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # truncated, empty, random bytes: zip, unpickling or EOF errors
-            raise ConfigError(f"{self.path}: corrupt checkpoint (torch.load cannot read it); {fix}") from None
-        if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
-            raise ConfigError(f"{self.path}: not a training checkpoint of this suite; {fix}")
-        if state.get("config_json") != self.config_json:
-            raise ConfigError(f"{self.path}: checkpoint was written for a different config; "
-                              "delete it to start over")
-        return state
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
@@ -184,9 +137,7 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
     it, history, log_rows, first_loss, elapsed, resumed_loss_sum = 0, [], [], None, 0.0, 0.0
     state = checkpointer.load()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_ranks"][ctx.rank] if ctx.enabled else state["rng"])
+        restore_training_state(state, model, optimizer, ctx)
         it, history, log_rows = state["iteration"], state["history"], state["log_rows"]
         first_loss, elapsed = state["first_loss"], state["elapsed"]
         resumed_loss_sum = state["epoch_loss_sum"]
@@ -199,15 +150,9 @@ def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
     net = ctx.wrap(model, device)
 
     def snapshot(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> dict[str, Any]:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": torch.get_rng_state(), "iteration": it, "history": history,
-                 "log_rows": log_rows, "first_loss": first_loss,
-                 "elapsed": elapsed if elapsed_now is None else elapsed_now,
-                 "epoch_loss_sum": epoch_loss_sum}
-        rng_ranks = ctx.rng_states()  # a collective: every rank calls snapshot() together
-        if rng_ranks is not None:
-            state["rng_ranks"] = rng_ranks
-        return state
+        return training_state(model, optimizer, ctx, iteration=it, history=history, log_rows=log_rows,
+                              first_loss=first_loss, elapsed=elapsed if elapsed_now is None else elapsed_now,
+                              epoch_loss_sum=epoch_loss_sum)
 
     def save_checkpoint(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> None:
         state = snapshot(epoch_loss_sum, elapsed_now)

@@ -187,7 +187,7 @@ def _compress(value: Any, factor: Fraction) -> int | list[int]:
 
 
 def _real_steps(raw: dict[str, Any], epochs: int) -> int | None:
-    """The real run's iterations (onecycle.training.run.schedule_iterations_per_epoch), or None when the
+    """The real run's iterations (onecycle.training.schedule_setup.schedule_iterations_per_epoch), or None when the
     training set's size is known only from its folder (imagefolder)."""
     data, train = raw.get("data", {}), raw.get("train", {})
     info = DATASETS.get(data.get("dataset"))

@@ -428,7 +428,7 @@ def part1_run_overrides(seed: int, merged: dict[str, Any], where: str) -> dict[s
 
 def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, Any]:
     """A job that claims GPUs trains on CUDA: "auto" becomes "cuda", so on a machine without
-    CUDA the job fails at once (onecycle.training.run.resolve_device) instead of training for days on
+    CUDA the job fails at once (onecycle.training.device.resolve_device) instead of training for days on
     the CPU; "cpu" with claimed GPUs is a contradiction."""
     device = raw.get("train", {}).get("device", "auto")
     if gpus == 0 or device == "cuda":

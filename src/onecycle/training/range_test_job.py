@@ -91,7 +91,7 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
     When it gives none (the rule could not decide, proposed a max LR that is no positive LR, e.g.
     0 at the start of a ramp from 0, or the test was a momentum range test) both are None and
     `no_bounds` says why: the record is still written, and a training that needs the bounds
-    fails with that reason (onecycle.training.run.resolve_schedule_params)."""
+    fails with that reason (onecycle.training.schedule_setup.resolve_schedule_params)."""
     chosen = suggestions.get(rule)
     base_lr = max_lr = no_bounds = None
     if chosen is None:

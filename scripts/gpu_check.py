@@ -40,7 +40,8 @@ from onecycle.models import build_model
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.training.optim import build_optimizer
 from onecycle.schedules import make_schedule
-from onecycle.training.run import set_mode, train_step
+from onecycle.training.device import set_mode
+from onecycle.training.run import train_step
 
 REPO = Path(__file__).resolve().parents[1]
 # Per pytest step, so the whole check stays within its 5 minutes even when a step hangs.

@@ -19,7 +19,7 @@ from onecycle.experiments.config import ConfigError, RunConfig, parse
 from onecycle.experiments.loading import deep_merge
 from onecycle.experiments.expansion import expand
 from onecycle.training.range_test_job import bounds_record, combine_bounds
-from onecycle.training.run import resolve_schedule_params
+from onecycle.training.schedule_setup import resolve_schedule_params
 
 GRID = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]
 

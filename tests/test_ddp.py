@@ -292,7 +292,7 @@ def _worker(argv):
     with --float64, as `float64_training`)."""
     config, out, record, *flags = argv
     from onecycle import cli, io
-    from onecycle.training.run import Checkpointer
+    from onecycle.training.checkpoints import Checkpointer
 
     log_file = Path(record) / f"writes-rank{os.environ['RANK']}.txt"
 

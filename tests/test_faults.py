@@ -20,7 +20,7 @@ from conftest import REPO, needs_fashion_mnist
 from onecycle import io
 from onecycle.experiments.loading import load_mapping
 from onecycle.errors import MAX_MESSAGE_CHARS
-from onecycle.training.run import CHECKPOINT_KEYS
+from onecycle.training.checkpoints import CHECKPOINT_KEYS
 from test_cli import _assert_one_line_error, _onecycle
 
 # 9 lists of 9 references to the one before: 9^9 = 387 420 489 values from 600 bytes.

@@ -24,7 +24,7 @@ from onecycle.training.optim import build_optimizer
 from onecycle.report.published import load_published
 from onecycle.range_test import lr_range_test
 from onecycle.data.assembly import load_data
-from onecycle.training.run import build_schedule, schedule_iterations_per_epoch
+from onecycle.training.schedule_setup import build_schedule, schedule_iterations_per_epoch
 
 PAPER = REPO / "configs" / "paper.yaml"
 PUBLISHED = REPO / "configs" / "reference" / "published.yaml"

@@ -11,7 +11,7 @@ from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig
 from onecycle.experiments.loading import deep_merge
 from onecycle.experiments.expansion import expand
 from onecycle.experiments.scale import TINY
-from onecycle.training.run import build_schedule, schedule_iterations_per_epoch
+from onecycle.training.schedule_setup import build_schedule, schedule_iterations_per_epoch
 
 PAPER = REPO / "configs" / "paper.yaml"
 TINY_STEPS = TINY.epochs * TINY.iterations_per_epoch  # 2 x 4 = 8

@@ -15,7 +15,8 @@ from conftest import FLOAT64_RTOL, float64_training, needs_fashion_mnist
 from onecycle.experiments.config import ConfigError, RunConfig, parse
 from onecycle.experiments.loading import deep_merge
 from onecycle.schedules import make_schedule
-from onecycle.training.run import resolve_schedule_params, train
+from onecycle.training.run import train
+from onecycle.training.schedule_setup import resolve_schedule_params
 
 pytestmark = needs_fashion_mnist
 

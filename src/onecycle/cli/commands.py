@@ -22,7 +22,8 @@ DEFAULT_THREADS = 1
 def _train(args: argparse.Namespace) -> int:
     from onecycle.experiments.config import load_run_config
     from onecycle.progress import RunProgress
-    from onecycle.training.run import read_bounds_file, train
+    from onecycle.training.run import train
+    from onecycle.training.schedule_setup import read_bounds_file
 
     bounds = read_bounds_file(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
@@ -121,7 +122,7 @@ def _split_list(text: str) -> list[dict]:
 
 def _combine_bounds(args: argparse.Namespace) -> int:
     from onecycle.training.range_test_job import combine_bounds
-    from onecycle.training.run import read_bounds_file
+    from onecycle.training.schedule_setup import read_bounds_file
 
     combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)

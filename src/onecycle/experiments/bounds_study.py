@@ -24,7 +24,7 @@ from pydantic import Field, field_validator, model_validator
 from onecycle.bounds import DEFAULT_DIVISORS, SUGGESTION_RULES
 from onecycle.experiments.config import ConfigError, Number, RangeTestSpec, StrictModel, parse
 from onecycle.experiments.loading import deep_merge
-from onecycle.training.run import LR_BOUND_PARAMS
+from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
 # The minimum: 7 log-spaced points covering a tenth to ten times the suggestions.
 MIN_GRID_POINTS = 7

@@ -174,7 +174,8 @@ def throughput(device_class: str, tflops: float | None, calibration: Path | None
             return Throughput(rate, f"{path}: {measured.get('device', '?')}, {measured.get('what', '')}".rstrip(", "))
     elif calibration is not None:
         raise ConfigError(f"{calibration}: file not found (make gpu-check writes {CALIBRATION})")
-    return Throughput(DEVICE_TFLOPS[device_class], f"the default for a {device_class}, onecycle.experiments.cost.DEVICE_TFLOPS")
+    return Throughput(DEVICE_TFLOPS[device_class],
+                      f"the default for a {device_class}, onecycle.experiments.cost.DEVICE_TFLOPS")
 
 
 def experiment_costs(plan: Plan) -> dict[str, list[JobCost]]:

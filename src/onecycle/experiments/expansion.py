@@ -29,7 +29,7 @@ from onecycle.experiments.loading import deep_merge
 from onecycle.experiments.scale import TINY, TinyScale, tiny_job
 from onecycle.experiments.workflow import ExperimentConfig, WorkflowConfig, load_workflow_config
 from onecycle.training.distributed import check_batch_size
-from onecycle.training.run import check_schedule
+from onecycle.training.schedule_setup import check_schedule
 
 # Jobs one workflow config may expand to, checked before any is validated: configs/paper.yaml
 # has 488, and each costs a validation here and a node in Snakemake's DAG, so that a config of
@@ -159,7 +159,7 @@ def part1_run_overrides(seed: int, merged: dict[str, Any], where: str) -> dict[s
 
 def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, Any]:
     """A job that claims GPUs trains on CUDA: "auto" becomes "cuda", so on a machine without
-    CUDA the job fails at once (onecycle.training.run.resolve_device) instead of training for days on
+    CUDA the job fails at once (onecycle.training.device.resolve_device) instead of training for days on
     the CPU; "cpu" with claimed GPUs is a contradiction."""
     device = raw.get("train", {}).get("device", "auto")
     if gpus == 0 or device == "cuda":

@@ -16,8 +16,8 @@ protocol and the device are applied, so those act on the tiny job as on the real
   epoch is `iterations_per_epoch` iterations (of the batch that counts epochs);
 - train.batch_size -> at most `batch_size` (but `images_per_shard` per batch-norm shard or
   data-parallel process), as a multiple of everything it must split into (batch-norm shards,
-  data-parallel GPUs, Part 1's 4 runs); every LR (LR_PARAMS, the range tests' ramps) x sqrt(tiny batch / real batch), the
-  square-root rule (Krizhevsky 2014, arXiv:1404.5997; Hoffer et al. 2017, arXiv:1705.08741).
+  data-parallel GPUs, Part 1's 4 runs); every LR (LR_PARAMS, the range tests' ramps) x sqrt(tiny
+  batch / real batch), the square-root rule (Krizhevsky 2014, arXiv:1404.5997; Hoffer et al. 2017, arXiv:1705.08741).
   Measured on configs/paper.yaml's range tests: at the real LRs the batch-norm nets diverge in
   their first iterations, and with the linear rule (Goyal et al. 2017) LeNet's LRs are too small
   to move its accuracy in 24 iterations; either way some range tests gave no bounds;
@@ -188,7 +188,7 @@ def _compress(value: Any, factor: Fraction) -> int | list[int]:
 
 
 def _real_steps(raw: dict[str, Any], epochs: int) -> int | None:
-    """The real run's iterations (onecycle.training.run.schedule_iterations_per_epoch), or None when the
+    """The real run's iterations (onecycle.training.schedule_setup.schedule_iterations_per_epoch), or None when the
     training set's size is known only from its folder (imagefolder)."""
     data, train = raw.get("data", {}), raw.get("train", {})
     info = DATASETS.get(data.get("dataset"))

@@ -26,7 +26,7 @@ from onecycle.report.figures.range_test import RangeSeed, plot_range_test
 from onecycle.report.published import load_published
 from onecycle.report.runs import BROKEN, collect_runs
 from onecycle.report.tables import rounded_for_csv, write_table
-from onecycle.training.run import LR_BOUND_PARAMS
+from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
 # Learning rates span decades: three significant digits, not two decimals.
 LR_FORMAT = ".3g"
@@ -109,7 +109,8 @@ def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]
 
 def _finished(jobs) -> list[tuple[Any, dict[str, Any]]]:
     """(job, its metrics.json) of every job that has finished, completed or diverged."""
-    return [(job, io.read_json(job.out_dir / "metrics.json")) for job in jobs if (job.out_dir / "metrics.json").exists()]
+    return [(job, io.read_json(job.out_dir / "metrics.json")) for job in jobs
+            if (job.out_dir / "metrics.json").exists()]
 
 
 def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, list]:

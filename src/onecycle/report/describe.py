@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from onecycle.schedules import make_schedule, schedule_frame
-from onecycle.training.run import LR_BOUND_PARAMS
+from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
 # The papers' names for the suite's policies; the rest print as their policy name.
 POLICY_NAMES = {"smith_1cycle": "1cycle", "fastai_1cycle": "fastai 1cycle", "torch_1cycle": "torch 1cycle",
@@ -37,7 +37,8 @@ def schedule_label(config: Mapping[str, Any]) -> str:
     low_key, high_key = LR_BOUND_PARAMS.get(policy, (None, None))
     if high_key and params.get(high_key) is not None:
         high = params[high_key]
-        rates = f"{_lr(params[low_key])}-{_lr(high)}" if low_key and params.get(low_key) is not None else f"max {_lr(high)}"
+        has_low = low_key and params.get(low_key) is not None
+        rates = f"{_lr(params[low_key])}-{_lr(high)}" if has_low else f"max {_lr(high)}"
     elif params.get("base_lr") is not None:
         rates = _lr(params["base_lr"])
     else:

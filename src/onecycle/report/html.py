@@ -312,7 +312,8 @@ def _run_row(job: Any, metrics: dict[str, Any] | None) -> dict[str, Any]:
     diverged = metrics.get("diverged") or {}
     stopped = ""
     if diverged:
-        where = f"lr {diverged['lr']:.3g}" if diverged.get("lr") is not None else f"iteration {diverged.get('iteration')}"
+        where = (f"lr {diverged['lr']:.3g}" if diverged.get("lr") is not None
+                 else f"iteration {diverged.get('iteration')}")
         stopped = f"{where}: {diverged.get('reason', '')}"
     wall = metrics.get("wall_time_s")
     planned = metrics.get("iterations_planned")
@@ -325,7 +326,8 @@ def _run_row(job: Any, metrics: dict[str, Any] | None) -> dict[str, Any]:
 def _workflow_section(plan: Plan) -> str:
     counts = Counter(job.experiment for job in plan.trains.values())
     ranges = Counter(job.experiment for job in plan.range_tests.values())
-    steps = "".join(f"<li><b>{_e(name)}</b>: {ranges.get(name, 0)} range test(s), {counts.get(name, 0)} training run(s) "
+    steps = "".join(f"<li><b>{_e(name)}</b>: {ranges.get(name, 0)} range test(s), "
+                    f"{counts.get(name, 0)} training run(s) "
                     f"({len(exp.training_groups())} groups x {len(plan.workflow.seeds)} seeds)</li>"
                     for name, exp in plan.workflow.experiments.items())
     return "\n".join([

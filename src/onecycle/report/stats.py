@@ -193,7 +193,8 @@ def difference_bounds(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, fl
             return DifferenceBounds("paired", len(diffs), len(a), len(b), float(diffs.mean()), float(lower),
                                     float(upper), float(len(diffs) - 1), sd / math.sqrt(len(diffs)), confidence,
                                     sd, math.nan)
-        note = f"the {len(diffs)} paired differences are identical ({diffs[0]:+.2f} pp): Welch bound from each group's spread"
+        note = (f"the {len(diffs)} paired differences are identical ({diffs[0]:+.2f} pp): "
+                "Welch bound from each group's spread")
     values_a, values_b = np.array(list(a.values())), np.array(list(b.values()))
     mean_diff = float(values_a.mean() - values_b.mean()) if len(a) and len(b) else math.nan
     sd_a = float(values_a.std(ddof=1)) if len(a) >= 2 else math.nan

@@ -22,7 +22,7 @@ from onecycle.training.optim import build_optimizer
 from onecycle.progress import SILENT, Progress
 from onecycle.range_test import lr_range_test
 from onecycle.data.assembly import load_data
-from onecycle.training.run import resolve_device
+from onecycle.training.device import resolve_device
 
 
 class _EpochStream:
@@ -91,7 +91,7 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
     When it gives none (the rule could not decide, proposed a max LR that is no positive LR, e.g.
     0 at the start of a ramp from 0, or the test was a momentum range test) both are None and
     `no_bounds` says why: the record is still written, and a training that needs the bounds
-    fails with that reason (onecycle.training.run.resolve_schedule_params)."""
+    fails with that reason (onecycle.training.schedule_setup.resolve_schedule_params)."""
     chosen = suggestions.get(rule)
     base_lr = max_lr = no_bounds = None
     if chosen is None:
@@ -104,7 +104,8 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
             base_lr, max_lr = bound_rules.lr_bounds(chosen, policy_kind, divisor)
         except ValueError as error:
             no_bounds = str(error)
-    record = {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note} for name, s in suggestions.items()},
+    record = {"suggestions": {name: {"max_lr": s.max_lr, "lr": s.lr, "note": s.note}
+                              for name, s in suggestions.items()},
               "chosen_rule": rule, "policy_kind": policy_kind,
               "divisor": bound_rules.DEFAULT_DIVISORS[policy_kind] if divisor is None else divisor,
               "base_lr": base_lr, "max_lr": max_lr}

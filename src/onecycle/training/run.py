@@ -13,6 +13,11 @@ Faithfulness and safety rules this loop keeps:
 - under torchrun the run is data-parallel (onecycle.training.distributed): train.batch_size stays the
   total batch, each rank trains on its shard of every global batch, all ranks take the same
   decisions, and rank 0 alone writes files.
+
+`train` runs a TrainingRun through its phases: set up (data, schedule, model), resume (from a
+checkpoint, if one is there), one epoch at a time (train_epoch, evaluate_epoch), finish (write
+the results). The schedule comes from onecycle.training.schedule_setup, the checkpoint's format
+from onecycle.training.checkpoints, the device from onecycle.training.device.
 """
 
 from __future__ import annotations
@@ -31,130 +36,21 @@ from onecycle import data as datasets
 from onecycle import io
 from onecycle.training import distributed
 from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
-from onecycle.errors import excerpt
 from onecycle.evaluation import evaluate
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
+from onecycle.training.checkpoints import Checkpointer, restore_training_state, training_state
+from onecycle.training.device import resolve_device, set_mode
 from onecycle.training.optim import build_optimizer
+from onecycle.training.schedule_setup import build_schedule, schedule_iterations_per_epoch
 from onecycle.progress import SILENT, Progress
-from onecycle.schedules import Schedule, apply_schedule, make_schedule
+from onecycle.schedules import Schedule, apply_schedule
 from onecycle.data.assembly import load_data
 
-CHECKPOINT = "checkpoint.pt"
-# What a checkpoint holds (Checkpointer.save, snapshot in _train); "rng_ranks" only data-parallel.
-CHECKPOINT_KEYS = ("config_json", "model", "optimizer", "rng", "iteration", "history", "log_rows",
-                   "first_loss", "elapsed", "epoch_loss_sum")
-# Which schedule parameters hold the lower and upper LR bound, per policy, so that bounds
-# found by a range test can be put in (names follow each policy's source).
-LR_BOUND_PARAMS: dict[str, tuple[str | None, str]] = {
-    "smith_1cycle": ("base_lr", "max_lr"),
-    "triangular": ("base_lr", "max_lr"),
-    "triangular2": ("base_lr", "max_lr"),
-    "exp_range": ("base_lr", "max_lr"),
-    "torch_1cycle": (None, "max_lr"),
-    "fastai_1cycle": (None, "lr_max"),
-}
-
-
-def set_mode(mode: str, device: torch.device) -> None:
-    """Deterministic or fast kernels (TrainConfig.mode)."""
-    deterministic = mode == "deterministic"
-    torch.use_deterministic_algorithms(deterministic, warn_only=True)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not deterministic
-        torch.backends.cuda.matmul.allow_tf32 = not deterministic
-        torch.backends.cudnn.allow_tf32 = not deterministic
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but CUDA is not available on this machine")
-    if setting == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(setting)
-
-
-def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
-                            bounds: dict[str, Any] | None) -> dict[str, Any]:
-    """The schedule's parameters in iterations, with range-test bounds put in if asked."""
-    params: dict[str, Any] = {}
-    for key, value in cfg.schedule.params.items():
-        if key.endswith("_epochs"):
-            name = key.removesuffix("_epochs")
-            values = value if isinstance(value, list) else [value]
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-                raise ConfigError(f"schedule.params.{key} = {value!r}: expected a number of epochs")
-            converted = [round(v * iters_per_epoch) for v in values]
-            params[name] = converted if isinstance(value, list) else converted[0]
-        else:
-            params[key] = value
-    if cfg.schedule.lr_bounds == "range_test":
-        if bounds is None:
-            raise ConfigError("schedule.lr_bounds is 'range_test' but no bounds file was given (--bounds)")
-        check_bounds(bounds, "bounds")
-        if cfg.schedule.policy not in LR_BOUND_PARAMS:
-            raise ConfigError(f"schedule.lr_bounds 'range_test' is not supported for policy "
-                              f"{cfg.schedule.policy!r}; use one of {', '.join(LR_BOUND_PARAMS)}")
-        rule, chosen = rule_bounds(bounds, cfg.schedule.bounds_rule)
-        if cfg.schedule.bounds_rule is not None:
-            check_bounds(chosen, f"bounds rules.{rule}")
-        if chosen.get("max_lr") is None:
-            # The chosen rule's record says why (range_test_job.bounds_record); a per-rule one does not.
-            why = chosen.get("no_bounds") or f"its rule {rule!r} found no max_lr"
-            setting = "range_test.bounds_rule" if cfg.schedule.bounds_rule is None else "schedule.bounds_rule"
-            raise ConfigError(f"the range test gave no bounds ({why}); see its bounds.json, or pick "
-                              f"another {setting}")
-        low_key, high_key = LR_BOUND_PARAMS[cfg.schedule.policy]
-        params[high_key] = float(chosen["max_lr"])
-        if low_key is not None:
-            params[low_key] = float(chosen["base_lr"])
-    return params
-
-
-def check_bounds(bounds: Any, source: str) -> dict[str, Any]:
-    """A bounds record (a range test's bounds.json, `--bounds`): base_lr and max_lr are both
-    positive finite numbers, or both null where the range test's rule found none."""
-    if not isinstance(bounds, dict):
-        raise ConfigError(f"{source}: expected a JSON object with base_lr and max_lr")
-    values = {key: bounds.get(key) for key in ("base_lr", "max_lr")}
-    for key, value in values.items():
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value <= 0):
-            raise ConfigError(f"{source}: '{key}' = {excerpt(value)}: expected a positive number, "
-                              "or null where the range test found no bound")
-    if (values["base_lr"] is None) != (values["max_lr"] is None):
-        raise ConfigError(f"{source}: base_lr and max_lr are both numbers or both null, got "
-                          f"{excerpt(values['base_lr'])} and {excerpt(values['max_lr'])}")
-    return bounds
-
-
-def read_bounds_file(path: str | Path) -> dict[str, Any]:
-    """`onecycle train --bounds FILE`: a bounds record, with errors naming the file and key."""
-    try:
-        record = io.read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ConfigError(f"{path}: not a valid JSON file ({error})") from None
-    return check_bounds(record, str(path))
-
-
-def rule_bounds(bounds: dict[str, Any], rule: str | None) -> tuple[str, dict[str, Any]]:
-    """(rule, its {"base_lr", "max_lr"}) from a bounds file: the range test's chosen rule, or
-    `rule` (schedule.bounds_rule) from the per-rule bounds that combine_bounds keeps."""
-    if rule is None:
-        return bounds.get("chosen_rule"), bounds
-    if rule not in bounds.get("rules", {}):
-        raise ConfigError(f"schedule.bounds_rule {rule!r}: the bounds file has no per-rule bounds for it "
-                          "(combine the range tests again with `onecycle combine-bounds`)")
-    return rule, bounds["rules"][rule]
-
-
-def build_schedule(cfg: RunConfig, iters_per_epoch: int, bounds: dict[str, Any] | None) -> tuple[Schedule, dict[str, Any]]:
-    params = resolve_schedule_params(cfg, iters_per_epoch, bounds)
-    try:
-        schedule = make_schedule(cfg.schedule.policy, cfg.train.epochs * iters_per_epoch, **params)
-    except ValueError as error:
-        raise ConfigError(f"schedule: {error}") from None
-    return schedule, params
+HISTORY_COLUMNS = ("epoch", "iteration", "lr", "momentum", "train_loss", "test_loss", "test_accuracy", "wall_time_s")
+# With train.caffe_test: the same evaluation scored on Caffe's test sample (G5).
+CAFFE_TEST_COLUMNS = ("caffe_test_loss", "caffe_test_accuracy")
+LOG_COLUMNS = ("iteration", "epoch", "lr", "momentum", "train_loss")
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Schedule, it: int,
@@ -172,81 +68,12 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
     return loss.detach()
 
 
-def schedule_iterations_per_epoch(train_cfg: TrainConfig, train_size: int) -> int:
-    """Iterations per epoch as train.epochs and the schedule's *_epochs keys count them: of
-    train.epoch_batch_size when it is set (Part 1's x4.sh, C2), else of the batch size trained."""
-    return train_size // (train_cfg.epoch_batch_size or train_cfg.batch_size)
-
-
-def check_schedule(cfg: RunConfig) -> None:
-    """Build the run's schedule without data, so that a stepsize longer than the run fails when
-    the workflow is expanded, not when the job starts. Range-test bounds are not known yet:
-    stand-in LRs take their place (only the schedule's shape is checked here)."""
-    info = datasets.DATASETS[cfg.data.dataset]
-    if info.train_size is None:  # ImageFolder subsets: size known only once the folder is read
-        return
-    train_size = min(cfg.data.train_subset or info.train_size, info.train_size)
-    for key in ("batch_size", "epoch_batch_size"):
-        batch = getattr(cfg.train, key)
-        if batch is not None and batch > train_size:
-            raise ConfigError(f"train.{key} = {batch} is larger than the {train_size} training images "
-                              f"of {cfg.data.dataset}")
-    stand_in = {"base_lr": 0.1, "max_lr": 1.0, "chosen_rule": "stand-in",
-                "rules": {cfg.schedule.bounds_rule: {"base_lr": 0.1, "max_lr": 1.0}}}
-    build_schedule(cfg, schedule_iterations_per_epoch(cfg.train, train_size),
-                   stand_in if cfg.schedule.lr_bounds == "range_test" else None)
-
-
 def divergence_reason(loss: float, first_loss: float | None, factor: float) -> str | None:
     if not math.isfinite(loss):
         return f"loss is {loss}"
     if first_loss is not None and loss > factor * first_loss:
         return f"loss {loss:.4g} exceeds {factor:g} x the first loss {first_loss:.4g}"
     return None
-
-
-class Checkpointer:
-    """Full training state, saved atomically; loaded with weights_only=True (no pickle code)."""
-
-    def __init__(self, out_dir: Path, config_json: str, every_s: float) -> None:
-        self.path = out_dir / CHECKPOINT
-        self.config_json = config_json
-        self.every_s = every_s
-        self.last_save = time.monotonic()
-
-    def due(self) -> bool:
-        return time.monotonic() - self.last_save >= self.every_s
-
-    def save(self, state: dict[str, Any]) -> None:
-        # Through a Python file object, so that a full disk is OSError "No space left on device":
-        # torch.save to a path reports it as "enforce fail at inline_container.cc", and even to
-        # a file object its zip writer's close can hide the OSError behind such a RuntimeError.
-        with io.atomic_path(self.path) as tmp, open(tmp, "wb") as fh:
-            try:
-                torch.save({"config_json": self.config_json, **state}, fh)
-            except RuntimeError as error:
-                if isinstance(error.__context__, OSError):
-                    raise error.__context__ from None
-                raise
-        self.last_save = time.monotonic()
-
-    def load(self) -> dict[str, Any] | None:
-        if not self.path.exists():
-            return None
-        fix = "delete it to restart from scratch, or restore it"
-        try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
-        except Exception:  # truncated, empty, random bytes: zip, unpickling or EOF errors
-            raise ConfigError(f"{self.path}: corrupt checkpoint (torch.load cannot read it); {fix}") from None
-        if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
-            raise ConfigError(f"{self.path}: not a training checkpoint of this suite; {fix}")
-        if state.get("config_json") != self.config_json:
-            raise ConfigError(f"{self.path}: checkpoint was written for a different config; "
-                              "delete it to start over")
-        return state
-
-    def remove(self) -> None:
-        self.path.unlink(missing_ok=True)
 
 
 def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
@@ -279,171 +106,221 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
 
 def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
            ctx: distributed.Context, device: torch.device, progress: Progress) -> dict[str, Any]:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Provenance of the code that starts the run (files edited while it runs do not count).
-    provenance = io.provenance(str(device), cfg.seed)
-    torch.manual_seed(cfg.seed)
-    bundle = load_data(cfg, device)
-    iters_per_epoch = len(bundle.train)  # of the data: one pass over the training images
-    # Single process: the bundle's batches themselves. Data-parallel: this rank's shards.
-    train_batches, test_batches = ctx.train_batches(bundle.train), ctx.test_batches(bundle.test)
-    caffe_test = None if bundle.caffe_test is None else ctx.test_batches(bundle.caffe_test)
-    schedule_ipe = schedule_iterations_per_epoch(cfg.train, bundle.train_size)
-    schedule, schedule_params = build_schedule(cfg, schedule_ipe, bounds)
-    resolved = {**cfg.model_dump(mode="json"),
-                "schedule_resolved": {"policy": schedule.name, "steps": schedule.steps,
-                                      "params": schedule_params},
-                "iterations_per_epoch": iters_per_epoch, "bounds": bounds}
-    if cfg.train.epoch_batch_size is not None:
-        # Epochs counted in another batch (only then: other runs' configs stay as they were).
-        resolved["schedule_iterations_per_epoch"] = schedule_ipe
-    if ctx.enabled:
-        # Data-parallel processes; per-device batch = train.batch_size / world_size. Only then:
-        # a one-process run's config (and so its checkpoints) stays as before.
-        resolved["world_size"] = ctx.world_size
-    if ctx.is_main:
-        io.write_json(out_dir / "config.json", resolved)
+    run = TrainingRun(cfg, out_dir, bounds, ctx, device, progress)
+    run.resume()
+    run.run_epochs()
+    return run.finish()
 
-    model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
-                        **cfg.model.options).to(device)
-    train_cfg: TrainConfig = cfg.train
-    try:
-        set_batch_norm_shards(model, distributed.local_batch_norm_shards(train_cfg.batch_norm_shards, ctx.world_size))
-    except ValueError as error:
-        raise ConfigError(f"train.batch_norm_shards = {train_cfg.batch_norm_shards}: {error}") from None
-    set_mode(train_cfg.mode, device)
-    memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else None
-    optimizer = build_optimizer(model, cfg.optim, lr=schedule.lr(0))
-    checkpointer = Checkpointer(out_dir, json.dumps(resolved, sort_keys=True), train_cfg.checkpoint_every_s)
 
-    it, history, log_rows, first_loss, elapsed, resumed_loss_sum = 0, [], [], None, 0.0, 0.0
-    state = checkpointer.load()
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        torch.set_rng_state(state["rng_ranks"][ctx.rank] if ctx.enabled else state["rng"])
-        it, history, log_rows = state["iteration"], state["history"], state["log_rows"]
-        first_loss, elapsed = state["first_loss"], state["elapsed"]
-        resumed_loss_sum = state["epoch_loss_sum"]
-    elif ctx.rank > 0:
-        # Every rank built the same initial weights; from here on each rank draws its own
-        # dropout masks (rank 0 keeps the one-process stream).
-        torch.manual_seed(datasets.derived_seed("rank", cfg.seed, ctx.rank))
-    # Data-parallel: DistributedDataParallel averages the shards' gradients. Evaluation and
-    # checkpoints use the bare `model` (rank 0's weights and buffers).
-    net = ctx.wrap(model, device)
+class TrainingRun:
+    """One run's objects (data, schedule, model, optimizer, checkpointer) and its progress (the
+    iteration `it`, history, log rows, first loss, elapsed time: what a checkpoint keeps), with a
+    method per phase. Built, it has set up data, schedule and model and written config.json."""
 
-    def snapshot(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> dict[str, Any]:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "rng": torch.get_rng_state(), "iteration": it, "history": history,
-                 "log_rows": log_rows, "first_loss": first_loss,
-                 "elapsed": elapsed if elapsed_now is None else elapsed_now,
-                 "epoch_loss_sum": epoch_loss_sum}
-        rng_ranks = ctx.rng_states()  # a collective: every rank calls snapshot() together
-        if rng_ranks is not None:
-            state["rng_ranks"] = rng_ranks
-        return state
+    def __init__(self, cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
+                 ctx: distributed.Context, device: torch.device, progress: Progress) -> None:
+        self.cfg, self.out_dir, self.ctx, self.device, self.progress = cfg, out_dir, ctx, device, progress
+        self.train_cfg: TrainConfig = cfg.train
+        out_dir.mkdir(parents=True, exist_ok=True)
+        # Provenance of the code that starts the run (files edited while it runs do not count).
+        self.provenance = io.provenance(str(device), cfg.seed)
+        torch.manual_seed(cfg.seed)
+        self._set_up_data_and_schedule(bounds)
+        self._set_up_model()
+        # The run's progress, from scratch (resume() reads it from a checkpoint instead).
+        self.it, self.history, self.log_rows = 0, [], []
+        self.first_loss, self.elapsed, self.resumed_loss_sum = None, 0.0, 0.0
+        self.diverged: dict[str, Any] | None = None
 
-    def save_checkpoint(epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> None:
-        state = snapshot(epoch_loss_sum, elapsed_now)
+    def _set_up_data_and_schedule(self, bounds: dict[str, Any] | None) -> None:
+        """The data, the schedule in iterations, and the resolved config (written as config.json)."""
+        cfg, ctx = self.cfg, self.ctx
+        bundle = load_data(cfg, self.device)
+        self.iters_per_epoch = len(bundle.train)  # of the data: one pass over the training images
+        # Single process: the bundle's batches themselves. Data-parallel: this rank's shards.
+        self.train_batches, self.test_batches = ctx.train_batches(bundle.train), ctx.test_batches(bundle.test)
+        self.caffe_test = None if bundle.caffe_test is None else ctx.test_batches(bundle.caffe_test)
+        self.num_classes, self.in_channels = bundle.num_classes, bundle.in_channels
+        schedule_ipe = schedule_iterations_per_epoch(cfg.train, bundle.train_size)
+        self.schedule, schedule_params = build_schedule(cfg, schedule_ipe, bounds)
+        resolved = {**cfg.model_dump(mode="json"),
+                    "schedule_resolved": {"policy": self.schedule.name, "steps": self.schedule.steps,
+                                          "params": schedule_params},
+                    "iterations_per_epoch": self.iters_per_epoch, "bounds": bounds}
+        if cfg.train.epoch_batch_size is not None:
+            # Epochs counted in another batch (only then: other runs' configs stay as they were).
+            resolved["schedule_iterations_per_epoch"] = schedule_ipe
+        if ctx.enabled:
+            # Data-parallel processes; per-device batch = train.batch_size / world_size. Only then:
+            # a one-process run's config (and so its checkpoints) stays as before.
+            resolved["world_size"] = ctx.world_size
         if ctx.is_main:
-            checkpointer.save(state)
+            io.write_json(self.out_dir / "config.json", resolved)
+        self.resolved = resolved
 
-    diverged = None
-    net.train()
-    # The schedule's steps are the run: whole passes over the data, the last one cut short when
-    # the epochs are counted in another batch (train.epoch_batch_size).
-    data_epochs = math.ceil(schedule.steps / iters_per_epoch)
-    start_epoch, skip = divmod(it, iters_per_epoch)
-    threads = torch.get_num_threads()
-    progress.start(schedule.steps, it, note=f"{data_epochs} epochs of {iters_per_epoch}, {device}, "
-                                            f"{threads} torch thread{'s' if threads > 1 else ''}")
-    for epoch in range(start_epoch, data_epochs):
-        epoch_iters = min(iters_per_epoch, schedule.steps - epoch * iters_per_epoch)
+    def _set_up_model(self) -> None:
+        """Model (its initial weights drawn from the seeded torch RNG), kernels, optimizer, checkpointer."""
+        cfg, train_cfg, device = self.cfg, self.train_cfg, self.device
+        model = build_model(cfg.model.arch, self.num_classes, self.in_channels, init=cfg.model.init,
+                            **cfg.model.options).to(device)
+        try:
+            set_batch_norm_shards(model, distributed.local_batch_norm_shards(train_cfg.batch_norm_shards,
+                                                                             self.ctx.world_size))
+        except ValueError as error:
+            raise ConfigError(f"train.batch_norm_shards = {train_cfg.batch_norm_shards}: {error}") from None
+        set_mode(train_cfg.mode, device)
+        self.memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
+        self.model = model.to(memory_format=self.memory_format)
+        self.autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else None
+        self.optimizer = build_optimizer(self.model, cfg.optim, lr=self.schedule.lr(0))
+        self.checkpointer = Checkpointer(self.out_dir, json.dumps(self.resolved, sort_keys=True),
+                                         train_cfg.checkpoint_every_s)
+
+    def resume(self) -> None:
+        """Go on from the checkpoint if there is one; then wrap the model for training."""
+        ctx = self.ctx
+        state = self.checkpointer.load()
+        if state is not None:
+            restore_training_state(state, self.model, self.optimizer, ctx)
+            self.it, self.history, self.log_rows = state["iteration"], state["history"], state["log_rows"]
+            self.first_loss, self.elapsed = state["first_loss"], state["elapsed"]
+            self.resumed_loss_sum = state["epoch_loss_sum"]
+        elif ctx.rank > 0:
+            # Every rank built the same initial weights; from here on each rank draws its own
+            # dropout masks (rank 0 keeps the one-process stream).
+            torch.manual_seed(datasets.derived_seed("rank", self.cfg.seed, ctx.rank))
+        # Data-parallel: DistributedDataParallel averages the shards' gradients. Evaluation and
+        # checkpoints use the bare `model` (rank 0's weights and buffers).
+        self.net = ctx.wrap(self.model, self.device)
+
+    def save_checkpoint(self, epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> None:
+        """Every rank takes part (the RNG states are gathered); rank 0 writes."""
+        state = training_state(self.model, self.optimizer, self.ctx, iteration=self.it, history=self.history,
+                               log_rows=self.log_rows, first_loss=self.first_loss,
+                               elapsed=self.elapsed if elapsed_now is None else elapsed_now,
+                               epoch_loss_sum=epoch_loss_sum)
+        if self.ctx.is_main:
+            self.checkpointer.save(state)
+
+    @property
+    def data_epochs(self) -> int:
+        # The schedule's steps are the run: whole passes over the data, the last one cut short when
+        # the epochs are counted in another batch (train.epoch_batch_size).
+        return math.ceil(self.schedule.steps / self.iters_per_epoch)
+
+    def run_epochs(self) -> None:
+        """The epochs left: train, evaluate when due, checkpoint between epochs; stop on divergence."""
+        self.net.train()
+        data_epochs = self.data_epochs
+        start_epoch, skip = divmod(self.it, self.iters_per_epoch)
+        threads = torch.get_num_threads()
+        self.progress.start(self.schedule.steps, self.it,
+                            note=f"{data_epochs} epochs of {self.iters_per_epoch}, {self.device}, "
+                                 f"{threads} torch thread{'s' if threads > 1 else ''}")
+        for epoch in range(start_epoch, data_epochs):
+            loss_sum, epoch_iters = self.train_epoch(epoch, skip)
+            skip = 0
+            if self.diverged:
+                break
+            last_epoch = epoch + 1 == data_epochs
+            if (epoch + 1) % self.train_cfg.eval_every_epochs == 0 or last_epoch:
+                self.evaluate_epoch(epoch, loss_sum, epoch_iters)
+                if self.diverged:
+                    break
+            if not last_epoch:
+                self.save_checkpoint()
+
+    def train_epoch(self, epoch: int, skip: int) -> tuple[torch.Tensor, int]:
+        """One pass over the epoch's batches, past the first `skip` (a resumed epoch's, already
+        trained on). Returns the sum of its batches' losses and its iterations; a diverging
+        logged loss ends it early (`diverged`)."""
+        ctx = self.ctx
+        epoch_iters = min(self.iters_per_epoch, self.schedule.steps - epoch * self.iters_per_epoch)
         epoch_start = time.perf_counter()
         # Under DDP each rank sums its shards' losses; the mean over ranks is the global one
         # (a resumed sum, itself global, is carried by every rank and survives that mean).
-        loss_sum = torch.tensor(resumed_loss_sum if skip else 0.0, device=device)
-        for batch_index, (x, y) in enumerate(train_batches.epoch(epoch)):
+        loss_sum = torch.tensor(self.resumed_loss_sum if skip else 0.0, device=self.device)
+        for batch_index, (x, y) in enumerate(self.train_batches.epoch(epoch)):
             if batch_index == epoch_iters:
                 break
             if batch_index < skip:  # resuming mid-epoch: the same batches, already trained on
                 continue
-            loss = train_step(net, optimizer, schedule, it, x.contiguous(memory_format=memory_format), y,
-                              autocast_dtype)
+            loss = train_step(self.net, self.optimizer, self.schedule, self.it,
+                              x.contiguous(memory_format=self.memory_format), y, self.autocast_dtype)
             loss_sum += loss
-            it += 1
+            self.it += 1
             main_due, value = False, None
-            if it % train_cfg.log_every == 0 or first_loss is None or batch_index == epoch_iters - 1:
-                # .item() syncs the device: only on logged iterations. Under DDP one all-reduce
-                # gives every rank the global batch's mean loss and rank 0's checkpoint clock,
-                # so all ranks log, stop and checkpoint together.
-                value, main_due = ctx.step_values(loss, checkpointer.due())
-                first_loss = value if first_loss is None else first_loss
-                log_rows.append({"iteration": it - 1, "epoch": epoch + 1, "lr": schedule.lr(it - 1),
-                                 "momentum": optimizer.param_groups[0].get("momentum"), "train_loss": value})
-                reason = divergence_reason(value, first_loss, train_cfg.divergence_factor)
-                if reason:
-                    diverged = {"iteration": it - 1, "epoch": epoch + 1, "loss": value, "reason": reason}
+            if self.it % self.train_cfg.log_every == 0 or self.first_loss is None or batch_index == epoch_iters - 1:
+                value, main_due = self._log_loss(loss, epoch)
+                if self.diverged:
                     break
-            progress.step(it, schedule.lr(it - 1), value)
+            self.progress.step(self.it, self.schedule.lr(self.it - 1), value)
             # Not after an epoch's last batch: the epoch-end checkpoint follows its evaluation,
             # and a resume from a snapshot taken before the evaluation would skip it.
             # Single process: the clock, every iteration; data-parallel: rank 0's, when logged.
-            due = main_due if ctx.enabled else checkpointer.due()
+            due = main_due if ctx.enabled else self.checkpointer.due()
             if due and batch_index < epoch_iters - 1:
-                save_checkpoint(ctx.mean_over_ranks(loss_sum), elapsed + time.perf_counter() - epoch_start)
-        skip = 0
-        elapsed += time.perf_counter() - epoch_start
-        if diverged:
-            break
-        last_epoch = epoch + 1 == data_epochs
-        if (epoch + 1) % train_cfg.eval_every_epochs == 0 or last_epoch:
-            ctx.sync_buffers(model)  # rank 0's batch-norm statistics on every rank
-            test_loss, test_accuracy = evaluate(model, test_batches.epoch(0), reduce=ctx.sum_over_ranks)
-            row = {"epoch": epoch + 1, "iteration": it, "lr": schedule.lr(it - 1),
-                   "momentum": optimizer.param_groups[0].get("momentum"),
-                   "train_loss": ctx.mean_over_ranks(loss_sum) / epoch_iters, "test_loss": test_loss,
-                   "test_accuracy": test_accuracy, "wall_time_s": elapsed}
-            if caffe_test is not None:  # the k-th evaluation reads Caffe's k-th test window
-                row["caffe_test_loss"], row["caffe_test_accuracy"] = evaluate(
-                    model, caffe_test.epoch(len(history)), reduce=ctx.sum_over_ranks)
-            history.append(row)
-            progress.evaluation(iteration=it, lr=row["lr"], test_loss=test_loss, test_accuracy=test_accuracy,
-                                train_loss=row["train_loss"], epoch=epoch + 1, epochs=data_epochs)
-            reason = divergence_reason(test_loss, None, train_cfg.divergence_factor)
-            if reason:
-                diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
-                break
-        if not last_epoch:
-            save_checkpoint()
+                self.save_checkpoint(ctx.mean_over_ranks(loss_sum), self.elapsed + time.perf_counter() - epoch_start)
+        self.elapsed += time.perf_counter() - epoch_start
+        return loss_sum, epoch_iters
 
-    finished = [r for r in history if math.isfinite(r["test_accuracy"])]
-    metrics = {
-        "status": "diverged" if diverged else "completed",
-        "name": cfg.name, "experiment": cfg.experiment, "group": cfg.group, "seed": cfg.seed,
-        "config": resolved,
-        "iterations": it, "iterations_planned": schedule.steps,
-        "epochs_completed": it // iters_per_epoch,
-        "final": _summary(history[-1] if history else None),
-        "best": _summary(max(finished, key=lambda r: r["test_accuracy"]) if finished else None),
-        "diverged": diverged,
-        "wall_time_s": elapsed,
-        "provenance": {**provenance, "world_size": ctx.world_size,
-                       "distributed_backend": ctx.backend},
-    }
-    if ctx.is_main:
-        columns = list(HISTORY_COLUMNS) + (list(CAFFE_TEST_COLUMNS) if caffe_test is not None else [])
-        io.write_csv(out_dir / "history.csv", pd.DataFrame(history, columns=columns))
-        io.write_csv(out_dir / "train_log.csv", pd.DataFrame(log_rows, columns=list(LOG_COLUMNS)))
-        io.write_json(out_dir / "metrics.json", metrics)
-        checkpointer.remove()
-    return metrics
+    def _log_loss(self, loss: torch.Tensor, epoch: int) -> tuple[float, bool]:
+        """A logged iteration's row in train_log; its loss (global under DDP) and whether rank 0's
+        checkpoint clock is due. Sets `diverged` if the loss diverges."""
+        # .item() syncs the device: only on logged iterations. Under DDP one all-reduce
+        # gives every rank the global batch's mean loss and rank 0's checkpoint clock,
+        # so all ranks log, stop and checkpoint together.
+        value, main_due = self.ctx.step_values(loss, self.checkpointer.due())
+        self.first_loss = value if self.first_loss is None else self.first_loss
+        self.log_rows.append({"iteration": self.it - 1, "epoch": epoch + 1, "lr": self.schedule.lr(self.it - 1),
+                              "momentum": self.optimizer.param_groups[0].get("momentum"), "train_loss": value})
+        reason = divergence_reason(value, self.first_loss, self.train_cfg.divergence_factor)
+        if reason:
+            self.diverged = {"iteration": self.it - 1, "epoch": epoch + 1, "loss": value, "reason": reason}
+        return value, main_due
 
+    def evaluate_epoch(self, epoch: int, loss_sum: torch.Tensor, epoch_iters: int) -> None:
+        """Score the full test set (and Caffe's test window) after `epoch`: a row of history.
+        Sets `diverged` if the test loss is not finite."""
+        ctx, model, it = self.ctx, self.model, self.it
+        ctx.sync_buffers(model)  # rank 0's batch-norm statistics on every rank
+        test_loss, test_accuracy = evaluate(model, self.test_batches.epoch(0), reduce=ctx.sum_over_ranks)
+        row = {"epoch": epoch + 1, "iteration": it, "lr": self.schedule.lr(it - 1),
+               "momentum": self.optimizer.param_groups[0].get("momentum"),
+               "train_loss": ctx.mean_over_ranks(loss_sum) / epoch_iters, "test_loss": test_loss,
+               "test_accuracy": test_accuracy, "wall_time_s": self.elapsed}
+        if self.caffe_test is not None:  # the k-th evaluation reads Caffe's k-th test window
+            row["caffe_test_loss"], row["caffe_test_accuracy"] = evaluate(
+                model, self.caffe_test.epoch(len(self.history)), reduce=ctx.sum_over_ranks)
+        self.history.append(row)
+        self.progress.evaluation(iteration=it, lr=row["lr"], test_loss=test_loss, test_accuracy=test_accuracy,
+                                 train_loss=row["train_loss"], epoch=epoch + 1, epochs=self.data_epochs)
+        reason = divergence_reason(test_loss, None, self.train_cfg.divergence_factor)
+        if reason:
+            self.diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
 
-HISTORY_COLUMNS = ("epoch", "iteration", "lr", "momentum", "train_loss", "test_loss", "test_accuracy", "wall_time_s")
-# With train.caffe_test: the same evaluation scored on Caffe's test sample (G5).
-CAFFE_TEST_COLUMNS = ("caffe_test_loss", "caffe_test_accuracy")
-LOG_COLUMNS = ("iteration", "epoch", "lr", "momentum", "train_loss")
+    def finish(self) -> dict[str, Any]:
+        """The run's metrics; rank 0 writes history.csv, train_log.csv and metrics.json (last: it
+        means "finished") and removes the checkpoint. Every rank returns the metrics."""
+        cfg, ctx, history = self.cfg, self.ctx, self.history
+        finished = [r for r in history if math.isfinite(r["test_accuracy"])]
+        metrics = {
+            "status": "diverged" if self.diverged else "completed",
+            "name": cfg.name, "experiment": cfg.experiment, "group": cfg.group, "seed": cfg.seed,
+            "config": self.resolved,
+            "iterations": self.it, "iterations_planned": self.schedule.steps,
+            "epochs_completed": self.it // self.iters_per_epoch,
+            "final": _summary(history[-1] if history else None),
+            "best": _summary(max(finished, key=lambda r: r["test_accuracy"]) if finished else None),
+            "diverged": self.diverged,
+            "wall_time_s": self.elapsed,
+            "provenance": {**self.provenance, "world_size": ctx.world_size,
+                           "distributed_backend": ctx.backend},
+        }
+        if ctx.is_main:
+            columns = list(HISTORY_COLUMNS) + (list(CAFFE_TEST_COLUMNS) if self.caffe_test is not None else [])
+            io.write_csv(self.out_dir / "history.csv", pd.DataFrame(history, columns=columns))
+            io.write_csv(self.out_dir / "train_log.csv", pd.DataFrame(self.log_rows, columns=list(LOG_COLUMNS)))
+            io.write_json(self.out_dir / "metrics.json", metrics)
+            self.checkpointer.remove()
+        return metrics

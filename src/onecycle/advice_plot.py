@@ -21,10 +21,12 @@ def plot_advice(trials: pd.DataFrame, suggestions: pd.DataFrame, *, ax: Axes | N
         raise TypeError(f"ax must be a matplotlib Axes, got {type(ax).__name__}")
     figure = None
     if ax is None:
-        figure = Figure(figsize=(8, 4.5), layout="constrained")
+        figure = Figure(figsize=(9.5, 4.5), layout="constrained")
         ax = figure.subplots()
     scored = trials[~trials["diverged"]]
-    low = 100 * float(scored["held_out_accuracy"].min()) if len(scored) else 0.0
+    accuracy = 100 * scored["held_out_accuracy"].to_numpy(dtype=float)
+    # Diverged trials and the range tests' suggestions go on a line below the lowest score.
+    low = float(accuracy.min() - 0.1 * (np.ptp(accuracy) or 1.0)) if len(accuracy) else 0.0
     for source, marker, fill, label in (("rule", "o", "tab:blue", "trial at a rule's suggestion"),
                                         ("grid", "s", "none", "trial at a grid point")):
         rows = scored[scored["source"] == source]

@@ -70,6 +70,22 @@ PYTORCH_CASES = {
 
 
 @pytest.mark.parametrize("case", sorted(PYTORCH_CASES))
+def test_pytorch_onecyclelr_case_targets_are_onecyclelrs(case):
+    # The targets as PyTorch's test states them, against live OneCycleLR with its own momenta.
+    params, lr_targets, momentum_targets = PYTORCH_CASES[case]
+    optimizer = _sgd()
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, total_steps=10, base_momentum=1, max_momentum=22,
+                                                    **params)
+    seen = []
+    for _ in range(10):
+        seen.append((optimizer.param_groups[0]["lr"], optimizer.param_groups[0]["momentum"]))
+        optimizer.step()
+        scheduler.step()
+    assert [lr for lr, _ in seen] == pytest.approx(lr_targets)
+    assert [m for _, m in seen] == pytest.approx(momentum_targets)
+
+
+@pytest.mark.parametrize("case", sorted(PYTORCH_CASES))
 def test_pytorch_onecyclelr_case_lr_and_momentum(case):
     params, lr_targets, momentum_targets = PYTORCH_CASES[case]
     schedule = make_schedule("torch_1cycle", 10, base_momentum=0.01, max_momentum=0.22, **params)

@@ -3,6 +3,7 @@
 import base64
 import glob
 import json
+import math
 import os
 import re
 import shutil
@@ -267,7 +268,11 @@ def test_report_names_broken_runs_instead_of_summarising_them(dag_run, tmp_path)
         "target = mean final accuracy of 1 inv_8ep seed(s) - 0.2 pp (seeds differ)"
     assert speed.loc[3, "note"].endswith("of 1 onecycle_4ep seed(s); speed-up: geometric mean")
     paired = pd.read_csv(tables / "fmnist_lenet_paired.csv")
-    assert paired.loc[0, "n"] == 0  # no seed where both runs are sound
+    # No seed has both runs sound, so the comparison is over each group's one sound seed, which
+    # cannot bound a difference (stats.difference_bounds): no bound, and the note says why.
+    assert paired.loc[0, ["n_a", "n_b"]].tolist() == [1, 1]
+    assert math.isnan(paired.loc[0, "lower_bound_pp"]) and math.isnan(paired.loc[0, "upper_bound_pp"])
+    assert "needs at least 2 seeds per group, has 1 and 1" in paired.loc[0, "note"]
 
 
 def _marked_incomplete(workdir):

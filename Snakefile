@@ -44,7 +44,7 @@ PLAN = expand(config, "config")
 R = str(PLAN.results_dir)
 
 # Every job's spec.json, written here when its content is not the plan's, so that a changed
-# config reruns its jobs by mtime, records or not (onecycle.dag.run_specs; docs/design.md §10c).
+# config reruns its jobs by mtime, records or not (onecycle.dag.run_specs; docs/design.md §10d).
 # The job processes of a cluster run parse this file too: the main process has written them.
 if workflow.is_main_process:
     for stale in write_specs(PLAN):

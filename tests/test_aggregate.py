@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from onecycle.report import aggregate
+from onecycle.report import aggregate, speedup
 from onecycle.report.runs import RUN_COLUMNS, ResultFileError, collect_runs
 from onecycle.report.tables import display_frame, rounded_for_csv, write_table
 from onecycle.report.published import PublishedDataError, find_published_file, load_published
@@ -143,7 +143,10 @@ def test_summary_table_statistics_and_verdicts(runs, published):
     assert one[["n", "n_completed", "n_diverged"]].tolist() == [3, 3, 0]
     assert one["accuracy_mean"] == pytest.approx(99.26)
     assert one["accuracy_std"] == pytest.approx(0.06)
-    assert 99.20 <= one["accuracy_ci_low"] < 99.26 < one["accuracy_ci_high"] <= 99.32
+    # Two-sided 95 % t interval: 99.26 -+ t(0.975, 2) 4.302653 * 0.06 / sqrt 3 = -+0.149, wider
+    # than the seeds' own range [99.20, 99.32] (the most a bootstrap of three values can give).
+    half = 4.302653 * 0.06 / math.sqrt(3)
+    assert (one["accuracy_ci_low"], one["accuracy_ci_high"]) == pytest.approx((99.26 - half, 99.26 + half), abs=1e-6)
     assert one[["accuracy_min", "accuracy_max"]].tolist() == pytest.approx([99.20, 99.32])
     assert one["accuracy_by_seed"] == "seed 0: 99.200; seed 1: 99.260; seed 2: 99.320"
     assert one[["epochs", "iterations", "wall_time_s"]].tolist() == pytest.approx([3, 300, 20.0])
@@ -230,42 +233,10 @@ def test_display_frame_formats_per_column():
                                        "accuracy": ["91.23 ± 0.46", "90.00 ± 0.10"], "note": ["a", ""]}
 
 
-# --------------------------------------------------------------------------------------------
-# time_to_accuracy_table
-# --------------------------------------------------------------------------------------------
-
 def history(accuracies, iterations_per_epoch=100):
     epochs = np.arange(1, len(accuracies) + 1)
     return pd.DataFrame({"epoch": epochs, "iteration": epochs * iterations_per_epoch,
                          "test_accuracy": accuracies, "wall_time_s": epochs * iterations_per_epoch / 10})
-
-
-def test_time_to_accuracy_speedup(tmp_path):
-    baseline = [(0, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87, 0.89, 0.90])),  # 0.90 at 1000
-                (1, history([0.5, 0.6, 0.7, np.nan]))]  # stopped early: diverged, not a final accuracy
-    candidate = [(0, history([0.6, 0.8, 0.90, 0.91])),   # reaches 0.90 at iteration 300
-                 (1, history([0.6, 0.7, 0.8, 0.85, 0.92])),  # at 500
-                 (2, history([0.6, 0.7, 0.8]))]            # never
-    table = aggregate.time_to_accuracy_table({"step": baseline, "1cycle": candidate}, "step", "1cycle")
-    assert table["seed"].tolist() == [0, 1, 2, "mean"]
-    assert table["target_accuracy"].tolist() == pytest.approx([90.0] * 4)
-    assert table["baseline_iterations"].tolist() == [1000.0] * 4
-    assert table["iterations"].tolist()[:2] == [300.0, 500.0]
-    assert table["epochs"].tolist()[:2] == [3.0, 5.0]
-    assert table["wall_time_s"].tolist()[:2] == [30.0, 50.0]
-    assert table["speedup"].tolist()[:2] == pytest.approx([1000 / 300, 2.0])
-    assert math.isnan(table.loc[2, "iterations"]) and math.isnan(table.loc[2, "speedup"])
-    assert table.loc[2, "note"] == "never reached the target"
-    assert "left out seeds that stopped early: 1" in table.loc[0, "note"]
-    mean = table.iloc[-1]
-    assert mean[["iterations", "epochs", "speedup"]].tolist() == pytest.approx([400.0, 4.0, 2.5])
-    assert mean["note"] == "reached by 2 of 3 1cycle seed(s)"
-
-
-def test_time_to_accuracy_with_a_missing_group_is_a_note():
-    table = aggregate.time_to_accuracy_table({"1cycle": [(0, history([0.9]))]}, "step", "1cycle")
-    assert len(table) == 1 and math.isnan(table.loc[0, "speedup"])
-    assert table.loc[0, "note"] == "no finished runs of the baseline group 'step' yet"
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,16 +249,22 @@ def test_paired_comparison_over_shared_completed_seeds(tmp_path):
              write_run(tmp_path, "b", 1, accuracy=0.90),
              write_run(tmp_path, "b", 2, status="diverged", accuracy=None)]
     result = aggregate.paired_comparison(collect_runs(paths), "a", "b", experiment="mnist_lenet")
-    # Seeds 0 and 1 are shared and completed: differences 2 and 3 points.
+    # Seed 2 of b diverged: the seeds differ, so the bound is Welch's over every completed value
+    # (92, 93, 94 vs 90, 90: mean difference 3, the claims' own bound), never a subset picked.
     assert (result["n"], result["n_a"], result["n_b"]) == (2, 3, 2)
-    assert result["mean_diff"] == pytest.approx(2.5)
+    assert result["mean_diff"] == pytest.approx(3.0) and result["test"].startswith("Welch t")
+    assert result["difference_by_seed"] == "seed 0: +2.000; seed 1: +3.000"
     assert result["group_a"] == "a" and result["experiment"] == "mnist_lenet"
 
 
-def test_paired_comparison_with_no_shared_seed_reports_n_zero(tmp_path):
+def test_paired_comparison_without_shared_seeds_compares_the_groups_unpaired(tmp_path):
     runs = collect_runs([write_run(tmp_path, "a", 0), write_run(tmp_path, "b", 1)])
     result = aggregate.paired_comparison(runs, "a", "b")
-    assert result["n"] == 0 and math.isnan(result["mean_diff"])
+    # No seed pairs the runs: the groups are compared as groups, and one seed each gives no bound.
+    assert result["difference_by_seed"] == "" and result["n"] == 1 and result["test"] == "no test"
+    assert math.isnan(result["lower_bound_pp"]) and "at least 2 seeds per group" in result["note"]
+    nothing = aggregate.paired_comparison(runs, "a", "missing")
+    assert nothing["n"] == 0 and math.isnan(nothing["mean_diff"])
 
 
 def test_paired_comparison_refuses_a_group_spread_over_experiments(tmp_path):
@@ -374,9 +351,10 @@ def two_seed_runs(tmp_path):
     ])
 
 
-def test_fewer_than_three_seeds_get_their_values_not_a_bootstrap_ci(two_seed_runs):
+def test_fewer_than_three_seeds_get_their_values_not_an_interval(two_seed_runs):
     table = aggregate.summary_table(two_seed_runs, schedules={"inv_6ep": "inv 0.01"}).set_index("group")
-    # A bootstrap "CI" of two values would be the two values again: it is left empty.
+    # A t interval of two values has one degree of freedom (-+12.7 standard errors): the values
+    # themselves say more, and the interval is left empty.
     assert table[["accuracy_ci_low", "accuracy_ci_high"]].isna().all().all()
     assert table.loc["1cycle", ["accuracy_min", "accuracy_max"]].tolist() == pytest.approx([80.86, 81.54])
     assert table.loc["inv_6ep", "schedule"] == "inv 0.01" and table.loc["lonely", "schedule"] == ""
@@ -408,13 +386,15 @@ def test_rounded_for_csv_per_kind_of_column():
         "wall_time_s": 27.4, "p_value": 0.03125, "max_lr": 0.113462, "n": 2}
 
 
-def test_paired_comparison_of_two_seeds_says_what_it_cannot_show(two_seed_runs):
+def test_paired_comparison_states_the_claims_bound_with_n_and_test(two_seed_runs):
     result = aggregate.paired_comparison(two_seed_runs, "1cycle", "inv_6ep")
-    assert result["n"] == 2 and math.isnan(result["ci_low"]) and math.isnan(result["ci_high"])
-    # 81.54 - 85.06 and 80.86 - 85.11: both negative, so p is the smallest two pairs allow.
+    # 81.54 - 85.06 = -3.52 and 80.86 - 85.11 = -4.25: mean -3.885, sd 0.516, se 0.365;
+    # one-sided 95 % with t(0.95, 1) = 6.313752: -3.885 -+ 2.305.
     assert result["difference_by_seed"] == "seed 0: -3.520; seed 1: -4.250"
-    assert result["p_value"] == result["p_smallest_possible"] == 0.5
-    assert "smallest sign-flip p is 0.5" in result["note"] and "at least 6 seeds" in result["note"]
+    assert result["n"] == 2 and result["test"] == "paired t, df 1" and result["confidence"] == 0.95
+    half = 6.313752 * (0.73 / math.sqrt(2)) / math.sqrt(2)
+    assert (result["lower_bound_pp"], result["upper_bound_pp"]) == pytest.approx((-3.885 - half, -3.885 + half),
+                                                                                abs=1e-5)
 
 
 def test_verdict_table_html_and_latex_cells(tmp_path, runs, published):
@@ -424,7 +404,7 @@ def test_verdict_table_html_and_latex_cells(tmp_path, runs, published):
     page = (tmp_path / "v.html").read_text()
     assert '<td class="verdict v-replicated">replicated</td>' in page
     assert '<td class="verdict v-not-replicated">not replicated</td>' in page
-    # Three seeds: the 95 % bootstrap CI of 99.20, 99.26, 99.32, right-aligned as a number.
+    # Three seeds: the 95 % t interval of 99.20, 99.26, 99.32, right-aligned as a number.
     low, high = table.set_index("group").loc["1cycle_12ep", ["accuracy_ci_low", "accuracy_ci_high"]]
     assert f'<td class="num">[{low:.2f}, {high:.2f}]</td>' in page
     assert '<td class="num">99.25 ± 0.03</td>' in page and '<td class="num">+0.01</td>' in page
@@ -497,16 +477,16 @@ def test_broken_runs_count_in_n_only_and_every_table_agrees(tmp_path):
     assert table.loc["1cycle", "accuracy_mean"] == pytest.approx(91.0)
     assert table.loc["step", "n_broken"] == 0 and pd.isna(table.loc["step", "note"])
 
-    speed = aggregate.time_to_accuracy_table({"step": [(s, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87,
-                                                                    0.89, 0.9])) for s in (0, 1)],
-                                              "1cycle": [(0, history([0.6, 0.8, 0.9, 0.91]))]},
-                                             "step", "1cycle", broken={"1cycle": {1: "history.csv missing"},
-                                                                       "step": {2: "history.csv missing"}})
-    assert speed["seed"].tolist() == [0, 1, "mean"]  # the summary's n = 2 candidate seeds
-    assert speed.loc[1, "note"] == "broken, not counted: history.csv missing" and math.isnan(speed.loc[1, "speedup"])
-    left_out = "left out broken step seeds: 2 (history.csv missing)"
-    assert speed.loc[0, "note"] == f"target = mean final accuracy of 2 step seed(s); {left_out}"
-    assert speed.loc[2, "note"] == f"reached by 1 of 2 1cycle seed(s), 1 of them broken; {left_out}"
+    curves = {"step": [(s, history([0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.85, 0.87, 0.89, 0.9])) for s in (0, 1)],
+              "1cycle": [(0, history([0.6, 0.8, 0.9, 0.91]))]}
+    speed = speedup.time_to_accuracy_table(runs, curves, "step", "1cycle",
+                                           broken={"1cycle": {1: "history.csv missing"}})
+    assert speed["seed"].tolist() == [0, 1, "all"]  # the summary's n = 2 candidate seeds
+    assert speed.loc[1, "note"] == "1cycle seed 1 broken, not counted: history.csv missing"
+    assert math.isnan(speed.loc[1, "speedup"])
+    # Seed 1 of 1cycle is broken, so the seeds differ: one target, the step seeds' mean 90 %.
+    assert speed.loc[0, "note"] == "target = mean final accuracy of 2 step seed(s) (seeds differ)"
+    assert speed.loc[2, "note"].startswith("reached by 1 of 1 1cycle seed(s)")
     assert speed.loc[2, "iterations"] == 300.0
 
 

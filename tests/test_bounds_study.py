@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import REPO
 from onecycle.experiments.bounds_study import RULE_SIGNALS, BoundsStudyConfig
 from onecycle.report import bounds_study
 from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
@@ -169,17 +170,22 @@ def _study_config(**overrides):
     return BoundsStudyConfig.model_validate({**config, **overrides})
 
 
+T95_2 = 2.919986  # t(0.95, 2), one-sided: three paired seeds
+T975_2 = 4.302653  # t(0.975, 2), two-sided 95 %
+
+
 def test_regret_table_by_hand():
     rows = []
-    # Grid: 0.1 is the best point (mean 90); 1.0 diverged on one seed (scored at chance, 10).
-    for lr, accs in {0.01: (80, 82), 0.02: (84, 84), 0.05: (88, 89), 0.1: (90, 90), 0.2: (89, 90),
-                     0.5: (85, 86), 1.0: (70, None)}.items():
+    # Grid: 0.1 is the best point (mean 90.067); 1.0 diverged on one seed (scored at chance, 10).
+    for lr, accs in {0.01: (80, 82, 81), 0.02: (84, 84, 85), 0.05: (88, 89, 88), 0.1: (90.0, 90.4, 89.8),
+                     0.2: (89, 90, 89), 0.5: (85, 86, 85), 1.0: (70, None, 71)}.items():
         rows += [(f"lr_{lr:g}", s, "completed" if a is not None else "diverged", a if a is not None else 99.0, lr)
                  for s, a in enumerate(accs)]
-    # Rules: peak trained at 0.15 scores (89.8 + 89.4) / 2 = 89.6 -> regret 0.4, within 0.5;
-    # valley at 0.03 scores 86 -> regret 4; steepest has not run yet.
-    rows += [("rule_smith_accuracy_peak", 0, "completed", 89.8, 0.15), ("rule_smith_accuracy_peak", 1, "completed", 89.4, 0.15),
-             ("rule_fastai_valley", 0, "completed", 86.0, 0.03), ("rule_fastai_valley", 1, "completed", 86.0, 0.03)]
+    # Rules: peak at 0.15 scores 90.1, 90.2, 89.6: regret per seed -0.1, +0.2, +0.2 (mean 0.1, sd
+    # 0.1732, se 0.1), bounds 0.1 -+ 2.92 * 0.1: [-0.19, +0.39] holds 0, within noise. Valley at
+    # 0.03: 86.0, 86.5, 85.9, regret 4.0, 3.9, 3.9: below the best. Steepest has not run yet.
+    rows += [("rule_smith_accuracy_peak", s, "completed", a, 0.15) for s, a in enumerate((90.1, 90.2, 89.6))]
+    rows += [("rule_fastai_valley", s, "completed", a, 0.03) for s, a in enumerate((86.0, 86.5, 85.9))]
     scored = bounds_study.scored_runs(_runs(rows), chance_accuracy=10.0)
     # The diverged seed's recorded 99 (an earlier epoch) is replaced by chance.
     assert scored.loc[scored.status == "diverged", "score"].tolist() == [10.0]
@@ -188,31 +194,54 @@ def test_regret_table_by_hand():
                           "steepest_slope_lr": {"per_seed": [0.01, 0.02, 0.03], "max_lr": 0.02}}}
     table = bounds_study.regret_table(scored, combined, _study_config()).set_index("rule")
     peak, valley, steep = (table.loc[r] for r in ("smith_accuracy_peak", "fastai_valley", "steepest_slope_lr"))
-    assert (peak.grid_best_accuracy, peak.grid_best_max_lr) == (90.0, 0.1)
-    assert peak.regret_pp == pytest.approx(0.4) and peak["rank"] == 1 and peak.within_pp
+    assert (peak.grid_best_accuracy, peak.grid_best_max_lr) == (pytest.approx(90.0667, abs=1e-4), 0.1)
+    # The grid's best with its own interval: sd of 90.0, 90.4, 89.8 is 0.3055, half 4.302653 * 0.3055 / sqrt 3.
+    sd = math.sqrt(((90.0 - 90.0667) ** 2 + (90.4 - 90.0667) ** 2 + (89.8 - 90.0667) ** 2) / 2)
+    half = T975_2 * sd / math.sqrt(3)
+    assert (peak.grid_best_ci_low, peak.grid_best_ci_high) == pytest.approx((90.0667 - half, 90.0667 + half), abs=1e-4)
+    assert peak.regret_pp == pytest.approx(0.1)
+    assert (peak.regret_lower_pp, peak.regret_upper_pp) == pytest.approx((0.1 - T95_2 * 0.1, 0.1 + T95_2 * 0.1),
+                                                                         abs=1e-5)
+    assert peak.versus_best == "within noise" and peak.regret_test == "paired t, df 2" and peak["rank"] == 1
     # Suggestion mean 0.15, std of (0.1, 0.2, 0.15) = 0.05 (ddof 1).
     assert (peak.suggested_max_lr_mean, peak.suggested_max_lr_std) == pytest.approx((0.15, 0.05))
-    # std of (89.8, 89.4) = 0.4 / sqrt(2).
-    assert peak.accuracy_std == pytest.approx(0.4 / math.sqrt(2)) and peak.trained_max_lr == 0.15
-    assert valley.regret_pp == pytest.approx(4.0) and valley["rank"] == 2 and not valley.within_pp
-    assert valley.n_range_tests == 2 and valley.signal == "train loss"
+    assert peak.trained_max_lr == 0.15
+    assert valley.regret_pp == pytest.approx(3.9333, abs=1e-4) and valley.versus_best == "below the best"
+    # Peak beats valley beyond noise (4.1, 3.7, 3.7 pp): one rule above it, rank 2.
+    assert valley["rank"] == 2 and valley.n_range_tests == 2 and valley.signal == "train loss"
     # Pending: no runs, no regret, no rank; its planned max_lr comes from the combined bounds.
     assert steep.n == 0 and math.isnan(steep.regret_pp) and pd.isna(steep["rank"]) and steep.trained_max_lr == 0.02
     grid = bounds_study.grid_scores(scored, GRID).set_index("max_lr")
-    # 1.0: (70 + 10) / 2 = 40, one diverged.
-    assert (grid.loc[1.0, "accuracy_mean"], grid.loc[1.0, "n_diverged"]) == (40.0, 1)
+    # 1.0: (70 + 10 + 71) / 3, one diverged.
+    assert (grid.loc[1.0, "accuracy_mean"], grid.loc[1.0, "n_diverged"]) == (pytest.approx(151 / 3), 1)
 
 
-def test_regret_ranks_share_ties_and_count_divergence():
-    rows = [(f"lr_{lr:g}", 0, "completed", 90.0 if lr == 0.1 else 80.0, lr) for lr in GRID]
-    rows += [("rule_smith_accuracy_peak", 0, "completed", 88.0, 0.2),
-             ("rule_fastai_valley", 0, "completed", 88.0, 0.05),
-             ("rule_steepest_slope_lr", 0, "diverged", None, 2.0)]
+def test_rules_within_noise_of_each_other_share_a_rank():
+    rows = [(f"lr_{lr:g}", s, "completed", 90.0 if lr == 0.1 else 80.0, lr) for lr in GRID for s in range(3)]
+    # Peak minus valley per seed: -0.1, +0.3, -0.1: bounds hold 0, a tie. Steepest diverged on
+    # every seed (chance, 10 %): both beat it beyond noise, rank 3.
+    rows += [("rule_smith_accuracy_peak", s, "completed", a, 0.2) for s, a in enumerate((88.0, 88.2, 87.9))]
+    rows += [("rule_fastai_valley", s, "completed", a, 0.05) for s, a in enumerate((88.1, 87.9, 88.0))]
+    rows += [("rule_steepest_slope_lr", s, "diverged", None, 2.0) for s in range(3)]
     table = bounds_study.regret_table(bounds_study.scored_runs(_runs(rows), 10.0), None, _study_config())
-    assert table["rule"].tolist() == ["fastai_valley", "smith_accuracy_peak", "steepest_slope_lr"]
+    # Tied ranks, then regret: peak 90 - (88.0, 88.2, 87.9) = 1.967, valley 2.0.
+    assert table["rule"].tolist() == ["smith_accuracy_peak", "fastai_valley", "steepest_slope_lr"]
     assert table["rank"].tolist() == [1, 1, 3]
-    # The diverged rule scores chance: regret 90 - 10 = 80.
-    assert table["regret_pp"].tolist() == [2.0, 2.0, 80.0] and table["n_diverged"].tolist() == [0, 0, 1]
+    # The diverged rule scores chance: regret 90 - 10 = 80 on every seed, no spread, no bound.
+    assert table["regret_pp"].tolist() == pytest.approx([1.9667, 2.0, 80.0], abs=1e-4)
+    assert table["n_diverged"].tolist() == [0, 0, 3] and table["versus_best"].tolist()[2] == "no bound"
+
+
+def test_an_invalid_study_ranks_nothing():
+    rows = [(f"lr_{lr:g}", s, "completed", 90.0 - abs(lr - 0.1) + s / 10, lr) for lr in GRID for s in range(3)]
+    rows += [("rule_smith_accuracy_peak", s, "completed", 85.0 + s, 0.2) for s in range(3)]
+    label = "invalid: range test never left chance"
+    table = bounds_study.regret_table(bounds_study.scored_runs(_runs(rows), 10.0), None, _study_config(),
+                                      validity=label)
+    assert set(table["rank"]) == {label} and set(table["versus_best"]) == {label} and set(table["validity"]) == {label}
+    display = bounds_study.regret_display(table).set_index("rule")
+    assert display.loc["smith_accuracy_peak", "rank"] == label
+    assert display.loc["smith_accuracy_peak", "accuracy (%)"] == "86.00 ± 1.00"
 
 
 def test_grid_coverage():
@@ -238,16 +267,38 @@ def test_settings_table_by_hand():
 
 def test_suite_summary_by_hand():
     a = pd.DataFrame({"rule": ["fastai_valley", "smith_accuracy_peak"], "regret_pp": [0.2, 1.0],
-                      "rank": [1, 2], "n_diverged": [0, 1]})
-    b = pd.DataFrame({"rule": ["smith_accuracy_peak", "fastai_valley"], "regret_pp": [0.3, 2.0],
-                      "rank": [1, 2], "n_diverged": [0, 2]})
-    table = bounds_study.suite_summary({"a": a, "b": b}, {"a": 0.5, "b": 0.5}).set_index("rule")
-    # peak: (1.0 + 0.3) / 2 = 0.65, ranks (2 + 1) / 2, within only in b; valley: 1.1, 1.5, within in a.
+                      "versus_best": ["within noise", "below the best"], "n_diverged": [0, 1]})
+    b = pd.DataFrame({"rule": ["smith_accuracy_peak", "fastai_valley"], "regret_pp": [-0.3, 2.0],
+                      "versus_best": ["above the best", "below the best"], "n_diverged": [0, 2]})
+    table = bounds_study.suite_summary({"a": a, "b": b}).set_index("rule")
+    # peak: (1.0 - 0.3) / 2 = 0.35, at or above the best in b only; valley: 1.1, within noise in a.
     assert table.index.tolist() == ["smith_accuracy_peak", "fastai_valley"]
-    assert table.loc["smith_accuracy_peak", ["mean_regret_pp", "mean_rank", "n_within", "n_diverged"]].tolist() \
-        == pytest.approx([0.65, 1.5, 1, 1])
-    assert table.loc["fastai_valley", ["mean_regret_pp", "n_within", "n_diverged", "regret_pp_b"]].tolist() \
+    assert table.loc["smith_accuracy_peak", ["mean_regret_pp", "n_within_noise", "n_diverged"]].tolist() \
+        == pytest.approx([0.35, 1, 1])
+    assert table.loc["fastai_valley", ["mean_regret_pp", "n_within_noise", "n_diverged", "regret_pp_b"]].tolist() \
         == pytest.approx([1.1, 1, 2, 2.0])
+
+
+def test_the_committed_summary_leaves_the_invalid_resnet_study_out(tmp_path):
+    import shutil
+
+    import yaml
+
+    from onecycle import cli
+    from onecycle.experiments.loading import load_mapping
+
+    results = tmp_path / "bounds_study"
+    shutil.copytree(REPO / "results" / "bounds_study" / "tables", results / "tables")
+    config = load_mapping(REPO / "configs" / "bounds_study.yaml")
+    config["results_dir"] = str(results)
+    (tmp_path / "b.yaml").write_text(yaml.safe_dump(config))
+    assert cli.main(["report", "--config", str(tmp_path / "b.yaml"), "--only", "bounds-summary"]) == 0
+    summary = pd.read_csv(results / "tables" / "bounds_study_summary.csv")
+    # ResNet-20's range test never left chance (results/bounds_study/range_test): its regrets
+    # are no evidence, so the mean is over LeNet's study alone.
+    assert set(summary["n_studies"]) == {1} and "regret_pp_fmnist_resnet20_bounds" not in summary.columns
+    caption = (results / "tables" / "bounds_study_summary.md").read_text().split("\n\n")[0]
+    assert "Left out, invalid: range test never left chance: fmnist_resnet20_bounds" in caption
 
 
 def test_learning_rates_keep_three_significant_digits_in_tables(tmp_path):
@@ -269,7 +320,7 @@ def test_figures_are_written_with_partial_and_empty_results(tmp_path):
                                "suggestions": []}}
     for name, frame in (("full", scored), ("empty", scored.iloc[0:0])):
         paths = plot_bounds_study(frame, bounds_study.grid_scores(frame, GRID), rules, tmp_path / name,
-                                  "study", within_pp=0.5, paper=(0.1, "Part 1"))
+                                  "study", best_interval=(88.0, 91.0), paper=(0.1, "Part 1"))
         assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]
     rules = ["smith_accuracy_peak", "fastai_valley"]
     values = bounds_study.setting_values({"a": [{"smith_accuracy_peak": {"max_lr": 0.1}}], "b": []}, rules)
@@ -291,6 +342,5 @@ def test_figures_take_equal_seeds_whose_mean_rounds_outside_them(tmp_path):
     scored = bounds_study.scored_runs(_runs([(f"lr_{lr:g}", 0, "completed", 85.0, lr) for lr in GRID]), 10.0)
     rule = {"fastai_valley": {"max_lr": float(seeds.mean()), "accuracy_mean": 85.0, "accuracy_std": 0.1,
                               "suggestions": list(seeds)}}
-    paths = plot_bounds_study(scored, bounds_study.grid_scores(scored, GRID), rule, tmp_path / "r", "study",
-                              within_pp=0.5)
+    paths = plot_bounds_study(scored, bounds_study.grid_scores(scored, GRID), rule, tmp_path / "r", "study")
     assert [p.read_bytes()[:4] for p in paths] == [b"\x89PNG", b"%PDF"]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from conftest import REPO, needs_fashion_mnist
 from onecycle.range_test import lr_range_test
 
-LIBRARY_MODULES = ("onecycle.schedules", "onecycle.range_test", "onecycle.bounds")
+LIBRARY_MODULES = ("onecycle.schedules", "onecycle.range_test", "onecycle.bounds", "onecycle.advice")
 
 
 def _new_top_level_modules(preloaded: str, modules: tuple[str, ...]) -> list[str]:
@@ -40,7 +40,7 @@ def test_7_the_library_imports_only_torch_numpy_pandas_and_itself():
 def test_7_the_plot_helper_adds_only_matplotlib():
     # matplotlib.figure: matplotlib with what its figures need (dateutil, fontTools, ...).
     assert _new_top_level_modules("torch, numpy, pandas, matplotlib.figure",
-                                  ("onecycle.range_test_plot",)) == ["onecycle"]
+                                  ("onecycle.range_test_plot", "onecycle.advice_plot")) == ["onecycle"]
 
 
 def test_7_pip_install_onecycle_installs_the_library_and_extras_install_the_suite():

@@ -315,7 +315,7 @@ def _call(**changes):
     ({"start_lr": 1.0, "end_lr": 0.1}, ValueError, "end_lr (0.1) must be above start_lr (1.0)"),
     ({"end_lr": 1e-4}, ValueError, "end_lr equals start_lr (0.0001): give momentum_range"),
     ({"start_lr": "1e-4"}, ValueError, "start_lr must be a finite number"),
-    ({"ramp": "exp"}, ValueError, "ramp must be 'linear' or 'exponential'"),
+    ({"ramp": "exp"}, ValueError, "ramp must be 'linear', 'exponential' or None"),
     ({"momentum_range": (0.7, 1.2)}, ValueError, "momentum_range must be a (start, end) pair"),
     ({"momentum_range": 0.9}, ValueError, "momentum_range must be a (start, end) pair"),
     ({"eval_every": 0}, ValueError, "eval_every must be an integer >= 1"),
@@ -434,3 +434,92 @@ def test_a_range_test_without_bounds_writes_them_and_its_training_fails_in_one_l
     assert error.startswith("onecycle: error: the range test gave no bounds (no seed's range test gave bounds")
     assert "not a positive LR" in error and "\n" not in error
     assert not (tmp_path / "train" / "metrics.json").exists()
+
+
+# --------------------------------------------------------------------------- issue 30: the
+# range test's defects and familiar defaults.
+
+
+def _lrs_each_step(optimizer):
+    """Every param group's lr at each optimizer step, recorded by a step pre-hook."""
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, args, kwargs: seen.append([g["lr"] for g in opt.param_groups]))
+    return seen
+
+
+def test_targets_of_shape_n_1_are_class_indices_for_the_loss_and_the_accuracy():
+    # A column of labels (e.g. a DataFrame's df[["label"]]) reported test accuracy 29.5 before.
+    model, optimizer, loader = _problem()
+    pairs = list(loader)
+    columns = [(x, y[:, None]) for x, y in pairs]
+    flat = lr_range_test(model, pairs, optimizer, start_lr=0.0, end_lr=0.5, iterations=16,
+                         eval_batches=pairs[:2], eval_every=4)
+    column = lr_range_test(model, columns, optimizer, start_lr=0.0, end_lr=0.5, iterations=16,
+                           eval_batches=columns[:2], eval_every=4)
+    # The same computation on the same numbers: the same curve, exactly.
+    assert column.history.equals(flat.history)
+    assert column.history.test_accuracy.dropna().between(0, 1).all()
+
+
+def test_targets_that_are_no_class_indices_are_refused_in_one_line_by_the_accuracy():
+    model, optimizer, loader = _problem()
+    pairs = list(loader)
+    # Float targets of shape (N, 1) are a regression's: squeezing them would broadcast the loss.
+    regression = [(x, y[:, None].float()) for x, y in pairs]
+    with pytest.raises(ValueError) as caught:
+        lr_range_test(model, pairs, optimizer, start_lr=0.0, end_lr=0.5, iterations=4,
+                      eval_batches=regression[:1], eval_every=2, loss_fn=lambda out, y: out.sum() * 0 + 1.0)
+    assert str(caught.value) == ("eval_batches: the accuracy compares outputs.argmax(1), shape (32,), with the "
+                                 "targets, got (32, 1): give class indices of shape (N,) or (N, 1)")
+
+
+def test_eval_batches_yielding_triples_are_a_one_line_error_naming_the_pairs_expected():
+    model, optimizer, loader = _problem()
+    triples = [(x, y, torch.ones(len(y))) for x, y in loader]
+    with pytest.raises(TypeError) as caught:
+        lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.5, iterations=4, eval_batches=triples,
+                      eval_every=2)
+    assert str(caught.value) == "eval_batches must yield (inputs, targets) pairs, got tuple of length 3"
+    assert model.training and optimizer.param_groups[0]["lr"] == 0.01  # restored all the same
+
+
+def test_each_param_group_keeps_its_lr_ratio_to_group_0():
+    model, _, loader = _problem()
+    first, second = model[0], model[2]
+    optimizer = torch.optim.SGD([{"params": first.parameters()}, {"params": second.parameters(), "lr": 0.001}],
+                                lr=0.01, momentum=0.9)
+    seen = _lrs_each_step(optimizer)
+    result = lr_range_test(model, loader, optimizer, start_lr=1e-4, end_lr=1.0, iterations=12, ramp="exponential")
+    assert [lrs[0] for lrs in seen] == result.history.lr.tolist()
+    # Group 1 ran at a tenth of group 0's LR at every step, as its LR stood to group 0's before
+    # (two float64 operations apart from lr * 0.1: pytest.approx's default, conftest).
+    assert [lrs[1] for lrs in seen] == pytest.approx([lr * 0.1 for lr in result.history.lr])
+    assert [g["lr"] for g in optimizer.param_groups] == [0.01, 0.001]  # restored
+
+
+def test_a_group_0_at_lr_0_beside_a_group_that_is_not_is_refused():
+    model, _, loader = _problem()
+    optimizer = torch.optim.SGD([{"params": model[0].parameters(), "lr": 0.0},
+                                 {"params": model[2].parameters(), "lr": 0.01}], lr=0.1)
+    with pytest.raises(ValueError, match="param group 0 has lr 0 but group 1 has 0.01"):
+        lr_range_test(model, loader, optimizer, start_lr=0.0, end_lr=0.5, iterations=4)
+
+
+def test_start_lr_defaults_to_the_optimizers_lr():
+    model, optimizer, loader = _problem()  # SGD at lr 0.01
+    result = lr_range_test(model, loader, optimizer, end_lr=0.5, iterations=10)
+    assert result.start_lr == 0.01 and result.history.lr.iloc[0] == 0.01
+    assert result.ramp == "linear"  # 0.01 -> 0.5 spans 1.7 decades
+
+
+@pytest.mark.parametrize("start_lr, end_lr, ramp", [
+    (1e-4, 10.0, "exponential"),  # five decades: fastai's and torch-lr-finder's kind of range
+    (0.001, 0.1001, "exponential"),  # just over two decades
+    (0.001, 0.1, "linear"),  # two decades exactly: not more than two
+    (0.0, 0.3, "linear"),  # Smith's ramp from 0 (no exponential ramp starts at 0)
+])
+def test_the_ramp_defaults_to_exponential_over_more_than_two_decades_and_says_which(start_lr, end_lr, ramp):
+    model, optimizer, loader = _problem()
+    result = lr_range_test(model, loader, optimizer, start_lr=start_lr, end_lr=end_lr, iterations=10)
+    assert result.ramp == ramp
+    assert result.history.lr.tolist() == [ramp_lr(ramp, start_lr, end_lr, 10, it) for it in range(10)]

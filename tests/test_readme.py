@@ -1,21 +1,30 @@
-"""The README's library example runs as written: with its generator, with Adam in place of
-SGD, and on CUDA where there is one (issue 14)."""
+"""The README's library examples run as written: with its generator, with Adam in place of
+SGD, and on CUDA where there is one (issue 14); `advise` on a DataLoader, and both listings on
+the library alone plus onecycle[plots] (issue 30)."""
 
+import json
 import re
 
 import pytest
 import torch
 
 from conftest import REPO
+from library_only import WORKFLOW_ONLY, run_python
 
 SGD_LINE = "optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)"
 
 
-def readme_listing() -> str:
+def readme_listings() -> list[str]:
+    """The README's Python listings: the range test and schedule, then advise (which goes on
+    from the first's imports, teacher and device)."""
     text = (REPO / "README.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
-    assert blocks, "the README lost its library example"
-    return blocks[0]
+    assert len(blocks) == 2, "the README lost a library example"
+    return blocks
+
+
+def readme_listing() -> str:
+    return readme_listings()[0]
 
 
 def run(listing: str) -> dict:
@@ -35,8 +44,10 @@ def check(namespace: dict, beta1: bool) -> None:
     from matplotlib.figure import Figure
 
     result, schedule = namespace["result"], namespace["scheduler"].schedule
-    # The generator of 100 batches fed the range test until it stopped at the blow-up.
+    # The generator of 100 batches fed the range test until it stopped at the blow-up, on the
+    # ramp chosen for 1e-4 -> 10 (five decades) with nothing said.
     assert result.diverged is not None and 0 < len(result.history) <= 100
+    assert result.ramp == "exponential"
     assert isinstance(namespace["figure"], Figure)
     assert 0 < namespace["base_lr"] < namespace["max_lr"] < result.diverged["lr"]
     # The standard loop made steps step() calls, the trailing one included, and ended on the
@@ -68,3 +79,27 @@ def test_readme_library_example_runs_on_cuda():
     assert namespace["device"] == "cuda"
     assert next(namespace["model"].parameters()).device.type == "cuda"
     check(namespace, beta1=False)
+
+
+def test_readme_advise_example_runs_as_written():
+    namespace = run("".join(readme_listings()))
+    advice, trials = namespace["advice"], namespace["advice"].trials
+    # Within the budget: twice the training's 6 epochs x 50 batches.
+    assert advice.total_steps == 300 and advice.cost_iterations <= advice.budget_iterations == 600
+    # The pick is the trial with the best held-out accuracy, and the loop ran its schedule whole.
+    assert advice.max_lr == trials.loc[trials.chosen, "max_lr"].item()
+    assert trials.loc[trials.chosen, "held_out_accuracy"].item() == trials.held_out_accuracy.max()
+    assert namespace["scheduler"].last_epoch == advice.schedule.steps == 300
+    # The linear teacher again: chance is 10 %, as in check() above.
+    assert held_out_accuracy(namespace) > 0.5
+
+
+def test_readme_listings_run_on_the_library_alone_plus_plots():
+    # `pip install onecycle[plots]`: none of the workflow extra's packages can be imported.
+    report = ("import json\nprint(json.dumps({'ramp': result.ramp, 'figure': type(figure).__name__, "
+              "'max_lr': advice.max_lr, 'steps': scheduler.last_epoch}))\n")
+    run = run_python("".join(readme_listings()) + report, WORKFLOW_ONLY)
+    assert run.returncode == 0, run.stderr[-2000:]
+    outcome = json.loads(run.stdout.splitlines()[-1])
+    assert outcome["ramp"] == "exponential" and outcome["figure"] == "Figure"
+    assert outcome["max_lr"] > 0 and outcome["steps"] == 300

@@ -1,6 +1,6 @@
 """A run's identity (issue 24): which config a run folder's run was made with, recorded by the real
 CLI, matched against the plan, and what `onecycle train` does with a folder that already holds a
-run (docs/design.md §10c)."""
+run (docs/design.md §10d)."""
 
 from __future__ import annotations
 

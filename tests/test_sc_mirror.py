@@ -13,6 +13,7 @@ from conftest import REPO, needs_fashion_mnist
 from onecycle import cli, io
 from onecycle.experiments.config import RangeTestConfig, RunConfig, parse
 from onecycle.experiments.expansion import expand
+from onecycle.report import claims
 
 CONFIG = REPO / "configs" / "sc_mirror.yaml"
 MAIN, LITERAL, LENET = "sc_mirror_resnet20", "sc_mirror_resnet20_literal_maf", "sc_mirror_lenet"
@@ -204,13 +205,14 @@ def test_tiny_mirror_jobs_and_report(tmp_path):
     for figure in (f"{MAIN}_accuracy", f"{MAIN}_range_test", f"{MAIN}_comparison", f"{LENET}_range_test"):
         assert (results / "figures" / f"{figure}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every claim of the config has a row. The limited-data groups did not run: "pending", never
-    # a win or a loss. One seed per group gives no confidence bound: never "supported".
+    # a win or a loss. One seed per group gives no confidence bound: never "supported"; a run or
+    # range test of a handful of iterations that stayed at chance makes the verdict "invalid".
     verdicts = pd.read_csv(results / "tables" / f"{MAIN}_claims.csv").set_index("claim_id")
     claim_ids = [claim["id"] for claim in _mirror()["experiments"][MAIN]["claims"]]
     assert list(verdicts.index) == claim_ids
     for claim_id, row in verdicts.iterrows():
-        if claim_id.endswith("_10k"):   # run, one seed each
-            assert row.verdict in ("inconclusive", "diverged")
+        if claim_id.endswith("_10k"):   # run, one seed each; at this size a run may stay at chance
+            assert claims.bare_verdict(row.verdict) in ("inconclusive", "diverged", "invalid")
         else:
             assert row.verdict == "pending" and "seed0" in row.pending_runs
         assert row.expected == "supported"   # SC's own numbers, as the config states (A3)

@@ -8,8 +8,8 @@ import pytest
 
 from scipy import stats as scipy_stats
 
-from onecycle.report.stats import (PairedComparison, bootstrap_ci, difference_bounds, mean_std, paired_difference,
-                            seeds_to_settle, time_to_accuracy, verdict, welch_bounds_from_stats)
+from onecycle.report.stats import (difference_bounds, holm, mean_std, seeds_to_settle, t_interval, time_to_accuracy,
+                                   verdict, welch_bounds_from_stats)
 
 # --------------------------------------------------------------------------- mean_std
 
@@ -35,114 +35,62 @@ def test_non_finite_values_are_refused_not_hidden():
     with pytest.raises(ValueError, match="finite"):
         mean_std([1.0, math.nan])
     with pytest.raises(ValueError, match="finite"):
-        bootstrap_ci([1.0, math.inf])
+        t_interval([1.0, math.inf])
 
 
-# --------------------------------------------------------------------------- bootstrap_ci
+# --------------------------------------------------------------------------- t_interval
 
-def test_bootstrap_ci_of_two_values_by_hand():
-    # Resampled means of [0, 1] are 0, 0.5, 1 with probability 1/4, 1/2, 1/4, so the 2.5 % and
-    # 97.5 % quantiles are 0 and 1, and so are the 20 % and 80 % ones (confidence 0.6), while
-    # the 30 % and 70 % quantiles (confidence 0.4) both lie in the middle half: 0.5.
-    # (The Monte Carlo share of each outer value is 0.25 +- 0.005.)
-    assert bootstrap_ci([0.0, 1.0]) == (0.0, 1.0)
-    assert bootstrap_ci([0.0, 1.0], confidence=0.6) == (0.0, 1.0)
-    assert bootstrap_ci([0.0, 1.0], confidence=0.4) == (0.5, 0.5)
+# t quantiles written out, so that the interval is checked against numbers scipy did not produce:
+# t(0.975, 2) = 4.302653 and t(0.975, 4) = 2.776445 (any t table).
+T975 = {2: 4.302653, 4: 2.776445}
 
 
-def test_bootstrap_ci_is_deterministic_given_the_seed_and_contains_the_mean():
-    values = [93.2, 94.1, 92.7, 93.9, 93.5]
-    low, high = bootstrap_ci(values, seed=3)
-    assert bootstrap_ci(values, seed=3) == (low, high)
-    assert bootstrap_ci(values, seed=4) != (low, high)
-    assert low < np.mean(values) < high
-    assert min(values) <= low and high <= max(values)
+def test_t_interval_of_three_seeds_by_hand():
+    # 86.40, 86.45, 87.15 (the smoke's 1cycle seeds): mean 86.6667, deviations -0.2667, -0.2167,
+    # +0.4833, sum of squares 0.0711 + 0.0469 + 0.2336 = 0.3517, sd sqrt(0.3517 / 2) = 0.4193,
+    # se 0.4193 / sqrt 3 = 0.2421; half width 4.302653 * 0.2421 = 1.0417. The seeds' own range
+    # [86.40, 87.15], which a percentile bootstrap of 3 values cannot leave, is far narrower.
+    low, high = t_interval([86.40, 86.45, 87.15])
+    sd = math.sqrt(((86.40 - 86.6667) ** 2 + (86.45 - 86.6667) ** 2 + (87.15 - 86.6667) ** 2) / 2)
+    half = T975[2] * sd / math.sqrt(3)
+    # 1e-4 pp: the hand values carry 4 decimals of the mean; the t quantile 7 significant digits.
+    assert (low, high) == pytest.approx((86.6667 - half, 86.6667 + half), abs=1e-4)
+    assert low < 86.40 - 0.5 and high > 87.15 + 0.3
 
 
-def test_bootstrap_ci_of_one_and_of_no_value():
-    assert bootstrap_ci([0.7]) == (0.7, 0.7)
-    assert all(math.isnan(v) for v in bootstrap_ci([]))
+def test_t_interval_at_another_confidence_and_n():
+    # 1..5: mean 3, sd sqrt(2.5), se sqrt(0.5); 95 % with df 4.
+    low, high = t_interval([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert (low, high) == pytest.approx((3 - T975[4] * math.sqrt(0.5), 3 + T975[4] * math.sqrt(0.5)), abs=1e-5)
+    narrower = t_interval([1.0, 2.0, 3.0, 4.0, 5.0], confidence=0.8)
+    assert low < narrower[0] < narrower[1] < high
 
 
-@pytest.mark.parametrize("confidence", [0.0, 1.0, 1.5])
-def test_bootstrap_ci_rejects_a_confidence_outside_0_1(confidence):
-    with pytest.raises(ValueError):
-        bootstrap_ci([1.0, 2.0], confidence=confidence)
+def test_t_interval_needs_two_values_with_a_spread():
+    for values in ([], [86.4], [86.4, 86.4, 86.4]):
+        assert all(math.isnan(v) for v in t_interval(values))
+    with pytest.raises(ValueError, match="confidence"):
+        t_interval([1.0, 2.0], confidence=1.0)
 
 
-def _hand_bootstrap(values, confidence=0.95, n_resamples=10_000, seed=0):
-    """The hand-written percentile bootstrap that scipy.stats.bootstrap replaced."""
-    array = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(seed)
-    means = array[rng.integers(0, len(array), size=(n_resamples, len(array)))].mean(axis=1)
-    return tuple(float(q) for q in np.quantile(means, [(1 - confidence) / 2, (1 + confidence) / 2]))
+# --------------------------------------------------------------------------- holm
+
+def test_holm_by_hand():
+    # m = 4, sorted p: 0.01, 0.02, 0.03, 0.04 -> 4 * 0.01 = 0.04, 3 * 0.02 = 0.06, 2 * 0.03 = 0.06,
+    # 1 * 0.04 = 0.04 -> monotone: 0.04, 0.06, 0.06, 0.06. In the given order.
+    assert holm([0.03, 0.01, 0.04, 0.02]) == pytest.approx([0.06, 0.04, 0.06, 0.06])
+    # At alpha 0.05 only the smallest survives, where uncorrected all four would.
+    assert [p <= 0.05 for p in holm([0.03, 0.01, 0.04, 0.02])] == [False, True, False, False]
 
 
-@pytest.mark.parametrize("values, confidence, seed", [
-    ([0.0, 1.0], 0.95, 0), ([93.2, 94.1, 92.7, 93.9, 93.5], 0.95, 3), ([1.0, 2.0, 3.0], 0.8, 7),
-    (list(np.random.default_rng(1).normal(90, 0.5, size=13)), 0.9, 11),
-])
-def test_bootstrap_ci_on_scipy_gives_the_hand_written_interval(values, confidence, seed):
-    # Same generator, same draws (integers(0, n, (resamples, n))), same linear quantiles; only
-    # the order in which each resample's mean is summed may differ: a few ulps, 1e-15 relative.
-    assert bootstrap_ci(values, confidence=confidence, seed=seed) == pytest.approx(
-        _hand_bootstrap(values, confidence, seed=seed), rel=1e-12)
-
-
-# --------------------------------------------------------------------------- paired_difference
-
-def test_paired_difference_uses_shared_seeds_only_and_exact_p():
-    a = {0: 3.0, 1: 5.0, 2: 4.0, 9: 100.0}
-    b = {0: 2.0, 1: 3.0, 2: 1.0, 7: -100.0}
-    result = paired_difference(a, b)
-    # Differences 1, 2, 3: only the all-plus and all-minus of 8 sign flips reach |sum| 6.
-    assert (result.n, result.mean_diff, result.p_value) == (3, 2.0, 2 / 8)
-    assert result.ci_low <= 2.0 <= result.ci_high
-    assert (result.ci_low, result.ci_high) == bootstrap_ci([1.0, 2.0, 3.0])
-
-
-def test_paired_difference_exact_p_with_mixed_signs():
-    # Differences 1, -2, 3, 4: observed sum 6. A flip of a subset of |d| = {1, 2, 3, 4} with
-    # sum S gives |10 - 2S| >= 6 iff S <= 2 ({}, {1}, {2}) or S >= 8 ({1,3,4}, {2,3,4},
-    # {1,2,3,4}): 6 of 16.
-    a = {1: 1.0, 2: -2.0, 3: 3.0, 4: 4.0}
-    b = {1: 0.0, 2: 0.0, 3: 0.0, 4: 0.0}
-    assert paired_difference(a, b).p_value == 6 / 16
-
-
-def test_paired_difference_counts_ties_despite_float_rounding():
-    # Differences -0.6, 0.6, 0.3, 0.8, observed |sum| 1.1. The 0.6s with opposite signs cancel,
-    # leaving |+-0.3 +- 0.8| = 1.1 for 2 of 4 (4 flips); with equal signs +-1.2 +- 0.3 +- 0.8
-    # reaches 2.3 or 1.7 for 2 of 4 each (4 flips): 8 of 16. In floats some of the tying sums
-    # come out a hair below the observed one (a naive >= counts only 6).
-    result = paired_difference({0: -0.6, 1: 0.6, 2: 0.3, 3: 0.8}, dict.fromkeys(range(4), 0.0))
-    assert result.p_value == 8 / 16
-
-
-def test_paired_difference_monte_carlo_beyond_16_pairs():
-    # 18 differences of +-1, twelve positive: sum 6. Under sign flips the sum is 2K - 18,
-    # K ~ Binomial(18, 1/2): p = 2 P(K >= 12) = 2 * 31180 / 2**18 = 0.23788...
-    exact = 2 * sum(math.comb(18, k) for k in range(12, 19)) / 2**18
-    a = {s: (1.0 if s < 12 else -1.0) for s in range(18)}
-    b = {s: 0.0 for s in range(18)}
-    result = paired_difference(a, b, seed=5)
-    assert abs(result.p_value - exact) < 0.02  # Monte Carlo sd ~ 0.004 with 10 000 draws
-    assert paired_difference(a, b, seed=5) == result
-
-
-def test_paired_difference_monte_carlo_never_returns_zero():
-    # 20 equal-sign differences: exact p = 2 / 2**20; 10 000 random flips almost surely miss
-    # both extreme ones, leaving only the observed assignment: p = 1 / 10 001.
-    result = paired_difference({s: 1.0 for s in range(20)}, {s: 0.0 for s in range(20)})
-    assert result.p_value == 1 / 10_001
-
-
-def test_paired_difference_with_one_and_no_shared_seed():
-    one = paired_difference({0: 2.0, 1: 5.0}, {1: 4.0})
-    assert one == PairedComparison(1, 1.0, 1.0, 1.0, 1.0)
-    none = paired_difference({0: 2.0}, {1: 4.0})
-    assert none.n == 0
-    assert all(math.isnan(v) for v in (none.mean_diff, none.ci_low, none.ci_high, none.p_value))
+def test_holm_caps_at_one_and_leaves_untested_claims_out_of_m():
+    # NaN (a claim without a test) is not one of the m = 2: 2 * 0.3 = 0.6, then max(0.6, 1 * 0.9).
+    adjusted = holm([0.9, math.nan, 0.3])
+    assert adjusted[0] == pytest.approx(0.9) and math.isnan(adjusted[1]) and adjusted[2] == pytest.approx(0.6)
+    assert holm([0.7, 0.8]) == pytest.approx([1.0, 1.0])
+    assert holm([]) == []
+    with pytest.raises(ValueError, match="p-values"):
+        holm([1.5])
 
 
 # --------------------------------------------------------------------------- difference_bounds
@@ -171,6 +119,25 @@ def test_bounds_need_two_seeds_and_some_spread():
     assert one.pairing == "none" and math.isnan(one.lower) and "at least 2 seeds" in one.note
     flat = difference_bounds({0: 91.0, 1: 91.0}, {0: 90.0, 1: 90.0})
     assert flat.pairing == "none" and "no spread" in flat.note and flat.mean_diff == 1.0
+
+
+def test_identical_paired_differences_keep_the_paired_design_and_give_no_bound():
+    # Both seeds +2.49 pp while each group spreads by 0.27: Welch would bound the mean from the
+    # groups' spreads, but the seeds pair the runs by construction; the data may not pick the test.
+    bounds = difference_bounds({0: 91.06 + 0.19, 1: 91.06 - 0.19}, {0: 88.57 + 0.19, 1: 88.57 - 0.19})
+    assert bounds.pairing == "none" and bounds.test == "no test" and math.isnan(bounds.lower)
+    assert bounds.mean_diff == pytest.approx(2.49) and "identical" in bounds.note and "another seed" in bounds.note
+
+
+def test_p_values_agree_with_the_bounds():
+    # The lower bound clears a threshold exactly when the "supported" p is below 1 - confidence.
+    bounds = difference_bounds({0: 91.0, 1: 91.5, 2: 90.8}, {0: 88.0, 1: 88.4, 2: 87.9})
+    assert bounds.test == "paired t, df 2"
+    support, contradict = bounds.p_values(bounds.lower)
+    assert support == pytest.approx(0.05) and contradict == pytest.approx(0.95)
+    # Differences 3.0, 3.1, 2.9: t = (3 - 2) / (0.1 / sqrt 3) = 17.32 on 2 df.
+    assert bounds.p_values(2.0)[0] == pytest.approx(scipy_stats.t.sf(17.320508, 2), rel=1e-5)
+    assert all(math.isnan(p) for p in difference_bounds({0: 1.0}, {0: 0.0}).p_values(0.0))
 
 
 def test_seeds_to_settle_by_hand():
@@ -245,32 +212,3 @@ def test_time_to_accuracy_hits(target, x, expected):
 
 def test_time_to_accuracy_never_reached():
     assert time_to_accuracy(CURVE, 0.95) is None
-
-
-# --------------------------------------------------------------------------- small n
-
-@pytest.mark.parametrize(("n", "p"), [(1, 1.0), (2, 0.5), (3, 0.25), (5, 0.0625), (6, 0.03125), (16, 2 / 2**16)])
-def test_smallest_sign_flip_p_is_reached_by_differences_of_one_sign(n, p):
-    from onecycle.report.stats import smallest_sign_flip_p
-
-    assert smallest_sign_flip_p(n) == p
-    # The bound is attained: n positive differences give exactly this p.
-    assert paired_difference({s: 1.0 + s for s in range(n)}, dict.fromkeys(range(n), 0.0)).p_value == p
-
-
-def test_smallest_sign_flip_p_beyond_exact_enumeration_and_of_no_pair():
-    from onecycle.report.stats import MONTE_CARLO_PERMUTATIONS, smallest_sign_flip_p
-
-    # 20 pairs: 2 / 2**20 is below what 10 000 random flips can resolve, 1 / 10 001.
-    assert smallest_sign_flip_p(20) == 1 / (1 + MONTE_CARLO_PERMUTATIONS)
-    assert math.isnan(smallest_sign_flip_p(0))
-    with pytest.raises(ValueError, match="n must be an integer >= 0"):
-        smallest_sign_flip_p(-1)
-
-
-def test_pairs_needed_for_p():
-    from onecycle.report.stats import pairs_needed_for_p
-
-    # 2 / 2**5 = 0.0625 > 0.05 >= 2 / 2**6 = 0.03125; 2 / 2**7 = 0.0156 > 0.01 >= 2 / 2**8.
-    assert pairs_needed_for_p(0.05) == 6
-    assert pairs_needed_for_p(0.01) == 8

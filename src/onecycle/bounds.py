@@ -235,15 +235,15 @@ def steepest_slope_log_lr(history: pd.DataFrame, divergence_factor: float = DIVE
 
     torch-lr-finder takes `np.gradient(losses)` with index spacing after skipping the first 10
     and last 5 points; on its default exponential ramp log lr is evenly spaced, so the argmin is
-    the same. Its losses are an EMA with weight 0.05 on the new loss (no bias correction); ours
-    are the bias-corrected beta-0.98 EMA.
+    the same. Its losses are an EMA started at the first loss with weight 0.05 on each new one;
+    ours are fastai's beta-0.98 EMA divided by 1 - beta**(it+1) (onecycle.range_test).
     """
     return _steepest(history, "steepest_slope_log_lr", True, divergence_factor)
 
 
 # --------------------------------------------------------------------------- fastai's rules
 # Ported from fastai/callback/schedule.py (valley, slide, minimum, steep), which suggest on the
-# Recorder's smoothed training loss (AvgSmoothLoss: bias-corrected EMA, beta 0.98) -- the same
+# Recorder's smoothed training loss (AvgSmoothLoss: EMA with beta 0.98 divided by 1 - beta**n) -- the same
 # quantity as our `smoothed_loss`. Where our inputs differ:
 # - fastai skips `num_it//10` points with num_it the *planned* length; a recorded history knows
 #   only how many rows it has, which stands in for num_it (they differ after an early stop);

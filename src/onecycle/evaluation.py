@@ -1,4 +1,5 @@
-"""Scoring a model on a fixed set of batches, and moving batches to the model's device.
+"""Scoring a model on a fixed set of batches, moving batches to the model's device, and when a
+training run counts as diverged.
 
 A library module: it imports torch only, so that the range test (onecycle.range_test) can use
 it without the workflow's stack; the training loop (onecycle.training.run) uses the same `evaluate`.
@@ -6,6 +7,7 @@ it without the workflow's stack; the training loop (onecycle.training.run) uses 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -33,26 +35,74 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def training_divergence(loss: float, first_loss: float | None, factor: float) -> str | None:
+    """Why a training run's `loss` counts as diverged, or None: a non-finite loss, or one above
+    `factor` x the run's first loss (the suite's runs: train.divergence_factor, default 10;
+    onecycle.advice's trials the same)."""
+    if not math.isfinite(loss):
+        return f"loss is {loss}"
+    if first_loss is not None and loss > factor * first_loss:
+        return f"loss {loss:.4g} exceeds {factor:g} x the first loss {first_loss:.4g}"
+    return None
+
+
+def batch_pair(batch: Any, what: str) -> tuple[Any, Any]:
+    """(inputs, targets) of one batch, or a one-line TypeError naming `what`: a triple such as
+    (inputs, targets, weights) is refused rather than read in part (torch-lr-finder drops the
+    extra items silently; docs/library.md, "Against the peers' own tests")."""
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        got = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+        raise TypeError(f"{what} must yield (inputs, targets) pairs, got {got}")
+    return batch[0], batch[1]
+
+
+def class_targets(targets: Any) -> Any:
+    """Class-index targets as the (N,) vector cross_entropy and the accuracy need: an integer
+    column of shape (N, 1) (labels read from a table, e.g. a DataFrame's `df[["label"]]`) is
+    read as (N,). Anything else is returned unchanged: float targets of shape (N, 1) are a
+    regression's, and squeezing them would broadcast an MSE over N x N pairs."""
+    if (isinstance(targets, torch.Tensor) and targets.dim() == 2 and targets.shape[1] == 1
+            and not targets.is_floating_point() and not targets.is_complex()):
+        return targets[:, 0]
+    return targets
+
+
+def _correct(logits: torch.Tensor, targets: Any, what: str) -> int:
+    """How many argmax predictions equal the class-index targets; a one-line ValueError when the
+    targets cannot be class indices of the batch (a shape other than (N,) or (N, 1))."""
+    predictions = logits.argmax(1)
+    if not isinstance(targets, torch.Tensor) or targets.shape != predictions.shape:
+        shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
+        raise ValueError(f"{what}: the accuracy compares outputs.argmax(1), shape {tuple(predictions.shape)}, "
+                         f"with the targets, got {shape}: give class indices of shape (N,) or (N, 1)")
+    return int((predictions == targets).sum().item())
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
              loss_fn: Callable = nn.functional.cross_entropy,
              reduce: Callable[[list[float]], list[float]] | None = None,
-             device: torch.device | None = None) -> tuple[float, float]:
+             device: torch.device | None = None, what: str = "batches") -> tuple[float, float]:
     """Mean loss and accuracy over every example `batches` yields (for training runs: the full
     test set); the model's train/eval mode is restored afterwards. `device`: move each batch
     there first (None: the batches are already on the model's device). `reduce` sums the
-    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set."""
+    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set.
+    Targets are class indices (`class_targets`); `what` names the batches in errors."""
     was_training = model.training
     model.eval()
     loss_sum, correct, count = 0.0, 0, 0
-    for x, y in batches:
-        if device is not None:
-            x, y = move_to(x, device), move_to(y, device)
-        logits = model(x)
-        loss_sum += loss_fn(logits, y).item() * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
+    try:
+        for batch in batches:
+            x, y = batch_pair(batch, what)
+            y = class_targets(y)
+            if device is not None:
+                x, y = move_to(x, device), move_to(y, device)
+            logits = model(x)
+            loss_sum += loss_fn(logits, y).item() * y.numel()
+            correct += _correct(logits, y, what)
+            count += y.numel()
+    finally:  # a bad batch raises: the caller's model keeps its mode all the same
+        model.train(was_training)
     if reduce is not None:
         loss_sum, correct, count = reduce([loss_sum, correct, count])
     if count == 0:

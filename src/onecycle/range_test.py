@@ -1,15 +1,24 @@
 """The LR range test (CLR paper §3.3; SC §3; Part 1 §4.1) as a library call on any PyTorch
 model, optimizer and iterable of batches.
 
-Train for a few hundred iterations while the LR climbs from `start_lr` to `end_lr`; record, per
-iteration, lr, momentum, raw and bias-corrected smoothed train loss, and every `eval_every`
-iterations the loss and accuracy on a fixed held-out subset: Smith reads test accuracy and
-test loss, not only the train loss (docs/paper_reference.md D2). Stop when the loss diverges
-(onecycle.bounds.divergence_reason: raw or smoothed loss, non-finite values).
+Train for a few hundred iterations while the LR climbs from `start_lr` (default: the
+optimizer's LR, as torch-lr-finder) to `end_lr`; record, per iteration, lr, momentum, the raw
+and the smoothed train loss, and every `eval_every` iterations the loss and accuracy on a fixed
+held-out subset: Smith reads test accuracy and test loss, not only the train loss
+(docs/paper_reference.md D2). Stop when the loss diverges (onecycle.bounds.divergence_reason:
+raw or smoothed loss, non-finite values).
+
+The smoothed loss is fastai's (AvgSmoothLoss, beta 0.98): an exponential moving average started
+at 0 and divided by 1 - beta**(it+1), i.e. the mean of the losses so far weighted by
+beta**age, so its first value is the first loss. torch-lr-finder smooths differently: its
+average starts at the first loss and weighs each new one by smooth_f = 0.05, undivided.
 
 Ramps: "linear" is Smith's (Caffe `triangular` with base 0 and stepsize = max_iter,
-docs/paper_reference.md C1: lr = start + (end - start) * it / iterations); "exponential" is fastai's
-and torch-lr-finder's (lr = start * (end/start) ** (it / (iterations - 1))).
+docs/paper_reference.md C1: lr = start + (end - start) * it / iterations, so end_lr itself is
+never run); "exponential" is torch-lr-finder's `ExponentialLR` (lr = start * (end/start) **
+(it / (iterations - 1)), end_lr at the last iteration). By default the ramp is exponential when
+the range spans more than EXPONENTIAL_RAMP_DECADES decades, else linear; the result says which
+ran (`RangeTestResult.ramp`). Each param group keeps its LR's ratio to group 0's throughout.
 
 A library module: it imports torch, numpy, pandas and onecycle's library modules only (the
 plot's matplotlib when asked for a plot); the workflow's job around it is
@@ -23,7 +32,7 @@ import math
 import numbers
 import warnings
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
@@ -31,12 +40,20 @@ import torch
 from torch import nn
 
 from onecycle import bounds as bound_rules
-from onecycle.evaluation import evaluate, model_device, move_to
+from onecycle.evaluation import batch_pair, class_targets, evaluate, model_device, move_to
 from onecycle.progress import SILENT, Progress
 from onecycle.schedules import check_momentum_groups, group_momentum, set_momentum
 
 HISTORY_COLUMNS = ("iteration", "lr", "momentum", "train_loss", "smoothed_loss", "test_loss", "test_accuracy")
 RAMPS = ("linear", "exponential")
+
+# The default ramp is exponential above this many decades of LR: a linear ramp over k decades
+# runs 90 % of its iterations in the top decade and about 9 x 10**-k of them in the bottom one,
+# so past two decades (under 9 % in the bottom one) the low LRs get next to no points. fastai's
+# and Lightning's default ranges span 8 decades (1e-7 -> 10, 1e-8 -> 1), exponentially
+# (docs/peers.md §8); Smith's linear ones span a decade or start at 0. The plot's log axis uses
+# the same threshold (range_test_plot.LOG_SCALE_DECADES).
+EXPONENTIAL_RAMP_DECADES = 2.0
 
 
 def ramp_lr(ramp: str, start_lr: float, end_lr: float, iterations: int, it: int) -> float:
@@ -45,23 +62,50 @@ def ramp_lr(ramp: str, start_lr: float, end_lr: float, iterations: int, it: int)
     return start_lr * (end_lr / start_lr) ** (it / (iterations - 1))
 
 
+def default_ramp(start_lr: float, end_lr: float) -> str:
+    """"exponential" when start_lr > 0 and end_lr / start_lr exceeds EXPONENTIAL_RAMP_DECADES
+    decades, else "linear" (Smith's, which also starts from 0)."""
+    # The slack keeps an exact two-decade span on the linear side (1e-6..1e-4 is
+    # 100.00000000000001x in floating point), as range_test_plot.choose_scale does.
+    if start_lr > 0 and math.log10(end_lr / start_lr) > EXPONENTIAL_RAMP_DECADES + 1e-9:
+        return "exponential"
+    return "linear"
+
+
 @dataclass
 class RangeTestResult:
     """history: one row per iteration run (HISTORY_COLUMNS); suggestions: every bound rule's
     Suggestion (onecycle.bounds; empty for a momentum range test); diverged: where and why the
-    loss diverged, or None; stop_reason: why the test ended before `iterations`, or None."""
+    loss diverged, or None; stop_reason: why the test ended before `iterations`, or None;
+    ramp and start_lr: what ran, after the defaults were resolved."""
 
     history: pd.DataFrame
     suggestions: dict[str, bound_rules.Suggestion]
     diverged: dict[str, Any] | None
     stop_reason: str | None = None
+    ramp: str = field(kw_only=True)
+    start_lr: float = field(kw_only=True)
 
     def plot(self, ax: Any = None) -> Any:
         """The curve and every rule's suggestion on the matplotlib `ax` given (returned), or on
         a new Figure (returned); nothing is written to disk. Needs matplotlib (onecycle[plots])."""
-        from onecycle.range_test_plot import plot_lr_range_test
-
+        plot_lr_range_test = plot_function("onecycle.range_test_plot", "plot_lr_range_test",
+                                           "RangeTestResult.plot()")
         return plot_lr_range_test(self.history, self.suggestions, ax=ax, diverged=self.diverged)
+
+
+def plot_function(module: str, name: str, what: str) -> Callable:
+    """`name` from the plotting `module`; without matplotlib, a ModuleNotFoundError whose one line
+    says which extra installs it (the library itself needs torch, numpy and pandas only)."""
+    import importlib
+
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "matplotlib":
+            raise
+        raise ModuleNotFoundError(f"{what} needs matplotlib: pip install 'onecycle[plots]'",
+                                  name=error.name) from None
 
 
 class _TrainStream:
@@ -104,13 +148,6 @@ class _TrainStream:
             return batch
 
 
-def _pair(batch: Any, what: str) -> tuple[Any, Any]:
-    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
-        raise TypeError(f"{what} must yield (inputs, targets) pairs, got {type(batch).__name__}"
-                        + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""))
-    return batch[0], batch[1]
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
@@ -130,8 +167,8 @@ def _check_arguments(model: Any, train_batches: Any, optimizer: Any, start_lr: A
         if isinstance(value, (str, bytes, torch.Tensor)) or not isinstance(value, Iterable):
             raise TypeError(f"{name} must be an iterable of (inputs, targets) batches (a DataLoader, "
                             f"a list, a generator), got {type(value).__name__}")
-    if ramp not in RAMPS:
-        raise ValueError(f"ramp must be 'linear' or 'exponential', got {ramp!r}")
+    if ramp is not None and ramp not in RAMPS:
+        raise ValueError(f"ramp must be 'linear', 'exponential' or None (by the range), got {ramp!r}")
     if not isinstance(iterations, numbers.Integral) or isinstance(iterations, bool) or iterations < 2:
         raise ValueError(f"iterations must be an integer >= 2 (a ramp needs two LRs), got {iterations!r}")
     for name, value in (("start_lr", start_lr), ("end_lr", end_lr)):
@@ -170,7 +207,7 @@ def _check_arguments(model: Any, train_batches: Any, optimizer: Any, start_lr: A
 
 
 def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.optim.Optimizer, *,
-                  start_lr: float, end_lr: float, iterations: int, ramp: str = "linear",
+                  start_lr: float | None = None, end_lr: float, iterations: int, ramp: str | None = None,
                   eval_batches: Iterable | None = None, eval_every: int = 10,
                   momentum_range: tuple[float, float] | None = None,
                   loss_fn: Callable = nn.functional.cross_entropy, smoothing: float = 0.98,
@@ -180,6 +217,11 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
     """Run an LR range test on any model, optimizer and batches; return the curve, every bound
     rule's suggestion (onecycle.bounds) side by side, and `result.plot(ax)`.
 
+    start_lr: default the optimizer's LR (its first param group's). ramp: "linear",
+    "exponential", or None: exponential over more than EXPONENTIAL_RAMP_DECADES decades, else
+    linear (`result.ramp` says which ran). The LR of param group g is the ramp's times g's
+    initial LR over group 0's (and times its `lr_mult`, Caffe's multiplier, when it has one);
+    the history records group 0's.
     train_batches: any iterable of (inputs, targets): a DataLoader or a list is iterated again
     as often as needed; a generator or iterator is read once and the test ends when it runs out
     (with a warning and `stop_reason`), unless `cache_batches` keeps its batches to replay.
@@ -187,41 +229,75 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
     one (a one-shot iterable is read into a list once). device: where batches go (default: the
     model's parameters' device). momentum_range: (start, end) ramped over the test, as
     momentum for SGD/Nesterov/RMSprop and beta1 for Adam/AdamW; the history records what the
-    optimizer's first param group holds. loss_fn(outputs, targets) -> scalar tensor.
+    optimizer's first param group holds. loss_fn(outputs, targets) -> scalar tensor; targets
+    are class indices, (N,) or (N, 1) (read as (N,); evaluation.class_targets), for the accuracy.
     divergence_factor: stop when the raw or smoothed loss exceeds it times the best smoothed
     loss so far, or on a non-finite loss (math.inf: on non-finite losses only).
     With `restore` (default) the model (weights and train/eval mode) and the optimizer are put
     back as they were, even if the test raises. `progress` hears of every iteration and
     evaluation (onecycle.progress; silent by default).
     """
+    if start_lr is None and isinstance(optimizer, torch.optim.Optimizer):
+        start_lr = float(optimizer.param_groups[0]["lr"])  # torch-lr-finder's default
     device = _check_arguments(model, train_batches, optimizer, start_lr, end_lr, iterations, ramp,
                               eval_batches, eval_every, momentum_range, loss_fn, smoothing,
                               divergence_factor, device)
     device = model_device(model) if device is None else device
+    ramp = default_ramp(start_lr, end_lr) if ramp is None else ramp
+    # A group's lr_mult (Caffe's multiplier, onecycle.training.optim, whose groups share one LR) on top.
+    scales = [ratio * group.get("lr_mult", 1.0)
+              for ratio, group in zip(group_ratios(optimizer), optimizer.param_groups)]
     if isinstance(eval_batches, Iterator):
         eval_batches = list(eval_batches)  # scored again at every evaluation
     if eval_batches is not None and not eval_batches:
         raise ValueError("eval_batches is empty: give at least one (inputs, targets) batch, or None")
-    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), model.training) \
-        if restore else None
+    saved = snapshot(model, optimizer) if restore else None
     try:
         history, diverged, stop_reason = _run(model, _TrainStream(train_batches, cache_batches), optimizer,
-                                              start_lr, end_lr, iterations, ramp, eval_batches, eval_every,
-                                              momentum_range, loss_fn, smoothing, divergence_factor, device,
-                                              progress)
+                                              scales, start_lr, end_lr, iterations, ramp, eval_batches,
+                                              eval_every, momentum_range, loss_fn, smoothing, divergence_factor,
+                                              device, progress)
     finally:
         if saved is not None:
-            model.load_state_dict(saved[0])
-            optimizer.load_state_dict(saved[1])
-            model.train(saved[2])
+            put_back(model, optimizer, saved)
     # LR bounds only come from an LR ramp; a momentum range test (start_lr == end_lr) has none.
     suggestions = bound_rules.suggest_all(history, divergence_factor) if end_lr > start_lr else {}
-    return RangeTestResult(history, suggestions, diverged, stop_reason)
+    return RangeTestResult(history, suggestions, diverged, stop_reason, ramp=ramp, start_lr=start_lr)
 
 
-def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimizer, start_lr: float,
-         end_lr: float, iterations: int, ramp: str, eval_batches: Iterable | None, eval_every: int,
-         momentum_range: tuple[float, float] | None, loss_fn: Callable, smoothing: float,
+def snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple:
+    """What `put_back` restores: the model's weights and buffers, its gradients, its train/eval
+    mode, and the optimizer's state and param groups."""
+    grads = [None if p.grad is None else p.grad.clone() for p in model.parameters()]
+    return copy.deepcopy(model.state_dict()), grads, model.training, copy.deepcopy(optimizer.state_dict())
+
+
+def put_back(model: nn.Module, optimizer: torch.optim.Optimizer, saved: tuple) -> None:
+    """Model and optimizer as `snapshot` found them (no gradient left from the steps in between)."""
+    weights, grads, training, state = saved
+    model.load_state_dict(weights)
+    for parameter, grad in zip(model.parameters(), grads):
+        parameter.grad = grad
+    model.train(training)
+    optimizer.load_state_dict(state)
+
+
+def group_ratios(optimizer: torch.optim.Optimizer) -> list[float]:
+    """Each param group's LR over group 0's, as the optimizer holds them now (1 for every group
+    when all hold 0). torch-lr-finder starts every group at its own LR too, but ends them all at
+    end_lr; the range test and onecycle.advice keep the ratios throughout (docs/library.md,
+    "Against the peers' own tests")."""
+    lrs = [float(group["lr"]) for group in optimizer.param_groups]
+    if lrs[0] == 0 and any(lrs):
+        other = next(i for i, lr in enumerate(lrs) if lr)
+        raise ValueError(f"param group 0 has lr 0 but group {other} has {lrs[other]!r}: the LR of each group "
+                         "is kept relative to group 0's, so group 0 needs an lr > 0")
+    return [lr / lrs[0] if lrs[0] else 1.0 for lr in lrs]
+
+
+def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimizer, scales: list[float],
+         start_lr: float, end_lr: float, iterations: int, ramp: str, eval_batches: Iterable | None,
+         eval_every: int, momentum_range: tuple[float, float] | None, loss_fn: Callable, smoothing: float,
          divergence_factor: float, device: torch.device,
          progress: Progress) -> tuple[pd.DataFrame, dict | None, str | None]:
     rows: list[dict[str, Any]] = []
@@ -236,22 +312,21 @@ def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimize
             warnings.warn(f"lr_range_test: {stop_reason}; stopped after {it} of {iterations} iterations",
                           stacklevel=3)
             break
-        x, y = _pair(batch, "train_batches")
+        x, y = batch_pair(batch, "train_batches")
         lr = ramp_lr(ramp, start_lr, end_lr, iterations, it)
         momentum = None
         if momentum_range is not None:
             momentum = momentum_range[0] + (momentum_range[1] - momentum_range[0]) * it / iterations
-        for group in optimizer.param_groups:
-            # A group's lr_mult (Caffe's per-parameter multiplier, onecycle.training.optim) scales the ramp.
-            group["lr"] = lr * group.get("lr_mult", 1.0)
+        for group, scale in zip(optimizer.param_groups, scales):
+            group["lr"] = lr * scale
             if momentum is not None:
                 set_momentum(group, momentum)
-        loss = loss_fn(model(move_to(x, device)), move_to(y, device))
+        loss = loss_fn(model(move_to(x, device)), move_to(class_targets(y), device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         value = loss.item()
-        # Bias-corrected EMA (fastai's and torch-lr-finder's smoothing).
+        # fastai's debiased EMA (the module's docstring; not torch-lr-finder's).
         average = smoothing * average + (1 - smoothing) * value
         smoothed = average / (1 - smoothing ** (it + 1))
         row = {"iteration": it, "lr": lr, "momentum": group_momentum(optimizer.param_groups[0]),
@@ -265,7 +340,8 @@ def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimize
         best_smoothed = min(best_smoothed, smoothed)
         progress.step(it + 1, lr, value)
         if eval_batches is not None and ((it + 1) % eval_every == 0 or it == iterations - 1):
-            row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn, device=device)
+            row["test_loss"], row["test_accuracy"] = evaluate(model, eval_batches, loss_fn, device=device,
+                                                              what="eval_batches")
             progress.evaluation(iteration=it + 1, lr=lr, test_loss=row["test_loss"],
                                 test_accuracy=row["test_accuracy"], train_loss=value)
             if math.isinf(row["test_loss"]):  # divergence for onecycle.bounds too

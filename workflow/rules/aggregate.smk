@@ -28,6 +28,7 @@ rule report_experiment:
             category="Verdicts",
             labels={"experiment": "{experiment}", "table": "1cycle minus baseline"},
         ),
+        validity=f"{R}/tables/{{experiment}}_validity.csv",
         accuracy_png=report(
             f"{R}/figures/{{experiment}}_accuracy.png",
             caption="../report/accuracy.rst",

@@ -61,7 +61,9 @@ def _range_inputs(wc):
 
 
 def _run_report_results(wc):
-    return [job.out_dir / "metrics.json" for job in PLAN.experiment_trains(wc.experiment)]
+    """The runs, and the range tests whose validity gate (onecycle.report.validity) the verdicts wait for."""
+    return [job.out_dir / "metrics.json"
+            for job in [*PLAN.experiment_trains(wc.experiment), *PLAN.experiment_range_tests(wc.experiment)]]
 
 
 def _range_report_results(wc):

@@ -2,6 +2,7 @@
 
     onecycle train --config RUN.yaml --out DIR [--bounds bounds.json] [--threads N]
     onecycle range-test --config RANGE.yaml --out DIR [--threads N]
+    onecycle advise --config RUN.yaml --out DIR [--budget F | --budget-iterations N]
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
     onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download] [--no-verify]
     onecycle caffe-mean --dataset NAME --splits JSON --record FILE
@@ -13,13 +14,17 @@
 
 Bad input ends with one line `onecycle: error: ...` and exit status 2, before any work starts.
 Only argparse is imported until a command runs (torch, pandas and pydantic are not), so that
-`onecycle --help` answers at once. This module builds the parser and reports errors; the
-commands' handlers are in onecycle.cli.commands, `onecycle schedule` in onecycle.cli.schedule.
+`onecycle --help` answers at once. `schedule` is the library's command (`pip install onecycle`);
+every other one is the replication suite's, and on an install without `onecycle[workflow]` it
+says so in one line instead of failing on its first missing import. This module builds the
+parser and reports errors; the commands' handlers are in onecycle.cli.commands, `onecycle
+schedule` in onecycle.cli.schedule.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Sequence
 
@@ -40,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecycle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     # One helper per command, in the order `onecycle --help` lists them.
-    for add in (_add_train, _add_range_test, _add_prepare_data, _add_caffe_mean, _add_combine_bounds,
+    for add in (_add_train, _add_range_test, _add_advise, _add_prepare_data, _add_caffe_mean, _add_combine_bounds,
                 _add_report, _add_compare_reference, _add_config, _add_plan, cli_schedule.register):
         add(sub)
     return parser
@@ -73,6 +78,27 @@ def _add_range_test(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, metavar="N", help=_THREADS_HELP)
     p.add_argument("--set-aside-stale", action="store_true", help=_SET_ASIDE_HELP)
     p.set_defaults(handler=commands._range_test)
+
+
+def _add_advise(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("advise", help="a max LR for a run's 1cycle, checked by range tests and short trainings",
+                       description="Run onecycle.advise on a run config's model and data: range tests over "
+                                   "several seeds, every rule's suggestion, short 1cycle trainings at them on a "
+                                   "held-out part of the training data; write what it tried and run.json, the "
+                                   "run config at the max LR that scored best (docs/library.md).")
+    p.add_argument("--config", required=True,
+                   help="run config, YAML or JSON, as for `onecycle train` (schedule: smith_1cycle), with optional "
+                        "range_test and advise blocks (budget, seeds, holdout, grid_points)")
+    p.add_argument("--out", required=True, help="output folder: trials.csv, suggestions.csv, advice.json, run.json, "
+                                                "advice.png")
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument("--budget", type=float, metavar="F",
+                        help="training iterations advise may spend, as a fraction of the run's "
+                             "(overrides advise.budget)")
+    budget.add_argument("--budget-iterations", type=int, metavar="N",
+                        help="training iterations advise may spend (overrides advise.budget_iterations)")
+    p.add_argument("--threads", type=int, metavar="N", help=_THREADS_HELP)
+    p.set_defaults(handler=commands._advise)
 
 
 def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
@@ -154,6 +180,34 @@ INTERRUPTED = 130
 # Path options that name a file or folder: an empty one would mean the current folder.
 PATH_OPTIONS = ("config", "out", "bounds", "record", "plot", "root", "reference", "run")
 
+# The commands the library alone runs (pyproject.toml's base dependencies); the others are the
+# replication suite's.
+LIBRARY_COMMANDS = ("schedule",)
+# What pyproject.toml's `workflow` extra installs, by import name (pyyaml -> yaml, scikit-learn
+# -> sklearn; `plots` brings matplotlib): the suite's commands import from all of them.
+WORKFLOW_MODULES = ("yaml", "pydantic", "torchvision", "scipy", "seaborn", "matplotlib", "sklearn", "snakemake",
+                    "tqdm")
+
+
+def missing_modules(names: Sequence[str]) -> list[str]:
+    """The top-level modules of `names` that cannot be imported here; finding them imports nothing."""
+    missing = []
+    for name in names:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):  # ValueError: a module in sys.modules without a spec
+            found = False
+        if not found:
+            missing.append(name)
+    return missing
+
+
+def _check_extras(command: str) -> None:
+    missing = [] if command in LIBRARY_COMMANDS else missing_modules(WORKFLOW_MODULES)
+    if missing:
+        raise ConfigError(f"`onecycle {command}` is part of the replication suite, which this install lacks "
+                          f"(no {', '.join(missing)}): pip install 'onecycle[workflow]'")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
@@ -161,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for option in PATH_OPTIONS:
             if getattr(args, option, None) is not None and not str(getattr(args, option)).strip():
                 raise ConfigError(f"--{option} is empty: name a file or folder")
+        _check_extras(args.command)
         return args.handler(args)
     except (ConfigError, ValueError) as error:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__

@@ -81,6 +81,22 @@ def _already_done(args: argparse.Namespace, kind: str, cfg, bounds: dict | None)
     return done is not None
 
 
+def _advise(args: argparse.Namespace) -> int:
+    from onecycle.experiments.advise_config import load_advise_config
+    from onecycle.training.advise_job import run_advise_job
+
+    cfg = load_advise_config(args.config)
+    if args.budget is not None or args.budget_iterations is not None:
+        spec = cfg.advise.model_copy(update={"budget": args.budget, "budget_iterations": args.budget_iterations})
+        cfg = cfg.model_copy(update={"advise": spec})
+    _set_threads(args.threads)
+    record = run_advise_job(cfg, args.out, log=lambda line: print(line, flush=True))
+    print(f"{cfg.name}: max_lr {record['max_lr']:.4g}, base_lr {record['base_lr']:.4g} for {record['total_steps']} "
+          f"iterations; cost {record['cost_iterations']} iterations; train it with "
+          f"`onecycle train --config {Path(args.out) / 'run.json'} --out DIR`", flush=True)
+    return 0
+
+
 def _set_threads(threads: int | None) -> None:
     """torch's intra-op threads: --threads, else $OMP_NUM_THREADS (Snakemake sets it to a rule's
     threads), else the workflow's default. Results depend on it in the last bits (the order of

@@ -5,19 +5,20 @@
         --set max_lr=0.8 --set stepsize=4003 --steps 9277 [--plot lr.png]
 
 The main cli.py calls `register(subparsers)` and then `args.handler(args)` for the exit code.
+The library's own command: it runs on `pip install onecycle` alone (values of --set read as
+JSON when PyYAML, which comes with onecycle[workflow], is missing); --plot needs onecycle[plots].
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from onecycle.io import atomic_path
 
@@ -93,12 +94,24 @@ def parse_settings(settings: list[str]) -> dict[str, Any]:
             raise _UsageError(f"--set expects KEY=VALUE, got {item!r}")
         if key in params:
             raise _UsageError(f"--set {key} given twice")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise _UsageError(f"--set {key}: {text!r} is not a valid YAML value") from None
-        params[key] = _numbers_from_strings(value)
+        params[key] = _numbers_from_strings(_read_value(key, text))
     return params
+
+
+def _read_value(key: str, text: str) -> Any:
+    """One --set value as YAML; without PyYAML (a library-only install) as JSON, YAML's subset
+    for numbers, lists, true and false, a bare word staying a string (caffe, cos)."""
+    try:
+        import yaml
+    except ModuleNotFoundError:
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text.strip()
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise _UsageError(f"--set {key}: {text!r} is not a valid YAML value") from None
 
 
 def _numbers_from_strings(value: Any) -> Any:
@@ -147,7 +160,10 @@ def write_csv(schedule: Schedule) -> None:
 
 def plot_schedule(schedule: Schedule, target: str) -> None:
     """lr (top) and momentum (bottom) vs step, written atomically as a PNG."""
-    from matplotlib.figure import Figure  # Agg rendering without pyplot's global state
+    try:
+        from matplotlib.figure import Figure  # Agg rendering without pyplot's global state
+    except ModuleNotFoundError:
+        raise _UsageError("--plot needs matplotlib: pip install 'onecycle[plots]'") from None
 
     steps = range(schedule.steps)
     momenta = [schedule.momentum(it) for it in steps]

@@ -1,5 +1,5 @@
 """Each planned job's spec.json, written while the Snakefile builds the DAG, and the finished runs
-a DAG run is about to redo, moved aside before Snakemake deletes them (docs/design.md §10c).
+a DAG run is about to redo, moved aside before Snakemake deletes them (docs/design.md §10d).
 
 spec.json is the training or range-test job's input. The Snakefile writes it in-process
 (`write_specs`), atomically and only when its content differs from the plan, so a changed

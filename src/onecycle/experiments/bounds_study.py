@@ -66,8 +66,6 @@ class BoundsStudyConfig(StrictModel):
     range_test_name: str = "main"
     # Name -> overrides of `range_test`: range tests (no training) under other settings.
     range_test_variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # "Lands within the grid's best": a rule's regret at most this many percentage points.
-    within_pp: Number = Field(default=0.5, ge=0)
 
     @field_validator("max_lr_grid")
     @classmethod

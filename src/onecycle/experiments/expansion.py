@@ -74,7 +74,7 @@ class Job:
     @property
     def digest(self) -> str:
         """The run's identity: what its metrics.json must record as `spec_digest`
-        (onecycle.experiments.identity, docs/design.md §10c)."""
+        (onecycle.experiments.identity, docs/design.md §10d)."""
         return spec_digest(self.config)
 
 

@@ -7,7 +7,7 @@ the config they validated, so a hand-written YAML and the workflow's spec.json o
 share it. A run matches a plan when its digest is the plan's, or, for runs recorded before the
 digest (or under other defaults), when the config it recorded validates to the same model as the
 planned one. Otherwise it is stale: it never counts (onecycle.report.evidence), and whatever
-would rerun it moves it aside first (`set_aside`), never deleting it (docs/design.md §10c).
+would rerun it moves it aside first (`set_aside`), never deleting it (docs/design.md §10d).
 """
 
 from __future__ import annotations

@@ -23,6 +23,10 @@ from onecycle.io import MAX_NAME_BYTES
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
+# What an experiment may say it changed from the paper it replicates (`departures:`), one text
+# each; every verdict from it is then shown "at this scale" with the list (docs/design.md §10c).
+Departure = Literal["data", "net", "batch", "budget", "lr", "bn", "optimizer", "evaluation", "seeds"]
+
 
 class Comparison(StrictModel):
     """What a comparison figure puts on its axes: dotted config paths, or "group"."""
@@ -84,6 +88,14 @@ class Claim(StrictModel):
                 raise ValueError("ordering needs at least 2 entries in groups, each group named once")
         return self
 
+    def comparison(self) -> tuple:
+        """What the claim compares: two claims with the same comparison are one claim stated twice
+        (the same groups, the same metric: final accuracy, or the speed-up to the target)."""
+        metric = "speed-up" if self.kind == "speedup" else "final accuracy"
+        if self.groups is not None:
+            return ("ordering", metric, tuple(tuple(t) if isinstance(t, list) else t for t in self.groups))
+        return (self.candidate, self.baseline, metric)
+
     def group_names(self) -> list[str]:
         """Every group the claim reads, in its order."""
         if self.groups is None:
@@ -127,6 +139,9 @@ class ExperimentConfig(StrictModel):
     seed_protocol: Literal["same", "part1"] = "same"
     # Smith's claims about these groups, each decided from the runs (onecycle.report.claims).
     claims: list[Claim] = Field(default_factory=list)
+    # How this experiment departs from the paper's protocol, aspect -> text (e.g. data: "10k
+    # Fashion-MNIST images, not CIFAR-10's 50k"). Empty: it runs the paper's scale.
+    departures: dict[Departure, str] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -134,7 +149,7 @@ class ExperimentConfig(StrictModel):
         # Parsed here, one by one, so that an error names the claim's id, not its list index.
         if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
             return data
-        parsed, seen = [], set()
+        parsed, seen, compared = [], set(), {}
         for index, raw in enumerate(data["claims"]):
             name = raw.get("id") if isinstance(raw, dict) else None
             where = f"claim {name!r}" if isinstance(name, str) else f"claims[{index}]"
@@ -143,9 +158,23 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"{where}: expected a mapping")
             if claim.id in seen:
                 raise ValueError(f"{where}: a second claim with this id")
+            # One comparison is one claim: counted twice it would look like two pieces of evidence
+            # (and two tests to correct for) where there is one.
+            if claim.comparison() in compared:
+                raise ValueError(f"{where}: compares the same groups on the same metric as claim "
+                                 f"{compared[claim.comparison()]!r}; one comparison is one claim: keep one")
             seen.add(claim.id)
+            compared[claim.comparison()] = claim.id
             parsed.append(claim)
         return {**data, "claims": parsed}
+
+    @field_validator("departures")
+    @classmethod
+    def _departures_say_something(cls, departures: dict[str, str]) -> dict[str, str]:
+        for aspect, text in departures.items():
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"departures.{aspect}: say how it departs from the paper (a non-empty text)")
+        return departures
 
     @field_validator("range_test_seeds")
     @classmethod

@@ -3,8 +3,10 @@
 Everything here reads explicit lists of result files that the plan names (never walks folders):
 - evidence: each planned run fresh, diverged, broken, stale or missing, before anything reads it;
 - runs: collect a run's metrics.json and history.csv into a row, or say why it is broken;
-- aggregate: per-group summaries beside the papers' numbers, paired and time-to-accuracy tables;
-- stats, claims, scorecard: statistics over seeds, the claims' verdicts, the suite's scorecard;
+- aggregate: per-group summaries beside the papers' numbers, the paired table;
+- speedup: the one definition of the target accuracy, time to it and the speed-up;
+- validity: the gates an experiment must pass before any verdict (invalid, tiny);
+- stats, claims, scorecard: statistics over seeds, the claims' verdicts, the suite's scorecard (Holm);
 - bounds_study: each range-test rule's regret against the study's LR grid;
 - tables (CSV, Markdown, LaTeX, HTML), figures/ (one module per figure family), describe (labels);
 - outputs: where every table and figure goes; build: one experiment's tables and figures;

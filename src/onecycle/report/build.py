@@ -14,7 +14,7 @@ import pandas as pd
 
 from onecycle import io
 from onecycle.report import bounds_study
-from onecycle.report import aggregate, claims, describe, scorecard, stats
+from onecycle.report import aggregate, claims, describe, scorecard, speedup, stats, validity
 from onecycle.experiments.bounds_study import BoundsStudyConfig
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
@@ -26,8 +26,8 @@ from onecycle.report.figures.range_test import RangeSeed, plot_range_test
 from onecycle.report.outputs import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, comparison_outputs,
                                      range_test_outputs, run_outputs, suite_outputs)
 from onecycle.report.published import load_published
-from onecycle.report.evidence import (DIVERGED, FRESH, experiment_runs, not_counted_text, range_test_evidence,
-                                      read_bounds)
+from onecycle.report.evidence import (DIVERGED, FRESH, TrainRuns, experiment_runs, not_counted_text,
+                                      range_test_evidence, read_bounds)
 from onecycle.report.evidence import histories as evidence_histories
 from onecycle.report.runs import BROKEN
 from onecycle.report.tables import rounded_for_csv, write_table
@@ -57,36 +57,36 @@ def group_labels(plan: Plan, experiment: str, sound: list[Job] | None = None) ->
     return labels
 
 
+def experiment_validity(plan: Plan, experiment: str) -> validity.Validity:
+    """The experiment's validity gates (onecycle.report.validity), from its finished runs."""
+    found = experiment_runs(plan, experiment)
+    return validity.check_experiment(plan, experiment, found.runs, evidence_histories(found.sound))
+
+
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
-    """The verdict table (with published numbers and verdicts), time to accuracy, the paired
-    comparison, and the accuracy-vs-iteration figure with the configured LR and momentum."""
+    """The validity gates, the verdict table (with published numbers and verdicts), time to
+    accuracy, the paired comparison, and the accuracy-vs-iteration figure with the configured LR
+    and momentum."""
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
     trains = plan.experiment_trains(experiment)
     found = experiment_runs(plan, experiment)
     runs, sound = found.runs, found.sound
-    published = load_published() if exp.published else None
-    labels = group_labels(plan, experiment, sound)
-    table = aggregate.summary_table(runs, published=published, mapping=exp.published,
-                                    expected_groups=[(experiment, group) for group in exp.training_groups()],
-                                    tolerance_pp=plan.workflow.tolerance_pp, schedules=labels, stale=found.stale())
-    caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
-               f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
-               f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a 95% percentile-bootstrap CI of the mean: column "
-               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables."
-               + not_counted_text(plan, found.evidence))
-    write_table(table, outputs["table_csv"].with_suffix(""), caption=caption,
-                display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
-
     # Only runs that are not broken; the broken ones are named in the tables' notes instead.
     histories = evidence_histories(sound)
+    checked = validity.check_experiment(plan, experiment, runs, histories)
+    validity.write_validity(outputs["validity"], checked)
+    labels = group_labels(plan, experiment, sound)
+    _write_summary(plan, experiment, runs, checked.label, labels, found)
     broken: dict[str, dict[int, str]] = {}
     for _, run in runs[runs["status"] == BROKEN].iterrows():
         broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
     if exp.candidate and exp.baseline:
-        speed = aggregate.time_to_accuracy_table(histories, exp.baseline, exp.candidate, broken=broken)
-        # 1cycle minus baseline over the seeds both have: mean difference, bootstrap CI, sign-flip p.
-        paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment)])
+        speed = speedup.time_to_accuracy_table(runs, histories, exp.baseline, exp.candidate,
+                                               speedup.table_margin_pp(exp), broken=broken)
+        # 1cycle minus baseline: each seed's difference and the claims' t bound on the mean.
+        paired = pd.DataFrame([aggregate.paired_comparison(runs, exp.candidate, exp.baseline, experiment,
+                                                           plan.workflow.claims_confidence)])
     else:
         speed = paired = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
     io.write_csv(outputs["time_to_accuracy"], rounded_for_csv(speed))
@@ -110,6 +110,32 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
                          outputs["accuracy_png"].with_suffix(""),
                          title=f"Test accuracy vs iteration: {_caption(plan, experiment)}", labels=legend)
     return list(outputs.values())
+
+
+def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str | None,
+                   labels: dict[str, str], found: TrainRuns) -> None:
+    """The verdict table. An invalid or tiny experiment's groups get its `label` where they would
+    get a verdict (pending, diverged and broken groups keep saying so); an experiment that states
+    its departures from the paper says "... at this scale" after a verdict. Stale runs (`found`,
+    onecycle.report.evidence) are named in the notes, and the caption counts what is not counted."""
+    exp = plan.workflow.experiments[experiment]
+    table = aggregate.summary_table(runs, published=load_published() if exp.published else None,
+                                    mapping=exp.published,
+                                    expected_groups=[(experiment, group) for group in exp.training_groups()],
+                                    tolerance_pp=plan.workflow.tolerance_pp, schedules=labels, stale=found.stale())
+    decided = table["verdict"].isin(["replicated", "not replicated", "no published number"])
+    if label:
+        table.loc[decided, "verdict"] = label
+    elif exp.departures:
+        decided &= table["verdict"] != "no published number"
+        table.loc[decided, "verdict"] = table.loc[decided, "verdict"] + claims.AT_THIS_SCALE
+    caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
+               f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
+               f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a two-sided 95% t interval of the mean: column "
+               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables."
+               + not_counted_text(plan, found.evidence))
+    write_table(table, run_outputs(plan, experiment)["table_csv"].with_suffix(""), caption=caption,
+                display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
 
 
 def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
@@ -199,7 +225,8 @@ def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs
     chance = 100.0 / DATASETS[trains[0].dataset].num_classes
     scored = bounds_study.scored_runs(runs, chance)
     combined = read_bounds(plan.bounds_path(experiment))
-    table = bounds_study.regret_table(scored, combined, study)
+    checked = experiment_validity(plan, experiment)
+    table = bounds_study.regret_table(scored, combined, study, plan.workflow.claims_confidence, checked.label)
     per_rule = (combined or {}).get("rules", {})
     seeds = [s for rule in study.rules for s in per_rule.get(rule, {}).get("per_seed", []) if s is not None]
     covers = "yes" if bounds_study.grid_covers(study.max_lr_grid, seeds) else "NO"
@@ -207,9 +234,14 @@ def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs
                f"at its suggestion (median over {len(plan.experiment_range_tests(experiment))} range-test "
                f"seeds), against a grid of {len(study.max_lr_grid)} max_lr values "
                f"({study.max_lr_grid[0]:g}-{study.max_lr_grid[-1]:g}; covers a tenth of the lowest to ten "
-               f"times the highest per-seed suggestion: {covers}). Accuracy: mean ± std over training seeds, a "
-               f"diverged run scored at chance ({chance:g}%). regret_pp = grid's best mean - the rule's; "
-               f"within_pp: regret <= {study.within_pp:g} pp.")
+               f"times the highest per-seed suggestion: {covers}). Accuracy: mean ± std over training seeds and a "
+               f"two-sided 95% t interval of the mean, a diverged run scored at chance ({chance:g}%). regret_pp = "
+               f"grid's best mean - the rule's, with one-sided {plan.workflow.claims_confidence:.0%} bounds from a "
+               f"paired t over the training seeds; versus_best: 'within noise' unless the bounds exclude 0; rank: 1 + "
+               f"the rules better beyond noise, so rules within noise share a rank. The grid's best is the highest of "
+               f"noisy means: regrets lean high by its selection.")
+    if checked.label:
+        caption += f" No ranking: {checked.label}."
     grid = bounds_study.grid_scores(scored, study.max_lr_grid)
     planned = len(study.max_lr_grid) * len(plan.workflow.seeds)
     if (done := int(grid["n"].sum())) < planned:
@@ -217,18 +249,25 @@ def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs
         caption += (f" PARTIAL GRID: {done} of {planned} grid runs finished ({int((grid['n'] > 0).sum())} of "
                     f"{len(grid)} points), so grid_best is that of the finished points and every regret a "
                     f"lower bound.")
+    if len(table) and not pd.isna(table["grid_best_accuracy"].iloc[0]):
+        best = table.iloc[0]
+        caption += (f" Grid's best: {best['grid_best_accuracy']:.2f} % at max_lr {best['grid_best_max_lr']:g}, 95% t "
+                    f"interval [{best['grid_best_ci_low']:.2f}, {best['grid_best_ci_high']:.2f}].")
     caption += not_counted_text(plan, found.evidence)
-    lr_formats = {c: LR_FORMAT for c in ("suggested_max_lr_mean", "trained_max_lr", "grid_best_max_lr")}
-    write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption, formats=lr_formats)
+    write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption,
+                display=bounds_study.regret_display(table))
     rules = {row.rule: {"max_lr": row.trained_max_lr, "accuracy_mean": row.accuracy_mean,
                         "accuracy_std": row.accuracy_std,
                         "suggestions": per_rule.get(row.rule, {}).get("per_seed", [])}
              for row in table.itertuples()}
     paper = (study.paper_max_lr, study.paper_source) if study.paper_max_lr is not None else None
+    best_interval = ((table["grid_best_ci_low"].iloc[0], table["grid_best_ci_high"].iloc[0]) if len(table)
+                     else None)
     plot_bounds_study(scored, grid, rules,
                       outputs["regret_figure_png"].with_suffix(""),
-                      title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}",
-                      within_pp=study.within_pp, paper=paper)
+                      title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}"
+                            + (" (INVALID: no ranking)" if checked.label else ""),
+                      best_interval=best_interval, paper=paper)
 
 
 def _write_range_test_settings(plan: Plan, experiment: str, study: BoundsStudyConfig,
@@ -254,18 +293,23 @@ def write_bounds_summary(plan: Plan) -> list[Path]:
     outputs = bounds_summary_outputs(plan)
     if not outputs:
         return []
-    regrets, within = {}, {}
+    regrets, left_out = {}, {}
     for experiment in plan.bounds_studies():
         path = bounds_study_outputs(plan, experiment)["regret_csv"]
         if path.exists():
-            regrets[experiment] = pd.read_csv(path)
-            within[experiment] = plan.workflow.experiments[experiment].bounds_study.within_pp
-    table = bounds_study.suite_summary(regrets, within)
-    thresholds = ", ".join(f"{name} {pp:g} pp" for name, pp in within.items())
+            regret = pd.read_csv(path, keep_default_na=False, na_values=[""])
+            valid = regret.get("validity", pd.Series(dtype=object)).dropna()
+            label = valid.iloc[0] if len(valid) else None
+            if label:
+                left_out[experiment] = label
+            else:
+                regrets[experiment] = regret
+    table = bounds_study.suite_summary(regrets)
+    invalid = "".join(f" Left out, {label}: {name}." for name, label in left_out.items())
     write_table(table, outputs["summary_csv"].with_suffix(""),
-                caption=(f"Bounds studies ({', '.join(regrets) or 'none finished yet'}): per rule, "
-                         f"mean regret (pp below the grid's best) and rank over the studies, and in "
-                         f"how many it landed within the grid's best ({thresholds})."))
+                caption=(f"Bounds studies ({', '.join(regrets) or 'none valid and finished yet'}): per rule, mean "
+                         f"regret (pp below the grid's best) over the valid studies, and in how many it stood within "
+                         f"noise of the grid's best (or above it).{invalid}"))
     return list(outputs.values())
 
 
@@ -276,12 +320,17 @@ def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
         return []
     exp = plan.workflow.experiments[experiment]
     found = experiment_runs(plan, experiment)
-    table = claims.claims_table(exp, found.runs, evidence_histories(found.sound), plan.workflow.seeds,
+    histories = evidence_histories(found.sound)
+    checked = validity.check_experiment(plan, experiment, found.runs, histories)
+    table = claims.claims_table(exp, found.runs, histories, plan.workflow.seeds,
                                 published=load_published() if exp.published else None,
-                                confidence=plan.workflow.claims_confidence, stale=found.stale())
+                                confidence=plan.workflow.claims_confidence, validity=checked.label,
+                                stale=found.stale())
     texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())
+    scale = "".join(f"\n- {aspect}: {text}" for aspect, text in exp.departures.items())
     write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,
-                caption=f"Claims of {_caption(plan, experiment)}:{texts}")
+                caption=f"Claims of {_caption(plan, experiment)}:{texts}"
+                        + (f"\nAt this scale, departing from the paper in:{scale}" if scale else ""))
     return list(outputs.values())
 
 

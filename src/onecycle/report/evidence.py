@@ -1,7 +1,7 @@
 """Which runs count: every planned job's run folder classified before any table, claim or figure reads it.
 
 Tables are built from the plan, never from what happens to lie in a folder (docs/design.md
-§10c). Each planned job is
+§10d). Each planned job is
 - fresh: a completed run of exactly the planned config (onecycle.experiments.identity), whose
   files agree (onecycle.report.runs.run_problem);
 - diverged: the same, stopped by divergence (it counts, as "diverged");

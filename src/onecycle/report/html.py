@@ -37,8 +37,7 @@ from onecycle.report.outputs import (SCORECARD_STEM, bounds_study_outputs, bound
 
 # A claims table's headers on the page (onecycle.report.claims.DISPLAY_COLUMNS), short enough for the
 # table to fit a 1280 px window.
-CLAIM_HEADERS = {"claim_id": "claim", "mean_diff_pp": "difference (pp)", "lower_bound_pp": "lower bound",
-                 "upper_bound_pp": "upper bound", "threshold_pp": "threshold"}
+CLAIM_HEADERS = {"claim_id": "claim", "per_seed": "per seed"}
 
 # The report's stylesheet, shared with Snakemake's report (`--report-stylesheet`, see the Makefile).
 STYLESHEET = Path(__file__).with_name("report.css")
@@ -47,7 +46,8 @@ STYLESHEET = Path(__file__).with_name("report.css")
 def write_html_report(plan: Plan) -> Path:
     """<results_dir>/report.html from the tables and figures now in the results folder."""
     out = report_path(plan)
-    title = f"onecycle replication report: {plan.workflow.results_dir}"
+    tiny = " (TINY SCALE: no verdicts)" if plan.workflow.scale == "tiny" else ""
+    title = f"onecycle replication report{tiny}: {plan.workflow.results_dir}"
     evidence = plan_evidence(plan)
     body = [f"<h1>{_e(title)}</h1>", *_provenance(plan, evidence), _contents(plan),
             _claims_section(plan), _bounds_summary_section(plan),
@@ -133,8 +133,7 @@ def _claims_section(plan: Plan) -> str:
         found = True
         frame = _read_text_csv(scorecard)
         # Every column but the claim's is a verdict cell ("supported (paper: supported)").
-        parts.append(_table(display_frame(frame), "Scorecard: each claim on each dataset and "
-                                                  "architecture (ours; the papers' own numbers in brackets)",
+        parts.append(_table(display_frame(frame), _caption_of(scorecard.with_suffix(".md")),
                             verdict_columns=[c for c in frame.columns if c != "claim"]))
     for name in plan.workflow.experiments:
         path = tables / f"{name}_claims.csv"
@@ -147,8 +146,8 @@ def _claims_section(plan: Plan) -> str:
                 columns.insert(columns.index("baseline") + 1, "groups")
             parts.append(f"<h3>{_e(name)}</h3>")
             display = display_frame(frame[columns]).rename(columns=CLAIM_HEADERS)
-            parts.append(_table(display, f"Claims of {name}: the difference candidate - baseline (pp) with its "
-                                         "one-sided confidence bounds, against the claim's threshold"))
+            parts.append(_table(display, f"Claims of {name}: one statement of evidence per claim (estimate, "
+                                         "one-sided bounds, n, test, threshold) and the verdict it decides"))
             if {"claim_id", "text"} <= set(frame.columns):
                 statements = "".join(f"<li><b>{_e(r.claim_id)}</b>: {_e(r.text)}"
                                      + (f" <i>({_e(r.source)})</i>" if "source" in frame.columns and r.source else "")
@@ -164,6 +163,13 @@ def _claims_section(plan: Plan) -> str:
                      f"<code>tables/{SCORECARD_STEM}.csv</code>; they are shown here, first.</p>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _caption_of(markdown: Path) -> str:
+    """A written table's caption: the first paragraph of its Markdown version."""
+    if not markdown.exists():
+        return ""
+    return markdown.read_text(encoding="utf-8").split("\n\n")[0].strip()
 
 
 def _read_text_csv(path: Path) -> pd.DataFrame:
@@ -186,6 +192,7 @@ def _experiment_section(plan: Plan, name: str) -> str:
     parts = [f'<section id="{_e(name)}">', f"<h2>{_e(name)}: {_e(exp.replicates or exp.description)}</h2>"]
     if exp.description and exp.replicates:
         parts.append(f"<p>{_e(exp.description)}</p>")
+    parts += _validity_parts(plan, name)
     parts.append("<h3>Verdicts</h3>")
     parts.append(_fragment(runs["table_html"]))
     for key, heading in (("paired", "1cycle minus baseline, seed by seed"),
@@ -207,6 +214,28 @@ def _experiment_section(plan: Plan, name: str) -> str:
     parts += [_figure(plan, path, caption) for path, caption in figures if path is not None]
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _validity_parts(plan: Plan, name: str) -> list[str]:
+    """What the experiment's verdicts stand on: its scale (the departures from the paper) and
+    its validity gates (onecycle.report.validity), with what would make a failed one pass."""
+    exp = plan.workflow.experiments[name]
+    parts = ['<section class="validity">']
+    if exp.departures:
+        listed = "".join(f"<li><b>{_e(aspect)}</b>: {_e(text)}</li>" for aspect, text in exp.departures.items())
+        parts.append(f"<p>Every verdict here holds <b>at this scale</b>, which departs from the paper in:</p>"
+                     f"<ul>{listed}</ul>")
+    path = run_outputs(plan, name)["validity"]
+    if path.exists():
+        gates = _read_text_csv(path)
+        failed = gates[gates["passed"].astype(str) == "False"]
+        if len(failed):
+            parts.append("<p><b>No verdict</b>: " + "; ".join(_e(d) for d in failed["detail"]) + ". To make it "
+                         "valid: " + "; ".join(_e(r) for r in failed["to_make_valid"]) + ".</p>")
+        parts.append(_table(display_frame(gates), "Validity gates, checked before any verdict (True: passed; "
+                                                  "empty: does not apply or not finished)"))
+    parts.append("</section>")
+    return parts if len(parts) > 2 else []
 
 
 def _bounds_study_parts(plan: Plan, name: str) -> list[str]:

@@ -22,12 +22,12 @@ if TYPE_CHECKING:
 TABLE_EXTENSIONS = ("csv", "md", "tex", "html")
 FIGURE_EXTENSIONS = ("png", "pdf")
 # Suffixes after an experiment's name: its verdict table, time to accuracy, paired comparison,
-# accuracy figure, range-test figure, comparison figure, a bounds study's two tables and
-# figures, its claims table.
-TABLE, TIME_TO_ACCURACY, PAIRED, ACCURACY = "", "_time_to_accuracy", "_paired", "_accuracy"
+# validity gates, accuracy figure, range-test figure, comparison figure, a bounds study's two
+# tables and figures, its claims table.
+TABLE, TIME_TO_ACCURACY, PAIRED, VALIDITY, ACCURACY = "", "_time_to_accuracy", "_paired", "_validity", "_accuracy"
 RANGE_TEST, COMPARISON, REGRET, RANGE_TEST_SETTINGS, CLAIMS = (
     "_range_test", "_comparison", "_regret", "_range_test_settings", "_claims")
-EXPERIMENT_SUFFIXES = (TABLE, TIME_TO_ACCURACY, PAIRED, ACCURACY, RANGE_TEST, COMPARISON, REGRET,
+EXPERIMENT_SUFFIXES = (TABLE, TIME_TO_ACCURACY, PAIRED, VALIDITY, ACCURACY, RANGE_TEST, COMPARISON, REGRET,
                        RANGE_TEST_SETTINGS, CLAIMS)
 # The suite's own files: the claims scorecard and the bounds studies' summary.
 SCORECARD_STEM, BOUNDS_SUMMARY_STEM = "claims_scorecard", "bounds_study_summary"
@@ -44,6 +44,7 @@ def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     return {**_files(tables, experiment + TABLE, TABLE_EXTENSIONS, "table"),
             "time_to_accuracy": tables / f"{experiment}{TIME_TO_ACCURACY}.csv",
             "paired": tables / f"{experiment}{PAIRED}.csv",
+            "validity": tables / f"{experiment}{VALIDITY}.csv",
             **_files(figures, experiment + ACCURACY, FIGURE_EXTENSIONS, "accuracy")}
 
 

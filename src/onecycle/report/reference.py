@@ -181,7 +181,7 @@ def provenance_summary(results: Path) -> str:
     """Which revision, CPU and thread count produced a results folder (from its metrics.json)."""
     found: dict[str, set[str]] = {"revision": set(), "cpu": set(), "torch threads": set()}
     for path in sorted((results / "train").rglob("metrics.json")):
-        if is_set_aside(path):  # a stale run moved aside (docs/design.md §10c): not of this folder
+        if is_set_aside(path):  # a stale run moved aside (docs/design.md §10d): not of this folder
             continue
         provenance = io.read_json(path).get("provenance", {})
         found["revision"].add(str(provenance.get("git_revision")))

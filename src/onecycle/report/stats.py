@@ -1,4 +1,4 @@
-"""Statistics for aggregating runs over seeds: numpy/pandas and scipy.stats, deterministic given a seed.
+"""Statistics for aggregating runs over seeds: numpy/pandas and scipy.stats (t intervals and bounds, Holm).
 
 Values must be finite: a diverged run has no final accuracy, and silently averaging NaN (or
 silently dropping it) would hide the divergence; callers drop diverged runs explicitly and say
@@ -8,17 +8,12 @@ so (a cell whose seeds all diverged gets `verdict(..., status="diverged")`).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
-
-# Enumerate all 2**n sign flips up to n = 16 (65 536 rows): exact and still cheap; beyond that,
-# draw this many random sign vectors (Monte Carlo error of p about 0.005 at p = 0.5).
-EXACT_PERMUTATION_MAX_N = 16
-MONTE_CARLO_PERMUTATIONS = 10_000
 
 # Differences closer than this (percentage points) are the same number: accuracies are counts
 # over a test set, whose resolution is 100 / N pp >= 1e-5 pp for any test set under 10^7
@@ -54,77 +49,44 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     return mean, std, n
 
 
-def bootstrap_ci(values: Iterable[float], confidence: float = 0.95, n_resamples: int = 10_000,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap confidence interval of the mean.
+def t_interval(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Two-sided t interval of the mean: mean -+ t((1 + c) / 2, n - 1) * s / sqrt(n), with
+    scipy.stats.t's quantile (t(0.975, 2) = 4.302653 for three seeds).
 
-    Resamples the values with replacement `n_resamples` times (numpy default_rng(seed), so the
-    result is deterministic) and returns the (1-c)/2 and (1+c)/2 quantiles of the resampled
-    means. (nan, nan) for no values; (x, x) for a single value, which has no spread to resample.
+    Honest at small n, where a percentile bootstrap is not: the bootstrap of three values can
+    never reach beyond their min and max (its "95 %" interval covers about 75 %), while the t
+    interval widens with the t quantile as n falls. (nan, nan) below 2 values or without spread
+    (the mean of identical values has no estimated error): tables show the seeds instead.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
-    if n_resamples < 1:
-        raise ValueError(f"n_resamples must be >= 1, got {n_resamples}")
     array = _finite_array(values)
-    if len(array) == 0:
+    n = len(array)
+    if n < 2 or array.min() == array.max():
         return math.nan, math.nan
-    if len(array) == 1:
-        return float(array[0]), float(array[0])
-    # scipy's percentile bootstrap draws the same resamples from the same generator as the
-    # hand-written version it replaced (rng.integers(0, n, (n_resamples, n))), so the interval
-    # is unchanged (tests/test_stats.py pins it).
-    result = scipy_stats.bootstrap((array,), np.mean, n_resamples=n_resamples, confidence_level=confidence,
-                                   method="percentile", vectorized=True, rng=np.random.default_rng(seed))
-    return float(result.confidence_interval.low), float(result.confidence_interval.high)
+    half = float(scipy_stats.t.ppf((1 + confidence) / 2, n - 1)) * float(array.std(ddof=1)) / math.sqrt(n)
+    mean = float(array.mean())
+    return mean - half, mean + half
 
 
-@dataclass(frozen=True)
-class PairedComparison:
-    """A minus B over the seeds both have."""
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979), in the order given; NaN stays NaN and is
+    not counted among the m hypotheses.
 
-    n: int
-    mean_diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-
-
-def _sign_flip_p_value(diffs: np.ndarray, seed: int) -> float:
-    """Two-sided sign-flip permutation p-value of the mean paired difference.
-
-    Under H0 (no difference) each difference is as likely positive as negative; p is the share
-    of sign assignments whose |sum| is at least the observed |sum| (scipy.stats.permutation_test
-    on |sum|, one-sample "samples" permutations = sign flips). Exact over all 2**n assignments
-    for n <= 16; otherwise Monte Carlo, counting the observed one as well,
-    p = (1 + hits) / (1 + draws), which never returns 0 (Phipson & Smyth 2010). Sums that tie
-    the observed one up to float rounding count as "as extreme" (scipy's relative tolerance).
+    Sort the m finite p ascending, p(1) <= ... <= p(m); the adjusted p(i) is
+    max over j <= i of min(1, (m - j + 1) * p(j)). Rejecting where the adjusted p <= alpha
+    keeps the chance of any false rejection among the m at most alpha, under any dependence
+    (scipy.stats has Benjamini-Hochberg, `false_discovery_control`, but not Holm).
     """
-    n = len(diffs)
-    if n == 1:  # both sign assignments have the observed |sum| (scipy wants two observations)
-        return 1.0
-    draws = 2**n if n <= EXACT_PERMUTATION_MAX_N else MONTE_CARLO_PERMUTATIONS
-    result = scipy_stats.permutation_test(
-        (diffs,), lambda d, axis: np.abs(np.sum(d, axis=axis)), permutation_type="samples",
-        n_resamples=draws, alternative="greater", vectorized=True, rng=np.random.default_rng(seed))
-    return float(result.pvalue)
-
-
-def paired_difference(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, float],
-                      confidence: float = 0.95, seed: int = 0) -> PairedComparison:
-    """Compare A and B run with the same seeds: differences a[s] - b[s] over the shared seeds.
-
-    mean_diff with a percentile-bootstrap CI (`bootstrap_ci`) and the exact two-sided sign-flip
-    permutation p-value (Monte Carlo with `seed` beyond 16 pairs). With no shared seed every
-    field but n is NaN; with one, the CI is the single difference and p = 1.
-    """
-    shared = sorted(set(a_by_seed) & set(b_by_seed))
-    diffs = _finite_array(a_by_seed[s] - b_by_seed[s] for s in shared)
-    if len(diffs) == 0:
-        return PairedComparison(0, math.nan, math.nan, math.nan, math.nan)
-    ci_low, ci_high = bootstrap_ci(diffs, confidence=confidence, seed=seed)
-    return PairedComparison(len(diffs), float(diffs.mean()), ci_low, ci_high,
-                            _sign_flip_p_value(diffs, seed))
+    finite = [(p, i) for i, p in enumerate(p_values) if not math.isnan(p)]
+    if any(not 0 <= p <= 1 for p, _ in finite):
+        raise ValueError(f"p-values must lie in [0, 1], got {list(p_values)}")
+    adjusted = [math.nan] * len(p_values)
+    running, m = 0.0, len(finite)
+    for rank, (p, index) in enumerate(sorted(finite)):
+        running = max(running, min(1.0, (m - rank) * p))
+        adjusted[index] = running
+    return adjusted
 
 
 @dataclass(frozen=True)
@@ -160,6 +122,25 @@ class DifferenceBounds:
         mean difference and a threshold that these seeds can resolve."""
         return self.mean_diff - self.lower
 
+    @property
+    def test(self) -> str:
+        """The test behind the bounds, as a table prints it: "paired t, df 2", "Welch t, df 3.4"."""
+        if self.pairing == "paired":
+            return f"paired t, df {self.df:g}"
+        if self.pairing == "unpaired":
+            return f"Welch t, df {self.df:.1f}"
+        return "no test"
+
+    def p_values(self, threshold: float) -> tuple[float, float]:
+        """One-sided p-values from the t statistic behind the bounds (scipy.stats.t): of
+        "mean <= threshold" (small: the lower bound clears it, supported) and of "mean >=
+        threshold" (small: contradicted). lower > threshold exactly when the first is below
+        1 - confidence. NaN, NaN without a bound."""
+        if self.pairing not in ("paired", "unpaired") or not self.standard_error > 0:
+            return math.nan, math.nan
+        t = (self.mean_diff - threshold) / self.standard_error
+        return float(scipy_stats.t.sf(t, self.df)), float(scipy_stats.t.cdf(t, self.df))
+
 
 def _check_confidence(confidence: float) -> None:
     if not 0.5 < confidence < 1:
@@ -170,31 +151,33 @@ def difference_bounds(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, fl
                       confidence: float = 0.95) -> DifferenceBounds:
     """One-sided t bounds on mean(A) - mean(B) from per-seed values (scipy.stats t-tests).
 
-    Paired (scipy.stats.ttest_1samp on a[s] - b[s]) when both groups ran the same seeds: the
-    seed's shared initialisation and data order cancel. Unpaired (Welch, scipy.stats.ttest_ind
-    with equal_var=False) where the seeds differ, over every value of each group; a subset of
-    shared seeds is not picked out of a larger set, so no seed's result is silently dropped.
-    When the paired differences are all identical (two seeds both +2.49 pp: a coincidence of
-    the test set's resolution, not a measured spread of 0), the pairing's gain cannot be
-    estimated and the Welch bound, from each group's own spread, is used instead (note says so).
+    The test is fixed by the design, never by the values: paired (scipy.stats.ttest_1samp on
+    a[s] - b[s]) when both groups ran the same seeds, so that each seed's shared initialisation
+    and data order cancel; unpaired (Welch, scipy.stats.ttest_ind with equal_var=False) where
+    the seeds differ, over every value of each group (a subset of shared seeds is not picked out
+    of a larger set, so no seed's result is silently dropped). When the paired differences are
+    all identical (two seeds both +2.49 pp: the test set's resolution, not a measured spread of
+    0) the paired t has no spread to work with and there is no bound; the note says so, and
+    that a further seed would give one. The bound is never swapped for Welch's there: that
+    would let the data choose the test.
     """
     _check_confidence(confidence)
     a = {int(s): float(v) for s, v in a_by_seed.items()}
     b = {int(s): float(v) for s, v in b_by_seed.items()}
     _finite_array([*a.values(), *b.values()])
-    note = ""
     if set(a) == set(b) and len(a) >= 2:
         seeds = sorted(a)
         diffs = np.array([a[s] - b[s] for s in seeds])
-        if np.ptp(diffs) > IDENTICAL_PP:
-            lower = scipy_stats.ttest_1samp(diffs, 0.0, alternative="greater").confidence_interval(confidence).low
-            upper = scipy_stats.ttest_1samp(diffs, 0.0, alternative="less").confidence_interval(confidence).high
-            sd = float(diffs.std(ddof=1))
-            return DifferenceBounds("paired", len(diffs), len(a), len(b), float(diffs.mean()), float(lower),
-                                    float(upper), float(len(diffs) - 1), sd / math.sqrt(len(diffs)), confidence,
-                                    sd, math.nan)
-        note = (f"the {len(diffs)} paired differences are identical ({diffs[0]:+.2f} pp): "
-                "Welch bound from each group's spread")
+        sd = float(diffs.std(ddof=1))
+        if np.ptp(diffs) <= IDENTICAL_PP:
+            why = (f"the {len(diffs)} paired differences are identical ({diffs[0]:+.2f}): no spread, so no "
+                   "paired t bound; another seed would give one")
+            return _no_bound(len(a), len(b), float(diffs.mean()), confidence, 0.0, math.nan, why)
+        lower = scipy_stats.ttest_1samp(diffs, 0.0, alternative="greater").confidence_interval(confidence).low
+        upper = scipy_stats.ttest_1samp(diffs, 0.0, alternative="less").confidence_interval(confidence).high
+        return DifferenceBounds("paired", len(diffs), len(a), len(b), float(diffs.mean()), float(lower),
+                                float(upper), float(len(diffs) - 1), sd / math.sqrt(len(diffs)), confidence,
+                                sd, math.nan)
     values_a, values_b = np.array(list(a.values())), np.array(list(b.values()))
     mean_diff = float(values_a.mean() - values_b.mean()) if len(a) and len(b) else math.nan
     sd_a = float(values_a.std(ddof=1)) if len(a) >= 2 else math.nan
@@ -211,7 +194,7 @@ def difference_bounds(a_by_seed: Mapping[int, float], b_by_seed: Mapping[int, fl
     return DifferenceBounds("unpaired", min(len(a), len(b)), len(a), len(b), mean_diff,
                             float(greater.confidence_interval(confidence).low),
                             float(less.confidence_interval(confidence).high), float(greater.df), se,
-                            confidence, sd_a, sd_b, note)
+                            confidence, sd_a, sd_b)
 
 
 def welch_bounds_from_stats(mean_a: float, sd_a: float, n_a: int, mean_b: float, sd_b: float, n_b: int,
@@ -311,37 +294,9 @@ def time_to_accuracy(curve: pd.DataFrame, target: float, x: str = "iteration") -
 
 
 # --------------------------------------------------------------------------------------------
-# What a handful of seeds can and cannot show
+# What a handful of seeds can show
 # --------------------------------------------------------------------------------------------
 
-# Below this many values a bootstrap interval is no interval estimate: the percentile bootstrap
-# of two values returns the two values themselves (their resampled means are a, (a+b)/2, b), of
-# one a zero-width interval. Tables show those seeds' values and their range instead.
+# Below this many values an interval is no estimate (a t interval of two values has one degree
+# of freedom and spans -+12.7 standard errors): tables show those seeds' values instead.
 MIN_VALUES_FOR_CI = 3
-
-
-def smallest_sign_flip_p(n: int) -> float:
-    """The smallest p `paired_difference` can return with n pairs, whatever the differences.
-
-    Exact test (n <= 16): only the observed sign assignment and its mirror image reach the
-    largest |sum| when all n differences share a sign, so p >= 2 / 2**n (n = 1: 1, n = 2: 0.5,
-    n = 5: 0.0625, n = 6: 0.03125). Monte Carlo (n > 16): the observed assignment always counts,
-    p >= 1 / (1 + draws). NaN for n = 0 (no pair, no test).
-    """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
-        raise ValueError(f"n must be an integer >= 0, got {n!r}")
-    if n == 0:
-        return math.nan
-    if n <= EXACT_PERMUTATION_MAX_N:
-        return min(1.0, 2.0 / 2**n)
-    return max(2.0 / 2**n, 1.0 / (1 + MONTE_CARLO_PERMUTATIONS))
-
-
-def pairs_needed_for_p(alpha: float) -> int:
-    """The fewest pairs with which the sign-flip test can give p <= alpha at all (6 for 0.05)."""
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    n = 1
-    while smallest_sign_flip_p(n) > alpha:
-        n += 1
-    return n

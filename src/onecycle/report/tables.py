@@ -216,14 +216,16 @@ def html_table(display: pd.DataFrame, caption: str = "",
                verdict_columns: Sequence[str] = ("verdict", "expected")) -> str:
     """The display as one HTML table element (escaped; no script, no external resource), for the
     static report and Snakemake's. Number columns carry class "num"; a cell of `verdict_columns`
-    carries "verdict" and its verdict (the words before any bracket) as a class, e.g.
+    carries "verdict" and its verdict (the words before any bracket, colon, "at this scale" or
+    "after Holm") as a class, e.g.
     "v-not-replicated", so a stylesheet can colour it."""
     numeric = _numeric_display_columns(display)
 
     def cell(tag: str, column: str, value: Any) -> str:
         classes = ["num"] if column in numeric else []
         if tag == "td" and column in verdict_columns and value:
-            verdict = str(value).split(" (")[0].lower()
+            # The verdict word: "contradicted" of "contradicted at this scale (paper: ...)".
+            verdict = re.split(r" \(|:| at this scale| after holm", str(value).lower())[0]
             classes += ["verdict", "v-" + re.sub(r"[^a-z0-9]+", "-", verdict).strip("-")]
         attribute = f' class="{" ".join(classes)}"' if classes else ""
         return f"<{tag}{attribute}>{html.escape(str(value))}</{tag}>"

@@ -12,8 +12,9 @@ against hand-computed values at every phase boundary otherwise. Where each famil
 - params: the parameter checks every builder reads through;
 - registry: `make_schedule(policy, steps, **params)` builds one, checking every parameter;
   `POLICIES` lists them;
-- torch_adapter: `OneCycleScheduler` drops a schedule into anyone's PyTorch loop;
-  `apply_schedule` is the stateless form our own training loop calls every iteration.
+- torch_adapter: `OneCycleScheduler` drops a schedule into anyone's PyTorch loop, with
+  `total_steps(epochs, loader)` iterations; `apply_schedule` is the stateless form our own
+  training loop calls every iteration.
 
 Every public name is importable from `onecycle.schedules` itself.
 """
@@ -27,7 +28,7 @@ from onecycle.schedules.one_cycle import CaffeCyclicalMomentum, FastaiOneCycle, 
 from onecycle.schedules.params import REQUIRED, DerivedDefault
 from onecycle.schedules.registry import POLICIES, PolicyInfo, make_schedule, schedule_frame
 from onecycle.schedules.torch_adapter import (OneCycleScheduler, apply_schedule, check_momentum_groups,
-                                              group_momentum, set_momentum)
+                                              group_momentum, set_momentum, total_steps)
 
 __all__ = [
     "Schedule",
@@ -35,5 +36,6 @@ __all__ = [
     "CyclicalLR", "CaffeFixed", "CaffeStep", "CaffeMultiStep", "CaffeInv", "CaffeExp", "CaffePoly", "Cosine",
     "REQUIRED", "DerivedDefault",
     "PolicyInfo", "POLICIES", "make_schedule", "schedule_frame",
-    "apply_schedule", "OneCycleScheduler", "check_momentum_groups", "set_momentum", "group_momentum",
+    "apply_schedule", "OneCycleScheduler", "total_steps", "check_momentum_groups", "set_momentum",
+    "group_momentum",
 ]

@@ -1,13 +1,14 @@
 """Applying a schedule to a torch optimizer: `apply_schedule`, the stateless form our own
 training loop calls every iteration; `OneCycleScheduler`, a schedule as a torch LR scheduler for
-anyone's PyTorch loop; and the param-group momentum helpers (beta1 for Adam, else `momentum`).
+anyone's PyTorch loop; `total_steps(epochs, loader)`, the iterations it spans; and the
+param-group momentum helpers (beta1 for Adam, else `momentum`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 from typing import Any
 
 import torch
@@ -51,6 +52,23 @@ def group_momentum(group: dict[str, Any]) -> float | None:
     return group["betas"][0] if "betas" in group else group.get("momentum")
 
 
+def total_steps(epochs: int, loader: Sized) -> int:
+    """The iterations of a training of `epochs` passes over `loader`: epochs * len(loader), the
+    `steps` of make_schedule and OneCycleLR's total_steps (its epochs x steps_per_epoch). A
+    loader is anything with a len(): a DataLoader (its batches per epoch, drop_last counted), a
+    list of batches. A generator has none: count its batches and multiply."""
+    if isinstance(epochs, bool) or not isinstance(epochs, numbers.Integral) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    try:
+        per_epoch = len(loader)
+    except TypeError:  # also a DataLoader over an IterableDataset without __len__
+        raise TypeError(f"loader must have a len() (a DataLoader, a list of batches), got "
+                        f"{type(loader).__name__}: pass epochs * batches_per_epoch to make_schedule") from None
+    if per_epoch < 1:
+        raise ValueError(f"loader has no batch (len {per_epoch}): an epoch needs at least one")
+    return int(epochs) * per_epoch
+
+
 def _checked_schedule(schedule: Any) -> Schedule:
     if isinstance(schedule, Schedule):
         return schedule
@@ -91,10 +109,13 @@ class OneCycleScheduler(torch.optim.lr_scheduler.LRScheduler):
     OneCycleLR's contract, kept exactly: with total_steps = schedule.steps, the standard loop
     (`optimizer.step(); scheduler.step()` for every batch of every epoch, steps = epochs *
     len(loader)) makes `steps` step() calls; the last one, after the last optimizer step, is
-    accepted, and one more raises ValueError. After that trailing step OneCycleLR extrapolates
-    its last phase one iteration further (below its minimum LR; negative with
-    anneal_strategy="linear"); no optimizer step uses that value, and here the trailing step
-    holds the last iteration's lr and momentum instead.
+    accepted, and one more raises ValueError. That trailing step sets OneCycleLR's last phase
+    one iteration past its end: with anneal_strategy="cos" the cosine is symmetric about its
+    minimum, so the LR climbs back to iteration steps-2's value; with "linear" it falls below
+    the minimum LR, and below zero when the phase spans fewer than start/min - 1 iterations
+    (start/min, its start LR over the minimum, is 2.5e5 by default with two phases and 1e4 with
+    three). No optimizer step uses that value; here the trailing step holds the last
+    iteration's lr and momentum instead.
 
     `state_dict()` holds the progress only (plain numbers, so `torch.load(weights_only=True)`
     reads it); the schedule and group_scales are configuration, given again to the constructor.

@@ -5,5 +5,6 @@
 - checkpoints, schedule_setup, device: what a run saves to resume bit for bit, where its LR
   bounds come from (the config or a range test), the device and numerics mode;
 - optim: SGD as the papers ran it (PyTorch's or Caffe's update rule, prototxt multipliers);
-- distributed: the data-parallel form under torchrun; range_test_job: `onecycle range-test`.
+- distributed: the data-parallel form under torchrun; range_test_job: `onecycle range-test`;
+  advise_job: `onecycle advise`, onecycle.advise on a run config.
 """

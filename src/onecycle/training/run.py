@@ -37,7 +37,7 @@ from onecycle import io
 from onecycle.training import distributed
 from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
 from onecycle.experiments.identity import DIGEST_KEY, config_digest
-from onecycle.evaluation import evaluate
+from onecycle.evaluation import evaluate, training_divergence
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.training.checkpoints import Checkpointer, restore_training_state, training_state
@@ -67,14 +67,6 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, schedule: Sch
     loss.backward()
     optimizer.step()
     return loss.detach()
-
-
-def divergence_reason(loss: float, first_loss: float | None, factor: float) -> str | None:
-    if not math.isfinite(loss):
-        return f"loss is {loss}"
-    if first_loss is not None and loss > factor * first_loss:
-        return f"loss {loss:.4g} exceeds {factor:g} x the first loss {first_loss:.4g}"
-    return None
 
 
 def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
@@ -280,7 +272,7 @@ class TrainingRun:
         self.first_loss = value if self.first_loss is None else self.first_loss
         self.log_rows.append({"iteration": self.it - 1, "epoch": epoch + 1, "lr": self.schedule.lr(self.it - 1),
                               "momentum": self.optimizer.param_groups[0].get("momentum"), "train_loss": value})
-        reason = divergence_reason(value, self.first_loss, self.train_cfg.divergence_factor)
+        reason = training_divergence(value, self.first_loss, self.train_cfg.divergence_factor)
         if reason:
             self.diverged = {"iteration": self.it - 1, "epoch": epoch + 1, "loss": value, "reason": reason}
         return value, main_due
@@ -301,7 +293,7 @@ class TrainingRun:
         self.history.append(row)
         self.progress.evaluation(iteration=it, lr=row["lr"], test_loss=test_loss, test_accuracy=test_accuracy,
                                  train_loss=row["train_loss"], epoch=epoch + 1, epochs=self.data_epochs)
-        reason = divergence_reason(test_loss, None, self.train_cfg.divergence_factor)
+        reason = training_divergence(test_loss, None, self.train_cfg.divergence_factor)
         if reason:
             self.diverged = {"iteration": it, "epoch": epoch + 1, "loss": test_loss, "reason": f"test {reason}"}
 

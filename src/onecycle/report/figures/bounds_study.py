@@ -59,7 +59,7 @@ def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], c
 
 
 def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
-                      out_stem: Path, title: str, *, within_pp: float,
+                      out_stem: Path, title: str, *, best_interval: tuple[float, float] | None = None,
                       paper: tuple[float, str] | None = None) -> list[Path]:
     """Final accuracy against max_lr (log axis) in a bounds study (onecycle.experiments.bounds_study).
 
@@ -69,7 +69,8 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
     The grid's seeds are dots, their mean a line with a min-max band; diverged runs are crosses
     on the bottom edge; each rule is a marker at the max_lr it trained with its score, a
     horizontal bar over its range-test seeds' suggestions and a vertical one of its score's std;
-    the grid's best mean is a dotted line with the `within_pp` band beneath it; the paper's
+    the grid's best mean is a dotted line with its seeds' 95 % t interval (`best_interval`) as a
+    band; the paper's
     bound, (max_lr, label), a dashed vertical line. The top panel shows the whole range, the
     bottom one zooms in on the best few points.
     """
@@ -83,10 +84,11 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
         axes = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.3])
         palette = sns.color_palette("colorblind", len(rules) + 1)
         for ax in axes:
-            _draw_study_panel(ax, scored, grid_runs, rules, palette, best, within_pp, paper)
+            _draw_study_panel(ax, scored, grid_runs, rules, palette, best, best_interval, paper)
         if np.isfinite(best):
-            # The zoom: from a few points under the grid's best to just above it.
-            axes[1].set_ylim(best - max(5 * within_pp, 3.0), best + max(within_pp, 0.5))
+            # The zoom: from a few points under the grid's best (or its interval) to just above it.
+            low, high = best_interval if best_interval and np.isfinite(best_interval[0]) else (best, best)
+            axes[1].set_ylim(min(low - 1.0, best - 3.0), max(high, best) + 0.5)
             axes[1].set_title("zoom on the best settings", fontsize="small")
         axes[1].set_xlabel("max_lr")
         handles, labels = axes[0].get_legend_handles_labels()
@@ -99,7 +101,8 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
 
 
 def _draw_study_panel(ax: Axes, scored: pd.DataFrame, grid_runs: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
-                      palette: Sequence[Any], best: float, within_pp: float, paper: tuple[float, str] | None) -> None:
+                      palette: Sequence[Any], best: float, best_interval: tuple[float, float] | None,
+                      paper: tuple[float, str] | None) -> None:
     """One panel of `plot_bounds_study` (both show everything; the caller zooms the second):
     the grid's seeds and mean band, the diverged runs, the grid's best with its band, each
     rule's score and the paper's bound."""
@@ -117,8 +120,9 @@ def _draw_study_panel(ax: Axes, scored: pd.DataFrame, grid_runs: pd.DataFrame, r
     if np.isfinite(best):
         ax.axhline(best, color=palette[0], linestyle=":", linewidth=1,
                    label=f"grid's best {best:.2f}%")
-        ax.axhspan(best - within_pp, best, color=palette[0], alpha=0.12, linewidth=0,
-                   label=f"within {within_pp:g} pp of it")
+        if best_interval is not None and np.isfinite(best_interval[0]):
+            ax.axhspan(*best_interval, color=palette[0], alpha=0.12, linewidth=0,
+                       label="its 95 % t interval over seeds")
     _draw_rules(ax, rules, palette[1:])
     if paper is not None:
         ax.axvline(paper[0], color="black", linestyle="--", linewidth=1,

@@ -16,9 +16,9 @@ from onecycle.report.figures.style import _no_data, _save, _style, _title
 
 # Verdict colours of the claims scorecard: green/red for the two answers, yellow for "not yet
 # decided by the data", grey for no data yet, purple for a divergence (colorblind-safe: the
-# words are printed in every cell as well).
+# words are printed in every cell as well); white for "invalid" and "tiny": no verdict at all.
 VERDICT_COLORS = {"supported": "#1a9850", "contradicted": "#d73027", "inconclusive": "#fee08b",
-                  "pending": "#d9d9d9", "diverged": "#8073ac"}
+                  "pending": "#d9d9d9", "diverged": "#8073ac", "invalid": "#ffffff", "tiny": "#ffffff"}
 
 
 def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_stem: Path, title: str, *,
@@ -45,8 +45,9 @@ def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_st
                     if pd.isna(verdict):
                         continue
                     untested = hatched is not None and bool(hatched.loc[claim, pair])
-                    ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96, edgecolor="white",
-                                           facecolor=VERDICT_COLORS.get(verdict, "white"),
+                    ax.add_patch(Rectangle((j - 0.48, i - 0.48), 0.96, 0.96,
+                                           edgecolor="black" if verdict in ("invalid", "tiny") else "white",
+                                           facecolor=VERDICT_COLORS.get(verdict.split("\n")[0], "white"),
                                            hatch="///" if untested else None, alpha=0.6 if untested else 1.0))
                     ax.text(j, i, verdict, ha="center", va="center", fontsize=6.5,
                             color="white" if verdict in ("supported", "contradicted", "diverged") and not untested
@@ -57,8 +58,9 @@ def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_st
                           ha="right", fontsize="small")
             ax.set_yticks(range(len(rows)), rows, fontsize="small")
             ax.grid(False)
-            ax.set_title(name + (" (hatched: no spread published, or stated)" if hatched is not None
-                                 and hatched.to_numpy().any() else ""), fontsize="medium")
+            # Wrapped to the panel's width, so that two panels' titles never run into each other.
+            ax.set_title(textwrap.fill(name + (" (hatched: no spread published, or stated)" if hatched is not None
+                                               and hatched.to_numpy().any() else ""), 26), fontsize="medium")
         if not rows:
             _no_data(axes[-1])
         fig.suptitle(_title(title, fig))

@@ -12,10 +12,10 @@ from snakemake.settings.enums import PersistenceBackend
 
 from onecycle.experiments.loading import load_mapping
 from onecycle.experiments.expansion import expand
-from onecycle.report.html import report_path
-from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
-                             suite_outputs)
+from onecycle.report.outputs import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
+                                     report_path, suite_outputs)
 from onecycle.dag.snakemake_report import register as register_report_directives
+from onecycle.dag.run_specs import write_specs
 from onecycle.dag.stale_locks import clear_stale_locks
 
 # `embeddedfigure` in the report text embeds the image (onecycle.dag.snakemake_report says why).
@@ -43,6 +43,14 @@ if workflow.is_main_process and workflow.workflow_settings.persistence_backend =
 PLAN = expand(config, "config")
 R = str(PLAN.results_dir)
 
+# Every job's spec.json, written here when its content is not the plan's, so that a changed
+# config reruns its jobs by mtime, records or not (onecycle.dag.run_specs; docs/design.md §10d).
+# The job processes of a cluster run parse this file too: the main process has written them.
+if workflow.is_main_process:
+    for stale in write_specs(PLAN):
+        print(f"{stale.out_dir}: a finished run of another config; its job runs again, setting it aside first",
+              file=sys.stderr)
+
 report: "workflow/report/workflow.rst"
 
 
@@ -58,8 +66,6 @@ include: "workflow/rules/aggregate.smk"
 localrules:
     all,
     workflow_config,
-    job_spec,
-    range_spec,
     combine_bounds,
     report_experiment,
     range_test_figure,
@@ -70,8 +76,11 @@ localrules:
     html_report,
 
 
+# Every planned run's metrics.json is a target of its own: Snakemake does not redo a deleted
+# result that only feeds tables that are up to date, but it does make a missing target.
 rule all:
     input:
+        [job.out_dir / "metrics.json" for job in [*PLAN.range_tests.values(), *PLAN.trains.values()]],
         [path for name in PLAN.workflow.experiments for path in experiment_outputs(PLAN, name).values()],
         list(bounds_summary_outputs(PLAN).values()),
         suite_outputs(PLAN).values(),

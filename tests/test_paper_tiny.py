@@ -5,7 +5,7 @@ on-disk formats, then every table and figure of the config is built (issue 12).
 How: the config, with `scale: tiny`, results in a temporary folder, no GPUs and
 `skip_checksums` for the fixture copies (not the official files), goes through the real
 Snakefile for workflow_config.json and its data jobs (prepare_data, caffe_mean_image). The
-chosen jobs' spec files are written as the rules job_spec / range_spec write them, and the jobs
+chosen jobs' spec files are written as the Snakefile writes them (onecycle.dag.run_specs), and the jobs
 run through the real CLI (`onecycle.cli.main`, in two long-lived worker processes: one import
 of torch per worker instead of one per job, two jobs at a time on the CI's two cores) on them,
 with the rules' arguments; `onecycle report` then builds every experiment's tables and figures,
@@ -44,7 +44,7 @@ from onecycle.experiments.config import RangeTestConfig, RunConfig
 from onecycle.data import IMAGENETTE_WNIDS
 from onecycle.training.distributed import launch_command
 from onecycle.experiments.expansion import Job, Plan, expand
-from onecycle.report.build import experiment_outputs
+from onecycle.report.outputs import experiment_outputs
 from onecycle.experiments.scale import TINY, TinyScale
 
 pytestmark = pytest.mark.slow
@@ -249,9 +249,8 @@ def tiny_paper(tmp_path_factory):
 def run_jobs(plan: Plan, jobs: list[Job], pool, clock: CpuClock) -> dict[str, dict]:
     """Range tests, combined bounds and trainings through the CLI on the workflow's spec files,
     two at a time; returns every job's metrics.json."""
-    # The rules job_spec / range_spec write `io.write_json(output, PLAN.<job>.config)`; here the
-    # same call, as Snakemake 9 runs every `run:` job in a Snakemake process of its own (it
-    # parses the Snakefile and expands the whole paper config again: ~15 CPU s per spec).
+    # The Snakefile writes each job's spec.json as `io.json_text(job.config)` (onecycle.dag.run_specs);
+    # here the same text, for the plan at either tiny scale (the Snakefile saw the main one only).
     for job in jobs:
         io.write_json(job.out_dir / "spec.json", job.config)
     range_tests = [job for job in jobs if job.kind == "range_test"]

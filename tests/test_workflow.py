@@ -193,6 +193,10 @@ def test_snakemake_report_of_a_fresh_clone_warns_of_nothing(dag_run, tmp_path):
     ({"seeds": [0, 0]}, "seeds [0, 0] repeat a value: two runs would write the same folder"),
     ({"experiments": {"fmnist_lenet": {"base": {"optim": {"weight_decay": "5e-4"}}}}},
      "'optim.weight_decay' = '5e-4'"),
+    # Its claims table would be fmnist_lenet's (the full report died with an AttributeError).
+    ({"experiments": {"fmnist_lenet_claims": yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())[
+        "experiments"]["fmnist_lenet"]}},
+     "its report files fmnist_lenet_claims.* would be experiment 'fmnist_lenet''s too"),
 ])
 def test_bad_workflow_config_fails_before_any_job(tmp_path, patch, message):
     from onecycle.experiments.loading import deep_merge

@@ -3,9 +3,9 @@ what was written, for every job of every shipped config at both scales (issue 12
 writes 1e-06, which the YAML 1.1 reader took for a string).
 
 The rules write with io.write_json: workflow_config.json (rule workflow_config), read by
-`onecycle report` (load_mapping, then expand); each training's spec.json (rule job_spec), read by
-`onecycle train` (load_run_config); each range test's spec.json (rule range_spec), read by
-`onecycle range-test` (load_range_test_config)."""
+`onecycle report` (load_mapping, then expand); each training's spec.json (written by the Snakefile,
+onecycle.dag.run_specs), read by `onecycle train` (load_run_config); each range test's spec.json
+(the same), read by `onecycle range-test` (load_range_test_config)."""
 
 import pytest
 import yaml

@@ -30,6 +30,14 @@ TEMP_PREFIX, TEMP_MARK = ".", ".tmp"
 _TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp(?P<suffix>(\.[^.]+)?)$")
 # The lock file of a run folder (run_folder).
 RUN_LOCK = ".onecycle.lock"
+# The longest file name Linux filesystems take (NAME_MAX of ext4, xfs, btrfs, tmpfs).
+MAX_NAME_BYTES = 255
+
+
+def temp_name_bytes(name: str) -> int:
+    """Bytes in the name of atomic_path's temporary file for a file called `name` (mkstemp adds
+    8 characters), which must fit MAX_NAME_BYTES as well as `name` itself."""
+    return len(os.fsencode(f"{TEMP_PREFIX}{name}.{'x' * 8}{TEMP_MARK}{Path(name).suffix}"))
 
 
 @contextlib.contextmanager
@@ -158,9 +166,13 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def json_text(obj: Any) -> str:
+    """The text write_json writes: indented JSON, NaN-free, ending in a newline."""
+    return json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False) + "\n"
+
+
 def write_json(target: str | os.PathLike[str], obj: Any) -> None:
-    text = json.dumps(_json_safe(obj), indent=2, sort_keys=False, allow_nan=False)
-    write_text(target, text + "\n")
+    write_text(target, json_text(obj))
 
 
 def read_json(path: str | os.PathLike[str]) -> Any:

@@ -1,10 +1,12 @@
 import json
 import re
 import shlex
+import sys
 
 from snakemake.exceptions import WorkflowError
 
 from onecycle import io
+from onecycle.dag.run_specs import set_aside_redone
 
 # Wildcard values are exactly the job ids the plan holds: no rule can match a path the
 # config does not describe, and the rules' patterns cannot shadow each other.
@@ -16,7 +18,7 @@ wildcard_constraints:
     train_job=_alternation(PLAN.trains),
     range_job=_alternation(PLAN.range_tests),
     experiment=_alternation(PLAN.workflow.experiments),
-    dataset=_alternation(PLAN.datasets()),
+    dataset=_alternation(PLAN.data_sources()),
     mean_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_mean_images(name)]),
     study=_alternation(PLAN.bounds_studies()),
 
@@ -29,12 +31,21 @@ TRAIN_THREADS = PLAN.workflow.train_threads
 # Seats only mean something to a local `--resources gpu=N` cap: a cluster executor would read
 # them as GPUs to allocate, so sharing is refused there, before any job is submitted (the
 # executor is known from onstart on, not while the Snakefile is parsed).
+#
+# Snakemake deletes a job's outputs before running it: a finished run it is about to redo (its
+# config changed, its range tests' bounds did, --forcerun) is moved to a sibling
+# `<seed folder>.stale-<digest>` first (onecycle.dag.run_specs). Not under --touch, which only
+# marks outputs up to date.
 onstart:
     if PLAN.workflow.jobs_per_gpu > 1 and workflow.non_local_exec:
         raise WorkflowError(
             f"jobs_per_gpu = {PLAN.workflow.jobs_per_gpu} is for one machine (--resources gpu= counts "
             "seats there); on a cluster every job gets its own GPUs: set jobs_per_gpu: 1"
         )
+    if not workflow.touch:
+        redone = (path for job in workflow.dag.needrun_jobs() for path in job.output)
+        for job, moved in set_aside_redone(PLAN, redone):
+            print(f"{job.out_dir}: its finished run is redone; moved it to {moved}", file=sys.stderr)
 
 
 def _train_inputs(wc):

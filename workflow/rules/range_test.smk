@@ -1,17 +1,3 @@
-rule range_spec:
-    output:
-        f"{R}/range_test/{{range_job}}/spec.json",
-    log:
-        f"{R}/logs/range_test/{{range_job}}/spec.log",
-    params:
-        # A changed setting changes params, and Snakemake reruns the job.
-        config=lambda wc: PLAN.range_tests[wc.range_job].config,
-    conda:
-        "../../environment.yml"
-    run:
-        io.write_json(output[0], params.config)
-
-
 rule range_test:
     input:
         unpack(_range_inputs),
@@ -32,7 +18,8 @@ rule range_test:
         "../../environment.yml"
     shell:
         "python -m onecycle.dag.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
-        "onecycle range-test --config {input.spec:q} --out {params.out:q} --threads {threads} > {log:q} 2>&1"
+        "onecycle range-test --config {input.spec:q} --out {params.out:q} --threads {threads} --set-aside-stale "
+        "> {log:q} 2>&1"
 
 
 rule combine_bounds:

@@ -1,19 +1,6 @@
 from onecycle.training.distributed import launch_prefix
 
 
-rule job_spec:
-    output:
-        f"{R}/train/{{train_job}}/spec.json",
-    log:
-        f"{R}/logs/train/{{train_job}}/spec.log",
-    params:
-        config=lambda wc: PLAN.trains[wc.train_job].config,
-    conda:
-        "../../environment.yml"
-    run:
-        io.write_json(output[0], params.config)
-
-
 rule train:
     input:
         unpack(_train_inputs),
@@ -42,7 +29,8 @@ rule train:
     shell:
         # The exec wrapper claims distinct GPUs (Snakemake only counts them, snakemake#281)
         # before torchrun starts one process per claimed GPU; a killed job resumes from its
-        # checkpoint when run again.
+        # checkpoint when run again, and a checkpoint of another config is moved aside.
         "python -m onecycle.dag.gpu_slots -n {params.gpus} --per-device {params.per_device} -- "
         "{params.launcher} --config {input.spec:q} --out {params.out:q} {params.bounds} --threads {threads} "
+        "--set-aside-stale "
         "> {log:q} 2>&1"

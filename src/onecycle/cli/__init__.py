@@ -37,6 +37,10 @@ _THREADS_HELP = (f"torch threads (default: $OMP_NUM_THREADS if set, else {comman
                  "workflow's train_threads); recorded in metrics.json as provenance.torch_threads")
 
 
+_SET_ASIDE_HELP = ("a finished run (or checkpoint) of another config in --out is moved to <out>.stale-<digest> "
+                   "instead of refused (the workflow's jobs pass it); a finished run of this config is never redone")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecycle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -58,6 +62,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "a checkpoint there is resumed")
     p.add_argument("--bounds", help="bounds.json from a range test (for schedule.lr_bounds: range_test)")
     p.add_argument("--threads", type=int, metavar="N", help=_THREADS_HELP)
+    p.add_argument("--set-aside-stale", action="store_true", help=_SET_ASIDE_HELP)
     p.set_defaults(handler=commands._train)
 
 
@@ -71,6 +76,7 @@ def _add_range_test(sub: argparse._SubParsersAction) -> None:
                    help="output folder: config.json, history.csv (the curve), bounds.json (every "
                         "heuristic's suggestion and the chosen bounds), metrics.json")
     p.add_argument("--threads", type=int, metavar="N", help=_THREADS_HELP)
+    p.add_argument("--set-aside-stale", action="store_true", help=_SET_ASIDE_HELP)
     p.set_defaults(handler=commands._range_test)
 
 
@@ -98,7 +104,8 @@ def _add_advise(sub: argparse._SubParsersAction) -> None:
 def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prepare-data", help="download (if needed) and verify a dataset")
     p.add_argument("--dataset", required=True, help="dataset name, e.g. fashion_mnist, cifar10, imagefolder")
-    p.add_argument("--root", help="dataset folder (default: $ONECYCLE_DATA/<dataset>, else ./data/<dataset>)")
+    p.add_argument("--root", help="dataset folder (default: $ONECYCLE_DATA/<dataset> when set, else the dataset's "
+                                  "own default: Debian's copy for fashion_mnist when installed, else ./data/<dataset>)")
     p.add_argument("--record", required=True, help="JSON record written once the data is verified")
     p.add_argument("--no-download", action="store_true", help="fail instead of downloading a missing dataset")
     p.add_argument("--no-verify", action="store_true",
@@ -168,6 +175,8 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=commands._plan)
 
 
+# The exit status of a command stopped by Ctrl-C: 128 + SIGINT, as a shell reports it.
+INTERRUPTED = 130
 # Path options that name a file or folder: an empty one would mean the current folder.
 PATH_OPTIONS = ("config", "out", "bounds", "record", "plot", "root", "reference", "run")
 
@@ -212,6 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = str(error).splitlines()[0] if str(error) else type(error).__name__
     except OSError as error:  # disk full, permission denied, a folder that is a file...
         message = io.describe_os_error(error)
+    except KeyboardInterrupt:
+        # Ctrl-C: every file is written atomically, so what is on disk is whole; a training keeps
+        # its last checkpoint (written at each epoch end and every checkpoint_every_s).
+        resume = (f"; {args.out} keeps its last checkpoint, and the same command resumes from it"
+                  if args.command == "train" else "")
+        print(f"onecycle: interrupted{resume}", file=sys.stderr)
+        return INTERRUPTED
     # One line, and a bounded one: the message may quote a value out of a hostile file.
     print(f"onecycle: error: {one_line(message)}", file=sys.stderr)
     return 2

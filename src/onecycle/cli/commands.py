@@ -28,8 +28,11 @@ def _train(args: argparse.Namespace) -> int:
     bounds = read_bounds_file(_existing(args.bounds)) if args.bounds else None
     cfg = load_run_config(args.config)
     _set_threads(args.threads)
+    # Bounds are part of what a run trained at only when its schedule takes them from range tests.
+    if _already_done(args, "train", cfg, bounds if cfg.schedule.lr_bounds == "range_test" else None):
+        return 0
     with RunProgress(cfg.name) as progress:
-        metrics = train(cfg, args.out, bounds=bounds, progress=progress)
+        metrics = train(cfg, args.out, bounds=bounds, progress=progress, set_aside_stale=args.set_aside_stale)
     final = metrics["final"]["test_accuracy"]
     why = f" ({metrics['diverged']['reason']})" if metrics["diverged"] else ""
     print(f"{cfg.name}: {metrics['status']}{why}, {metrics['iterations']} iterations, "
@@ -44,6 +47,8 @@ def _range_test(args: argparse.Namespace) -> int:
 
     cfg = load_range_test_config(args.config)
     _set_threads(args.threads)
+    if _already_done(args, "range_test", cfg, None):
+        return 0
     with RunProgress(cfg.name) as progress:
         metrics = run_range_test_job(cfg, args.out, progress=progress)
     b = metrics["bounds"]
@@ -53,6 +58,27 @@ def _range_test(args: argparse.Namespace) -> int:
              else f"no bounds: {b['no_bounds']}")
     print(f"{cfg.name}: {metrics['status']}{stopped}; {b['chosen_rule']} -> {found}", flush=True)
     return 0
+
+
+def _already_done(args: argparse.Namespace, kind: str, cfg, bounds: dict | None) -> bool:
+    """--out holds the finished run of this very config: say so, and redo nothing. A finished run
+    of another config there is refused, or moved aside with --set-aside-stale
+    (onecycle.experiments.identity.check_run_folder). Under torchrun rank 0 alone may move it;
+    the other ranks only read, and go on where rank 0 does."""
+    from onecycle.experiments.identity import check_run_folder
+
+    main = os.environ.get("RANK", "0") == "0"
+    if not main and args.set_aside_stale:
+        try:
+            done = check_run_folder(args.out, kind, cfg, bounds=bounds)
+        except (ConfigError, OSError):  # rank 0 refuses, or is moving it aside: not finished for us
+            done = None
+    else:
+        done = check_run_folder(args.out, kind, cfg, bounds=bounds, set_aside_stale=args.set_aside_stale)
+    if done is not None:
+        print(f"{cfg.name}: already done in {args.out} ({done['status']}, {done['iterations']} iterations); "
+              "nothing retrained", flush=True)
+    return done is not None
 
 
 def _advise(args: argparse.Namespace) -> int:
@@ -82,6 +108,13 @@ def _set_threads(threads: int | None) -> None:
         if text and not text.isdigit():
             raise ConfigError(f"$OMP_NUM_THREADS = {text!r} is not a number of threads")
         threads = int(text) if text else DEFAULT_THREADS
+    elif threads > len(os.sched_getaffinity(0)):
+        # More threads than cores only time-slice them: a typo (--threads 64 for 4) costs speed.
+        # $OMP_NUM_THREADS is left as set: oversubscribing on purpose changes the order of float
+        # sums, which `make test-threads` does.
+        cores = len(os.sched_getaffinity(0))
+        raise ConfigError(f"--threads {threads}: this process may use {cores} core{'s' if cores != 1 else ''} "
+                          f"of this machine; give at most {cores}")
     if threads < 1:
         raise ConfigError(f"--threads {threads}: expected 1 or more")
     torch.set_num_threads(threads)
@@ -93,7 +126,9 @@ def _prepare_data(args: argparse.Namespace) -> int:
     verify = not args.no_verify
     root = data.prepare(args.dataset, Path(args.root) if args.root else None, download=not args.no_download,
                         verify=verify)
-    record = {"dataset": args.dataset, "root": str(root), "verified": verify}
+    # The root training reads, by the one rule of docs/running.md ("Where data is read").
+    chosen = "--root (data.root)" if args.root else "$ONECYCLE_DATA" if os.environ.get("ONECYCLE_DATA") else "default"
+    record = {"dataset": args.dataset, "root": str(root.resolve()), "root_from": chosen, "verified": verify}
     if not verify:
         # What the copy is, for the record: its md5s beside the official ones.
         record["checksums_skipped"] = "--no-verify: a copy that need not be byte-identical to the official files"
@@ -140,6 +175,7 @@ def _combine_bounds(args: argparse.Namespace) -> int:
     from onecycle.training.range_test_job import combine_bounds
     from onecycle.training.schedule_setup import read_bounds_file
 
+    _distinct_files(args.inputs, args.out)
     combined = combine_bounds([read_bounds_file(_existing(p)) for p in args.inputs])
     io.write_json(args.out, combined)
     found = (f"base_lr {combined['base_lr']}, max_lr {combined['max_lr']}" if combined["max_lr"] is not None
@@ -224,6 +260,20 @@ def _plan(args: argparse.Namespace) -> int:
     rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)
     print(cost_plan.format_plan(workflow, rate, str(args.config), args.devices))
     return 0
+
+
+def _distinct_files(inputs: list[str], out: str) -> None:
+    """Each input once (a seed's file given twice would count as two seeds), and --out none of them
+    (it would overwrite a seed's own bounds): compared as files, so `a.json` and `./a.json` are one."""
+    seen: dict[tuple[int, int], str] = {}
+    for path in inputs:
+        stat = Path(_existing(path)).stat()
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            raise ConfigError(f"{path}: given twice (as {seen[key]} too); each seed's bounds.json once")
+        seen[key] = path
+    if Path(out).exists() and (Path(out).stat().st_dev, Path(out).stat().st_ino) in seen:
+        raise ConfigError(f"--out {out} is one of the inputs; write the combined bounds elsewhere")
 
 
 def _existing(path: str) -> str:

@@ -12,8 +12,11 @@ JSON when PyYAML, which comes with onecycle[workflow], is missing); --plot needs
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +24,13 @@ from onecycle.io import atomic_path
 
 if TYPE_CHECKING:  # torch: imported by the functions that need it, so `--help` stays fast
     from onecycle.schedules import Schedule
+
+
+# Steps --plot draws: a 7-inch figure at 100 dpi has 700 columns of pixels, so a million points
+# already overplot each other 1400-fold, and matplotlib holds each one in memory.
+MAX_PLOT_STEPS = 1_000_000
+# Lines per write of the streamed CSV: a few hundred kB, few system calls, little memory.
+CSV_CHUNK_LINES = 10_000
 
 
 class _UsageError(ValueError):
@@ -53,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         schedule = make_schedule(*_schedule_request(args), **parse_settings(args.settings))
         if args.plot is not None:
             plot_schedule(schedule, args.plot)
-        sys.stdout.write(schedule_csv(schedule))
+        write_csv(schedule)
         return 0
     except ValueError as error:  # _UsageError and the schedule's own parameter checks
         print(f"onecycle: error: {error}", file=sys.stderr)
@@ -67,6 +77,9 @@ def _schedule_request(args: argparse.Namespace) -> tuple[str, int]:
         raise _UsageError("--policy needs --steps N (the number of iterations)")
     if args.plot is not None and Path(args.plot).suffix.lower() != ".png":
         raise _UsageError(f"--plot needs a .png file name, got {args.plot!r}")
+    if args.plot is not None and args.steps > MAX_PLOT_STEPS:
+        raise _UsageError(f"--plot draws at most {MAX_PLOT_STEPS} steps, not {args.steps}: leave out --plot to "
+                          "stream the CSV alone")
     return args.policy, args.steps
 
 
@@ -122,13 +135,27 @@ def policy_listing() -> str:
     return "\n".join(lines) + "\n"
 
 
-def schedule_csv(schedule: Schedule) -> str:
+def schedule_csv(schedule: Schedule) -> Iterator[str]:
+    """The CSV, line by line: a run of 10^9 steps streams in constant memory."""
+    yield "step,lr,momentum\n"
     # repr() is the shortest text that reads back to the same float: the CSV is exact.
-    rows = ["step,lr,momentum"]
     for it in range(schedule.steps):
         momentum = schedule.momentum(it)
-        rows.append(f"{it},{schedule.lr(it)!r},{'' if momentum is None else repr(momentum)}")
-    return "\n".join(rows) + "\n"
+        yield f"{it},{schedule.lr(it)!r},{'' if momentum is None else repr(momentum)}\n"
+
+
+def write_csv(schedule: Schedule) -> None:
+    """schedule_csv to stdout, CSV_CHUNK_LINES lines per write; a reader that stops early
+    (`| head`) ends it quietly, as it ends `seq`."""
+    lines = schedule_csv(schedule)
+    try:
+        while chunk := "".join(itertools.islice(lines, CSV_CHUNK_LINES)):
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's advice (docs "signal", SIGPIPE): point stdout at devnull, so the flush at
+        # exit does not raise a second time.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def plot_schedule(schedule: Schedule, target: str) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 import torch
 
 from onecycle import io
+from onecycle.data.folder import load_image
 
 # convert_imageset's --resize_height / --resize_width in create_imagenet.sh.
 CAFFE_IMAGENET_SIDE = 256
@@ -94,9 +95,7 @@ class _SquashedImages(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        from torchvision.datasets.folder import default_loader  # PIL, converted to RGB
-
-        return squash(default_loader(self.paths[index]))
+        return squash(load_image(self.paths[index]))
 
 
 def compute_mean_image(paths: list[str], num_workers: int = 0) -> torch.Tensor:

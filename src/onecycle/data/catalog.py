@@ -74,9 +74,14 @@ def dataset_info(name: str) -> DatasetInfo:
 
 
 def default_root(name: str) -> Path:
-    """$ONECYCLE_DATA/<name>, else ./data/<name>; for fashion_mnist Debian's folder when installed."""
+    """Where a dataset is read when its config gives no `data.root`: $ONECYCLE_DATA/<name> when
+    that is set, else the dataset's own default, Debian's copy for fashion_mnist when installed,
+    else ./data/<name>. One rule for every dataset (docs/running.md, "Where data is read"): the
+    data job verifies the root training reads, whichever it is."""
     dataset_info(name)
+    base = os.environ.get("ONECYCLE_DATA")
+    if base:
+        return Path(base) / name
     if name == "fashion_mnist" and DEBIAN_FASHION_MNIST.is_dir():
         return DEBIAN_FASHION_MNIST
-    base = os.environ.get("ONECYCLE_DATA")
-    return (Path(base) if base else Path.cwd() / "data") / name
+    return Path.cwd() / "data" / name

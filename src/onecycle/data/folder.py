@@ -39,16 +39,52 @@ class FolderDataset:
         return len(self.samples)
 
 
+class UnreadableImage(ValueError):
+    """An image file PIL cannot read, named in one line. Raised in a DataLoader worker, it reaches
+    the main process re-created from the worker's whole traceback text (torch's
+    ExceptionWrapper.reraise): the constructor keeps the traceback's last line, the message."""
+
+    def __init__(self, message: str) -> None:
+        last = message.strip().splitlines()[-1] if message.strip() else message
+        super().__init__(last.split(f"{type(self).__name__}: ", 1)[-1])
+
+
+def load_image(path: str) -> Any:
+    """An image file as an RGB PIL image (torchvision's default loader); UnreadableImage naming
+    the file if it is not an image (text named .jpg, a truncated JPEG)."""
+    from PIL import UnidentifiedImageError
+    from torchvision.datasets.folder import default_loader
+
+    try:
+        return default_loader(path)
+    except UnidentifiedImageError:  # its message repeats the path, inside a file object's repr
+        raise UnreadableImage(f"{path}: not an image PIL can read (no image format it knows)") from None
+    except (OSError, ValueError, SyntaxError) as error:  # a truncated or damaged file of a known format
+        raise UnreadableImage(f"{path}: not an image PIL can read ({error})") from None
+
+
+def class_folders(root: Path) -> list[str]:
+    """Every class folder of the train split, sorted: ImageNet's 1000 wnids in the class-index order
+    torchvision's ImageFolder gives them. The val split must hold the same folders: a class that
+    only one split has would be trained on but never scored, or scored but never trained on."""
+    train_dir, val_dir = (root / _FOLDER_SPLIT_DIRS[split] for split in ("train", "test"))
+    found = {}
+    for folder in (train_dir, val_dir):
+        if not folder.is_dir():
+            raise ValueError(f"{folder} does not exist (an image folder holds train/<class>/ and val/<class>/)")
+        found[folder.name] = {entry.name for entry in folder.iterdir() if entry.is_dir()}
+    train, val = found[train_dir.name], found[val_dir.name]
+    if train != val:
+        raise ValueError(f"{root}: val/ and train/ hold different class folders: only in val/: "
+                         f"{sorted(val - train)[:5]}, only in train/: {sorted(train - val)[:5]}")
+    return sorted(train)
+
+
 def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | str | None) -> FolderDataset:
     from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
     if class_list == ALL_CLASSES:
-        # Every class folder of the train split, sorted: ImageNet's 1000 wnids in the class-index
-        # order torchvision's ImageFolder gives them. The val split must hold the same folders.
-        train_dir = root / _FOLDER_SPLIT_DIRS["train"]
-        if not train_dir.is_dir():
-            raise ValueError(f"class_list 'all': {train_dir} does not exist")
-        class_list = sorted(entry.name for entry in train_dir.iterdir() if entry.is_dir())
+        class_list = class_folders(root)
     classes = tuple(IMAGENETTE_WNIDS if class_list is None else class_list)
     if len(set(classes)) != len(classes) or not classes:
         raise ValueError(f"class_list={list(classes)} must be non-empty without repeats")
@@ -93,10 +129,8 @@ class _SeededFolderImages(torch.utils.data.Dataset):
     so augmentation does not depend on the number of workers or on which worker loads it."""
 
     def __init__(self, samples: Sequence[tuple[str, int]], transform, epoch_seed: tuple[int, int]):
-        from torchvision.datasets.folder import default_loader  # PIL, converted to RGB
-
         self.samples, self.transform, self.epoch_seed = samples, transform, epoch_seed
-        self.loader = default_loader
+        self.loader = load_image
 
     def __len__(self) -> int:
         return len(self.samples)

@@ -22,6 +22,7 @@ from typing import Any
 
 from onecycle import io
 from onecycle.data.catalog import IMAGENETTE_WNIDS, SPLITS, dataset_info, default_root
+from onecycle.data.folder import FOLDER_DATASETS, class_folders
 from onecycle.data.formats import _content_file, _load_sklearn_digits, _open_maybe_gzip, load_split
 
 
@@ -122,6 +123,8 @@ SOURCES: dict[str, Source] = {
 
 def prepare(name: str, root: Path | None = None, download: bool = True, verify: bool = True) -> Path:
     """Make dataset `name` ready and verified under `root` (default: `default_root(name)`); return root.
+    An imagefolder `root` given explicitly holds the user's own images and is never downloaded
+    into; an image folder's val/ and train/ must hold the same class folders.
 
     A copy already there is verified (md5s of the raw files) and used as it is; `verify=False`,
     an explicit opt-in for a user's own copy that is not byte-identical to the official files (a
@@ -134,6 +137,7 @@ def prepare(name: str, root: Path | None = None, download: bool = True, verify: 
     half-extracted copy. digits ships with scikit-learn: nothing to download.
     """
     dataset_info(name)
+    own_images = name == "imagefolder" and root is not None
     root = Path(root) if root is not None else default_root(name)
     if name == "digits":
         _load_sklearn_digits()
@@ -142,12 +146,17 @@ def prepare(name: str, root: Path | None = None, download: bool = True, verify: 
     if not _is_present(source, root):
         if not source.mirrors:
             raise FileNotFoundError(f"{name}: {root} lacks {_first_missing(source, root)}; {source.hint}")
+        if own_images:  # a root given for imagefolder holds the user's images: Imagenette is not theirs
+            raise FileNotFoundError(f"{name}: {root} lacks {_first_missing(source, root)}; {source.hint} "
+                                    f"(Imagenette downloads only to the default root, {default_root(name)})")
         if not download:
             raise FileNotFoundError(f"{name}: {root} lacks {_first_missing(source, root)}; "
                                     f"call prepare({name!r}, download=True) or {source.hint}")
         with _exclusive_lock(root):
             if not _is_present(source, root):  # another process may have finished while we waited
                 _download_and_install(name, source, root)
+    if name in FOLDER_DATASETS:
+        class_folders(root)  # val/ scores the classes train/ trains, no fewer and no more
     if verify:
         _check_contents(source, root)
     else:

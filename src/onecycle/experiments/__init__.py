@@ -7,5 +7,6 @@
 - workflow: the typed model of a workflow config (experiments, groups, claims, bounds studies);
 - expansion: `expand(config) -> Plan`, every experiment x group x seed as a validated Job with
   fixed paths; bounds_study turns a study block into groups, scale shrinks any config to tiny;
+- identity: a run's config digest, and whether a run folder holds a run of the planned config;
 - cost: `onecycle plan`, what a config costs before it runs; schema: the JSON Schema export.
 """

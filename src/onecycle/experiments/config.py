@@ -19,6 +19,9 @@ from onecycle.errors import ConfigError, excerpt
 from onecycle.experiments.loading import load_mapping
 
 Number = float
+# Seeds are int64s: pandas and numpy hold them so in the runs tables (onecycle.report.runs), and
+# torch.manual_seed takes them without overflow.
+MAX_SEED = 2**63 - 1
 
 
 class StrictModel(BaseModel):
@@ -72,7 +75,7 @@ class DataConfig(StrictModel):
 
     @model_validator(mode="after")
     def _options_fit_the_dataset(self) -> DataConfig:
-        from onecycle.data import FOLDER_DATASETS
+        from onecycle.data import DATASETS, FOLDER_DATASETS
 
         folder = self.dataset in FOLDER_DATASETS
         if self.classes is not None and self.dataset != "imagefolder":
@@ -81,6 +84,10 @@ class DataConfig(StrictModel):
             _check_folder_preprocessing(self)
         elif self.crop_size is not None:
             raise ValueError(f"crop_size is for ImageNet folders; {self.dataset} is used at its own size")
+        size = DATASETS[self.dataset].train_size
+        if self.train_subset is not None and size is not None and self.train_subset > size:
+            raise ValueError(f"train_subset = {self.train_subset} is more than the {size} training images of "
+                             f"{self.dataset}")
         if self.normalize == "caffe_mean_image" and self.augment == "pad_crop_mirror":
             raise ValueError("normalize 'caffe_mean_image' goes with augment 'none' or 'mirror': "
                              "Caffe crops inside the image and never pads")
@@ -299,7 +306,7 @@ class _JobConfig(StrictModel):
     name: str = Field(min_length=1)
     experiment: str = ""
     group: str = ""
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     data: DataConfig
     model: ModelConfig
     optim: OptimConfig = OptimConfig()

@@ -17,6 +17,7 @@ Layout under `results_dir` (predictable: no timestamps, one folder per run):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from typing import Any, Literal
 
 from onecycle.data import FOLDER_DATASETS
 from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig, parse
+from onecycle.experiments.identity import spec_digest
 from onecycle.experiments.loading import deep_merge
 from onecycle.experiments.scale import TINY, TinyScale, tiny_job
 from onecycle.experiments.workflow import ExperimentConfig, WorkflowConfig, load_workflow_config
@@ -69,6 +71,12 @@ class Job:
     # A bounds study's range-test variant (range tests only); None for the experiment's own test.
     variant: str | None = None
 
+    @property
+    def digest(self) -> str:
+        """The run's identity: what its metrics.json must record as `spec_digest`
+        (onecycle.experiments.identity, docs/design.md §10d)."""
+        return spec_digest(self.config)
+
 
 @dataclass
 class Plan:
@@ -98,8 +106,18 @@ class Plan:
     def bounds_path(self, experiment: str) -> Path:
         return self.results_dir / "range_test" / experiment / "bounds.json"
 
-    def data_record(self, dataset: str) -> Path:
-        return self.results_dir / "data" / f"{dataset}.json"
+    def data_record(self, dataset: str, root: str | None = None) -> Path:
+        """The data job's record of `dataset` read at `root` (as a config gives it; None for the
+        default root): one record per root some job reads, each verified where it is read."""
+        return self.results_dir / "data" / f"{data_stem(dataset, root)}.json"
+
+    def data_sources(self) -> dict[str, tuple[str, str | None]]:
+        """Record name -> (dataset, root as configured, None for the default) of every data job."""
+        sources = {}
+        for job in [*self.trains.values(), *self.range_tests.values()]:
+            root = job.config["data"].get("root")
+            sources[data_stem(job.dataset, root)] = (job.dataset, root)
+        return dict(sorted(sources.items()))
 
     def datasets(self) -> list[str]:
         return sorted({job.dataset for job in [*self.trains.values(), *self.range_tests.values()]})
@@ -121,10 +139,17 @@ class Plan:
 
     def data_inputs(self, job: Job) -> dict[str, Path]:
         """A job's data dependencies: the verified dataset and, if it needs one, its mean image."""
-        inputs = {"data": self.data_record(job.dataset)}
+        inputs = {"data": self.data_record(job.dataset, job.config["data"].get("root"))}
         if needs_caffe_mean(job):
             inputs["caffe_mean"] = self.caffe_mean_record(job.dataset)
         return inputs
+
+
+def data_stem(dataset: str, root: str | None) -> str:
+    """A data record's name: the dataset's, and for a configured root a digest of it (8 hex
+    digits: 2^-32 odds that two roots of one config share a name), a short, safe file name
+    whatever the path holds."""
+    return dataset if root is None else f"{dataset}-root-{hashlib.sha256(root.encode()).hexdigest()[:8]}"
 
 
 def needs_caffe_mean(job: Job) -> bool:

@@ -8,13 +8,17 @@ onecycle.experiments.expansion turns the validated config into jobs with fixed p
 from __future__ import annotations
 
 import difflib
+import os
 import re
+from pathlib import PurePosixPath
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from onecycle.experiments.bounds_study import BoundsStudyConfig, study_groups, variant_range_tests
-from onecycle.experiments.config import StrictModel, parse
+from onecycle.errors import excerpt
+from onecycle.experiments.config import MAX_SEED, StrictModel, parse
+from onecycle.io import MAX_NAME_BYTES
 
 # Names become folder names and Snakemake wildcard values: keep them shell- and path-safe.
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -265,9 +269,13 @@ class WorkflowConfig(StrictModel):
     @field_validator("results_dir")
     @classmethod
     def _a_folder_name(cls, results_dir: str) -> str:
-        # An empty name is the current folder: outputs would land among the user's files.
+        # An empty name, ".", "/" or a folder above them is a folder of the user's own files:
+        # tables/, figures/ and data/ would land among them.
         if not results_dir.strip() or "\0" in results_dir:
             raise ValueError("results_dir must name a folder (empty, or holding a NUL character)")
+        if set(PurePosixPath(os.path.normpath(results_dir)).parts) <= {".", "..", "/", "//"}:
+            raise ValueError(f"results_dir {results_dir!r} is the current folder, the root or a folder above: "
+                             "name a folder of its own, e.g. results/my_study")
         return results_dir
 
     @field_validator("seeds")
@@ -289,23 +297,32 @@ class WorkflowConfig(StrictModel):
     @field_validator("experiments")
     @classmethod
     def _safe_experiment_names(cls, experiments: dict[str, Any]) -> dict[str, Any]:
+        from onecycle.report.outputs import check_experiment_names
+
         for name in experiments:
             _check_safe(name, "experiment")
+        # Names whose report files would be another's (`fm_claims` beside `fm`), or too long.
+        check_experiment_names(list(experiments))
         return experiments
 
 
 def _check_seeds(seeds: list[int], key: str) -> list[int]:
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"{key} {seeds} repeat a value: two runs would write the same folder")
-    if any(s < 0 for s in seeds):
-        raise ValueError(f"{key} must be >= 0, got {seeds}")
+    wrong = [s for s in seeds if not 0 <= s <= MAX_SEED]
+    if wrong:
+        raise ValueError(f"{key}: {excerpt(wrong[0])} is outside 0..2^63-1 (a seed is an int64: "
+                         "onecycle.experiments.config.MAX_SEED)")
     return seeds
 
 
 def _check_safe(name: str, what: str) -> None:
     if not SAFE_NAME.match(name):
-        raise ValueError(f"{what} name {name!r} must use only letters, digits, '_', '.', '-' "
+        raise ValueError(f"{what} name {excerpt(name)} must use only letters, digits, '_', '.', '-' "
                          "(it becomes a folder name)")
+    if len(os.fsencode(name)) > MAX_NAME_BYTES:
+        raise ValueError(f"{what} name {excerpt(name)} is {len(os.fsencode(name))} bytes; it becomes a folder "
+                         f"name, which may have {MAX_NAME_BYTES}")
 
 
 def load_workflow_config(data: dict[str, Any], source: str = "workflow config") -> WorkflowConfig:

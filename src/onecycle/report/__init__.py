@@ -1,6 +1,7 @@
 """From run folders to what a researcher reads: tables, verdicts, figures and the HTML page.
 
 Everything here reads explicit lists of result files that the plan names (never walks folders):
+- evidence: each planned run fresh, diverged, broken, stale or missing, before anything reads it;
 - runs: collect a run's metrics.json and history.csv into a row, or say why it is broken;
 - aggregate: per-group summaries beside the papers' numbers, the paired table;
 - speedup: the one definition of the target accuracy, time to it and the speed-up;
@@ -8,6 +9,7 @@ Everything here reads explicit lists of result files that the plan names (never 
 - stats, claims, scorecard: statistics over seeds, the claims' verdicts, the suite's scorecard (Holm);
 - bounds_study: each range-test rule's regret against the study's LR grid;
 - tables (CSV, Markdown, LaTeX, HTML), figures/ (one module per figure family), describe (labels);
-- build: one experiment's tables and figures; html: the static report page;
+- outputs: where every table and figure goes; build: one experiment's tables and figures;
+  html: the static report page;
 - published: the papers' numbers as data; reference: a fresh run against the committed reference.
 """

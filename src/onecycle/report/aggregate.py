@@ -27,7 +27,8 @@ from onecycle.report.tables import PERCENT_DECIMALS, _format_number, _is_missing
 
 def summary_table(runs: pd.DataFrame, *, published: pd.DataFrame | None = None,
                   mapping: Mapping[str, str] | None = None, expected_groups: Sequence[tuple[str, str]] = (),
-                  tolerance_pp: float = 0.5, schedules: Mapping[str, str] | None = None) -> pd.DataFrame:
+                  tolerance_pp: float = 0.5, schedules: Mapping[str, str] | None = None,
+                  stale: Mapping[str, Sequence[tuple[int, str]]] | None = None) -> pd.DataFrame:
     """One row per (experiment, group): seeds run, completed, diverged and broken, final accuracy
     mean ± std over the completed seeds, each seed's value and their range, a two-sided 95 % t
     interval of the mean where there are at least `stats.MIN_VALUES_FOR_CI` completed seeds
@@ -38,7 +39,8 @@ def summary_table(runs: pd.DataFrame, *, published: pd.DataFrame | None = None,
     mapping: group -> id of a `published` row; those groups get the paper's accuracy, std and
     confidence tag, the difference (ours - paper, percentage points) and `stats.verdict`; the
     other groups keep these columns empty. schedules: group -> what it ran (`describe`'s label,
-    e.g. "1cycle 0.0113-0.113 (range test)"), a column of its own.
+    e.g. "1cycle 0.0113-0.113 (range test)"), a column of its own. stale: group -> [(seed, what
+    differs)] of runs of another config (onecycle.report.evidence), counted nowhere and named in `note`.
     expected_groups: (experiment, group) pairs listed first, in this order; those without runs
     are "pending" rows. Groups without a published row get a verdict from their status only.
     """
@@ -50,6 +52,8 @@ def summary_table(runs: pd.DataFrame, *, published: pd.DataFrame | None = None,
     for experiment, group in order:
         members = runs[(runs["experiment"] == experiment) & (runs["group"] == group)]
         row = {**_group_summary(experiment, group, members), "schedule": schedules.get(group, "")}
+        notes = [note for note in (row["note"], stale_note((stale or {}).get(group, ()))) if note]
+        row["note"] = "; ".join(notes) or None
         row.update(_paper_comparison(row, paper_rows.get(group), tolerance_pp))
         rows.append(row)
     return pd.DataFrame(rows, columns=[*_SUMMARY_COLUMNS, *_PAPER_COLUMNS, "verdict", "note"])
@@ -99,6 +103,14 @@ def broken_note(broken: pd.DataFrame) -> str | None:
         return None
     runs = "; ".join(f"seed {seed} ({note})" for seed, note in zip(broken["seed"], broken["note"]))
     return f"broken, not counted: {runs}"
+
+
+def stale_note(stale: Sequence[tuple[int, str]]) -> str | None:
+    """"stale, not counted: seed 1 (schedule.params.base_lr: ran 0.05, planned 0.01)" for a
+    group's runs of another config."""
+    if not stale:
+        return None
+    return "stale, not counted: " + "; ".join(f"seed {seed} ({reason})" for seed, reason in stale)
 
 
 def _mean(values: pd.Series) -> float:

@@ -18,13 +18,18 @@ from onecycle.report import aggregate, claims, describe, scorecard, speedup, sta
 from onecycle.experiments.bounds_study import BoundsStudyConfig
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
-from onecycle.experiments.expansion import Plan
+from onecycle.experiments.expansion import Job, Plan
 from onecycle.report.figures.accuracy import RunCurve, plot_accuracy_curves
 from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
 from onecycle.report.figures.comparison import plot_comparison
 from onecycle.report.figures.range_test import RangeSeed, plot_range_test
+from onecycle.report.outputs import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, comparison_outputs,
+                                     range_test_outputs, run_outputs, suite_outputs)
 from onecycle.report.published import load_published
-from onecycle.report.runs import BROKEN, collect_runs
+from onecycle.report.evidence import (DIVERGED, FRESH, TrainRuns, experiment_runs, not_counted_text,
+                                      range_test_evidence, read_bounds)
+from onecycle.report.evidence import histories as evidence_histories
+from onecycle.report.runs import BROKEN
 from onecycle.report.tables import rounded_for_csv, write_table
 from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
@@ -32,116 +37,30 @@ from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 LR_FORMAT = ".3g"
 
 
-def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    """Files `write_experiment_report` produces (the Snakefile declares these)."""
-    tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
-    return {**{f"table_{ext}": tables / f"{experiment}.{ext}" for ext in ("csv", "md", "tex", "html")},
-            "time_to_accuracy": tables / f"{experiment}_time_to_accuracy.csv",
-            "paired": tables / f"{experiment}_paired.csv",
-            "validity": tables / f"{experiment}_validity.csv",
-            **{f"accuracy_{ext}": figures / f"{experiment}_accuracy.{ext}" for ext in ("png", "pdf")}}
-
-
-def range_test_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    """Files `write_range_test_figure` produces; none for an experiment without range tests."""
-    if not plan.experiment_range_tests(experiment):
-        return {}
-    figures = plan.results_dir / "figures"
-    return {f"range_test_{ext}": figures / f"{experiment}_range_test.{ext}" for ext in ("png", "pdf")}
-
-
-def comparison_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    """Files `write_comparison_figure` produces; none unless the experiment sets `compare`."""
-    if plan.workflow.experiments[experiment].compare is None:
-        return {}
-    figures = plan.results_dir / "figures"
-    return {f"comparison_{ext}": figures / f"{experiment}_comparison.{ext}" for ext in ("png", "pdf")}
-
-
-def bounds_study_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    """Files `write_bounds_study_report` produces; none unless the experiment is a bounds study."""
-    if plan.workflow.experiments[experiment].bounds_study is None:
-        return {}
-    tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
-    outputs = {}
-    for name in ("regret", "range_test_settings"):
-        outputs.update({f"{name}_{ext}": tables / f"{experiment}_{name}.{ext}" for ext in ("csv", "md", "tex", "html")})
-        outputs.update({f"{name}_figure_{ext}": figures / f"{experiment}_{name}.{ext}" for ext in ("png", "pdf")})
-    return outputs
-
-
-def bounds_summary_outputs(plan: Plan) -> dict[str, Path]:
-    """The suite-level summary over the config's bounds studies; none if it has none."""
-    if not plan.bounds_studies():
-        return {}
-    return {f"summary_{ext}": plan.results_dir / "tables" / f"bounds_study_summary.{ext}"
-            for ext in ("csv", "md", "tex", "html")}
-
-
-def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    """Files `write_claims_table` produces; none for an experiment without claims."""
-    if not plan.workflow.experiments[experiment].claims:
-        return {}
-    return {f"claims_{ext}": plan.results_dir / "tables" / f"{experiment}_claims.{ext}"
-            for ext in ("csv", "md", "tex", "html")}
-
-
-def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
-            **comparison_outputs(plan, experiment), **bounds_study_outputs(plan, experiment),
-            **claims_outputs(plan, experiment)}
-
-
-def suite_outputs(plan: Plan) -> dict[str, Path]:
-    """Files `write_scorecard` produces; none when no experiment has claims."""
-    if not any(exp.claims for exp in plan.workflow.experiments.values()):
-        return {}
-    return scorecard.outputs(plan.results_dir)
-
-
-def _histories(jobs, filename: str) -> dict[str, list[tuple[int, pd.DataFrame]]]:
-    found: dict[str, list[tuple[int, pd.DataFrame]]] = {}
-    for job in jobs:
-        path = job.out_dir / filename
-        if (job.out_dir / "metrics.json").exists() and path.exists():
-            found.setdefault(job.group or "range_test", []).append((job.seed, pd.read_csv(path)))
-    return found
-
-
-def _finished(jobs) -> list[tuple[Any, dict[str, Any]]]:
-    """(job, its metrics.json) of every job that has finished, completed or diverged."""
-    return [(job, io.read_json(job.out_dir / "metrics.json")) for job in jobs
-            if (job.out_dir / "metrics.json").exists()]
-
-
-def _finished_runs(plan: Plan, experiment: str, settings: dict[str, str] | None = None) -> tuple[pd.DataFrame, list]:
-    """The runs table of the experiment's trainings that wrote metrics.json, each checked against
-    its history.csv (onecycle.report.runs.run_problem), and the jobs of the runs that are not broken."""
-    finished = [job for job in plan.experiment_trains(experiment) if (job.out_dir / "metrics.json").exists()]
-    runs = collect_runs([job.out_dir / "metrics.json" for job in finished], settings=settings,
-                        history_paths=[job.out_dir / "history.csv" for job in finished])
-    sound = [job for job, status in zip(finished, runs["status"]) if status != BROKEN]
-    return runs, sound
-
-
 def _caption(plan: Plan, experiment: str) -> str:
     exp = plan.workflow.experiments[experiment]
     return f"{experiment}: {exp.replicates or exp.description}"
 
 
-def group_labels(plan: Plan, experiment: str) -> dict[str, str]:
+def _metrics(job: Job) -> dict[str, Any]:
+    return io.read_json(job.out_dir / "metrics.json")
+
+
+def group_labels(plan: Plan, experiment: str, sound: list[Job] | None = None) -> dict[str, str]:
     """Group -> what it ran, with the LR bounds it used (onecycle.report.describe), from the first
-    finished run of each group; groups with no finished run yet are left out."""
+    sound run of each group (evidence.experiment_runs: of the planned config); groups with none
+    yet are left out."""
     labels: dict[str, str] = {}
-    for job, metrics in _finished(plan.experiment_trains(experiment)):
-        labels.setdefault(job.group, describe.schedule_label(metrics["config"]))
+    for job in experiment_runs(plan, experiment).sound if sound is None else sound:
+        if job.group not in labels:
+            labels[job.group] = describe.schedule_label(_metrics(job)["config"])
     return labels
 
 
 def experiment_validity(plan: Plan, experiment: str) -> validity.Validity:
     """The experiment's validity gates (onecycle.report.validity), from its finished runs."""
-    runs, sound = _finished_runs(plan, experiment)
-    return validity.check_experiment(plan, experiment, runs, _histories(sound, "history.csv"))
+    found = experiment_runs(plan, experiment)
+    return validity.check_experiment(plan, experiment, found.runs, evidence_histories(found.sound))
 
 
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
@@ -151,13 +70,14 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
     trains = plan.experiment_trains(experiment)
-    runs, sound = _finished_runs(plan, experiment)
+    found = experiment_runs(plan, experiment)
+    runs, sound = found.runs, found.sound
     # Only runs that are not broken; the broken ones are named in the tables' notes instead.
-    histories = _histories(sound, "history.csv")
+    histories = evidence_histories(sound)
     checked = validity.check_experiment(plan, experiment, runs, histories)
     validity.write_validity(outputs["validity"], checked)
-    labels = group_labels(plan, experiment)
-    _write_summary(plan, experiment, runs, checked.label, labels)
+    labels = group_labels(plan, experiment, sound)
+    _write_summary(plan, experiment, runs, checked.label, labels, found)
     broken: dict[str, dict[int, str]] = {}
     for _, run in runs[runs["status"] == BROKEN].iterrows():
         broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
@@ -174,7 +94,8 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
 
     curves: dict[str, list[RunCurve]] = {}
     traces: dict[str, pd.DataFrame] = {}
-    for job, metrics in _finished(sound):
+    for job in sound:
+        metrics = _metrics(job)
         history = job.out_dir / "history.csv"
         frame = pd.read_csv(history) if history.exists() else pd.DataFrame(columns=["iteration", "test_accuracy"])
         curves.setdefault(job.group, []).append(RunCurve(job.seed, frame, metrics.get("diverged")))
@@ -192,15 +113,16 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
 
 
 def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str | None,
-                   labels: dict[str, str]) -> None:
+                   labels: dict[str, str], found: TrainRuns) -> None:
     """The verdict table. An invalid or tiny experiment's groups get its `label` where they would
     get a verdict (pending, diverged and broken groups keep saying so); an experiment that states
-    its departures from the paper says "... at this scale" after a verdict."""
+    its departures from the paper says "... at this scale" after a verdict. Stale runs (`found`,
+    onecycle.report.evidence) are named in the notes, and the caption counts what is not counted."""
     exp = plan.workflow.experiments[experiment]
     table = aggregate.summary_table(runs, published=load_published() if exp.published else None,
                                     mapping=exp.published,
                                     expected_groups=[(experiment, group) for group in exp.training_groups()],
-                                    tolerance_pp=plan.workflow.tolerance_pp, schedules=labels)
+                                    tolerance_pp=plan.workflow.tolerance_pp, schedules=labels, stale=found.stale())
     decided = table["verdict"].isin(["replicated", "not replicated", "no published number"])
     if label:
         table.loc[decided, "verdict"] = label
@@ -210,7 +132,8 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
     caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
                f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a two-sided 95% t interval of the mean: column "
-               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables.")
+               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables."
+               + not_counted_text(plan, found.evidence))
     write_table(table, run_outputs(plan, experiment)["table_csv"].with_suffix(""), caption=caption,
                 display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
 
@@ -223,15 +146,14 @@ def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
         return []
     jobs = plan.experiment_range_tests(experiment)
     seeds = []
-    for job, metrics in _finished(jobs):
-        history = job.out_dir / "history.csv"
-        if not history.exists():
-            continue
-        own = job.out_dir / "bounds.json"
-        suggestions = io.read_json(own)["suggestions"] if own.exists() else None
-        seeds.append(RangeSeed(job.seed, pd.read_csv(history), metrics.get("diverged"), suggestions))
-    bounds_file = plan.bounds_path(experiment)
-    bounds = io.read_json(bounds_file) if bounds_file.exists() else None
+    # Range tests of the planned config whose files read (evidence.range_test_evidence); the stale
+    # and broken ones the report page names.
+    for item in range_test_evidence(plan, jobs):
+        if item.state in (FRESH, DIVERGED):
+            suggestions = read_bounds(item.job.out_dir / "bounds.json")["suggestions"]
+            seeds.append(RangeSeed(item.job.seed, pd.read_csv(item.job.out_dir / "history.csv"),
+                                   item.metrics.get("diverged"), suggestions))
+    bounds = read_bounds(plan.bounds_path(experiment))
     spec = jobs[0].config["range_test"]
     momentum_test = spec["start_lr"] == spec["end_lr"]  # Part 1 Fig 7b: LR held, momentum ramped
     # The LR axis as the LR was ramped: Smith's linear ramp on a linear axis, an exponential
@@ -253,18 +175,19 @@ def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
     # Columns named by their config paths; "group" is a column of every run already. Broken
     # runs stay in the table with their status, which the figure does not draw.
     settings = {path: path for path in (compare.x, compare.hue) if path not in (None, "group")}
-    runs, _ = _finished_runs(plan, experiment, settings)
-    labels = ({group: f"{group}\n{label}" for group, label in group_labels(plan, experiment).items()}
+    found = experiment_runs(plan, experiment, settings)
+    runs = found.runs
+    labels = ({group: f"{group}\n{label}" for group, label in group_labels(plan, experiment, found.sound).items()}
               if compare.x == "group" else None)
     plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
                     title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
     return list(outputs.values())
 
 
-def _seed_suggestions(jobs) -> list[dict]:
-    """The `suggestions` block of each finished range test's bounds.json."""
-    return [io.read_json(job.out_dir / "bounds.json")["suggestions"] for job in jobs
-            if (job.out_dir / "metrics.json").exists()]
+def _seed_suggestions(plan: Plan, jobs: list[Job]) -> list[dict]:
+    """The `suggestions` block of each sound range test's bounds.json (of the planned config)."""
+    return [read_bounds(item.job.out_dir / "bounds.json")["suggestions"] for item in range_test_evidence(plan, jobs)
+            if item.state in (FRESH, DIVERGED)]
 
 
 def _range_test_setting(job) -> str:
@@ -294,14 +217,14 @@ def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs
     """The regret table (every rule scored against the max_lr grid) and its figure."""
     trains = plan.experiment_trains(experiment)
     high_key = LR_BOUND_PARAMS[study.training["schedule"]["policy"]][1]
-    runs, _ = _finished_runs(plan, experiment, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
+    found = experiment_runs(plan, experiment, settings={"max_lr": f"schedule_resolved.params.{high_key}"})
+    runs = found.runs
     # A broken run (onecycle.report.runs.run_problem) is neither a score nor a divergence; its
     # experiment's verdict table names it.
     runs = runs[runs["status"] != BROKEN]
     chance = 100.0 / DATASETS[trains[0].dataset].num_classes
     scored = bounds_study.scored_runs(runs, chance)
-    bounds_file = plan.bounds_path(experiment)
-    combined = io.read_json(bounds_file) if bounds_file.exists() else None
+    combined = read_bounds(plan.bounds_path(experiment))
     checked = experiment_validity(plan, experiment)
     table = bounds_study.regret_table(scored, combined, study, plan.workflow.claims_confidence, checked.label)
     per_rule = (combined or {}).get("rules", {})
@@ -330,6 +253,7 @@ def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs
         best = table.iloc[0]
         caption += (f" Grid's best: {best['grid_best_accuracy']:.2f} % at max_lr {best['grid_best_max_lr']:g}, 95% t "
                     f"interval [{best['grid_best_ci_low']:.2f}, {best['grid_best_ci_high']:.2f}].")
+    caption += not_counted_text(plan, found.evidence)
     write_table(table, outputs["regret_csv"].with_suffix(""), caption=caption,
                 display=bounds_study.regret_display(table))
     rules = {row.rule: {"max_lr": row.trained_max_lr, "accuracy_mean": row.accuracy_mean,
@@ -352,7 +276,7 @@ def _write_range_test_settings(plan: Plan, experiment: str, study: BoundsStudyCo
     main_jobs = plan.experiment_range_tests(experiment)
     settings = {study.range_test_name: main_jobs, **plan.experiment_variant_tests(experiment)}
     described = "; ".join(f"{name}: {_range_test_setting(jobs[0])}" for name, jobs in settings.items())
-    suggestions = {name: _seed_suggestions(jobs) for name, jobs in settings.items()}
+    suggestions = {name: _seed_suggestions(plan, jobs) for name, jobs in settings.items()}
     settings_frame = bounds_study.settings_table(suggestions, study.rules)
     write_table(settings_frame, outputs["range_test_settings_csv"].with_suffix(""),
                 caption=(f"{experiment}: each rule's suggested max_lr (mean ± std over range-test "
@@ -395,12 +319,13 @@ def write_claims_table(plan: Plan, experiment: str) -> list[Path]:
     if not outputs:
         return []
     exp = plan.workflow.experiments[experiment]
-    runs, sound = _finished_runs(plan, experiment)
-    histories = _histories(sound, "history.csv")
-    checked = validity.check_experiment(plan, experiment, runs, histories)
-    table = claims.claims_table(exp, runs, histories, plan.workflow.seeds,
+    found = experiment_runs(plan, experiment)
+    histories = evidence_histories(found.sound)
+    checked = validity.check_experiment(plan, experiment, found.runs, histories)
+    table = claims.claims_table(exp, found.runs, histories, plan.workflow.seeds,
                                 published=load_published() if exp.published else None,
-                                confidence=plan.workflow.claims_confidence, validity=checked.label)
+                                confidence=plan.workflow.claims_confidence, validity=checked.label,
+                                stale=found.stale())
     texts = "".join(f"\n- {row.claim_id}: {row.text} ({row.source})" for row in table.itertuples())
     scale = "".join(f"\n- {aspect}: {text}" for aspect, text in exp.departures.items())
     write_table(table, outputs["claims_csv"].with_suffix(""), display_columns=claims.DISPLAY_COLUMNS,

@@ -234,9 +234,11 @@ def p_value(comparisons: Sequence[Comparison], censored: bool = False) -> float:
 
 
 def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[tuple[int, pd.DataFrame]]],
-             seeds: Sequence[int], confidence: float = 0.95) -> dict:
+             seeds: Sequence[int], confidence: float = 0.95,
+             stale: Mapping[str, Sequence[tuple[int, str]]] | None = None) -> dict:
     """One row of the claims table (COLUMNS, less the expected verdict) from one experiment's
-    runs (runs.collect_runs) and evaluation histories (group -> [(seed, history.csv)])."""
+    runs (runs.collect_runs) and evaluation histories (group -> [(seed, history.csv)]). `stale`:
+    group -> [(seed, what differs)] of runs of another config, pending here and named in the note."""
     groups = claim.group_names()
     present = {(g, int(s)): status for g, s, status in zip(runs["group"], runs["seed"], runs["status"])}
     pending = [f"{g}/seed{s}" for g in groups for s in seeds if (g, s) not in present]
@@ -268,6 +270,9 @@ def evaluate(claim: Claim, runs: pd.DataFrame, histories: Mapping[str, Sequence[
         notes.append("; ".join(c.summary() for c in comparisons))
     if broken:
         notes.insert(0, f"broken, not counted: {', '.join(broken)}")
+    stale_runs = [f"{g}/seed{s} ({why})" for g in groups for s, why in (stale or {}).get(g, ())]
+    if stale_runs:
+        notes.insert(0, f"stale, not counted: {'; '.join(stale_runs)}")
     row = _statistic_columns(deciding, evidence, p_value(comparisons, extra["censored"]))
     row.update({"claim_id": claim.id, "kind": claim.kind, "text": claim.text, "source": claim.source,
                 "candidate": deciding.candidate, "baseline": deciding.baseline,
@@ -381,7 +386,8 @@ def _speedup_lengths_problem(claim: Claim, candidate: pd.Series, baseline: pd.Se
 def claims_table(experiment: ExperimentConfig, runs: pd.DataFrame,
                  histories: Mapping[str, Sequence[tuple[int, pd.DataFrame]]], seeds: Sequence[int], *,
                  published: pd.DataFrame | None = None, confidence: float = 0.95,
-                 validity: str | None = None) -> pd.DataFrame:
+                 validity: str | None = None,
+                 stale: Mapping[str, Sequence[tuple[int, str]]] | None = None) -> pd.DataFrame:
     """One row per claim of the experiment (COLUMNS): verdict from the runs, expected verdict
     from the published numbers. `validity` (onecycle.report.validity.Validity.label), when the
     experiment failed a gate or ran at tiny scale, stands in place of every verdict a test would
@@ -389,7 +395,7 @@ def claims_table(experiment: ExperimentConfig, runs: pd.DataFrame,
     decided verdict of an experiment that states `departures` reads "... at this scale"."""
     rows = []
     for claim in experiment.claims:
-        row = evaluate(claim, runs, histories, seeds, confidence)
+        row = evaluate(claim, runs, histories, seeds, confidence, stale)
         row["expected"], row["expected_basis"] = expected_verdict(claim, experiment, published, confidence)
         if validity and row["verdict"] in TESTED:  # pending and diverged runs still say so
             row["note"] = "; ".join(filter(None, [f"no verdict: {validity}", row["note"]]))

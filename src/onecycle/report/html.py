@@ -20,7 +20,6 @@ import hashlib
 import html
 import struct
 from collections import Counter
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,20 +30,17 @@ from onecycle import io
 from onecycle.report import claims
 from onecycle.experiments.expansion import Plan
 from onecycle.report.tables import display_frame, html_table
-from onecycle.report.build import (bounds_study_outputs, bounds_summary_outputs, comparison_outputs, range_test_outputs,
-                             run_outputs)
+from onecycle.report.evidence import (COUNTED, STATES, Evidence, config_file, plan_evidence, refresh_command,
+                                      unplanned_runs)
+from onecycle.report.outputs import (SCORECARD_STEM, bounds_study_outputs, bounds_summary_outputs, comparison_outputs,
+                                     range_test_outputs, report_path, run_outputs)
 
 # A claims table's headers on the page (onecycle.report.claims.DISPLAY_COLUMNS), short enough for the
 # table to fit a 1280 px window.
 CLAIM_HEADERS = {"claim_id": "claim", "per_seed": "per seed"}
-SCORECARD_STEM = "claims_scorecard"
 
 # The report's stylesheet, shared with Snakemake's report (`--report-stylesheet`, see the Makefile).
 STYLESHEET = Path(__file__).with_name("report.css")
-
-
-def report_path(plan: Plan) -> Path:
-    return plan.results_dir / "report.html"
 
 
 def write_html_report(plan: Plan) -> Path:
@@ -52,10 +48,11 @@ def write_html_report(plan: Plan) -> Path:
     out = report_path(plan)
     tiny = " (TINY SCALE: no verdicts)" if plan.workflow.scale == "tiny" else ""
     title = f"onecycle replication report{tiny}: {plan.workflow.results_dir}"
-    body = [f"<h1>{_e(title)}</h1>", *_provenance(plan), _contents(plan),
+    evidence = plan_evidence(plan)
+    body = [f"<h1>{_e(title)}</h1>", *_provenance(plan, evidence), _contents(plan),
             _claims_section(plan), _bounds_summary_section(plan),
             *(_experiment_section(plan, name) for name in plan.workflow.experiments),
-            _runs_section(plan), _workflow_section(plan)]
+            _runs_section(plan, evidence), _workflow_section(plan)]
     style = STYLESHEET.read_text(encoding="utf-8")
     page = ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
@@ -78,10 +75,10 @@ def _relative(plan: Plan, path: Path) -> str:
 # What produced the page
 # --------------------------------------------------------------------------------------------
 
-def _provenance(plan: Plan) -> list[str]:
+def _provenance(plan: Plan, evidence: list[Evidence]) -> list[str]:
     lines = []
     copy = plan.results_dir / "workflow_config.json"
-    source = _config_file(plan)
+    source = config_file(plan)
     config = f"<code>{_e(source)}</code>" if source else "the workflow config"
     if copy.exists():
         digest = hashlib.sha256(copy.read_bytes()).hexdigest()[:12]
@@ -93,7 +90,7 @@ def _provenance(plan: Plan) -> list[str]:
     lines.append(f"<p class=\"provenance\">Config: {config}. Results folder <code>{_e(plan.workflow.results_dir)}"
                  f"</code>; seeds {_e(', '.join(map(str, plan.workflow.seeds)))}; verdict tolerance "
                  f"{plan.workflow.tolerance_pp:g} pp.</p>")
-    revisions = Counter(_revision(metrics) for metrics in _all_metrics(plan))
+    revisions = Counter(_revision(_metrics(item)) for item in evidence if item.state in COUNTED)
     if revisions:
         produced = "; ".join(f"<code>{_e(rev)}</code> ({count} job{'s' if count != 1 else ''})"
                              for rev, count in sorted(revisions.items()))
@@ -102,28 +99,11 @@ def _provenance(plan: Plan) -> list[str]:
                      f"<code>onecycle report</code> (<code>make figures</code>): nothing was retrained.</p>")
     else:
         lines.append("<p class=\"provenance\">No run has finished yet: every table shows pending rows.</p>")
-    return lines
+    return lines + _not_counted(plan, evidence)
 
 
-def _config_file(plan: Plan) -> str | None:
-    """The repository's config file for this results folder (configs/*.yaml with this
-    results_dir), so the page names the file a reader knows, however `onecycle report` was
-    called (the workflow passes its copy, workflow_config.json)."""
-    for path in sorted(Path("configs").glob("*.yaml")):
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            continue
-        if isinstance(document, dict) and document.get("results_dir") == plan.workflow.results_dir:
-            return path.as_posix()
-    return None
-
-
-def _all_metrics(plan: Plan) -> Iterable[dict[str, Any]]:
-    for job in [*plan.range_tests.values(), *plan.trains.values()]:
-        path = job.out_dir / "metrics.json"
-        if path.exists():
-            yield io.read_json(path)
+def _metrics(item: Evidence) -> dict[str, Any]:
+    return item.metrics if item.metrics is not None else io.read_json(item.job.out_dir / "metrics.json")
 
 
 def _revision(metrics: dict[str, Any]) -> str:
@@ -318,23 +298,37 @@ def _table(display: pd.DataFrame, caption: str, **options: Any) -> str:
 # The runs, and the workflow that made them
 # --------------------------------------------------------------------------------------------
 
-def _runs_section(plan: Plan) -> str:
+def _runs_section(plan: Plan, evidence: list[Evidence]) -> str:
     parts = ['<section id="runs">', "<h2>Runs</h2>",
              "<p>Every job of the config, finished or not: a diverged run counts, with where it stopped; "
              "a pending one has no result yet. Wall time is the run's own, from its metrics.json.</p>"]
-    rows = []
-    for job in [*plan.range_tests.values(), *plan.trains.values()]:
-        path = job.out_dir / "metrics.json"
-        metrics = io.read_json(path) if path.exists() else None
-        rows.append(_run_row(job, metrics))
+    rows = [_run_row(item.job, _metrics(item) if item.state != "missing" else None, item) for item in evidence]
     frame = pd.DataFrame(rows, columns=["job", "status", "iterations", "stopped", "wall time (s)", "device",
                                         "revision"])
     parts.append(_table(frame.astype(str).replace({"nan": "", "None": ""}), "Jobs"))
+    unplanned = unplanned_runs(plan)
+    if unplanned:
+        items = "".join(f"<li><code>{_e(_relative(plan, folder))}</code>: {_e(why)}</li>" for folder, why in unplanned)
+        parts.append(f"<p>Run folders no job of this config names, never counted:</p><ul>{items}</ul>")
     parts.append("</section>")
     return "\n".join(parts)
 
 
-def _run_row(job: Any, metrics: dict[str, Any] | None) -> dict[str, Any]:
+def _not_counted(plan: Plan, evidence: list[Evidence]) -> list[str]:
+    """A paragraph saying how many planned runs are stale, broken or missing, and the command
+    that refreshes them; none when every planned run counts (onecycle.report.evidence)."""
+    counts = Counter(item.state for item in evidence)
+    left = [f"{counts[state]} {state}" for state in STATES if state not in ("fresh", "diverged") and counts[state]]
+    if not left:
+        return []
+    return [f'<p class="provenance">Of the {len(evidence)} planned runs, {_e(", ".join(left))}: the tables '
+            "count only runs of the configured protocol (a stale run ran another config, named below; a broken "
+            f"one has files that disagree). Refresh them with <code>{_e(refresh_command(plan))}</code>; stale "
+            "runs are moved to a sibling <code>seed&lt;k&gt;.stale-&lt;digest&gt;</code> folder first, never "
+            "deleted.</p>"]
+
+
+def _run_row(job: Any, metrics: dict[str, Any] | None, item: Evidence) -> dict[str, Any]:
     if metrics is None:
         return {"job": job.job_id, "status": "pending", "iterations": "", "stopped": "", "wall time (s)": "",
                 "device": "", "revision": ""}
@@ -346,7 +340,8 @@ def _run_row(job: Any, metrics: dict[str, Any] | None) -> dict[str, Any]:
         stopped = f"{where}: {diverged.get('reason', '')}"
     wall = metrics.get("wall_time_s")
     planned = metrics.get("iterations_planned")
-    return {"job": job.job_id, "status": metrics.get("status", ""),
+    status = metrics.get("status", "") if item.reason is None else f"{item.state}: {item.reason}"
+    return {"job": job.job_id, "status": status,
             "iterations": f"{metrics.get('iterations')} of {planned}" if planned else str(metrics.get("iterations")),
             "stopped": stopped, "wall time (s)": f"{wall:.1f}" if isinstance(wall, (int, float)) else "",
             "device": (metrics.get("provenance") or {}).get("device", ""), "revision": _revision(metrics)}

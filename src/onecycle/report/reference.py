@@ -42,6 +42,7 @@ import pandas as pd
 
 from onecycle import io
 from onecycle.errors import ConfigError
+from onecycle.experiments.identity import is_set_aside
 
 ACCURACY_Z = 4.0
 STATUS_COLUMNS = ("n", "n_completed", "n_diverged")
@@ -180,6 +181,8 @@ def provenance_summary(results: Path) -> str:
     """Which revision, CPU and thread count produced a results folder (from its metrics.json)."""
     found: dict[str, set[str]] = {"revision": set(), "cpu": set(), "torch threads": set()}
     for path in sorted((results / "train").rglob("metrics.json")):
+        if is_set_aside(path):  # a stale run moved aside (docs/design.md §10d): not of this folder
+            continue
         provenance = io.read_json(path).get("provenance", {})
         found["revision"].add(str(provenance.get("git_revision")))
         found["cpu"].add(str(provenance.get("cpu_model") or provenance.get("device_name")))

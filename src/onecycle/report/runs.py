@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from onecycle import io
@@ -145,6 +146,9 @@ def run_problem(row: Mapping[str, Any], history_path: Path | None, *, check_hist
     missing = [column for column in ("iteration", "test_accuracy") if column not in history.columns]
     if missing:
         return f"{name} lacks column {missing[0]!r}"
+    non_finite = _non_finite(history, allow_last=row["status"] != "completed")
+    if non_finite is not None:
+        return f"{name} holds a non-finite {non_finite}"
     if row["status"] != "completed":
         last = history["iteration"].max() if len(history) else 0
         return f"{name} goes on to iteration {last}, past the {done} run" if last > done else None
@@ -157,6 +161,24 @@ def run_problem(row: Mapping[str, Any], history_path: Path | None, *, check_hist
         return (f"final accuracy {row['final_accuracy']:.2f}% in metrics.json, "
                 f"{100.0 * last_accuracy:.2f}% in {name}")
     return None
+
+
+# The columns of history.csv a finished run fills with numbers at every evaluation.
+FINITE_COLUMNS = ("train_loss", "test_loss", "test_accuracy")
+
+
+def _non_finite(history: pd.DataFrame, *, allow_last: bool) -> str | None:
+    """"test_loss at iteration 40" for the first evaluation holding a NaN, an infinity or text in
+    FINITE_COLUMNS; a diverged run (allow_last) may end on one, the evaluation that stopped it."""
+    columns = [column for column in FINITE_COLUMNS if column in history.columns]
+    values = history[columns].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if allow_last and len(bad):
+        bad[-1] = False
+    if not bad.any():
+        return None
+    row, column = map(int, np.argwhere(bad)[0])
+    return f"{columns[column]} at iteration {history['iteration'].iloc[row]}"
 
 
 def _summary_block(path: Path, block: str, value: Any) -> Mapping[str, Any]:

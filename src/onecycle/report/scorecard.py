@@ -24,15 +24,9 @@ import pandas as pd
 from onecycle.report import claims, stats
 from onecycle.experiments.expansion import Plan
 from onecycle.report.figures.scorecard import plot_scorecard
+from onecycle.report.outputs import scorecard_outputs
 from onecycle.report.tables import write_table
 
-STEM = "claims_scorecard"
-
-
-def outputs(results_dir: Path) -> dict[str, Path]:
-    tables, figures = Path(results_dir) / "tables", Path(results_dir) / "figures"
-    return {**{f"scorecard_{ext}": tables / f"{STEM}.{ext}" for ext in ("csv", "md", "tex", "html")},
-            **{f"scorecard_{ext}": figures / f"{STEM}.{ext}" for ext in ("png", "pdf")}}
 
 
 def pair_label(plan: Plan, experiment: str) -> str:
@@ -127,7 +121,7 @@ def multiplicity_text(frame: pd.DataFrame, alpha: float) -> str:
 
 def write_scorecard(plan: Plan, tables: Mapping[str, Path]) -> list[Path]:
     """tables/claims_scorecard.{csv,md,tex} and figures/claims_scorecard.{png,pdf}."""
-    paths = outputs(plan.results_dir)
+    paths = scorecard_outputs(plan.results_dir)
     alpha = round(1 - plan.workflow.claims_confidence, 10)
     frame = holm_corrected(collect(plan, tables), alpha)
     source = plan.workflow.results_dir

@@ -41,6 +41,7 @@ from onecycle.experiments.config import RangeTestSpec
 from onecycle.experiments.expansion import Plan
 from onecycle.experiments.workflow import Claim
 from onecycle.report import speedup
+from onecycle.report.evidence import DIVERGED, FRESH, range_test_evidence
 
 # Standard errors above chance that count as "clearly": a binomial tail beyond 5 SE has
 # probability 3e-7 (normal approximation), so a run above the line did not get there by guessing.
@@ -218,9 +219,10 @@ def check_experiment(plan: Plan, experiment: str, runs: pd.DataFrame,
         gates.append(trainings_learned(runs, info.num_classes, test_images, [grid_group(best[0])])
                      if best else Gate("trainings learned", None, "no grid point finished yet"))
         gates.append(bracket)
-    tests = [(job.seed, pd.read_csv(job.out_dir / "history.csv")) for job in plan.experiment_range_tests(experiment)
-             if (job.out_dir / "metrics.json").exists() and (job.out_dir / "history.csv").exists()]
     jobs = plan.experiment_range_tests(experiment)
+    # The range tests of the planned config whose files read (onecycle.report.evidence).
+    tests = [(item.job.seed, pd.read_csv(item.job.out_dir / "history.csv"))
+             for item in range_test_evidence(plan, jobs) if item.state in (FRESH, DIVERGED)]
     eval_images = min(RangeTestSpec.model_validate(jobs[0].config["range_test"]).eval_subset,
                       test_images) if jobs else test_images
     gates.append(range_tests_left_chance(tests, info.num_classes, eval_images))

@@ -5,6 +5,7 @@ clock and loads it only for the very config it was written for."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from torch import nn
 
 from onecycle import io
 from onecycle.experiments.config import ConfigError
+from onecycle.experiments.identity import recorded_digest, set_aside
 from onecycle.training import distributed
 
 CHECKPOINT = "checkpoint.pt"
@@ -47,13 +49,18 @@ def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: t
 
 
 class Checkpointer:
-    """Full training state, saved atomically; loaded with weights_only=True (no pickle code)."""
+    """Full training state, saved atomically; loaded with weights_only=True (no pickle code).
+    A checkpoint of another config is refused, or with `set_aside_other` moved to a sibling
+    folder (onecycle.experiments.identity.set_aside) by the process that may write the folder
+    (`may_move`: rank 0 of a data-parallel run) and ignored by the others."""
 
-    def __init__(self, out_dir: Path, config_json: str, every_s: float) -> None:
+    def __init__(self, out_dir: Path, config_json: str, every_s: float, *, set_aside_other: bool = False,
+                 may_move: bool = True) -> None:
         self.path = out_dir / CHECKPOINT
         self.config_json = config_json
         self.every_s = every_s
         self.last_save = time.monotonic()
+        self.set_aside_other, self.may_move = set_aside_other, may_move
 
     def due(self) -> bool:
         return time.monotonic() - self.last_save >= self.every_s
@@ -82,8 +89,14 @@ class Checkpointer:
         if not isinstance(state, dict) or any(key not in state for key in CHECKPOINT_KEYS):
             raise ConfigError(f"{self.path}: not a training checkpoint of this suite; {fix}")
         if state.get("config_json") != self.config_json:
-            raise ConfigError(f"{self.path}: checkpoint was written for a different config; "
-                              "delete it to start over")
+            if not self.set_aside_other:
+                raise ConfigError(f"{self.path}: checkpoint was written for a different config; move it away "
+                                  "(or pass --set-aside-stale) to start over")
+            if self.may_move:
+                recorded = json.loads(state["config_json"]) if isinstance(state["config_json"], str) else {}
+                moved = set_aside(self.path.parent, recorded_digest("train", recorded), [CHECKPOINT])
+                print(f"{self.path}: a checkpoint of another config; moved it to {moved}", flush=True)
+            return None
         return state
 
     def remove(self) -> None:

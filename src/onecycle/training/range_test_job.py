@@ -16,6 +16,7 @@ import torch
 from onecycle import bounds as bound_rules
 from onecycle import io
 from onecycle.experiments.config import ConfigError, RangeTestConfig
+from onecycle.experiments.identity import DIGEST_KEY, config_digest
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.training.optim import build_optimizer
@@ -76,7 +77,8 @@ def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress)
     bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
     io.write_json(out_dir / "bounds.json", bounds)
     metrics = {"status": "diverged" if result.diverged else "completed", "name": cfg.name,
-               "experiment": cfg.experiment, "seed": cfg.seed, "config": cfg.model_dump(mode="json"),
+               "experiment": cfg.experiment, "seed": cfg.seed, DIGEST_KEY: config_digest(cfg),
+               "config": cfg.model_dump(mode="json"),
                "iterations": len(result.history), "iterations_planned": spec.iterations,
                "diverged": result.diverged, "bounds": bounds,
                "provenance": io.provenance(str(device), cfg.seed)}

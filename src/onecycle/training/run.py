@@ -36,6 +36,7 @@ from onecycle import data as datasets
 from onecycle import io
 from onecycle.training import distributed
 from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
+from onecycle.experiments.identity import DIGEST_KEY, config_digest
 from onecycle.evaluation import evaluate, training_divergence
 from onecycle.models import build_model, classification_loss
 from onecycle.models.layers import set_batch_norm_shards
@@ -77,9 +78,11 @@ def _summary(row: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = None,
-          progress: Progress = SILENT) -> dict[str, Any]:
+          progress: Progress = SILENT, set_aside_stale: bool = False) -> dict[str, Any]:
     """Run (or resume) one training run; write history.csv, train_log.csv, metrics.json.
     `progress` hears of every iteration and evaluation (onecycle.progress; silent by default).
+    A checkpoint of another config in `out_dir` is refused, or with `set_aside_stale` moved
+    aside (onecycle.training.checkpoints.Checkpointer) and the run starts afresh.
 
     Started by torchrun (WORLD_SIZE > 1), this process is one rank of a data-parallel run
     (onecycle.training.distributed): every rank returns the same metrics, rank 0 alone writes files
@@ -89,16 +92,16 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     try:
         if not ctx.is_main:  # rank 0 alone writes the run folder, and holds it
-            return _train(cfg, Path(out_dir), bounds, ctx, device, SILENT)
+            return _train(cfg, Path(out_dir), bounds, ctx, device, SILENT, set_aside_stale)
         with io.run_folder(out_dir) as folder:
-            return _train(cfg, folder, bounds, ctx, device, progress)
+            return _train(cfg, folder, bounds, ctx, device, progress, set_aside_stale)
     finally:
         distributed.shutdown(ctx)
 
 
-def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
-           ctx: distributed.Context, device: torch.device, progress: Progress) -> dict[str, Any]:
-    run = TrainingRun(cfg, out_dir, bounds, ctx, device, progress)
+def _train(cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None, ctx: distributed.Context,
+           device: torch.device, progress: Progress, set_aside_stale: bool) -> dict[str, Any]:
+    run = TrainingRun(cfg, out_dir, bounds, ctx, device, progress, set_aside_stale)
     run.resume()
     run.run_epochs()
     return run.finish()
@@ -110,8 +113,10 @@ class TrainingRun:
     method per phase. Built, it has set up data, schedule and model and written config.json."""
 
     def __init__(self, cfg: RunConfig, out_dir: Path, bounds: dict[str, Any] | None,
-                 ctx: distributed.Context, device: torch.device, progress: Progress) -> None:
+                 ctx: distributed.Context, device: torch.device, progress: Progress,
+                 set_aside_stale: bool = False) -> None:
         self.cfg, self.out_dir, self.ctx, self.device, self.progress = cfg, out_dir, ctx, device, progress
+        self.set_aside_stale = set_aside_stale
         self.train_cfg: TrainConfig = cfg.train
         out_dir.mkdir(parents=True, exist_ok=True)
         # Provenance of the code that starts the run (files edited while it runs do not count).
@@ -166,7 +171,8 @@ class TrainingRun:
         self.autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else None
         self.optimizer = build_optimizer(self.model, cfg.optim, lr=self.schedule.lr(0))
         self.checkpointer = Checkpointer(self.out_dir, json.dumps(self.resolved, sort_keys=True),
-                                         train_cfg.checkpoint_every_s)
+                                         train_cfg.checkpoint_every_s, set_aside_other=self.set_aside_stale,
+                                         may_move=self.ctx.is_main)
 
     def resume(self) -> None:
         """Go on from the checkpoint if there is one; then wrap the model for training."""
@@ -299,6 +305,8 @@ class TrainingRun:
         metrics = {
             "status": "diverged" if self.diverged else "completed",
             "name": cfg.name, "experiment": cfg.experiment, "group": cfg.group, "seed": cfg.seed,
+            # The run's identity (onecycle.experiments.identity): which plan it belongs to.
+            DIGEST_KEY: config_digest(cfg),
             "config": self.resolved,
             "iterations": self.it, "iterations_planned": self.schedule.steps,
             "epochs_completed": self.it // self.iters_per_epoch,

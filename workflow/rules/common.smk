@@ -17,7 +17,7 @@ wildcard_constraints:
     range_job=_alternation(PLAN.range_tests),
     experiment=_alternation(PLAN.workflow.experiments),
     dataset=_alternation(PLAN.datasets()),
-    mean_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_mean_images(name)]),
+    cache_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_caches(name)]),
     study=_alternation(PLAN.bounds_studies()),
 
 

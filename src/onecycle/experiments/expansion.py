@@ -104,31 +104,34 @@ class Plan:
     def datasets(self) -> list[str]:
         return sorted({job.dataset for job in [*self.trains.values(), *self.range_tests.values()]})
 
-    def caffe_mean_images(self, dataset: str) -> list[dict[str, Any]]:
-        """The training splits of ImageNet folder `dataset` whose Caffe mean image some job needs,
-        as distinct {"root", "classes"}: a job of their own (rule caffe_mean_image) computes each
-        once with all its threads, so no training job waits on it holding GPUs."""
+    def caffe_caches(self, dataset: str) -> list[dict[str, Any]]:
+        """The ImageNet folders of `dataset` that some job reads through Caffe's data layer, as
+        distinct {"root", "classes"}: a job of their own (rule caffe_cache) squashes their images
+        once into the uint8 cache and computes the training split's mean image, with all its
+        threads, so no training job waits on it holding GPUs."""
         needed = {}
         for job in [*self.trains.values(), *self.range_tests.values()]:
-            if job.dataset == dataset and needs_caffe_mean(job):
+            if job.dataset == dataset and needs_caffe_cache(job):
                 data = job.config["data"]
                 split = {"root": data.get("root"), "classes": data.get("classes")}
                 needed[json.dumps(split, sort_keys=True)] = split
         return [needed[key] for key in sorted(needed)]
 
-    def caffe_mean_record(self, dataset: str) -> Path:
-        return self.results_dir / "data" / f"{dataset}.caffe_mean.json"
+    def caffe_cache_record(self, dataset: str) -> Path:
+        return self.results_dir / "data" / f"{dataset}.caffe_cache.json"
 
     def data_inputs(self, job: Job) -> dict[str, Path]:
-        """A job's data dependencies: the verified dataset and, if it needs one, its mean image."""
+        """A job's data dependencies: the verified dataset and, if it needs them, its squashed
+        images and mean image."""
         inputs = {"data": self.data_record(job.dataset)}
-        if needs_caffe_mean(job):
-            inputs["caffe_mean"] = self.caffe_mean_record(job.dataset)
+        if needs_caffe_cache(job):
+            inputs["caffe_cache"] = self.caffe_cache_record(job.dataset)
         return inputs
 
 
-def needs_caffe_mean(job: Job) -> bool:
-    """Caffe's ImageNet data layer (normalize caffe_mean_image on a folder) reads a mean image."""
+def needs_caffe_cache(job: Job) -> bool:
+    """Caffe's ImageNet data layer (normalize caffe_mean_image on a folder) reads squashed images
+    and a mean image."""
     return job.dataset in FOLDER_DATASETS and job.config["data"].get("normalize") == "caffe_mean_image"
 
 

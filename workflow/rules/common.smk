@@ -5,6 +5,7 @@ import shlex
 from snakemake.exceptions import WorkflowError
 
 from onecycle import io
+from onecycle.dag.gpu_check import gpu_refusal
 
 # Wildcard values are exactly the job ids the plan holds: no rule can match a path the
 # config does not describe, and the rules' patterns cannot shadow each other.
@@ -29,12 +30,18 @@ TRAIN_THREADS = PLAN.workflow.train_threads
 # Seats only mean something to a local `--resources gpu=N` cap: a cluster executor would read
 # them as GPUs to allocate, so sharing is refused there, before any job is submitted (the
 # executor is known from onstart on, not while the Snakefile is parsed).
+# A local run whose jobs claim GPUs this machine lacks stops here too, in one line, before any
+# job starts (onecycle.dag.gpu_check; a dry run lists the jobs on any machine).
 onstart:
     if PLAN.workflow.jobs_per_gpu > 1 and workflow.non_local_exec:
         raise WorkflowError(
             f"jobs_per_gpu = {PLAN.workflow.jobs_per_gpu} is for one machine (--resources gpu= counts "
             "seats there); on a cluster every job gets its own GPUs: set jobs_per_gpu: 1"
         )
+    if not workflow.non_local_exec:
+        refusal = gpu_refusal(PLAN)
+        if refusal is not None:
+            raise WorkflowError(refusal)
 
 
 def _train_inputs(wc):

@@ -1,6 +1,7 @@
 """What the Snakemake DAG needs beyond its rules, kept in the package so it is tested.
 
 - gpu_slots: each GPU job claims its own devices (Snakemake counts GPUs but never says which);
+- gpu_check: a local run whose jobs claim GPUs this machine lacks stops before any job, in one line;
 - stale_locks: Snakemake's lock after a SIGKILL, removed when no run of the workflow is alive;
 - snakemake_report: the report directives that embed figures in Snakemake's HTML report.
 """

@@ -123,6 +123,18 @@ def test_per_iteration_rates_are_compressed_with_the_run(paper, tiny_plan, job_i
             (TINY_STEPS - 1) * stretch), rel=1e-9)
 
 
+@pytest.mark.parametrize("job_id, gamma_per_epoch, epochs", [
+    ("clr_t1_imagenette_alexnet/exp_60ep/seed0", 0.97529, 60),
+    ("clr_t1_imagenette_googlenet/exp_range_24ep/seed0", 0.81858, 24)])
+def test_a_rate_per_epoch_keeps_the_runs_whole_decay(tiny_plan, job_id, gamma_per_epoch, epochs):
+    # CLR's exp on Imagenette decays by gamma_per_epoch each of its epochs: the tiny run's
+    # TINY.epochs fall as far as the real run's (float rounding of the power: 1e-12 relative).
+    cfg, (schedule, params) = _schedule(tiny_plan.trains[job_id])
+    assert cfg.schedule.params["gamma_per_epoch"] ** TINY.epochs == pytest.approx(gamma_per_epoch ** epochs,
+                                                                                   rel=1e-12)
+    assert params["gamma"] ** TINY_STEPS == pytest.approx(gamma_per_epoch ** epochs, rel=1e-12)
+
+
 def test_the_real_config_is_checked_before_it_is_scaled(paper):
     # A stepsize too long for the real run must fail at tiny scale too: tiny runs check the config.
     broken = deep_merge(paper, {"scale": "tiny", "experiments": {"part1_t2_mnist_lenet": {"groups": {

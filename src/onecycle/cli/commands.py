@@ -142,13 +142,13 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments.expansion import expand
-    from onecycle.experiments.loading import load_mapping
+    from onecycle.experiments.loading import load_workflow_file
     from onecycle.report.html import write_html_report
     from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
                                        write_comparison_figure, write_experiment_report, write_range_test_figure,
                                        write_scorecard)
 
-    plan = expand(load_mapping(args.config), str(args.config))
+    plan = expand(load_workflow_file(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
     for name in names:
         if name not in plan.workflow.experiments:
@@ -183,11 +183,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare_reference(args: argparse.Namespace) -> int:
     from onecycle.experiments.config import parse
-    from onecycle.experiments.loading import load_mapping
+    from onecycle.experiments.loading import load_workflow_file
     from onecycle.experiments.workflow import WorkflowConfig
     from onecycle.report.reference import compare, format_report
 
-    workflow = load_mapping(args.config)
+    workflow = load_workflow_file(args.config)
     parse(WorkflowConfig, workflow, str(args.config))
     reference, run = Path(args.reference), Path(args.run)
     for folder in (reference, run):
@@ -208,9 +208,9 @@ def _config(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from onecycle.experiments import cost as cost_plan
     from onecycle.experiments.expansion import expand
-    from onecycle.experiments.loading import load_mapping
+    from onecycle.experiments.loading import load_workflow_file
 
-    workflow = expand(load_mapping(args.config), str(args.config))
+    workflow = expand(load_workflow_file(args.config), str(args.config))
     if args.devices < 1:
         raise ConfigError(f"--devices {args.devices}: expected at least 1")
     rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)

@@ -66,6 +66,12 @@ def test_every_paper_job_is_tiny_and_goes_elsewhere(paper, tiny_plan):
         assert cfg.range_test.momentum_range == real_cfg.range_test.momentum_range, job.job_id
 
 
+def test_tiny_jobs_run_one_thread_each(paper, tiny_plan):
+    # train_threads 4 for the real runs (a GPU node's cores shared by 4 jobs); tiny jobs take one
+    # core each, so a 2-core machine runs two at a time (the rules' threads: PLAN.job_threads).
+    assert (expand(paper, str(PAPER)).job_threads, tiny_plan.job_threads) == (4, 1)
+
+
 def test_part1_runs_keep_their_protocol_at_tiny_scale(tiny_plan):
     # x4.sh's per-GPU batch offsets (+3, +2, +1, +0 on 4 GPUs) on the tiny TBS 8, and one
     # schedule for all four runs counted in the nominal batch (C2).

@@ -22,7 +22,7 @@ wildcard_constraints:
     study=_alternation(PLAN.bounds_studies()),
 
 
-TRAIN_THREADS = PLAN.workflow.train_threads
+TRAIN_THREADS = PLAN.job_threads  # train_threads, or 1 at tiny scale
 
 # GPU jobs declare `resources: gpu=` in seats: with jobs_per_gpu = k, a job of a `share_gpu`
 # experiment takes 1 seat and may meet k-1 others on its device (gpu_slots --per-device k);

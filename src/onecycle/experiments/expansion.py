@@ -95,6 +95,14 @@ class Plan:
                 variants.setdefault(job.variant, []).append(job)
         return variants
 
+    @property
+    def job_threads(self) -> int:
+        """Threads (Snakemake `threads`, torch threads) of each training, range-test and data job:
+        the config's train_threads, but 1 at tiny scale. A tiny job is mostly one-threaded
+        start-up (imports, model build, a few iterations of small batches), so on a 2-core
+        machine two jobs side by side finish sooner than one job holding both cores."""
+        return 1 if self.workflow.scale == "tiny" else self.workflow.train_threads
+
     def bounds_studies(self) -> list[str]:
         return [name for name, exp in self.workflow.experiments.items() if exp.bounds_study is not None]
 

@@ -121,13 +121,17 @@ def test_the_cache_is_rebuilt_when_its_sources_change_and_only_then(folder, monk
     write_image(Path(path), random_uint8((300, 410, 3), 99))
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
     changed = squash_cache.squash_cache(_splits(folder)["train"])
-    assert changed.path != first.path
+    assert changed.path != first.path and not first.path.exists()  # the split's old cache is gone
     assert torch.equal(changed.images[0], squash(load_rgb(path)))
     assert not torch.equal(changed.images[0], first.images[0])
     # An image added to the split: another key again.
     write_image(folder / "train" / WNIDS[1] / "added.png", random_uint8((64, 64, 3), 7))
     added = squash_cache.squash_cache(_splits(folder)["train"])
     assert len(added) == len(split) + 1 and added.path not in (first.path, changed.path)
+    assert not changed.path.exists()
+    # Another class list of the same folder is another split: its cache stands beside this one's.
+    other = squash_cache.squash_cache(data.load_split("imagefolder", "train", folder, class_list=WNIDS[:2]))
+    assert other.path.exists() and added.path.exists()
 
 
 @pytest.mark.parametrize("damage", ["truncate", "header"])

@@ -16,8 +16,10 @@ bit), read through a memory map; onecycle.data.caffe_batches forms the batches f
   hashing the contents would read every image (140 GB for ILSVRC) at each job's start to know
   whether the cache still holds. A tool that rewrites a file sets its mtime, so only a file
   changed in place with its size and nanosecond mtime restored by hand would go unseen.
-- One file, `squash-<key>.u8`: a HEADER_BYTES JSON header (format, key, count, shape), then the
-  pixels. Built into a temporary file, renamed into place (onecycle.io.atomic_path) under an
+- One file, `squash-<split>-<key>.u8` (`<split>`: a digest of the split's folder and class
+  list): a HEADER_BYTES JSON header (format, key, count, shape), then the pixels. A rebuilt
+  cache deletes its split's older files (a job still reading one keeps its pages until it
+  ends), so a changed ILSVRC2012 copy does not leave 252 GB behind. Built into a temporary file, renamed into place (onecycle.io.atomic_path) under an
   exclusive lock, so a reader sees a whole cache or none; one that does not fit its header
   (truncated, overwritten, another format) is refused in one line naming the file.
 - Built by the workflow's data job (`onecycle caffe-cache`, rule caffe_cache) with progress
@@ -90,13 +92,17 @@ def squash_cache(split: Any, num_workers: int = 0, log: TextIO | None = None) ->
     root = Path(split.split_dir).parent
     paths = [path for path, _ in split.samples]
     folder = cache_dir(root)
-    path = folder / f"squash-{cache_key(root, paths)}.u8"
+    split_id = _split_id(root, split)
+    path = folder / f"squash-{split_id}-{cache_key(root, paths)}.u8"
     if not path.exists():  # written atomically: an existing file is complete (or refused below)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             with io.exclusive_lock(path.with_suffix(".lock")):
                 if not path.exists():
                     _build(path, paths, num_workers, log or sys.stdout)
+                    for stale in folder.glob(f"squash-{split_id}-*.u8"):  # this split's older caches
+                        if stale != path:
+                            stale.unlink(missing_ok=True)
         except OSError as error:
             if error.filename is None or not Path(error.filename).is_relative_to(folder):
                 raise  # an image that cannot be read, say: not the cache's fault
@@ -111,6 +117,13 @@ def split_mean_image(split: Any, cache: SquashCache) -> torch.Tensor:
     return mean_image(Path(split.split_dir).parent, [path for path, _ in split.samples], compute=cache.mean_image)
 
 
+def _split_id(root: Path, split: Any) -> str:
+    """Digest of the split's folder (relative to the root) and class list: which split a cache
+    file is of, whatever its images are now."""
+    text = "\n".join([os.path.relpath(split.split_dir, root), *split.classes])
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
 def cache_key(root: Path, paths: Sequence[str]) -> str:
     """Digest of SQUASH_FORMAT and each image's (relative path, size, mtime_ns), in order."""
     digest = hashlib.sha256(f"{SQUASH_FORMAT}\n".encode())
@@ -121,7 +134,7 @@ def cache_key(root: Path, paths: Sequence[str]) -> str:
 
 
 def _header(path: Path, count: int) -> bytes:
-    text = json.dumps({"format": SQUASH_FORMAT, "key": path.stem.removeprefix("squash-"), "count": count,
+    text = json.dumps({"format": SQUASH_FORMAT, "key": path.stem, "count": count,
                        "shape": list(IMAGE_SHAPE)})
     return text.encode().ljust(HEADER_BYTES)
 

@@ -66,10 +66,18 @@ smoke-reference: setup data
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/smoke.yaml --config results_dir=$(SMOKE_REFERENCE) \
 		--printshellcmds
 
-# Every job of configs/paper.yaml for a few iterations, into results/paper-tiny (onecycle.experiments.scale):
-# checks a machine and its copies of the data before the real run.
-tiny: setup data
-	$(BIN)/snakemake --cores $(CORES) --config scale=tiny --keep-going --rerun-incomplete
+# Every job of configs/paper.yaml, then of configs/paper_imagenet.yaml (the full-ILSVRC rows), for a
+# few iterations on this machine's CPU (onecycle.experiments.scale), on small copies of every dataset
+# in the real formats written under TINY_DATA (tests/data_fixtures.py), into $(TINY_RESULTS)-tiny.
+# The same check on your own copies of the data: docs/replication.md, "Before the real run".
+TINY_DATA := build/tiny/data
+TINY_RESULTS := build/tiny/paper
+TINY_FLAGS := --cores $(CORES) --keep-going --rerun-incomplete --config scale=tiny gpus_per_job=0 \
+	results_dir=$(TINY_RESULTS) 'skip_checksums=[mnist,cifar10,cifar100]'
+tiny: setup
+	test -d $(TINY_DATA) || $(BIN)/python tests/data_fixtures.py $(TINY_DATA)
+	ONECYCLE_DATA=$(abspath $(TINY_DATA)) $(BIN)/snakemake $(TINY_FLAGS)
+	ONECYCLE_DATA=$(abspath $(TINY_DATA)) $(BIN)/snakemake $(TINY_FLAGS) --configfile configs/paper_imagenet.yaml
 
 test: setup data test-tools
 	$(BIN)/python -m pytest

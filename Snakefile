@@ -10,7 +10,7 @@ import sys
 
 from snakemake.settings.enums import PersistenceBackend
 
-from onecycle.experiments.loading import load_mapping
+from onecycle.experiments.loading import INCLUDE_KEY, load_mapping, resolve_include
 from onecycle.experiments.expansion import expand
 from onecycle.report.outputs import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, experiment_outputs,
                                      report_path, suite_outputs)
@@ -33,6 +33,15 @@ if not workflow.overwrite_configfiles:
 # again here through onecycle.experiments.loading.ConfigLoader, which refuses both, naming file, line and key.
 for path in workflow.configfiles:
     load_mapping(path)
+
+# `include: OTHER.yaml` (configs/paper_imagenet.yaml extends configs/paper.yaml) is the suite's
+# key, not Snakemake's: the included config goes under this one here, before anything reads it,
+# with the --config values still on top (they are in `config` already).
+if INCLUDE_KEY in config:
+    including = [path for path in workflow.configfiles if INCLUDE_KEY in load_mapping(path)]
+    resolved = resolve_include(dict(config), including[-1] if including else "--config")
+    config.clear()
+    config.update(resolved)
 
 # A run killed by SIGKILL leaves Snakemake's lock behind; it is deleted when no run of this
 # workflow is alive in the folder (onecycle.dag.stale_locks), so that `--rerun-incomplete` recovers.

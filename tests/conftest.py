@@ -23,6 +23,13 @@ import pytest
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 REPO = Path(__file__).resolve().parents[1]
 
+# Every wait of a test on another process (subprocess.run, Popen.wait, a queue, a barrier, a
+# pipe) is a hang guard and nothing more: it ends a test that would otherwise never end, and is
+# set far above any expected time (the longest, a real Snakemake DAG, takes minutes on a busy
+# 2-core machine), so a slow or shared machine never fails a test. What a test asserts is what
+# the process did, never how long it took.
+HANG_GUARD_S = 3600
+
 # Real Fashion-MNIST comes from Debian's dataset-fashion-mnist (`make test` installs it).
 needs_fashion_mnist = pytest.mark.skipif(
     not FASHION_MNIST.is_dir() and not os.environ.get("ONECYCLE_DATA"),

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import HANG_GUARD_S
 from onecycle.report import aggregate, speedup
 from onecycle.report.runs import RUN_COLUMNS, ResultFileError, collect_runs
 from onecycle.report.tables import display_frame, rounded_for_csv, write_table
@@ -425,7 +426,7 @@ def test_latex_table_compiles_and_fits_the_page(tmp_path, runs, published):
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,tabularx}\n"
                                       "\\begin{document}\n\\input{wide.tex}\n\\end{document}\n")
     result = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert result.returncode == 0, log[-2000:]
     # The article class's text width (345 pt): anything wider is an overfull box in the log.

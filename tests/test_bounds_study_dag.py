@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, needs_fashion_mnist
+from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist
 from onecycle.report.stats import difference_bounds
 
 pytestmark = pytest.mark.slow
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 ENV = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
 
 
-def _snakemake(work, config, *extra, timeout=900):
+def _snakemake(work, config, *extra, timeout=HANG_GUARD_S):
     command = [shutil.which("snakemake", path=ENV["PATH"]), "-s", str(REPO / "Snakefile"), "--directory", str(work),
                "--configfile", str(config), "--cores", "2", *extra]
     return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=timeout)
@@ -193,7 +193,7 @@ def test_tiny_study_figures_summary_and_report_without_training(tiny_study):
     (results / "tables" / "tiny_bounds_regret.csv").unlink()
     (results / "tables" / "bounds_study_summary.csv").unlink()
     report = subprocess.run([shutil.which("onecycle", path=ENV["PATH"]), "report", "--config", "tiny.yaml"],
-                            cwd=work, env=ENV, capture_output=True, text=True, timeout=900)
+                            cwd=work, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert report.returncode == 0, report.stderr
     assert pd.read_csv(results / "tables" / "tiny_bounds_regret.csv").equals(regret.reset_index())
     assert (results / "tables" / "bounds_study_summary.csv").exists()

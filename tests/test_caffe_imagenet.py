@@ -21,7 +21,8 @@ from onecycle.data.caffe_imagenet import CAFFE_IMAGENET_SIDE as SIDE
 from onecycle.data.caffe_imagenet import CaffeImageNetTransform, compute_mean_image, mean_image, squash
 from onecycle.experiments.config import ConfigError, RunConfig, parse
 from onecycle.training.distributed import ShardedTrainBatches
-from onecycle.data.assembly import folder_transforms
+from onecycle.data import squash_cache
+from onecycle.data.assembly import folder_batches
 
 # ---------------------------------------------------------------------------------------------
 # squash: convert_imageset --resize_height 256 --resize_width 256
@@ -306,40 +307,52 @@ def test_folder_batches_with_caffe_transform_are_seeded_per_sample(tmp_path):
         assert torch.equal(x, torch.cat([px for px, _ in parts])) and torch.equal(y, torch.cat([py for _, py in parts]))
 
 
+def _folder_run(raw: dict) -> RunConfig:
+    return parse(RunConfig, raw, "c.yaml")
+
+
 def test_a_train_subset_keeps_the_full_splits_mean(tmp_path):
     # As Smith's reduced-data runs swapped only the LMDB: one mean file over the whole split.
     write_image_folder(tmp_path, ["n01440764", "n02102040"], per_class=4, size=(20, 30), seed=3)
-    raw = _folder_config({"root": str(tmp_path), "classes": ["n01440764", "n02102040"],
-                          "normalize": "caffe_mean_image", "train_subset": 3}, "resnet50")
-    cfg = parse(RunConfig, raw, "c.yaml")
+    cfg = _folder_run(_folder_config({"root": str(tmp_path), "classes": ["n01440764", "n02102040"],
+                                      "normalize": "caffe_mean_image", "train_subset": 3}, "resnet50"))
     full = data.load_split("imagefolder", "train", tmp_path, class_list=cfg.data.classes)
     subset = data.load_split("imagefolder", "train", tmp_path, subset=3, class_list=cfg.data.classes)
-    train, test = folder_transforms(cfg.data, "resnet50", subset, workers=0)
+    test_split = data.load_split("imagefolder", "test", tmp_path, class_list=cfg.data.classes)
+    train, test = folder_batches(cfg, subset, test_split, torch.device("cpu"))
     expected = compute_mean_image([path for path, _ in full.samples])
+    # Summed from the squashed cache, exactly as from the decoded images: the same integer sums.
     assert torch.equal(train.mean_image, expected) and torch.equal(test.mean_image, expected)
     assert not torch.equal(expected, compute_mean_image([path for path, _ in subset.samples]))
     assert (train.crop_size, train.mirror, test.train) == (224, False, False)  # resnet50's side; augment none
+    assert len(train.dataset) == 3 and len(train.cache) == len(full)  # the subset reads the full split's cache
 
 
-def test_caffe_mean_command_fills_the_cache_the_training_jobs_read(tmp_path, monkeypatch):
-    # The workflow's caffe_mean_image job (onecycle caffe-mean) computes; load_data only reads.
+def test_caffe_cache_command_fills_the_caches_the_training_jobs_read(tmp_path, monkeypatch, capsys):
+    # The workflow's caffe_cache job (onecycle caffe-cache) squashes and averages, with progress
+    # lines; load_data then decodes nothing.
     write_image_folder(tmp_path, ["n01440764", "n02102040"], per_class=2, size=(20, 30), seed=8)
     classes = ["n01440764", "n02102040"]
     splits = json.dumps([{"root": str(tmp_path), "classes": classes}])
-    record = tmp_path / "imagefolder.caffe_mean.json"
-    assert cli.main(["caffe-mean", "--dataset", "imagefolder", "--splits", splits, "--record", str(record)]) == 0
-    assert json.loads(record.read_text())["splits"] == [{"root": str(tmp_path), "classes": classes}]
+    record = tmp_path / "imagefolder.caffe_cache.json"
+    assert cli.main(["caffe-cache", "--dataset", "imagefolder", "--splits", splits, "--record", str(record)]) == 0
+    written = json.loads(record.read_text())
+    assert written["splits"] == [{"root": str(tmp_path), "classes": classes}]
+    assert [(c["split"], c["images"]) for c in written["caches"]] == [("train", 4), ("test", 4)]
+    printed = capsys.readouterr().out
+    assert "squashing " in printed and ": 4/4 images" in printed
 
     def must_not_run(*args, **kwargs):
-        raise AssertionError("a training job recomputed the mean")
+        raise AssertionError("a training job decoded the images again")
 
     monkeypatch.setattr(caffe_imagenet, "compute_mean_image", must_not_run)
-    cfg = parse(RunConfig, _folder_config({"root": str(tmp_path), "classes": classes,
-                                           "normalize": "caffe_mean_image"}), "c.yaml")
-    train_split = data.load_split("imagefolder", "train", tmp_path, class_list=classes)
-    train, _ = folder_transforms(cfg.data, "resnet50", train_split, workers=0)
+    monkeypatch.setattr(squash_cache, "_build", must_not_run)
+    cfg = _folder_run(_folder_config({"root": str(tmp_path), "classes": classes, "normalize": "caffe_mean_image"}))
+    split = {name: data.load_split("imagefolder", name, tmp_path, class_list=classes) for name in ("train", "test")}
+    train, test = folder_batches(cfg, split["train"], split["test"], torch.device("cpu"))
     monkeypatch.undo()
-    assert torch.equal(train.mean_image, compute_mean_image([path for path, _ in train_split.samples]))
+    assert torch.equal(train.mean_image, compute_mean_image([path for path, _ in split["train"].samples]))
+    assert [c["cache"] for c in written["caches"]] == [str(train.cache.path), str(test.cache.path)]
 
 
 @pytest.mark.parametrize("splits, message", [
@@ -348,16 +361,16 @@ def test_caffe_mean_command_fills_the_cache_the_training_jobs_read(tmp_path, mon
     ("[3]", "--splits: expected a JSON list .* got '\\[3\\]'"),
     ('[{"root": null, "clases": null}]', "--splits: expected a JSON list"),
 ])
-def test_caffe_mean_command_refuses_bad_splits_and_writes_nothing(tmp_path, capsys, splits, message):
+def test_caffe_cache_command_refuses_bad_splits_and_writes_nothing(tmp_path, capsys, splits, message):
     record = tmp_path / "record.json"
-    assert cli.main(["caffe-mean", "--dataset", "imagefolder", "--splits", splits, "--record", str(record)]) == 2
+    assert cli.main(["caffe-cache", "--dataset", "imagefolder", "--splits", splits, "--record", str(record)]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and re.search(message, error), error
     assert not record.exists()
 
 
-def test_caffe_mean_command_is_for_folder_datasets(tmp_path, capsys):
+def test_caffe_cache_command_is_for_folder_datasets(tmp_path, capsys):
     record = tmp_path / "record.json"
-    assert cli.main(["caffe-mean", "--dataset", "cifar10", "--splits", "[]", "--record", str(record)]) == 2
-    assert "Caffe mean images are for ImageNet folders" in capsys.readouterr().err
+    assert cli.main(["caffe-cache", "--dataset", "cifar10", "--splits", "[]", "--record", str(record)]) == 2
+    assert "Caffe's image caches are for ImageNet folders" in capsys.readouterr().err
     assert not record.exists()

@@ -13,7 +13,7 @@ from scipy import stats as scipy_stats
 from conftest import REPO
 from onecycle.report import claims
 from onecycle.experiments.config import ConfigError
-from onecycle.experiments.loading import load_mapping
+from onecycle.experiments.loading import load_mapping, load_workflow_file
 from onecycle.experiments.expansion import expand
 from onecycle.experiments.workflow import Claim, ExperimentConfig
 from onecycle.report.published import load_published
@@ -364,8 +364,9 @@ def test_expected_may_not_be_typed_where_published_rows_compute_it():
 
 # ------------------------------------------------------------------------- the configs
 
-def test_every_paper_claim_has_a_source_and_an_expected_verdict(published):
-    plan = expand(load_mapping(REPO / "configs" / "paper.yaml"), "paper.yaml")
+@pytest.mark.parametrize("config", ["paper.yaml", "paper_imagenet.yaml"])
+def test_every_paper_claim_has_a_source_and_an_expected_verdict(published, config):
+    plan = expand(load_workflow_file(REPO / "configs" / config), config)
     for name, exp in plan.workflow.experiments.items():
         for c in exp.claims:
             verdict, basis = claims.expected_verdict(c, exp, published)

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import needs_fashion_mnist
+from conftest import HANG_GUARD_S, needs_fashion_mnist
 
 
 def _onecycle(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "onecycle.cli", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+                          text=True, cwd=cwd, timeout=HANG_GUARD_S)
 
 
 def _assert_one_line_error(result, *fragments):
@@ -94,7 +94,7 @@ def test_help_imports_nothing_heavy():
     # data stack (they take seconds on a loaded machine); each command imports what it needs.
     code = ("import sys, onecycle.cli as cli; cli.build_parser(); "
             "print(sorted(m for m in ('torch', 'numpy', 'pandas', 'pydantic', 'matplotlib') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
@@ -159,7 +159,7 @@ def test_a_run_by_hand_uses_the_workflows_threads_and_gets_its_numbers(tiny_run_
     for name, (env, flags) in runs.items():
         result = subprocess.run([sys.executable, "-m", "onecycle.cli", "train", "--config", str(path),
                                  "--out", str(tmp_path / name), *flags], env=env, capture_output=True,
-                                text=True, timeout=600)
+                                text=True, timeout=HANG_GUARD_S)
         assert result.returncode == 0, result.stderr
         # Not a terminal: a start line and one line per evaluation, then the result line.
         assert result.stderr.count("test_accuracy") == 2 and "final test accuracy" in result.stdout

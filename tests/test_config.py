@@ -1,10 +1,12 @@
 """Bad config input fails before any work, in one line naming the key path (issue: nothing silent)."""
 
+import json
+
 import pytest
 
 from onecycle import io
 from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig, load_run_config, parse
-from onecycle.experiments.loading import deep_merge, load_mapping
+from onecycle.experiments.loading import deep_merge, load_mapping, load_workflow_file
 from onecycle.experiments.expansion import expand
 
 VALID_RUN = {
@@ -142,6 +144,41 @@ def test_workflow_config_json_expands_as_its_yaml(tmp_path):
     again = expand(load_mapping(written))
     assert again.trains == expand(small).trains
     assert again.trains["exp/inv/seed0"].config["optim"]["weight_decay"] == 1.0e-6
+
+
+def test_include_puts_another_config_under_this_one(tmp_path):
+    # configs/paper_imagenet.yaml's mechanism: the included file's settings, this file's merged over.
+    (tmp_path / "configs").mkdir()
+    io.write_json(tmp_path / "configs" / "base.json", WORKFLOW)
+    exp = WORKFLOW["experiments"]["exp"]
+    extra = {"base": exp["base"], "groups": {"only": exp["groups"]["inv"]}}
+    (tmp_path / "more.yaml").write_text(
+        "include: configs/base.json\nseeds: [3]\nexperiments:\n  extra: " + json.dumps(extra) + "\n")
+    merged = load_workflow_file(tmp_path / "more.yaml")
+    assert "include" not in merged and merged["seeds"] == [3] and merged["results_dir"] == "out"
+    assert list(merged["experiments"]) == ["exp", "extra"]
+    assert sorted(expand(merged).trains) == ["exp/inv/seed3", "exp/one/seed3", "extra/only/seed3"]
+    # Chained: a file including `more.yaml` gets both.
+    (tmp_path / "chain.yaml").write_text("include: more.yaml\ntolerance_pp: 2.0\n")
+    assert load_workflow_file(tmp_path / "chain.yaml") == {**merged, "tolerance_pp": 2.0}
+
+
+@pytest.mark.parametrize("text, message", [
+    ("include: missing.yaml\n", r"'include: missing.yaml': .*missing.yaml not found"),
+    ("include: [a.yaml]\n", r"'include' must name one config file, a path relative to .*; got \['a.yaml'\]"),
+    ("include: me.yaml\n", r"'include: me.yaml' includes itself again \(.*me.yaml -> .*me.yaml\)"),
+])
+def test_a_bad_include_is_one_line_naming_the_file(tmp_path, text, message):
+    (tmp_path / "me.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message) as raised:
+        load_workflow_file(tmp_path / "me.yaml")
+    assert str(raised.value).startswith(str(tmp_path / "me.yaml")) and "\n" not in str(raised.value)
+
+
+def test_without_include_the_workflow_model_refuses_the_key():
+    # A config read without resolving its include (load_mapping alone) cannot pass as complete.
+    with pytest.raises(ConfigError, match="include"):
+        expand({**WORKFLOW, "include": "other.yaml"})
 
 
 def test_skip_checksums_names_datasets_that_have_them():

@@ -53,6 +53,29 @@ def test_caffe_transform_batches_on_cuda_equal_the_cpu():
         torch.testing.assert_close(x_gpu, x_cpu, rtol=0, atol=1e-4)
 
 
+def test_cached_imagenet_batches_on_cuda_equal_the_cpu(tmp_path, monkeypatch):
+    # Caffe's ImageNet layer from the squashed cache: the same uint8 pixels minus the same
+    # float32 mean values, one subtraction on either device, so the batches are equal exactly;
+    # the prefetched uint8 rows go through pinned memory.
+    from data_fixtures import write_image_folder
+    from onecycle.data.caffe_batches import CaffeCachedBatches
+    from onecycle.data.squash_cache import split_mean_image, squash_cache
+
+    monkeypatch.delenv("ONECYCLE_MEAN_CACHE", raising=False)
+    write_image_folder(tmp_path, ["n01440764", "n02102040"], per_class=6, size=(300, 400), seed=5)
+    split = data.load_split("imagefolder", "train", tmp_path, class_list=["n01440764", "n02102040"])
+    cache = squash_cache(split)
+    mean = split_mean_image(split, cache)
+    outputs = {}
+    for device in ("cpu", "cuda"):
+        batches = CaffeCachedBatches(split, cache, 4, shuffle=True, drop_last=True, seed=2, mean_image=mean,
+                                     crop_size=227, train=True, mirror=True, device=device)
+        outputs[device] = [(x.cpu(), y.cpu()) for x, y in batches.epoch(1)]
+        assert {x.device.type for x, _ in batches.epoch(0)} == {device}
+    for (x_gpu, y_gpu), (x_cpu, y_cpu) in zip(outputs["cuda"], outputs["cpu"], strict=True):
+        assert torch.equal(y_gpu, y_cpu) and torch.equal(x_gpu, x_cpu)
+
+
 def _digits_run(schedule: dict | None = None, **train_keys) -> RunConfig:
     """ResNet-20 on the 8x8 digits (scikit-learn's, no download) with every Caffe option on."""
     return parse(RunConfig, {

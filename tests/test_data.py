@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import HANG_GUARD_S
 import onecycle.data as data
 from onecycle.data import catalog, sources
 from data_fixtures import (idx_bytes, md5_of_bytes, md5_of_file, random_uint8, tar_gz,
@@ -686,7 +687,7 @@ def prepare_in_child(root: Path, barrier, results) -> None:
     """Runs in a forked process: the parent's patched SOURCES and _fetch come along. It only
     touches files (no torch ops), so forking after torch was imported is safe."""
     try:
-        barrier.wait(timeout=30)  # start prepare() in both processes together
+        barrier.wait(timeout=HANG_GUARD_S)  # start prepare() in both processes together
         start = time.monotonic()
         data.prepare("cifar10", root)
         results.put(("ok", time.monotonic() - start))
@@ -718,14 +719,14 @@ def test_concurrent_prepare_downloads_once_and_never_exposes_a_partial_folder(tm
     for child in children:
         child.start()
     partial_views = 0
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + HANG_GUARD_S
     while any(child.is_alive() for child in children) and time.monotonic() < deadline:
         if root.exists() and data._first_missing(source, root) is not None:
             partial_views += 1
         time.sleep(0.002)
-    outcomes = [results.get(timeout=5) for _ in children]
+    outcomes = [results.get(timeout=HANG_GUARD_S) for _ in children]
     for child in children:
-        child.join(timeout=5)
+        child.join(timeout=HANG_GUARD_S)
     assert [status for status, _ in outcomes] == ["ok", "ok"], outcomes
     assert record.read_text().splitlines() == ["fixture://cifar-10-python.tar.gz"]
     assert partial_views == 0

@@ -25,7 +25,8 @@ import pytest
 import torch
 import yaml
 
-from conftest import FLOAT64_RTOL, REPO, coasting_schedule, float64_training, needs_fashion_mnist, tiny_run
+from conftest import (FLOAT64_RTOL, HANG_GUARD_S, REPO, coasting_schedule, float64_training, needs_fashion_mnist,
+                      tiny_run)
 from onecycle import io
 
 # A data-parallel step's logged loss: float32 rounding of each rank's loss, on top.
@@ -59,7 +60,7 @@ def _torchrun_worker(config, out, record, *flags):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                __file__, "worker", str(config), str(out), str(record), "--float64", *flags]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     return {rank: (record / f"writes-rank{rank}.txt").read_text().split() for rank in (0, 1)
             if (record / f"writes-rank{rank}.txt").exists()}
@@ -278,7 +279,7 @@ def test_train_rule_runs_torchrun_for_multi_gpu_jobs(tmp_path):
     command = [shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"),
                "--directory", str(tmp_path), "--configfile", str(tmp_path / "wf.yaml"),
                "--dry-run", "--printshellcmds", "--cores", "2", *targets]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr
     assert ("python -m onecycle.dag.gpu_slots -n 2 --per-device 1 -- torchrun --standalone --nproc_per_node 2 -m onecycle.cli "

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, needs_fashion_mnist
+from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist
 from onecycle import io
 from onecycle.experiments.loading import load_mapping
 from onecycle.errors import MAX_MESSAGE_CHARS
@@ -269,7 +269,7 @@ def test_temp_file_of_a_checkpoint_write_killed_by_sigkill_is_removed(tmp_path, 
     out = tmp_path / "out"
     config = _run_config(tmp_path, tiny_run_config)
     killed = subprocess.run([sys.executable, "-c", KILL_DURING_CHECKPOINT_WRITE, "train", "--config", str(config),
-                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+                             "--out", str(out)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     left = list(out.glob(".checkpoint.pt.*.tmp.pt"))
     assert len(left) == 1
@@ -325,13 +325,13 @@ def test_stale_lock_of_a_dead_run_is_removed_and_a_live_runs_lock_kept(tmp_path)
         (locks / "0.output.lock").write_text("results/x\n")  # as the live run's Snakemake writes it
         probe = subprocess.run([sys.executable, "-c", "import sys; from onecycle.dag.stale_locks import "
                                 "clear_stale_locks as c; print(len(c(sys.argv[1])))", str(tmp_path / ".snakemake")],
-                               capture_output=True, text=True, timeout=120)
+                               capture_output=True, text=True, timeout=HANG_GUARD_S)
         assert probe.stdout.strip() == "0" and (locks / "0.output.lock").exists()
     finally:
         alive.kill()
         alive.wait()
     probe = subprocess.run([sys.executable, "-c", "import sys; from onecycle.dag.stale_locks import "
                             "clear_stale_locks as c; print(len(c(sys.argv[1])))", str(tmp_path / ".snakemake")],
-                           capture_output=True, text=True, timeout=120)
+                           capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert probe.stdout.strip() == "1" and not (locks / "0.output.lock").exists()
     shutil.rmtree(tmp_path / ".snakemake")

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from onecycle.dag import gpu_slots
 from onecycle.dag.gpu_slots import GpuSlotError, claim
 
@@ -69,7 +69,7 @@ def holders():
         child.wait()
 
 
-def first_line(child: subprocess.Popen, timeout_s: float = 30.0) -> str:
+def first_line(child: subprocess.Popen, timeout_s: float = HANG_GUARD_S) -> str:
     with selectors.DefaultSelector() as selector:
         selector.register(child.stdout, selectors.EVENT_READ)
         assert selector.select(timeout_s), "the claiming child printed nothing"
@@ -78,7 +78,7 @@ def first_line(child: subprocess.Popen, timeout_s: float = 30.0) -> str:
 
 def release(child: subprocess.Popen) -> None:
     child.stdin.close()
-    assert child.wait(timeout=30) == 0
+    assert child.wait(timeout=HANG_GUARD_S) == 0
 
 
 def open_fd_count() -> int:
@@ -118,7 +118,7 @@ def test_sigkilled_holder_frees_its_slot_at_once(slot_env, holders):
     assert first_line(holder) == "0"
     assert first_line(holders()).startswith("error: timed out")
     holder.send_signal(signal.SIGKILL)
-    holder.wait(timeout=30)
+    holder.wait(timeout=HANG_GUARD_S)
     # timeout_s=0: a single attempt, so the slot must be free right after the kill.
     assert first_line(holders()) == "0"
 
@@ -303,7 +303,7 @@ def test_exec_wrapper_reports_a_missing_program(slot_env, tmp_path):
     slot_env("0")
     result = subprocess.run(
         [sys.executable, "-m", "onecycle.dag.gpu_slots", "-n", "1", "--", str(tmp_path / "no-such-program")],
-        capture_output=True, text=True, timeout=30)
+        capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 127
     assert "cannot run" in result.stderr and "No such file or directory" in result.stderr
 
@@ -333,7 +333,7 @@ def test_snakemake_jobs_running_together_never_share_a_gpu(slot_env, tmp_path):
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "4", "--resources", "gpu=2",
          "--workflow-profile", "none", "--quiet"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert run.returncode == 0, run.stderr[-3000:]
 
     records = read_records(tmp_path / "out")
@@ -355,7 +355,7 @@ def test_snakemake_sharing_jobs_meet_only_each_other_and_at_most_k_to_a_device(s
     run = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "8", "--resources", "gpu=4", "--workflow-profile", "none",
          "--config", "single_gpu_jobs=2", "shared_jobs=6", "jobs_per_gpu=2", "--quiet"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        cwd=tmp_path, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert run.returncode == 0, run.stderr[-3000:]
 
     records = {name: runs[0] for name, runs in read_records(tmp_path / "out").items()}
@@ -389,7 +389,7 @@ def _main_snakemake(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path),
          "--configfile", str(_sharing_config(tmp_path)), *args],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 @pytest.mark.slow

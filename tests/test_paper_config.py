@@ -1,5 +1,7 @@
-"""configs/paper.yaml, the Snakefile's default config: it expands, covers every published row
-that can run, resolves to the published settings (docs/paper_reference.md), and builds a DAG.
+"""configs/paper.yaml, the Snakefile's default config: it expands, covers every published MNIST
+and CIFAR row and Part 1's and CLR's ImageNet protocols on Imagenette, resolves to the published
+settings (docs/paper_reference.md), costs at most TARGET_DEVICE_HOURS, and builds a DAG;
+configs/paper_imagenet.yaml adds the full-ILSVRC rows, so that together every published row runs.
 
 Job configs (`Job.config`) omit default values, so settings are read from the validated models
 (RunConfig / RangeTestConfig), never from the raw dicts."""
@@ -14,13 +16,16 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
-from onecycle.data.caffe_imagenet import CaffeImageNetTransform
+from conftest import HANG_GUARD_S, REPO
+from onecycle.data.caffe_batches import CaffeCachedBatches
 from onecycle.experiments.config import RangeTestConfig, RunConfig
-from onecycle.data import DATASETS, IMAGENETTE_WNIDS, FolderBatches
+from onecycle.data import DATASETS, IMAGENETTE_WNIDS
+from onecycle.experiments import cost
 from onecycle.experiments.expansion import expand
+from onecycle.experiments.loading import load_workflow_file
 from onecycle.models import build_model
 from onecycle.training.optim import build_optimizer
+from onecycle.report import claims
 from onecycle.report.published import load_published
 from onecycle.range_test import lr_range_test
 from onecycle.data.assembly import load_data
@@ -47,8 +52,8 @@ GROUPS = {
     "part1_t1_cifar3_cm": 10,
     "part1_t1_resnet56_cm": 10,
     "clr_t1_cifar10": 5,
-    "clr_t1_imagenet_alexnet": 5,
-    "clr_t1_imagenet_googlenet": 4,
+    "clr_t1_imagenette_alexnet": 5,
+    "clr_t1_imagenette_googlenet": 4,
     "imagenette_resnet50": 3,
     "imagenette_inception_resnet_v2": 4,
     # Range-test experiments: one curve each, plus one short group trained from its bounds.
@@ -79,6 +84,12 @@ GROUPS = {
 }
 RANGE_TEST_EXPERIMENTS = {name for name in GROUPS if "_fig" in name}
 TRAIN_JOBS = SEEDS * sum(GROUPS.values())  # 464
+PAPER_IMAGENET = REPO / "configs" / "paper_imagenet.yaml"
+# The opt-in config's full-ILSVRC experiments (CLR Table 1's ImageNet rows) and their groups.
+ILSVRC_GROUPS = {"clr_t1_imagenet_alexnet": 5, "clr_t1_imagenet_googlenet": 4}
+# The issue's budget for the default config (issue 29): ~300 device-hours at the plan's stated
+# default throughput (onecycle.experiments.cost.DEVICE_TFLOPS), so a 4-GPU box finishes it in days.
+TARGET_DEVICE_HOURS = 300
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +100,11 @@ def raw():
 @pytest.fixture(scope="module")
 def plan(raw):
     return expand(raw, str(PAPER))
+
+
+@pytest.fixture(scope="module")
+def plan_imagenet():
+    return expand(load_workflow_file(PAPER_IMAGENET), str(PAPER_IMAGENET))
 
 
 @pytest.fixture(scope="module")
@@ -152,13 +168,37 @@ def test_job_counts_per_experiment(plan):
     assert not any(job.needs_bounds for job in plan.experiment_trains("part1_fig7b_cifar3_momentum_range_test"))
 
 
-def test_every_runnable_published_row_is_mapped(plan, published_ids):
-    mapped = [row for exp in plan.workflow.experiments.values() for row in exp.published.values()]
+def _mapped_rows(plan):
+    return [row for exp in plan.workflow.experiments.values() for row in exp.published.values()]
+
+
+def test_every_published_mnist_and_cifar_row_is_mapped_by_default(plan, published_ids):
+    mapped = _mapped_rows(plan)
     assert set(mapped) <= published_ids, set(mapped) - published_ids
     assert len(mapped) == len(set(mapped)), "a published row is mapped twice"
-    # Every published row of configs/reference/published.yaml has its runs.
-    assert published_ids == set(mapped)
-    assert len(mapped) == 80
+    # Every published row but the full-ILSVRC ones, which the opt-in config adds.
+    assert published_ids - set(mapped) == {row for row in published_ids if row.startswith("clr_t1_imagenet_")}
+    assert len(mapped) == 80 - 9
+
+
+def test_the_opt_in_config_is_the_default_plus_every_ilsvrc_row(plan, plan_imagenet, published_ids):
+    assert plan_imagenet.workflow.experiments.keys() == plan.workflow.experiments.keys() | ILSVRC_GROUPS.keys()
+    for name in plan.workflow.experiments:  # the included experiments, unchanged
+        assert plan_imagenet.workflow.experiments[name] == plan.workflow.experiments[name], name
+    assert (plan_imagenet.results_dir, plan_imagenet.workflow.seeds) == (plan.results_dir, plan.workflow.seeds)
+    assert sorted(_mapped_rows(plan_imagenet)) == sorted(published_ids) and len(published_ids) == 80
+    for name, groups in ILSVRC_GROUPS.items():
+        assert len(plan_imagenet.experiment_trains(name)) == groups * SEEDS, name
+
+
+def test_the_default_plan_fits_the_budget_and_the_ilsvrc_rows_are_most_of_the_opt_in(plan, plan_imagenet):
+    rate = cost.Throughput(cost.DEVICE_TFLOPS["gpu"], "the stated default")  # not this machine's calibration
+    hours = {name: cost.device_hours(sum(c.flops for c in costs), rate)
+             for name, costs in cost.experiment_costs(plan_imagenet).items()}
+    default = sum(hours[name] for name in plan.workflow.experiments)
+    assert default <= TARGET_DEVICE_HOURS
+    # The full-ILSVRC rows are what the opt-in adds, and they cost more than the rest together.
+    assert sum(hours[name] for name in ILSVRC_GROUPS) > default
 
 
 def test_every_schedule_builds_at_its_real_length(plan):
@@ -328,41 +368,42 @@ def _fake_imagenette(root, train_per_class, val_per_class):
                 Image.new("RGB", (48, 40), (25 * label, 7 * i, 128)).save(folder / f"{wnid}_{i}.JPEG")
 
 
-def test_the_imagenet_folders_mean_images_are_jobs_of_their_own(plan):
-    # One per training split the Caffe-layer jobs read (G6), computed before any of them runs.
+def test_the_imagenet_folders_caches_are_jobs_of_their_own(plan, plan_imagenet):
+    # One per folder the Caffe-layer jobs read (G6), squashed and averaged before any of them runs.
     default_split = [{"root": None, "classes": None}]
-    assert plan.caffe_mean_images("imagefolder") == plan.caffe_mean_images("imagenet") == default_split
-    assert plan.caffe_mean_images("cifar10") == []
+    assert plan.caffe_caches("imagefolder") == plan_imagenet.caffe_caches("imagenet") == default_split
+    assert plan.caffe_caches("imagenet") == plan.caffe_caches("cifar10") == []
     job = plan.trains["imagenette_resnet50/onecycle_20ep/seed0"]
     assert plan.data_inputs(job) == {"data": plan.data_record("imagefolder"),
-                                     "caffe_mean": plan.caffe_mean_record("imagefolder")}
+                                     "caffe_cache": plan.caffe_cache_record("imagefolder")}
     cifar = next(job for job in plan.trains.values() if job.dataset == "cifar10")
     assert plan.data_inputs(cifar) == {"data": plan.data_record("cifar10")}
 
 
-def test_imagenette_config_loads_through_folder_batches(plan, tmp_path):
+def test_imagenette_config_loads_through_the_caffe_image_cache(plan, tmp_path, monkeypatch):
     # The experiment's own job config, on a stand-in folder of Imagenette's layout (only `root`
-    # changed): load_data builds FolderBatches with Caffe's data layer as resnet50.prototxt
-    # sets it (crop 230, mirror, mean file) and Imagenette's 10 classes, and the model gets 10
-    # outputs. No training, no download.
+    # changed): load_data squashes the images once into the cache and forms batches from it with
+    # Caffe's data layer as resnet50.prototxt sets it (crop 230, mirror, mean file) and
+    # Imagenette's 10 classes, and the model gets 10 outputs. No training, no download.
+    monkeypatch.delenv("ONECYCLE_MEAN_CACHE", raising=False)
     _fake_imagenette(tmp_path, train_per_class=13, val_per_class=2)
     job = plan.trains["imagenette_resnet50/onecycle_20ep/seed0"]
     raw = {**job.config, "data": {**job.config["data"], "root": str(tmp_path)}}
     cfg = RunConfig.model_validate(raw)
     bundle = load_data(cfg, torch.device("cpu"))
-    assert isinstance(bundle.train, FolderBatches) and isinstance(bundle.test, FolderBatches)
+    train, test = bundle.train, bundle.test
+    assert isinstance(train, CaffeCachedBatches) and isinstance(test, CaffeCachedBatches)
     assert (bundle.num_classes, bundle.in_channels) == (10, 3)
-    assert bundle.train.dataset.classes == IMAGENETTE_WNIDS
-    train, test = bundle.train.transform, bundle.test.transform
-    assert isinstance(train, CaffeImageNetTransform) and isinstance(test, CaffeImageNetTransform)
+    assert train.dataset.classes == IMAGENETTE_WNIDS
     assert (train.crop_size, train.train, train.mirror) == (230, True, True)
     assert (test.crop_size, test.train, test.mirror) == (230, False, False)
+    assert (len(train.cache), len(test.cache)) == (130, 20)  # every image squashed once, per split
     # The mean of the 130 training images (each one colour, squashed), not of the validation
     # ones (JPEG moves a flat colour by up to a level or so).
     colours = torch.tensor([[25.0 * label, 7.0 * i, 128.0] for label in range(10) for i in range(13)])
     assert torch.allclose(train.mean_image, colours.mean(0).view(3, 1, 1).expand(3, 256, 256), atol=1.0)
-    assert len(bundle.train) == 130 // 128 == 1  # drop_last, as 9469 // 128 = 73 on Imagenette
-    images, labels = next(iter(bundle.test.epoch(0)))
+    assert len(train) == 130 // 128 == 1  # drop_last, as 9469 // 128 = 73 on Imagenette
+    images, labels = next(iter(test.epoch(0)))
     assert images.shape == (20, 3, 230, 230) and sorted(set(labels.tolist())) == list(range(10))
     model = build_model(cfg.model.arch, bundle.num_classes, bundle.in_channels, init=cfg.model.init,
                         **cfg.model.options)
@@ -482,25 +523,35 @@ def _job_stats(output):
     return stats
 
 
+# (config file or None for the Snakefile's default, extra training jobs, datasets, Caffe caches)
+DRY_RUNS = {"default": (None, {}, 4, 1),   # cifar10, cifar100, mnist, imagefolder; Imagenette's cache (G6)
+            "opt-in": (PAPER_IMAGENET, ILSVRC_GROUPS, 5, 2)}  # and imagenet, ILSVRC's cache
+
+
 @pytest.mark.slow
-def test_snakemake_dry_run_of_the_default_config():
+@pytest.mark.parametrize("which", DRY_RUNS)
+def test_snakemake_dry_run_of_the_paper_configs(which):
+    configfile, extra, datasets, caches = DRY_RUNS[which]
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     snakemake = shutil.which("snakemake", path=env["PATH"])
     # The Snakefile's default configfile is relative to the working directory, so this runs in
     # the repository. --forceall: every job counts whatever results/paper already holds;
     # --nolock: never contends with a real run there.
-    command = [snakemake, "-n", "--forceall", "--nolock", "--cores", "all", "--resources", "gpu=4"]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    command = [snakemake, "-n", "--forceall", "--nolock", "--cores", "all", "--resources", "gpu=4",
+               *(["--configfile", str(configfile)] if configfile else [])]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
     output = result.stdout + result.stderr
-    assert "configs/paper.yaml" in output
+    if configfile is None:
+        assert "configs/paper.yaml" in output
     stats = _job_stats(output)
     # No job writes a spec.json: the Snakefile does, in-process (onecycle.dag.run_specs).
-    assert stats["train"] == TRAIN_JOBS and "job_spec" not in stats
+    trains = TRAIN_JOBS + SEEDS * sum(extra.values())
+    assert stats["train"] == trains and "job_spec" not in stats
     assert stats["range_test"] == stats["combine_bounds"] == len(RANGE_TEST_EXPERIMENTS)
-    assert stats["report_experiment"] == len(GROUPS)
-    assert stats["prepare_data"] == 5  # cifar10, cifar100, mnist, imagefolder, imagenet
-    assert stats["caffe_mean_image"] == 2  # imagefolder (Imagenette), imagenet: G6's mean files
+    assert stats["report_experiment"] == len(GROUPS) + len(extra)
+    assert stats["prepare_data"] == datasets
+    assert stats["caffe_cache"] == caches
     assert stats["total"] == sum(count for rule, count in stats.items() if rule != "total")
 
 
@@ -553,7 +604,8 @@ def test_caffe_data_layers_and_multipliers_per_experiment_family(plan):
             assert cfg.train.batch_norm_shards == 8, job.job_id
 
 
-def test_clr_imagenet_rows(plan):
+def test_clr_imagenet_rows(plan_imagenet):
+    plan = plan_imagenet
     # The CLR paper §4.2: AlexNet batch 256 (bvlc_alexnet), GoogLeNet batch 128; stepsize 30k.
     cfg, ipe, schedule, params = _run(plan, "clr_t1_imagenet_alexnet", "triangular2_400k")
     assert ipe == 1_281_167 // 256 == 5004 and schedule.steps == 80 * 5004 == 400_320
@@ -576,6 +628,50 @@ def test_clr_imagenet_rows(plan):
         # bvlc_alexnet / bvlc_googlenet train_val: mirror, crops of the nets' own sides (G6).
         assert job.config["data"] == {"dataset": "imagenet", "normalize": "caffe_mean_image",
                                       "augment": "mirror", "order": "caffe_lmdb"}, job.job_id
+
+
+def test_clr_imagenet_rows_scaled_to_imagenette_in_epochs(plan):
+    # The same solvers in epochs (header of the CLR Imagenette block): ILSVRC's 5 004 (AlexNet,
+    # batch 256) and 10 009 (GoogLeNet, batch 128) it/epoch become Imagenette's 36 and 73.
+    cfg, ipe, schedule, params = _run(plan, "clr_t1_imagenette_alexnet", "triangular2_80ep")
+    assert ipe == IMAGENETTE_TRAIN // 256 == 36 and schedule.steps == 80 * 36
+    assert params == {"base_lr": 0.01, "max_lr": 0.015, "stepsize": 6 * 36}  # 30k it = 6.0 ILSVRC epochs
+    assert (cfg.model.arch, cfg.model.init, cfg.optim.multipliers) == ("alexnet", "prototxt", "prototxt")
+    assert (cfg.optim.weight_decay, cfg.optim.momentum, cfg.optim.algorithm) == (5.0e-4, 0.9, "sgd")
+    _, _, schedule, _ = _run(plan, "clr_t1_imagenette_alexnet", "fixed_80ep")  # x0.1 every 100k it = 20 epochs
+    assert schedule.lr(20 * 36 - 1) == pytest.approx(0.01) and schedule.lr(20 * 36) == pytest.approx(0.001)
+    # exp: per epoch the factor 0.999995 gave over an ILSVRC epoch (0.999995 ** 5004 = 0.97529).
+    assert 0.999995 ** 5004 == pytest.approx(0.97529, abs=5e-6)  # rounded to 5 digits in the config
+    _, _, schedule, params = _run(plan, "clr_t1_imagenette_alexnet", "exp_60ep")
+    assert schedule.steps == 60 * 36 and schedule.lr(30 * 36) == pytest.approx(0.01 * 0.97529 ** 30)
+    _, _, schedule, params = _run(plan, "clr_t1_imagenette_alexnet", "exp_range_60ep")
+    assert params["decay"] == "bounds" and params["stepsize"] == 6 * 36
+    assert schedule.lr(12 * 36) == pytest.approx(0.006 * 0.97529 ** 12)  # a cycle's end: base x gamma^it
+    assert _run(plan, "clr_t1_imagenette_alexnet", "exp_92ep")[2].steps == 92 * 36
+    cfg, ipe, schedule, params = _run(plan, "clr_t1_imagenette_googlenet", "exp_range_24ep")
+    assert ipe == IMAGENETTE_TRAIN // 128 == 73 and schedule.steps == 24 * 73
+    assert 0.99998 ** 10009 == pytest.approx(0.81858, abs=5e-6)
+    assert (params["base_lr"], params["max_lr"], params["stepsize"]) == (0.01, 0.026, 3 * 73)
+    assert schedule.lr(6 * 73) == pytest.approx(0.01 * 0.81858 ** 6)
+    assert (cfg.model.arch, cfg.train.batch_size, cfg.optim.weight_decay) == ("googlenet", 128, 2.0e-4)
+    for name in ("clr_t1_imagenette_alexnet", "clr_t1_imagenette_googlenet"):
+        assert plan.workflow.experiments[name].published == {}
+        for job in plan.experiment_trains(name):
+            assert job.config["data"] == {"dataset": "imagefolder", "normalize": "caffe_mean_image",
+                                          "augment": "mirror", "order": "caffe_lmdb"}, job.job_id
+
+
+def test_imagenette_clr_claims_carry_the_verdicts_of_the_ilsvrc_rows(plan, plan_imagenet):
+    # No Imagenette row is published: each claim states the verdict ILSVRC's published numbers
+    # give, which the opt-in config computes from configs/reference/published.yaml.
+    published = load_published(PUBLISHED)
+    for net in ("alexnet", "googlenet"):
+        scaled = plan.workflow.experiments[f"clr_t1_imagenette_{net}"]
+        full = plan_imagenet.workflow.experiments[f"clr_t1_imagenet_{net}"]
+        assert [c.id for c in scaled.claims] == [c.id for c in full.claims], net
+        for mine, theirs in zip(scaled.claims, full.claims):
+            assert mine.expected == claims.expected_verdict(theirs, full, published)[0], (net, mine.id)
+            assert (mine.kind, mine.k, mine.margin_pp) == (theirs.kind, theirs.k, theirs.margin_pp)
 
 
 def test_imagenette_inception_resnet_v2_scaled_in_epochs(plan):

@@ -1,10 +1,12 @@
-"""configs/paper.yaml really runs: one job of every distinct (dataset, architecture, policy, Caffe
-options, range-test kind, data-parallel) combination executes at tiny scale on data in the real
-on-disk formats, then every table and figure of the config is built (issue 12).
+"""configs/paper.yaml and configs/paper_imagenet.yaml really run: one job of every distinct
+(dataset, architecture, policy, Caffe options, range-test kind, data-parallel) combination
+executes at tiny scale on data in the real on-disk formats, then every table and figure of the
+config is built (issue 12).
 
-How: the config, with `scale: tiny`, results in a temporary folder, no GPUs and
-`skip_checksums` for the fixture copies (not the official files), goes through the real
-Snakefile for workflow_config.json and its data jobs (prepare_data, caffe_mean_image). The
+How: the opt-in config (the default one included), with `scale: tiny`, results in a temporary
+folder, no GPUs and `skip_checksums` for the fixture copies (data_fixtures.write_fixture_data;
+not the official files), goes through the real
+Snakefile for workflow_config.json and its data jobs (prepare_data, caffe_cache). The
 chosen jobs' spec files are written as the Snakefile writes them (onecycle.dag.run_specs), and the jobs
 run through the real CLI (`onecycle.cli.main`, in two long-lived worker processes: one import
 of torch per worker instead of one per job, two jobs at a time on the CI's two cores) on them,
@@ -15,8 +17,9 @@ The ImageNet-size nets (AlexNet, GoogLeNet at their fixed 227/224 inputs; ResNet
 Inception-ResNet-v2 at the smallest crops they take, 64 and 75) are marked `imagenet_size`:
 `make test` runs them, at tiny scale with a batch of 2 (4 over 2 data-parallel processes for the
 Imagenette nets).
-The data-parallel jobs run under torchrun with 2 gloo processes on CPU: their spec, written
-for the GPUs the experiment claims, gets train.device cpu (the only change to a spec file).
+The data-parallel jobs run under torchrun with 2 gloo processes on CPU: with gpus_per_job 0 at
+tiny scale an experiment's own `gpus` claims no GPU and launches that many CPU processes
+(onecycle.experiments.expansion.job_devices).
 """
 
 from __future__ import annotations
@@ -30,26 +33,24 @@ import shutil
 import subprocess
 import sys
 import time
-import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO
-from data_fixtures import write_cifar10, write_cifar100, write_idx_dataset, write_image
+from conftest import HANG_GUARD_S, REPO
+from data_fixtures import write_fixture_data
 from onecycle import cli, io
 from onecycle.experiments.config import RangeTestConfig, RunConfig
-from onecycle.data import IMAGENETTE_WNIDS
 from onecycle.training.distributed import launch_command
 from onecycle.experiments.expansion import Job, Plan, expand
+from onecycle.experiments.loading import load_workflow_file
 from onecycle.report.outputs import experiment_outputs
 from onecycle.experiments.scale import TINY, TinyScale
 
 pytestmark = pytest.mark.slow
 
-PAPER = REPO / "configs" / "paper.yaml"
+PAPER = REPO / "configs" / "paper_imagenet.yaml"  # configs/paper.yaml and the full-ILSVRC rows
 # Too slow for a 2-core CI at their real input sizes: run in their own, marked test.
 IMAGENET_SIZE = ("alexnet", "googlenet", "resnet50", "inception_resnet_v2")
 # The smallest inputs that still exercise their code: AlexNet and GoogLeNet take only their
@@ -57,63 +58,11 @@ IMAGENET_SIZE = ("alexnet", "googlenet", "resnet50", "inception_resnet_v2")
 # stem and reductions need 75 (1x1 at the end).
 SMALLEST_CROP = {"resnet50": 64, "inception_resnet_v2": 75}
 DDP_PROCESSES = 2
-# Ten classes drawn apart (one colour each) so that a few iterations learn something and the
-# range tests' accuracy curves are not flat.
-PALETTE = np.array([[230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48],
-                    [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60], [128, 128, 128]])
-IMAGENET_WNIDS = ("n01440764", "n01443537", "n01484850")  # any three: `imagenet` takes every class folder
-
-
-def _labels(count: int) -> np.ndarray:
-    return np.arange(count) % 10
-
-
-def _noise(shape, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(-30, 31, size=shape)
-
-
-def _colour_images(labels: np.ndarray, side: int, seed: int) -> np.ndarray:
-    """uint8 (N, side, side, 3): each image its class's colour, plus noise."""
-    pixels = PALETTE[labels][:, None, None, :] + _noise((len(labels), side, side, 3), seed)
-    return np.clip(pixels, 0, 255).astype(np.uint8)
-
-
-def _digit_images(labels: np.ndarray, seed: int) -> np.ndarray:
-    """uint8 (N, 28, 28): a bright 8x8 block where the class puts it, plus noise."""
-    images = np.clip(20 + _noise((len(labels), 28, 28), seed), 0, 255)
-    for image, label in zip(images, labels):
-        row, col = 3 + 14 * (label // 5), 1 + 5 * (label % 5)
-        image[row:row + 8, col:col + 5] = 240
-    return images.astype(np.uint8)
-
-
-def _cifar_rows(labels: np.ndarray, seed: int) -> np.ndarray:
-    return _colour_images(labels, 32, seed).transpose(0, 3, 1, 2).reshape(len(labels), -1)
-
-
-def write_fixture_data(root: Path) -> None:
-    """MNIST (IDX, gzipped), CIFAR-10/100 (python pickles), Imagenette and ILSVRC folders, small."""
-    train, test = _labels(64), _labels(32)
-    write_idx_dataset(root / "mnist", (_digit_images(train, 1), train.astype(np.uint8)),
-                      (_digit_images(test, 2), test.astype(np.uint8)), gz=True)
-    batches = [(_cifar_rows(_labels(16), 10 + i), _labels(16).tolist()) for i in range(5)]
-    write_cifar10(root / "cifar10", batches, (_cifar_rows(test, 20), test.tolist()))
-    # CIFAR-100's fine labels, ten of them used; coarse labels as CIFAR-100 pairs them (fine // 5).
-    write_cifar100(root / "cifar100", (_cifar_rows(_labels(80), 30), _labels(80).tolist(), (_labels(80) // 5).tolist()),
-                   (_cifar_rows(test, 31), test.tolist(), (test // 5).tolist()))
-    for name, wnids, per_class in (("imagefolder", IMAGENETTE_WNIDS, {"train": 4, "val": 1}),
-                                   ("imagenet", IMAGENET_WNIDS, {"train": 3, "val": 1})):
-        for split, count in per_class.items():
-            for label, wnid in enumerate(wnids):
-                for i in range(count):
-                    pixels = _colour_images(np.array([label]), 48, zlib.crc32(f"{name}/{split}/{wnid}/{i}".encode()))[0]
-                    write_image(root / name / split / wnid / f"{wnid}_{i}.png", pixels[:40])
-
-
 def tiny_paper_config(results: Path) -> dict:
-    """configs/paper.yaml at tiny scale, on CPU, with fixture data; the ImageNet-size nets at the
-    smallest inputs they take, the data-parallel jobs on 2 processes."""
-    config = copy.deepcopy(yaml.safe_load(PAPER.read_text()))
+    """configs/paper_imagenet.yaml (with configs/paper.yaml) at tiny scale, on CPU, with fixture
+    data; the ImageNet-size nets at the smallest inputs they take, the data-parallel jobs on 2
+    processes."""
+    config = copy.deepcopy(load_workflow_file(PAPER))
     config.update({"scale": "tiny", "results_dir": str(results), "gpus_per_job": 0,
                    "skip_checksums": ["mnist", "cifar10", "cifar100"]})
     for exp in config["experiments"].values():
@@ -141,7 +90,7 @@ def combination(plan: Plan, job: Job) -> tuple:
     caffe = (cfg.optim.update_rule, cfg.optim.multipliers, cfg.data.normalize, cfg.data.augment, cfg.data.order,
              cfg.model.init, cfg.train.batch_norm_shards > 1, cfg.train.caffe_test is not None,
              exp.seed_protocol)
-    return (job.kind, cfg.data.dataset, cfg.model.arch, what, caffe, job.gpus > 1)
+    return (job.kind, cfg.data.dataset, cfg.model.arch, what, caffe, job.processes > 1)
 
 
 def chosen_jobs(plan: Plan, heavy: bool) -> list[Job]:
@@ -194,7 +143,7 @@ def fork_children() -> None:
 def torchrun_job(command: list[str]) -> tuple[int, float]:
     """A data-parallel job (torchrun and its processes) from a pool worker: status, CPU seconds."""
     start = _children_cpu()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.returncode, _children_cpu() - start
 
@@ -205,7 +154,7 @@ def snakemake(work: Path, targets: list[Path]) -> float:
     command = [shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"), "--directory", str(work),
                "--configfile", str(work / "tiny_paper.yaml"), "--cores", str(WORKERS), *map(str, targets)]
     start = _children_cpu()
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-4000:]
     return _children_cpu() - start
 
@@ -270,7 +219,7 @@ def run_jobs(plan: Plan, jobs: list[Job], pool, clock: CpuClock) -> dict[str, di
 
 
 def run_in_pool(plan: Plan, commands: list[tuple[Job, list[str]]], pool, clock: CpuClock) -> None:
-    futures = [pool.submit(torchrun_job, ddp_command(job, args)) if job.gpus > 1 else pool.submit(cli_job, args)
+    futures = [pool.submit(torchrun_job, ddp_command(job, args)) if job.processes > 1 else pool.submit(cli_job, args)
                for job, args in commands]
     for (job, _), future in zip(commands, futures):
         code, seconds = future.result()
@@ -278,7 +227,7 @@ def run_in_pool(plan: Plan, commands: list[tuple[Job, list[str]]], pool, clock: 
         metrics = io.read_json(job.out_dir / "metrics.json")
         outcome = (f"[{metrics['status']}; max_lr {metrics['bounds']['max_lr']}]" if job.kind == "range_test"
                    else f"[{metrics['status']}, {metrics['iterations']} it]")
-        clock.add(job.kind + (" (DDP)" if job.gpus > 1 else ""), _describe(plan, job), seconds, outcome)
+        clock.add(job.kind + (" (DDP)" if job.processes > 1 else ""), _describe(plan, job), seconds, outcome)
 
 
 def _describe(plan: Plan, job: Job) -> str:
@@ -287,12 +236,8 @@ def _describe(plan: Plan, job: Job) -> str:
 
 
 def ddp_command(job: Job, args: list[str]) -> list[str]:
-    """The rule's launcher (torchrun, one process per GPU the job claims), with gloo on CPU: the
-    spec, written for the GPUs, gets train.device cpu."""
-    spec = str(job.out_dir / "spec.json")
-    cpu_spec = job.out_dir / "spec_cpu.json"
-    io.write_json(cpu_spec, {**job.config, "train": {**job.config["train"], "device": "cpu"}})
-    command = launch_command(job.gpus, *(str(cpu_spec) if a == spec else a for a in args))
+    """The rule's launcher: torchrun, one gloo process per data-parallel process of the job."""
+    command = launch_command(job.processes, *args)
     return [sys.executable, "-m", "torch.distributed.run", *command[1:]]  # this interpreter's torchrun
 
 
@@ -349,11 +294,11 @@ def test_imagenet_size_nets_run_at_their_smallest_inputs(tiny_paper, capsys):
     plan, clock = plans["imagenet_size"], CpuClock()
     clock.add(*data_row)
     assert {job.config["model"]["arch"] for job in jobs["imagenet_size"]} == set(IMAGENET_SIZE)
-    assert any(job.gpus == DDP_PROCESSES for job in jobs["imagenet_size"])
+    assert any(job.processes == DDP_PROCESSES and job.gpus == 0 for job in jobs["imagenet_size"])
     metrics = run_jobs(plan, jobs["imagenet_size"], pool, clock)
     check_results(plan, jobs["imagenet_size"], metrics)
     for job in jobs["imagenet_size"]:  # the data-parallel ones ran as 2 processes
-        assert metrics[job.job_id]["provenance"]["world_size"] == max(job.gpus, 1), job.job_id
+        assert metrics[job.job_id]["provenance"]["world_size"] == job.processes, job.job_id
     experiments = sorted({job.experiment for job in jobs["imagenet_size"]})
     for name in experiments:
         code, seconds = pool.submit(cli_job, ["report", "--config", str(plan.results_dir / "workflow_config.json"),

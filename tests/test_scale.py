@@ -66,6 +66,12 @@ def test_every_paper_job_is_tiny_and_goes_elsewhere(paper, tiny_plan):
         assert cfg.range_test.momentum_range == real_cfg.range_test.momentum_range, job.job_id
 
 
+def test_tiny_jobs_run_one_thread_each(paper, tiny_plan):
+    # train_threads 4 for the real runs (a GPU node's cores shared by 4 jobs); tiny jobs take one
+    # core each, so a 2-core machine runs two at a time (the rules' threads: PLAN.job_threads).
+    assert (expand(paper, str(PAPER)).job_threads, tiny_plan.job_threads) == (4, 1)
+
+
 def test_part1_runs_keep_their_protocol_at_tiny_scale(tiny_plan):
     # x4.sh's per-GPU batch offsets (+3, +2, +1, +0 on 4 GPUs) on the tiny TBS 8, and one
     # schedule for all four runs counted in the nominal batch (C2).
@@ -121,6 +127,18 @@ def test_per_iteration_rates_are_compressed_with_the_run(paper, tiny_plan, job_i
     if tiny_cfg.schedule.policy == "exp":
         assert schedule.lr(TINY_STEPS - 1) == pytest.approx(base_lr * real["gamma"] ** (
             (TINY_STEPS - 1) * stretch), rel=1e-9)
+
+
+@pytest.mark.parametrize("job_id, gamma_per_epoch, epochs", [
+    ("clr_t1_imagenette_alexnet/exp_60ep/seed0", 0.97529, 60),
+    ("clr_t1_imagenette_googlenet/exp_range_24ep/seed0", 0.81858, 24)])
+def test_a_rate_per_epoch_keeps_the_runs_whole_decay(tiny_plan, job_id, gamma_per_epoch, epochs):
+    # CLR's exp on Imagenette decays by gamma_per_epoch each of its epochs: the tiny run's
+    # TINY.epochs fall as far as the real run's (float rounding of the power: 1e-12 relative).
+    cfg, (schedule, params) = _schedule(tiny_plan.trains[job_id])
+    assert cfg.schedule.params["gamma_per_epoch"] ** TINY.epochs == pytest.approx(gamma_per_epoch ** epochs,
+                                                                                   rel=1e-12)
+    assert params["gamma"] ** TINY_STEPS == pytest.approx(gamma_per_epoch ** epochs, rel=1e-12)
 
 
 def test_the_real_config_is_checked_before_it_is_scaled(paper):

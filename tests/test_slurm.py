@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import HANG_GUARD_S
 from onecycle.dag import gpu_slots
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,9 +45,9 @@ def slurm_cluster(request):
     if reason:
         pytest.skip(reason)
     # Registered before starting, so a half-started cluster is stopped too.
-    request.addfinalizer(lambda: subprocess.run(["bash", str(CLUSTER), "stop"], check=True, timeout=120))
+    request.addfinalizer(lambda: subprocess.run(["bash", str(CLUSTER), "stop"], check=True, timeout=HANG_GUARD_S))
     started = time.monotonic()
-    subprocess.run(["bash", str(CLUSTER), "start", "2"], check=True, timeout=600)
+    subprocess.run(["bash", str(CLUSTER), "start", "2"], check=True, timeout=HANG_GUARD_S)
     print(f"cluster up in {time.monotonic() - started:.1f} s")
 
 
@@ -69,7 +70,7 @@ def test_gpu_jobs_run_on_slurm_with_the_devices_slurm_bound(slurm_cluster, tmp_p
     env[gpu_slots.LOCK_DIR_ENV] = str(tmp_path / "locks")
     # timeout -k: a stuck SLURM executor ignores SIGTERM (docs/snakemake_notes.md B.2).
     command = [
-        "timeout", "-k", "15", "300", sys.executable, "-m", "snakemake",
+        "timeout", "-k", "15", str(HANG_GUARD_S), sys.executable, "-m", "snakemake",
         "--executor", "slurm", "--jobs", "4",
         "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "1",
         "--workflow-profile", "none", "--default-resources", "mem_mb=200", "runtime=10",

@@ -84,6 +84,25 @@ def test_range_test_bounds_are_put_into_the_schedule(tiny_run_config):
         resolve_schedule_params(cfg, 8, {"base_lr": None, "max_lr": None, "chosen_rule": "smith_accuracy_peak"})
 
 
+def _with_schedule(run, policy, params):
+    raw = deep_merge(run, {"schedule": {"policy": policy}})
+    raw["schedule"]["params"] = params
+    return parse(RunConfig, raw)
+
+
+def test_a_gamma_per_epoch_is_the_per_iteration_gamma_of_that_epoch_length(tiny_run_config):
+    # gamma = gamma_per_epoch ** (1 / iterations per epoch): an epoch decays by gamma_per_epoch.
+    cfg = _with_schedule(tiny_run_config, "exp", {"base_lr": 0.01, "gamma_per_epoch": 0.5})
+    assert resolve_schedule_params(cfg, 8, None) == {"base_lr": 0.01, "gamma": 0.5 ** (1 / 8)}
+    for policy, params, message in [
+            ("step", {"base_lr": 0.01, "gamma_per_epoch": 0.5, "stepsize": 4}, "only for the policies whose LR decays"),
+            ("exp", {"base_lr": 0.01, "gamma": 0.9, "gamma_per_epoch": 0.5}, "give gamma or gamma_per_epoch, not both"),
+            ("exp", {"base_lr": 0.01, "gamma_per_epoch": 1.5},
+             r"gamma_per_epoch = 1\.5: expected a factor in \(0, 1\]")]:
+        with pytest.raises(ConfigError, match=message):
+            resolve_schedule_params(_with_schedule(tiny_run_config, policy, params), 8, None)
+
+
 def test_batch_larger_than_dataset_is_refused(tiny_run_config, tmp_path):
     cfg = deep_merge(tiny_run_config, {"train": {"batch_size": 2048}})
     with pytest.raises(ConfigError, match="train.batch_size = 2048 is larger than the 1024 training images"):

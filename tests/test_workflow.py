@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 import browser
-from conftest import REPO, needs_fashion_mnist
+from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist]
 RESULTS = "results/tiny run; $(touch pwned) & co"
@@ -42,7 +42,7 @@ def dag_run(tmp_path_factory):
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     command = [shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"), "--directory", str(work),
                "--configfile", str(work / "tiny.yaml"), "--cores", "2"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, command, env
 
@@ -82,7 +82,7 @@ def test_dag_produces_table_figures_and_bounds(dag_run):
 
 def test_dag_is_complete_and_report_regenerates_without_training(dag_run):
     work, command, env = dag_run
-    dry = subprocess.run([*command, "-n"], env=env, capture_output=True, text=True, timeout=300)
+    dry = subprocess.run([*command, "-n"], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
     results = work / RESULTS
     metrics = sorted((results / "train").rglob("metrics.json"))
@@ -90,7 +90,7 @@ def test_dag_is_complete_and_report_regenerates_without_training(dag_run):
     table = results / "tables" / "fmnist_lenet.csv"
     table.unlink()
     report = subprocess.run([shutil.which("onecycle", path=env["PATH"]), "report", "--config", "tiny.yaml"],
-                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=work, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert report.returncode == 0, report.stderr
     assert table.exists()
     assert {p: p.stat().st_mtime_ns for p in metrics} == before
@@ -121,7 +121,7 @@ def test_snakemake_report_opens_on_the_verdicts_and_figures(dag_run):
     work, command, env = dag_run
     report = work / "report.html"
     result = subprocess.run([*command, "--report", str(report), *REPORT_FLAGS], env=env, capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Missing metadata" not in result.stdout + result.stderr
     html = report.read_text(errors="replace")
@@ -172,10 +172,10 @@ def test_snakemake_report_of_a_fresh_clone_warns_of_nothing(dag_run, tmp_path):
     clone = [command[0], "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile",
              str(tmp_path / "tiny.yaml"), "--allowed-rules", *REPORT_RULES]
     rerun = subprocess.run([*clone, "--cores", "1", "--forcerun", *REPORT_RULES], env=env, capture_output=True,
-                           text=True, timeout=600)
+                           text=True, timeout=HANG_GUARD_S)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     result = subprocess.run([*clone, "--report", str(tmp_path / "report.html"), *REPORT_FLAGS], env=env,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Missing metadata" not in result.stdout + result.stderr
     html = (tmp_path / "report.html").read_text(errors="replace")
@@ -206,7 +206,7 @@ def test_bad_workflow_config_fails_before_any_job(tmp_path, patch, message):
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     result = subprocess.run([shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"),
                              "--directory", str(tmp_path), "--configfile", str(tmp_path / "bad.yaml"), "-n", "--cores", "1"],
-                            env=env, capture_output=True, text=True, timeout=300)
+                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode != 0 and message in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
 
@@ -226,7 +226,7 @@ def test_workflow_refuses_what_snakemakes_own_loader_accepts(tmp_path, edit, mes
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     result = subprocess.run([shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"),
                              "--directory", str(tmp_path), "--configfile", str(tmp_path / "bad.yaml"), "-n",
-                             "--cores", "1"], env=env, capture_output=True, text=True, timeout=600)
+                             "--cores", "1"], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode != 0 and message in result.stdout + result.stderr, result.stderr[-2000:]
     assert "bad.yaml: line " in result.stdout + result.stderr
     assert not (tmp_path / "results").exists()
@@ -245,7 +245,7 @@ def test_report_names_broken_runs_instead_of_summarising_them(dag_run, tmp_path)
     planned = metrics["iterations_planned"]
     metrics_path.write_text(json.dumps({**metrics, "iterations": 10}))
     report = subprocess.run([shutil.which("onecycle", path=env["PATH"]), "report", "--config", "tiny.yaml"],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert report.returncode == 0, report.stderr
 
     tables = tmp_path / RESULTS / "tables"
@@ -333,7 +333,7 @@ def test_sigkilled_dag_recovers_with_the_documented_command(tmp_path):
     killed_runs = [p.parent for p in results.glob("train/**/checkpoint.pt")]
 
     recovery = subprocess.run([*command, "--rerun-incomplete"], env=env, capture_output=True, text=True,
-                              timeout=1800)
+                              timeout=HANG_GUARD_S)
     assert recovery.returncode == 0, recovery.stderr[-3000:]
     assert "LockException" not in recovery.stderr
     # Nothing finished was redone; the killed training finished from its checkpoint.
@@ -343,5 +343,5 @@ def test_sigkilled_dag_recovers_with_the_documented_command(tmp_path):
         assert not (run / "checkpoint.pt").exists()
     assert (results / "tables" / "fmnist_lenet.csv").exists()
     assert not list(results.rglob(".*.tmp*"))
-    dry = subprocess.run([*command, "-n"], env=env, capture_output=True, text=True, timeout=600)
+    dry = subprocess.run([*command, "-n"], env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr

@@ -6,6 +6,7 @@ import sys
 from snakemake.exceptions import WorkflowError
 
 from onecycle import io
+from onecycle.dag.gpu_check import gpu_refusal
 from onecycle.dag.run_specs import set_aside_redone
 
 # Wildcard values are exactly the job ids the plan holds: no rule can match a path the
@@ -19,11 +20,11 @@ wildcard_constraints:
     range_job=_alternation(PLAN.range_tests),
     experiment=_alternation(PLAN.workflow.experiments),
     dataset=_alternation(PLAN.data_sources()),
-    mean_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_mean_images(name)]),
+    cache_dataset=_alternation([name for name in PLAN.datasets() if PLAN.caffe_caches(name)]),
     study=_alternation(PLAN.bounds_studies()),
 
 
-TRAIN_THREADS = PLAN.workflow.train_threads
+TRAIN_THREADS = PLAN.job_threads  # train_threads, or 1 at tiny scale
 
 # GPU jobs declare `resources: gpu=` in seats: with jobs_per_gpu = k, a job of a `share_gpu`
 # experiment takes 1 seat and may meet k-1 others on its device (gpu_slots --per-device k);
@@ -31,6 +32,9 @@ TRAIN_THREADS = PLAN.workflow.train_threads
 # Seats only mean something to a local `--resources gpu=N` cap: a cluster executor would read
 # them as GPUs to allocate, so sharing is refused there, before any job is submitted (the
 # executor is known from onstart on, not while the Snakefile is parsed).
+#
+# A local run whose jobs claim GPUs this machine lacks stops here too, in one line, before any
+# job starts (onecycle.dag.gpu_check; a dry run lists the jobs on any machine).
 #
 # Snakemake deletes a job's outputs before running it: a finished run it is about to redo (its
 # config changed, its range tests' bounds did, --forcerun) is moved to a sibling
@@ -42,6 +46,10 @@ onstart:
             f"jobs_per_gpu = {PLAN.workflow.jobs_per_gpu} is for one machine (--resources gpu= counts "
             "seats there); on a cluster every job gets its own GPUs: set jobs_per_gpu: 1"
         )
+    if not workflow.non_local_exec:
+        refusal = gpu_refusal(PLAN)
+        if refusal is not None:
+            raise WorkflowError(refusal)
     if not workflow.touch:
         redone = (path for job in workflow.dag.needrun_jobs() for path in job.output)
         for job, moved in set_aside_redone(PLAN, redone):

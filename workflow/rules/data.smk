@@ -33,21 +33,23 @@ rule prepare_data:
         "> {log:q} 2>&1"
 
 
-# The Caffe mean images of ImageNet folders (a pass over every training image) get a job of
-# their own, after the data's and before any training's, which then only reads the cache.
-rule caffe_mean_image:
+# Caffe's data layer on ImageNet folders reads every image squashed once to 256x256 (a uint8
+# cache, as convert_imageset's LMDB) and the training images' mean: a job of their own squashes
+# every split (one decoding pass, with progress lines in its log) and sums the mean, after the
+# data's job and before any training's, which then only read them.
+rule caffe_cache:
     input:
         lambda wc: [PLAN.data_record(*source) for source in PLAN.data_sources().values()
-                    if source[0] == wc.mean_dataset],
+                    if source[0] == wc.cache_dataset],
     output:
-        f"{R}/data/{{mean_dataset}}.caffe_mean.json",
+        f"{R}/data/{{cache_dataset}}.caffe_cache.json",
     log:
-        f"{R}/logs/data/{{mean_dataset}}.caffe_mean.log",
+        f"{R}/logs/data/{{cache_dataset}}.caffe_cache.log",
     params:
-        splits=lambda wc: json.dumps(PLAN.caffe_mean_images(wc.mean_dataset)),
+        splits=lambda wc: json.dumps(PLAN.caffe_caches(wc.cache_dataset)),
     threads: TRAIN_THREADS
     conda:
         "../../environment.yml"
     shell:
-        "onecycle caffe-mean --dataset {wildcards.mean_dataset:q} --splits {params.splits:q} "
+        "onecycle caffe-cache --dataset {wildcards.cache_dataset:q} --splits {params.splits:q} "
         "--record {output:q} > {log:q} 2>&1"

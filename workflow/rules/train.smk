@@ -15,9 +15,10 @@ rule train:
         out=lambda wc: PLAN.trains[wc.train_job].out_dir,
         # Pre-quoted: the only values here that are not formatted with :q below.
         bounds=lambda wc, input: f"--bounds {shlex.quote(input.bounds)}" if "bounds" in input.keys() else "",
-        # `onecycle train`, or for N > 1 GPUs `torchrun --standalone --nproc_per_node N -m
-        # onecycle.cli train`: data-parallel, one process per GPU (onecycle.training.distributed).
-        launcher=lambda wc: launch_prefix(PLAN.trains[wc.train_job].gpus, "train"),
+        # `onecycle train`, or for N > 1 processes `torchrun --standalone --nproc_per_node N -m
+        # onecycle.cli train`: data-parallel, one process per GPU (onecycle.training.distributed),
+        # or per `gpus` of the experiment on CPU at tiny scale.
+        launcher=lambda wc: launch_prefix(PLAN.trains[wc.train_job].processes, "train"),
         # The workflow's gpus_per_job, or the experiment's own `gpus`; sharing: see common.smk.
         gpus=lambda wc: PLAN.trains[wc.train_job].gpus,
         per_device=lambda wc: PLAN.trains[wc.train_job].per_device,

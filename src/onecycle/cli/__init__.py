@@ -5,7 +5,7 @@
     onecycle advise --config RUN.yaml --out DIR [--budget F | --budget-iterations N]
     onecycle schedule --list | --policy NAME [--set k=v ...] --steps N [--plot F.png]
     onecycle prepare-data --dataset NAME --record FILE [--root DIR] [--no-download] [--no-verify]
-    onecycle caffe-mean --dataset NAME --splits JSON --record FILE
+    onecycle caffe-cache --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
     onecycle compare-reference --config WORKFLOW.yaml --reference DIR --run DIR
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecycle", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     # One helper per command, in the order `onecycle --help` lists them.
-    for add in (_add_train, _add_range_test, _add_advise, _add_prepare_data, _add_caffe_mean, _add_combine_bounds,
+    for add in (_add_train, _add_range_test, _add_advise, _add_prepare_data, _add_caffe_cache, _add_combine_bounds,
                 _add_report, _add_compare_reference, _add_config, _add_plan, cli_schedule.register):
         add(sub)
     return parser
@@ -114,12 +114,13 @@ def _add_prepare_data(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=commands._prepare_data)
 
 
-def _add_caffe_mean(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("caffe-mean", help="compute and cache the Caffe mean images of ImageNet-folder splits")
+def _add_caffe_cache(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("caffe-cache", help="squash the images of ImageNet-folder splits once into uint8 caches "
+                                           "and compute their Caffe mean images")
     p.add_argument("--dataset", required=True, help="imagefolder or imagenet")
     p.add_argument("--splits", required=True, help='JSON list of {"root": ..., "classes": ...}')
-    p.add_argument("--record", required=True, help="JSON record written once every mean is cached")
-    p.set_defaults(handler=commands._caffe_mean)
+    p.add_argument("--record", required=True, help="JSON record written once every cache is built")
+    p.set_defaults(handler=commands._caffe_cache)
 
 
 def _add_combine_bounds(sub: argparse._SubParsersAction) -> None:

@@ -141,25 +141,33 @@ def _prepare_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _caffe_mean(args: argparse.Namespace) -> int:
+def _caffe_cache(args: argparse.Namespace) -> int:
     from onecycle import data
-    from onecycle.data import caffe_imagenet
+    from onecycle.data.squash_cache import split_mean_image, squash_cache
 
     if args.dataset not in data.FOLDER_DATASETS:
-        raise ValueError(f"--dataset {args.dataset!r}: Caffe mean images are for ImageNet folders "
+        raise ValueError(f"--dataset {args.dataset!r}: Caffe's image caches are for ImageNet folders "
                          f"({', '.join(data.FOLDER_DATASETS)})")
     splits = _split_list(args.splits)
+    workers = len(os.sched_getaffinity(0))
+    caches = []
     for split in splits:
         root = Path(split["root"]) if split.get("root") else None
-        train = data.load_split(args.dataset, "train", root, class_list=split.get("classes"))
-        caffe_imagenet.split_mean_image(train, num_workers=len(os.sched_getaffinity(0)))
-        print(f"{args.dataset}: Caffe mean image of the {len(train)} images under {train.split_dir} cached")
-    io.write_json(args.record, {"dataset": args.dataset, "splits": splits})
+        for name in ("train", "test"):
+            images = data.load_split(args.dataset, name, root, class_list=split.get("classes"))
+            cache = squash_cache(images, workers)
+            caches.append({**split, "split": name, "images": len(cache), "cache": str(cache.path)})
+            print(f"{args.dataset}: {len(cache)} images under {images.split_dir} squashed in {cache.path}",
+                  flush=True)
+            if name == "train":
+                split_mean_image(images, cache)
+                print(f"{args.dataset}: Caffe mean image of {images.split_dir} cached", flush=True)
+    io.write_json(args.record, {"dataset": args.dataset, "splits": splits, "caches": caches})
     return 0
 
 
 def _split_list(text: str) -> list[dict]:
-    """--splits as experiments.Plan.caffe_mean_images writes it: a JSON list of {root, classes}."""
+    """--splits as experiments.Plan.caffe_caches writes it: a JSON list of {root, classes}."""
     expected = '--splits: expected a JSON list of {"root": ..., "classes": ...} objects'
     try:
         splits = json.loads(text)
@@ -186,13 +194,13 @@ def _combine_bounds(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments.expansion import expand
-    from onecycle.experiments.loading import load_mapping
+    from onecycle.experiments.loading import load_workflow_file
     from onecycle.report.html import write_html_report
     from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
                                        write_comparison_figure, write_experiment_report, write_range_test_figure,
                                        write_scorecard)
 
-    plan = expand(load_mapping(args.config), str(args.config))
+    plan = expand(load_workflow_file(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
     for name in names:
         if name not in plan.workflow.experiments:
@@ -227,11 +235,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def _compare_reference(args: argparse.Namespace) -> int:
     from onecycle.experiments.config import parse
-    from onecycle.experiments.loading import load_mapping
+    from onecycle.experiments.loading import load_workflow_file
     from onecycle.experiments.workflow import WorkflowConfig
     from onecycle.report.reference import compare, format_report
 
-    workflow = load_mapping(args.config)
+    workflow = load_workflow_file(args.config)
     parse(WorkflowConfig, workflow, str(args.config))
     reference, run = Path(args.reference), Path(args.run)
     for folder in (reference, run):
@@ -252,9 +260,9 @@ def _config(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from onecycle.experiments import cost as cost_plan
     from onecycle.experiments.expansion import expand
-    from onecycle.experiments.loading import load_mapping
+    from onecycle.experiments.loading import load_workflow_file
 
-    workflow = expand(load_mapping(args.config), str(args.config))
+    workflow = expand(load_workflow_file(args.config), str(args.config))
     if args.devices < 1:
         raise ConfigError(f"--devices {args.devices}: expected at least 1")
     rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)

@@ -133,6 +133,12 @@ def _split_ids(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
+def resolve_pool() -> list[str]:
+    """The device ids jobs claim from here ($ONECYCLE_GPU_SLOTS, CUDA_VISIBLE_DEVICES or
+    nvidia-smi); GpuSlotError, one line, where there are none."""
+    return _resolve_pool(None)
+
+
 def _resolve_pool(pool: Sequence[str] | None) -> list[str]:
     if pool is not None:
         ids = _split_ids(pool) if isinstance(pool, str) else [str(item).strip() for item in pool]

@@ -4,7 +4,9 @@ The design rule: small datasets (MNIST, Fashion-MNIST, CIFAR-10/100, the 8x8 dig
 memory as one uint8 tensor, on the GPU when there is one, and `Batches` augments whole batches
 with tensor ops: no per-sample PIL work (docs/design.md §7; the approach of airbench's
 GPU-resident CifarLoader, docs/design.md §11). ImageNet subsets cannot fit in memory: they stay
-in folders on disk and go through torchvision's folder loader and a DataLoader (`FolderBatches`).
+in folders on disk. Caffe's data layer reads them squashed once into a uint8 cache and crops
+whole batches on the device (`CaffeCachedBatches`), as convert_imageset's LMDB; torchvision's
+presets decode them in persistent DataLoader workers (`FolderBatches`).
 Every epoch's order and augmentation is a pure function of (seed, epoch index), so a run resumed
 at an epoch boundary sees exactly the batches of an uninterrupted run with no RNG state to save.
 
@@ -14,7 +16,9 @@ Modules, in the order data flows through them:
   formats         read IDX, CIFAR pickles and sklearn digits into an `ArrayDataset` (`load_split`);
   folder          ImageNet-style folders: `FolderDataset`, `FolderBatches`, `torchvision_preset`;
   batches         in-memory `Batches` with seeded augmentation, `CaffeTransform`, `CaffeTestSample`;
-  caffe_imagenet  Caffe's ImageNet data layer for folders (squash, crops, mean image);
+  caffe_imagenet  Caffe's ImageNet data layer for folders (squash, the per-sample crops, mean image);
+  squash_cache    every image of a split squashed once, in one uint8 file (`squash_cache`);
+  caffe_batches   Caffe's layer batch by batch from that cache, on the device (`CaffeCachedBatches`);
   assembly        a run's data, from its config: `load_data`.
 The names below are re-exported here, where callers have always imported them.
 
@@ -32,8 +36,7 @@ from __future__ import annotations
 from onecycle.data.batches import (CAFFE_LENET_SCALE, CROP_PADDING, ORDERS, Batches, CaffeTestSample,
                                    CaffeTransform, caffe_lmdb_pass, derived_seed)
 from onecycle.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_WNIDS, default_root
-from onecycle.data.folder import (FOLDER_DATASETS, FolderBatches, FolderDataset, _SeededFolderImages,
-                                  torchvision_preset)
+from onecycle.data.folder import FOLDER_DATASETS, FolderBatches, FolderDataset, FolderEpochs, torchvision_preset
 from onecycle.data.formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, ArrayDataset, load_split, read_idx
 from onecycle.data.sources import SOURCES, Source, _first_missing, compare_with_official, prepare
 
@@ -48,8 +51,7 @@ __all__ = [
     "Batches", "CaffeTestSample", "CaffeTransform", "CAFFE_LENET_SCALE", "CROP_PADDING", "ORDERS",
     "caffe_lmdb_pass", "derived_seed",
     # folder
-    "FOLDER_DATASETS", "FolderBatches", "FolderDataset", "torchvision_preset",
-    # private helpers that callers reach for: training.distributed re-shards `_SeededFolderImages`,
-    # tests/test_data.py waits on `_first_missing`
-    "_SeededFolderImages", "_first_missing",
+    "FOLDER_DATASETS", "FolderBatches", "FolderDataset", "FolderEpochs", "torchvision_preset",
+    # a private helper that callers reach for: tests/test_data.py waits on `_first_missing`
+    "_first_missing",
 ]

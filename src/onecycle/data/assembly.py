@@ -1,8 +1,9 @@
 """A run's data: train batches, test batches over the full test set, and what the model needs to know.
 
 Assembles, from a run's `data` config, the sources (onecycle.data) into batches: in-memory
-`Batches` for the small datasets, `FolderBatches` for ImageNet folders, with the normalisation
-the config names (the training images' statistics, or Caffe's scale or mean image).
+`Batches` for the small datasets; for ImageNet folders `CaffeCachedBatches` (Caffe's data
+layer, from images squashed once) or `FolderBatches` (torchvision's presets); with the
+normalisation the config names (the training images' statistics, or Caffe's scale or mean image).
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 import torch
 
 from onecycle import data as datasets
-from onecycle.data import caffe_imagenet
+from onecycle.data.caffe_batches import CaffeCachedBatches
+from onecycle.data.squash_cache import split_mean_image, squash_cache
 from onecycle.errors import ConfigError
 from onecycle.experiments.config import RunConfig
 from onecycle.models import MODELS
@@ -24,7 +26,7 @@ from onecycle.training import distributed
 
 @dataclass
 class DataBundle:
-    train: Any  # data.Batches or data.FolderBatches: __len__ and epoch(i)
+    train: Any  # data.Batches, CaffeCachedBatches or FolderBatches: __len__ and epoch(i)
     test: Any
     num_classes: int
     in_channels: int
@@ -41,16 +43,7 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     train_set = datasets.load_split(d.dataset, "train", root, subset=d.train_subset, class_list=d.classes)
     test_set = datasets.load_split(d.dataset, "test", root, class_list=d.classes)
     if isinstance(train_set, datasets.FolderDataset):
-        # ImageNet subsets stay on disk. JPEG decoding runs in DataLoader workers: up to 8 per
-        # process, never more than the job's cores (shared by the data-parallel processes of a
-        # multi-GPU job).
-        workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
-        train_transform, test_transform = folder_transforms(d, cfg.model.arch, train_set, workers)
-        train = datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True,
-                                       transform=train_transform, seed=cfg.seed, num_workers=workers,
-                                       device=device, order=d.order)
-        test = datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
-                                      transform=test_transform, seed=0, num_workers=workers, device=device)
+        train, test = folder_batches(cfg, train_set, test_set, device)
         return DataBundle(train, test, train_set.num_classes, info.in_channels, len(train_set))
     if eval_subset is not None and eval_subset < len(test_set):
         # A fixed held-out subset, the same for every seed, so range tests are comparable.
@@ -70,20 +63,33 @@ def load_data(cfg: RunConfig | Any, device: torch.device, eval_subset: int | Non
     return DataBundle(train, test, info.num_classes, info.in_channels, len(train_set), caffe_test)
 
 
-def folder_transforms(d: Any, arch: str, train_set: datasets.FolderDataset, workers: int) -> tuple[Any, Any]:
-    """(train, test) image transforms for an ImageNet folder: torchvision's ImageNet presets, or
-    Caffe's data layer with the training images' mean (normalize 'caffe_mean_image')."""
+def folder_batches(cfg: RunConfig | Any, train_set: datasets.FolderDataset, test_set: datasets.FolderDataset,
+                   device: torch.device) -> tuple[Any, Any]:
+    """(train, test) batches of an ImageNet folder: Caffe's data layer from the squashed-image
+    caches (normalize 'caffe_mean_image'; built here if the workflow's caffe_cache job has not),
+    or torchvision's ImageNet presets decoded in persistent DataLoader workers."""
+    d = cfg.data
+    # Decoding runs in up to 8 workers per process, never more than the job's cores (shared by
+    # the data-parallel processes of a multi-GPU job).
+    workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
     # Crops default to the side the model was built for (AlexNet 227, Inception-ResNet-v2 299).
-    crop = d.crop_size or MODELS[arch].input_size
+    crop = d.crop_size or MODELS[cfg.model.arch].input_size
     if d.normalize != "caffe_mean_image":
-        return (datasets.torchvision_preset(train=True, crop_size=crop),
-                datasets.torchvision_preset(train=False, crop_size=crop))
+        common = {"seed": cfg.seed, "num_workers": workers, "device": device}
+        return (datasets.FolderBatches(train_set, cfg.train.batch_size, shuffle=True, drop_last=True, order=d.order,
+                                       transform=datasets.torchvision_preset(train=True, crop_size=crop), **common),
+                datasets.FolderBatches(test_set, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
+                                       transform=datasets.torchvision_preset(train=False, crop_size=crop),
+                                       **{**common, "seed": 0}))
     # As for CIFAR: one mean file over the whole training split, even for a train_subset run.
     full = (datasets.load_split(d.dataset, "train", Path(d.root) if d.root else None, class_list=d.classes)
             if d.train_subset else train_set)
-    mean = caffe_imagenet.split_mean_image(full, workers)
-    return (caffe_imagenet.CaffeImageNetTransform(mean, crop, train=True, mirror=d.augment == "mirror"),
-            caffe_imagenet.CaffeImageNetTransform(mean, crop, train=False, mirror=False))
+    train_cache, test_cache = squash_cache(full, workers), squash_cache(test_set, workers)
+    common = {"mean_image": split_mean_image(full, train_cache), "crop_size": crop, "device": device}
+    return (CaffeCachedBatches(train_set, train_cache, cfg.train.batch_size, shuffle=True, drop_last=True,
+                               seed=cfg.seed, train=True, mirror=d.augment == "mirror", order=d.order, **common),
+            CaffeCachedBatches(test_set, test_cache, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
+                               seed=0, train=False, mirror=False, **common))
 
 
 def normalisation(d: Any, train_set: datasets.ArrayDataset, root: Path | None) -> dict[str, Any]:

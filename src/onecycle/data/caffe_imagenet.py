@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +44,19 @@ CAFFE_IMAGENET_SIDE = 256
 
 # Mean images are cached, keyed by the image list, so the hundreds of jobs of a paper run
 # compute each mean once (as the papers' single mean.binaryproto): under the data root, or
-# under $ONECYCLE_MEAN_CACHE for a read-only root (a shared ILSVRC2012 copy, say).
+# under $ONECYCLE_MEAN_CACHE for a read-only root (a shared ILSVRC2012 copy, say). The squashed
+# images (onecycle.data.squash_cache) are cached in the same folder.
 MEAN_CACHE_DIR = ".onecycle-caffe-mean"
 MEAN_CACHE_ENV = "ONECYCLE_MEAN_CACHE"
 # Part of the cache key: change it whenever `squash` or `compute_mean_image` changes, so that no
 # mean computed the old way is reused.
 MEAN_FORMAT = "squash 256x256 bilinear no-antialias; exact float64 mean v1"
+
+
+def cache_dir(root: Path) -> Path:
+    """Where the Caffe caches of the images under `root` live: $ONECYCLE_MEAN_CACHE, else
+    MEAN_CACHE_DIR under the root."""
+    return Path(os.environ.get(MEAN_CACHE_ENV) or Path(root) / MEAN_CACHE_DIR)
 
 
 def squash(image: Any) -> torch.Tensor:
@@ -62,8 +70,12 @@ def squash(image: Any) -> torch.Tensor:
 
 class CaffeImageNetTransform:
     """RGB PIL image -> float32 (3, crop_size, crop_size): Caffe's DataTransformer on the squashed
-    image (module docstring). Randomness comes from torch's global generator, which
-    `data.FolderBatches` seeds per sample. Picklable, for DataLoader workers."""
+    image (module docstring), one sample at a time. Randomness comes from torch's global
+    generator, which `data.FolderBatches` seeds per sample. Picklable, for DataLoader workers.
+    The per-sample definition of the layer: training reads the same crops, batch by batch, from
+    images squashed once (onecycle.data.caffe_batches; tests/test_caffe_batches.py pins them
+    equal), and the data benchmark times the two."""
+    decode = staticmethod(load_image)  # how data.FolderBatches reads an image for it
 
     def __init__(self, mean_image: torch.Tensor, crop_size: int, *, train: bool, mirror: bool) -> None:
         side = CAFFE_IMAGENET_SIDE
@@ -111,31 +123,26 @@ def compute_mean_image(paths: list[str], num_workers: int = 0) -> torch.Tensor:
     return (total.double() / len(paths)).float()
 
 
-def split_mean_image(train_split: Any, num_workers: int = 0) -> torch.Tensor:
-    """The mean file of a `data.FolderDataset` training split (cached as `mean_image`): the
-    workflow's data job computes it before the training jobs, which then only read it."""
-    return mean_image(train_split.split_dir.parent, [path for path, _ in train_split.samples], num_workers)
-
-
-def mean_image(root: Path, paths: list[str], num_workers: int = 0) -> torch.Tensor:
-    """The mean image of `paths` (files under `root`), computed once and cached (MEAN_CACHE_DIR
-    under root, or $ONECYCLE_MEAN_CACHE). Concurrent jobs wait on one lock: one computes, the
-    others read. A cached mean is read without the lock, so a read-only cache still serves."""
-    cache_dir = Path(os.environ.get(MEAN_CACHE_ENV) or Path(root) / MEAN_CACHE_DIR)
-    cached = cache_dir / f"{_image_list_key(root, paths)}.pt"
+def mean_image(root: Path, paths: list[str], num_workers: int = 0,
+               compute: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:
+    """The mean image of `paths` (files under `root`), computed once (by `compute`, default
+    compute_mean_image) and cached (`cache_dir`). Concurrent jobs wait on one lock: one computes,
+    the others read. A cached mean is read without the lock, so a read-only cache still serves."""
+    folder = cache_dir(root)
+    cached = folder / f"{_image_list_key(root, paths)}.pt"
     if cached.exists():  # written atomically: an existing file is complete
         return torch.load(cached, weights_only=True)
     try:
-        cache_dir.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
         with io.exclusive_lock(cached.with_suffix(".lock")):
             if not cached.exists():  # another job may have written it while we waited
-                computed = compute_mean_image(paths, num_workers)
+                computed = compute() if compute is not None else compute_mean_image(paths, num_workers)
                 with io.atomic_path(cached) as tmp:
                     torch.save(computed, tmp)
     except OSError as error:
-        if error.filename is None or not Path(error.filename).is_relative_to(cache_dir):
+        if error.filename is None or not Path(error.filename).is_relative_to(folder):
             raise  # an image that cannot be read, say: not the cache's fault
-        raise ValueError(f"{cache_dir}: cannot write the Caffe mean-image cache ({error.strerror}); "
+        raise ValueError(f"{folder}: cannot write the Caffe mean-image cache ({error.strerror}); "
                          f"make it writable or set ${MEAN_CACHE_ENV} to a writable folder") from None
     return torch.load(cached, weights_only=True)
 

@@ -20,7 +20,12 @@ evaluated = forward only), the FLOPs of those passes, and device-hours at a stat
   per second of training, data loading included): DEVICE_TFLOPS per device class unless
   --tflops gives one, or `make gpu-check` measured one on this machine (CALIBRATION). A
   data-parallel job spreads the same FLOPs over its GPUs. Not counted: the data jobs (downloads,
-  Caffe mean images: one pass over the training images, CPU-bound).
+  the Caffe caches of the ImageNet folders: one CPU-bound decoding pass over each split).
+- The data path is assumed to keep every device fed, so that the rate is the model's alone:
+  MNIST and CIFAR sit in device memory (data.Batches); ImageNet folders under Caffe's data
+  layer read images decoded once (data.squash_cache) and crop whole batches on the device
+  (data.caffe_batches), where the per-sample path decoded every JPEG every epoch (make bench:
+  tests/benchmarks/test_bench_data.py times the two; docs/gpus_and_clusters.md).
 - The suggested order puts the experiments with published numbers first, cheapest first, so the
   first verdicts come soonest; then the rest, cheapest first.
 """

@@ -70,6 +70,9 @@ class Job:
     per_device: int = 1
     # A bounds study's range-test variant (range tests only); None for the experiment's own test.
     variant: str | None = None
+    # Data-parallel processes (torchrun's nproc_per_node): one per claimed GPU, or at tiny scale
+    # on CPU (gpus_per_job 0) as many gloo processes as the experiment's `gpus`.
+    processes: int = 1
 
     @property
     def digest(self) -> str:
@@ -100,6 +103,14 @@ class Plan:
                 variants.setdefault(job.variant, []).append(job)
         return variants
 
+    @property
+    def job_threads(self) -> int:
+        """Threads (Snakemake `threads`, torch threads) of each training, range-test and data job:
+        the config's train_threads, but 1 at tiny scale. A tiny job is mostly one-threaded
+        start-up (imports, model build, a few iterations of small batches), so on a 2-core
+        machine two jobs side by side finish sooner than one job holding both cores."""
+        return 1 if self.workflow.scale == "tiny" else self.workflow.train_threads
+
     def bounds_studies(self) -> list[str]:
         return [name for name, exp in self.workflow.experiments.items() if exp.bounds_study is not None]
 
@@ -122,26 +133,28 @@ class Plan:
     def datasets(self) -> list[str]:
         return sorted({job.dataset for job in [*self.trains.values(), *self.range_tests.values()]})
 
-    def caffe_mean_images(self, dataset: str) -> list[dict[str, Any]]:
-        """The training splits of ImageNet folder `dataset` whose Caffe mean image some job needs,
-        as distinct {"root", "classes"}: a job of their own (rule caffe_mean_image) computes each
-        once with all its threads, so no training job waits on it holding GPUs."""
+    def caffe_caches(self, dataset: str) -> list[dict[str, Any]]:
+        """The ImageNet folders of `dataset` that some job reads through Caffe's data layer, as
+        distinct {"root", "classes"}: a job of their own (rule caffe_cache) squashes their images
+        once into the uint8 cache and computes the training split's mean image, with all its
+        threads, so no training job waits on it holding GPUs."""
         needed = {}
         for job in [*self.trains.values(), *self.range_tests.values()]:
-            if job.dataset == dataset and needs_caffe_mean(job):
+            if job.dataset == dataset and needs_caffe_cache(job):
                 data = job.config["data"]
                 split = {"root": data.get("root"), "classes": data.get("classes")}
                 needed[json.dumps(split, sort_keys=True)] = split
         return [needed[key] for key in sorted(needed)]
 
-    def caffe_mean_record(self, dataset: str) -> Path:
-        return self.results_dir / "data" / f"{dataset}.caffe_mean.json"
+    def caffe_cache_record(self, dataset: str) -> Path:
+        return self.results_dir / "data" / f"{dataset}.caffe_cache.json"
 
     def data_inputs(self, job: Job) -> dict[str, Path]:
-        """A job's data dependencies: the verified dataset and, if it needs one, its mean image."""
+        """A job's data dependencies: the verified dataset and, if it needs them, its squashed
+        images and mean image."""
         inputs = {"data": self.data_record(job.dataset, job.config["data"].get("root"))}
-        if needs_caffe_mean(job):
-            inputs["caffe_mean"] = self.caffe_mean_record(job.dataset)
+        if needs_caffe_cache(job):
+            inputs["caffe_cache"] = self.caffe_cache_record(job.dataset)
         return inputs
 
 
@@ -152,8 +165,9 @@ def data_stem(dataset: str, root: str | None) -> str:
     return dataset if root is None else f"{dataset}-root-{hashlib.sha256(root.encode()).hexdigest()[:8]}"
 
 
-def needs_caffe_mean(job: Job) -> bool:
-    """Caffe's ImageNet data layer (normalize caffe_mean_image on a folder) reads a mean image."""
+def needs_caffe_cache(job: Job) -> bool:
+    """Caffe's ImageNet data layer (normalize caffe_mean_image on a folder) reads squashed images
+    and a mean image."""
     return job.dataset in FOLDER_DATASETS and job.config["data"].get("normalize") == "caffe_mean_image"
 
 
@@ -182,11 +196,14 @@ def part1_run_overrides(seed: int, merged: dict[str, Any], where: str) -> dict[s
     return overrides
 
 
-def device_overrides(raw: dict[str, Any], gpus: int, where: str) -> dict[str, Any]:
+def device_overrides(raw: dict[str, Any], gpus: int, where: str, processes: int = 1) -> dict[str, Any]:
     """A job that claims GPUs trains on CUDA: "auto" becomes "cuda", so on a machine without
     CUDA the job fails at once (onecycle.training.device.resolve_device) instead of training for days on
-    the CPU; "cpu" with claimed GPUs is a contradiction."""
+    the CPU; "cpu" with claimed GPUs is a contradiction. Data-parallel processes that claim no
+    GPU run on the CPU ("auto" would put them all on one GPU where there is one)."""
     device = raw.get("train", {}).get("device", "auto")
+    if gpus == 0 and processes > 1 and device == "auto":
+        return {"train": {"device": "cpu"}}
     if gpus == 0 or device == "cuda":
         return {}
     if device == "cpu":
@@ -253,10 +270,20 @@ def _range_test_jobs(workflow: WorkflowConfig, exp_name: str, exp: ExperimentCon
     return jobs
 
 
+def job_devices(workflow: WorkflowConfig, exp: ExperimentConfig, tiny: TinyScale | None) -> tuple[int, int]:
+    """(GPUs an experiment's training job claims, its data-parallel processes). At tiny scale,
+    gpus_per_job 0 (a CPU check of the machine) holds for every experiment, those with `gpus`
+    of their own too: they claim none and run their data-parallel launch as CPU processes."""
+    gpus = workflow.gpus_per_job if exp.gpus is None else exp.gpus
+    if tiny is not None and workflow.gpus_per_job == 0:
+        return 0, max(gpus, 1)
+    return gpus, max(gpus, 1)
+
+
 def _train_jobs(workflow: WorkflowConfig, exp_name: str, exp: ExperimentConfig, source: str, results: Path,
                 tiny: TinyScale | None) -> dict[str, Job]:
     """An experiment's training runs, group by group, each seed by seed."""
-    gpus = workflow.gpus_per_job if exp.gpus is None else exp.gpus
+    gpus, processes = job_devices(workflow, exp, tiny)
     placement = gpu_placement(gpus, exp.share_gpu, workflow.jobs_per_gpu, f"{source}: experiments.{exp_name}")
     jobs: dict[str, Job] = {}
     for group, overrides in exp.training_groups().items():
@@ -265,19 +292,18 @@ def _train_jobs(workflow: WorkflowConfig, exp_name: str, exp: ExperimentConfig, 
             where = f"{source}: experiments.{exp_name}.groups.{group}"
             merged = deep_merge(exp.base, overrides)
             ids = {"name": job_id, "experiment": exp_name, "group": group, "seed": seed}
-            cfg = _run_config(merged, exp, seed, ids, gpus, placement["gpus"], where)
+            cfg = _run_config(merged, exp, seed, ids, processes, placement["gpus"], where)
             if tiny is not None:
                 protocol_batch = PART1_GPUS if exp.seed_protocol == "part1" else 1
-                scaled = tiny_job(merged, split_into=math.lcm(max(gpus, 1), protocol_batch), where=where,
-                                  tiny=tiny)
-                cfg = _run_config(scaled, exp, seed, ids, gpus, placement["gpus"], where)
+                scaled = tiny_job(merged, split_into=math.lcm(processes, protocol_batch), where=where, tiny=tiny)
+                cfg = _run_config(scaled, exp, seed, ids, processes, placement["gpus"], where)
             needs_bounds = cfg.schedule.lr_bounds == "range_test"
             if needs_bounds and exp.range_test is None:
                 raise ConfigError(f"{where}: schedule.lr_bounds is 'range_test' but the experiment has no "
                                   "range_test block")
             jobs[job_id] = Job("train", job_id, exp_name, group, seed, results / "train" / job_id,
                                cfg.model_dump(mode="json", exclude_defaults=True), cfg.data.dataset,
-                               needs_bounds, **placement)
+                               needs_bounds, **placement, processes=processes)
     return jobs
 
 
@@ -286,17 +312,17 @@ def _range_test_config(merged: dict[str, Any], gpus: int, where: str) -> RangeTe
     return parse(RangeTestConfig, raw, where)
 
 
-def _run_config(merged: dict[str, Any], exp: ExperimentConfig, seed: int, ids: dict[str, Any], gpus: int,
+def _run_config(merged: dict[str, Any], exp: ExperimentConfig, seed: int, ids: dict[str, Any], processes: int,
                 claimed_gpus: int, where: str) -> RunConfig:
     """A training job's validated config: the group's settings, Smith's run protocol, the device."""
     raw = merged
     if exp.seed_protocol == "part1":
         raw = deep_merge(raw, part1_run_overrides(seed, raw, where))
-    raw = deep_merge(raw, device_overrides(raw, claimed_gpus, where))
+    raw = deep_merge(raw, device_overrides(raw, claimed_gpus, where, processes))
     cfg = parse(RunConfig, deep_merge(raw, ids), where)
     try:
         check_schedule(cfg)
-        check_batch_size(cfg.train.batch_size, gpus, cfg.train.batch_norm_shards)
+        check_batch_size(cfg.train.batch_size, processes, cfg.train.batch_norm_shards)
     except ConfigError as error:
         raise ConfigError(f"{where}: {error}") from None
     return cfg

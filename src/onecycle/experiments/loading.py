@@ -3,7 +3,9 @@
 load_mapping reads a file the way Snakemake reads a --configfile, but refuses what Snakemake's
 loader lets through silently (a repeated key, a recursive alias, an alias bomb, a file too big or
 too deep), in one line naming the file, line and key path; deep_merge layers settings on each
-other. The typed models that validate the result are in onecycle.experiments.config.
+other; load_workflow_file and resolve_include add a workflow config's `include:` (one config
+extending another, e.g. configs/paper_imagenet.yaml on configs/paper.yaml). The typed models
+that validate the result are in onecycle.experiments.config.
 """
 
 from __future__ import annotations
@@ -203,3 +205,41 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
         else:
             merged[key] = value
     return merged
+
+
+# A workflow config's top-level `include: OTHER.yaml` (relative to the including file's folder):
+# the other config's settings, with this file's deep-merged over them (its experiments added,
+# any key it repeats replacing the included one's). configs/paper_imagenet.yaml is configs/
+# paper.yaml plus the full-ILSVRC rows. Includes may chain up to MAX_INCLUDE_DEPTH files.
+INCLUDE_KEY = "include"
+MAX_INCLUDE_DEPTH = 8
+
+
+def resolve_include(data: dict[str, Any], source: str | Path) -> dict[str, Any]:
+    """`data` (read from the file `source`) with its `include:` chain merged under it."""
+    return _resolved(data, Path(source), ())
+
+
+def load_workflow_file(path: str | Path) -> dict[str, Any]:
+    """A workflow config file, strictly read (load_mapping), with its `include:` resolved."""
+    return resolve_include(load_mapping(path), path)
+
+
+def _resolved(data: dict[str, Any], source: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    if INCLUDE_KEY not in data:
+        return data
+    target = data[INCLUDE_KEY]
+    if not isinstance(target, str) or not target.strip():
+        raise ConfigError(f"{source}: '{INCLUDE_KEY}' must name one config file, a path relative to "
+                          f"{source.parent}; got {target!r}")
+    path = (source.parent / target).resolve()
+    seen = (*chain, source.resolve())
+    if path in seen:
+        raise ConfigError(f"{source}: '{INCLUDE_KEY}: {target}' includes itself again "
+                          f"({' -> '.join(str(p) for p in (*seen, path))})")
+    if len(seen) > MAX_INCLUDE_DEPTH:
+        raise ConfigError(f"{source}: more than {MAX_INCLUDE_DEPTH} files chained by '{INCLUDE_KEY}'")
+    if not path.is_file():
+        raise ConfigError(f"{source}: '{INCLUDE_KEY}: {target}': {path} not found")
+    base = _resolved(load_mapping(path), path, seen)
+    return deep_merge(base, {key: value for key, value in data.items() if key != INCLUDE_KEY})

@@ -24,8 +24,8 @@ protocol and the device are applied, so those act on the tiny job as on the real
 - the schedule, compressed in time by f = tiny iterations / real iterations: `*_epochs` keys
   and the iteration keys (ITERATION_PARAMS) become iterations, floored (so a cycle that fit
   still fits: 2*stepsize <= steps), at least 1, with multistep drops kept strictly increasing;
-  per-iteration rates (RATE_PARAMS) are compressed with them, so the LR falls as far as in the
-  real run;
+  per-iteration rates (RATE_PARAMS) are compressed with them, and a `gamma_per_epoch` to the
+  tiny run's epochs, so the LR falls as far as in the real run;
 - train.eval_every_epochs -> 1 and log_every -> 1; train.caffe_test -> `caffe_test_iter`
   batches of at most `batch_size` images;
 - range tests: `range_test_iterations` iterations with `range_test_evaluations` evaluations of
@@ -47,6 +47,7 @@ from typing import Any
 from onecycle.experiments.config import ConfigError
 from onecycle.experiments.loading import deep_merge
 from onecycle.data import DATASETS
+from onecycle.training.schedule_setup import GAMMA_PER_EPOCH
 
 # Schedule parameters counted in iterations (onecycle.schedules' policies: Caffe's stepsize,
 # stepvalue and poly max_iter, Smith's momentum stepsize).
@@ -164,6 +165,9 @@ def _tiny_schedule(raw: dict[str, Any], tiny: TinyScale, lr_scale: float, where:
             scaled[key] = _compress(value, Fraction(steps, real_steps))
         elif key in policy_rates and _numbers(value):
             scaled[key] = policy_rates[key](value, Fraction(steps, real_steps))
+        elif key == GAMMA_PER_EPOCH and _numbers(value) and not isinstance(value, list):
+            # The run's whole decay, gamma_per_epoch ** epochs, over the tiny run's epochs.
+            scaled[key] = float(value) ** (epochs / tiny.epochs)
         elif key in LR_PARAMS and _numbers(value) and not isinstance(value, list):
             scaled[key] = _scaled_lr(value, lr_scale)
         else:

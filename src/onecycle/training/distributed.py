@@ -200,7 +200,7 @@ def shutdown(context: Context) -> None:
 
 class ShardedTrainBatches:
     """Rank `rank`'s contiguous 1/world_size of every global batch of `batches`
-    (a data.Batches or data.FolderBatches with drop_last, i.e. full batches only)."""
+    (a data.Batches or a folder loader, data.FolderEpochs, with drop_last: full batches only)."""
 
     def __init__(self, batches: Any, rank: int, world_size: int) -> None:
         check_batch_size(batches.batch_size, world_size)
@@ -213,55 +213,40 @@ class ShardedTrainBatches:
         return len(self.batches)
 
     def epoch(self, epoch_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if isinstance(self.batches, datasets.FolderBatches):
-            yield from self._folder_epoch(epoch_index)
+        lo, hi = self.rank * self.shard_size, (self.rank + 1) * self.shard_size
+        if isinstance(self.batches, datasets.FolderEpochs):
+            # Images are read only for this rank's shard. The order is the epoch's, and sample i
+            # of the epoch is augmented under its own seed (seed, epoch, i) whichever process
+            # reads it, so the shards put together are the one-process batch.
+            folder = self.batches
+            count = len(folder)
+            order = folder.pass_order(epoch_index)[: count * folder.batch_size]
+            mine = order.view(count, folder.batch_size)[:, lo:hi].reshape(-1)
+            yield from folder.batches_of(mine, self.shard_size, epoch_index)
             return
         # In memory: the global batch is indexed and augmented on every rank (cheap next to
         # the model), then cut, so order, flips and crops are those of the one-process run.
-        lo, hi = self.rank * self.shard_size, (self.rank + 1) * self.shard_size
         for x, y in self.batches.epoch(epoch_index):
             yield x[lo:hi], y[lo:hi]
-
-    def _folder_epoch(self, epoch_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # JPEGs are decoded only for this rank's shard. The order is FolderBatches.epoch's, and
-        # sample i of the epoch is transformed under its own seed (seed, epoch, i) whichever
-        # process loads it, so the shards put together are the one-process batch.
-        folder = self.batches
-        order = folder.pass_order(epoch_index)
-        count = len(folder)
-        lo, hi = self.rank * self.shard_size, (self.rank + 1) * self.shard_size
-        mine = order[: count * folder.batch_size].view(count, folder.batch_size)[:, lo:hi].reshape(-1)
-        loader = torch.utils.data.DataLoader(
-            datasets._SeededFolderImages(folder.dataset.samples, folder.transform, (folder.seed, epoch_index)),
-            batch_size=self.shard_size, sampler=mine.tolist(), drop_last=False,
-            num_workers=folder.num_workers, pin_memory=folder.device.type == "cuda")
-        for images, labels in loader:
-            yield (images.to(folder.device, non_blocking=True),
-                   labels.to(folder.device, non_blocking=True))
 
 
 class ShardedTestBatches:
     """A disjoint part of the test set per rank; together the ranks cover every image once.
     In memory: every world_size-th batch. Folders: a contiguous block of the images, so each
-    rank decodes only its own."""
+    rank reads only its own."""
 
     def __init__(self, batches: Any, rank: int, world_size: int) -> None:
         self.batches, self.rank, self.world_size = batches, rank, world_size
 
     def epoch(self, epoch_index: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if isinstance(self.batches, datasets.FolderBatches):
+        if isinstance(self.batches, datasets.FolderEpochs):
             folder = self.batches
             if folder.shuffle:
                 raise ValueError("sharded evaluation expects unshuffled test batches")
-            samples = folder.dataset.samples
-            block = math.ceil(len(samples) / self.world_size)
-            part = samples[self.rank * block: (self.rank + 1) * block]
-            if not part:
-                return
-            subset = datasets.FolderDataset(folder.dataset.split_dir, folder.dataset.classes, part)
-            yield from datasets.FolderBatches(
-                subset, folder.batch_size, shuffle=False, drop_last=False, transform=folder.transform,
-                seed=folder.seed, num_workers=folder.num_workers, device=folder.device).epoch(epoch_index)
+            block = math.ceil(len(folder.dataset) / self.world_size)
+            part = torch.arange(len(folder.dataset))[self.rank * block: (self.rank + 1) * block]
+            if len(part):
+                yield from folder.batches_of(part, folder.batch_size, epoch_index)
             return
         for index, batch in enumerate(self.batches.epoch(epoch_index)):
             if index % self.world_size == self.rank:

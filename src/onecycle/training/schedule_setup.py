@@ -27,12 +27,22 @@ LR_BOUND_PARAMS: dict[str, tuple[str | None, str]] = {
 }
 
 
+# `gamma_per_epoch`: the per-iteration factor gamma of the policies whose LR decays as
+# gamma**iteration, given per epoch instead (gamma = gamma_per_epoch ** (1 / iterations per
+# epoch)), so a decay keeps its shape in epochs on a dataset of another size (the CLR paper's
+# ImageNet exp rows on Imagenette, configs/paper.yaml).
+GAMMA_PER_EPOCH = "gamma_per_epoch"
+POWER_RATE_POLICIES = ("exp", "exp_range")
+
+
 def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
                             bounds: dict[str, Any] | None) -> dict[str, Any]:
     """The schedule's parameters in iterations, with range-test bounds put in if asked."""
     params: dict[str, Any] = {}
     for key, value in cfg.schedule.params.items():
-        if key.endswith("_epochs"):
+        if key == GAMMA_PER_EPOCH:
+            params["gamma"] = _per_iteration_gamma(cfg, value, iters_per_epoch)
+        elif key.endswith("_epochs"):
             name = key.removesuffix("_epochs")
             values = value if isinstance(value, list) else [value]
             if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
@@ -62,6 +72,18 @@ def resolve_schedule_params(cfg: RunConfig, iters_per_epoch: int,
         if low_key is not None:
             params[low_key] = float(chosen["base_lr"])
     return params
+
+
+def _per_iteration_gamma(cfg: RunConfig, value: Any, iters_per_epoch: int) -> float:
+    where = f"schedule.params.{GAMMA_PER_EPOCH}"
+    if cfg.schedule.policy not in POWER_RATE_POLICIES:
+        raise ConfigError(f"{where}: only for the policies whose LR decays as gamma**iteration "
+                          f"({', '.join(POWER_RATE_POLICIES)}), not {cfg.schedule.policy!r}")
+    if "gamma" in cfg.schedule.params:
+        raise ConfigError(f"{where}: give gamma or {GAMMA_PER_EPOCH}, not both")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigError(f"{where} = {excerpt(value)}: expected a factor in (0, 1]")
+    return float(value) ** (1 / iters_per_epoch)
 
 
 def check_bounds(bounds: Any, source: str) -> dict[str, Any]:

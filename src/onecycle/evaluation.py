@@ -41,20 +41,31 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     """Mean loss and accuracy over every example `batches` yields (for training runs: the full
     test set); the model's train/eval mode is restored afterwards. `device`: move each batch
     there first (None: the batches are already on the model's device). `reduce` sums the
-    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set."""
+    (loss sum, correct, count) of data-parallel ranks that each scored a part of the set.
+
+    The sums stay on the device until the last batch, and are read once: a read per batch would
+    make the host wait for the device every batch. They are the host arithmetic's numbers: each
+    batch's mean loss times its size in float64, added in order; the correct predictions in int64."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum, correct, count = None, None, 0
     for x, y in batches:
         if device is not None:
             x, y = move_to(x, device), move_to(y, device)
         logits = model(x)
-        loss_sum += loss_fn(logits, y).item() * y.numel()
-        correct += (logits.argmax(1) == y).sum().item()
+        batch_loss = loss_fn(logits, y).double() * y.numel()
+        batch_correct = (logits.argmax(1) == y).sum()
+        loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+        correct = batch_correct if correct is None else correct + batch_correct
         count += y.numel()
     model.train(was_training)
+    totals = [0.0, 0, count]
+    if count:
+        loss_value, correct_value = torch.stack([loss_sum, correct.double()]).tolist()
+        totals = [loss_value, int(correct_value), count]
     if reduce is not None:
-        loss_sum, correct, count = reduce([loss_sum, correct, count])
+        totals = reduce(totals)
+    loss_total, correct_total, count = totals
     if count == 0:
         raise ValueError("evaluate: the batches held no example to score")
-    return loss_sum / count, correct / count
+    return loss_total / count, correct_total / count

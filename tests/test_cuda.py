@@ -3,6 +3,8 @@ elsewhere. Each test compares a result on CUDA with the same computation on the 
 fails if a device path silently differs (a tensor left on the wrong device, a transform that
 depends on where it runs)."""
 
+import copy
+
 import pandas as pd
 import pytest
 import torch
@@ -117,3 +119,33 @@ def test_bf16_and_channels_last_on_cuda_train_and_are_recorded(tmp_path):
     assert metrics["status"] == "completed"
     train_config = metrics["config"]["train"]
     assert (train_config["precision"], train_config["channels_last"], train_config["mode"]) == ("bf16", True, "fast")
+
+
+def test_deterministic_mode_repeats_a_cuda_run_bit_for_bit(tmp_path):
+    # train.mode deterministic on CUDA: cuBLAS's deterministic workspace, deterministic
+    # algorithms without warn_only (an op without one would stop the run), no autotuning, no TF32.
+    for name in ("first", "second"):
+        train(_digits_run(device="cuda", log_every=1), tmp_path / name)
+    for file in ("train_log.csv", "history.csv"):
+        first, second = (pd.read_csv(tmp_path / name / file) for name in ("first", "second"))
+        pd.testing.assert_frame_equal(first.drop(columns="wall_time_s", errors="ignore"),
+                                      second.drop(columns="wall_time_s", errors="ignore"), check_exact=True)
+
+
+def test_fused_batch_norm_on_cuda_keeps_caffes_sums_of_the_cpu():
+    # The CUDA path's batch norm (onecycle.models.fused_batch_norm) against the CPU's sums, in
+    # float64 after 10 steps: both within (n + 4 x steps + 1) u V of the exact estimate
+    # (tests/test_lean_step.py derives it), n = 4 x 36 per shard, V = 400 bounds squared
+    # deviations of these draws (|x| < 10).
+    from onecycle.models.fused_batch_norm import use_fused_running_statistics
+
+    torch.manual_seed(0)
+    sums = CaffeBatchNorm2d(8, moving_average_fraction=0.9).double()
+    sums.shards = 4
+    fused = use_fused_running_statistics(torch.nn.Sequential(copy.deepcopy(sums))).to("cuda")[0]
+    for step in range(10):
+        x = torch.randn(16, 8, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(step)) * 2 + 1
+        sums(x), fused(x.cuda())
+    bound = 2 * (144 + 4 * 10 + 1) * 2.0**-53 * 400
+    for got, want in zip(fused.running_mean_var(), sums.running_mean_var(), strict=True):
+        torch.testing.assert_close(got.cpu(), want, rtol=0, atol=bound)

@@ -1,14 +1,12 @@
 """`onecycle plan`: jobs, iterations, images, FLOPs and device-hours, checked against counts by hand."""
 
-import importlib.util
 import json
-import sys
 
 import pytest
 
-from conftest import REPO
 from onecycle import cli
 from onecycle.experiments import cost as plan
+from onecycle.experiments import rates
 from onecycle.experiments.config import ConfigError
 from onecycle.experiments.expansion import expand
 
@@ -51,12 +49,13 @@ def test_lenet_flops_are_the_hand_count():
 def test_job_counts_by_hand():
     small = expand(SMALL)
     costs = {c.job_id: c for jobs in plan.experiment_costs(small).values() for c in jobs}
-    assert costs["plain/g/seed0"] == plan.JobCost("plain/g/seed0", "plain", "train", 1200, 120_000, 2 * 10_000,
-                                                  120_000 * LENET_TRAIN + 20_000 * LENET_FORWARD)
-    assert costs["plain/seed0"] == plan.JobCost("plain/seed0", "plain", "range_test", 10, 1000, 2 * 1000,
-                                                1000 * LENET_TRAIN + 2000 * LENET_FORWARD)
-    assert costs["protocol/g/seed0"] == plan.JobCost("protocol/g/seed0", "protocol", "train", 1200, 1200 * 112,
-                                                     2 * 10_100, 1200 * 112 * LENET_TRAIN + 20_200 * LENET_FORWARD)
+    assert costs["plain/g/seed0"] == plan.JobCost("plain/g/seed0", "plain", "train", "in_memory", 1200, 120_000,
+                                                  2 * 10_000, 120_000 * LENET_TRAIN, 20_000 * LENET_FORWARD)
+    assert costs["plain/seed0"] == plan.JobCost("plain/seed0", "plain", "range_test", "in_memory", 10, 1000,
+                                                2 * 1000, 1000 * LENET_TRAIN, 2000 * LENET_FORWARD)
+    assert costs["protocol/g/seed0"] == plan.JobCost("protocol/g/seed0", "protocol", "train", "in_memory", 1200,
+                                                     1200 * 112, 2 * 10_100, 1200 * 112 * LENET_TRAIN,
+                                                     20_200 * LENET_FORWARD)
 
 
 def test_printed_plan_totals_and_order(capsys, tmp_path):
@@ -86,31 +85,47 @@ def test_order_puts_published_experiments_first_cheapest_first():
     assert plan.suggested_order(small, cheap_unpublished) == ["plain", "protocol"]
 
 
-def test_throughput_sources(tmp_path, monkeypatch):
-    monkeypatch.setattr(plan, "CALIBRATION", tmp_path / "absent.json")
-    assert plan.throughput("gpu", None, None) == plan.Throughput(
-        plan.DEVICE_TFLOPS["gpu"], "the default for a gpu, onecycle.experiments.cost.DEVICE_TFLOPS")
-    assert plan.throughput("cpu", 2.5, None).tflops == 2.5
+def test_rate_sources(tmp_path, monkeypatch):
+    monkeypatch.setattr(rates, "RATES_FILE", tmp_path / "absent.json")
+    default = rates.load_rates("gpu", None, None)
+    assert set(default.families) == {"in_memory", "image_folder"}
+    assert all(r == rates.FamilyRate(rates.DEVICE_TFLOPS["gpu"], rates.DEVICE_TFLOPS["gpu"],
+                                     "the default for a gpu, onecycle.experiments.rates.DEVICE_TFLOPS")
+               for r in default.families.values())
+    assert rates.load_rates("cpu", 2.5, None).families["image_folder"].train_tflops == 2.5
     with pytest.raises(ConfigError, match="--tflops -1.0: expected a positive number"):
-        plan.throughput("gpu", -1.0, None)
+        rates.load_rates("gpu", -1.0, None)
     with pytest.raises(ConfigError, match="--device-class 'tpu'"):
-        plan.throughput("tpu", None, None)
+        rates.load_rates("tpu", None, None)
     with pytest.raises(ConfigError, match="nope.json: file not found"):
-        plan.throughput("gpu", None, tmp_path / "nope.json")
+        rates.load_rates("gpu", None, tmp_path / "nope.json")
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"device_class": "gpu", "families": {"in_memory": {"train_tflops": 0,
+                                                                                    "eval_tflops": 1}}}))
+    with pytest.raises(ConfigError, match=r"broken.json: not a gpu-check rates record .*in_memory.train_tflops = 0"):
+        rates.load_rates("gpu", None, broken)
 
 
-def test_gpu_check_writes_the_calibration_plan_reads(tmp_path, monkeypatch):
-    # scripts/gpu_check.py's record, from a made-up rate: resnet56 at 1 000 images/s.
-    spec = importlib.util.spec_from_file_location("gpu_check", REPO / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "gpu_check", gpu_check)  # its dataclasses look their module up
-    spec.loader.exec_module(gpu_check)
-    monkeypatch.setattr(plan, "CALIBRATION", tmp_path / "throughput.json")
-    line = gpu_check.write_calibration(gpu_check.CIFAR, 1000.0, "Fake GPU", "a test")
-    train_flops, _ = plan.model_flops("resnet56", "{}", 3, 32, 10)
-    assert f"{1000.0 * train_flops / 1e12:.2f} TFLOP/s" in line
-    rate = plan.throughput("gpu", None, None)
-    assert rate.tflops == pytest.approx(1000.0 * train_flops / 1e12, rel=1e-12)
-    assert "Fake GPU" in rate.source
-    # A calibration of another device class leaves the default.
-    assert plan.throughput("cpu", None, None).tflops == plan.DEVICE_TFLOPS["cpu"]
+def test_plan_prices_each_family_at_its_own_rates(tmp_path, capsys):
+    # One family measured (training 2 MFLOP/s, evaluation 4: the hand-counted LeNet FLOPs then
+    # take hours), the other left at the default.
+    record = tmp_path / "rates.json"
+    record.write_text(json.dumps({"device_class": "gpu", "device": "Fake GPU", "families": {
+        "in_memory": {"train_tflops": 2e-6, "eval_tflops": 4e-6, "measured_with": "resnet56"}}}))
+    measured = rates.load_rates("gpu", None, record)
+    assert measured.families["in_memory"] == rates.FamilyRate(2e-6, 4e-6, f"{record}: Fake GPU, resnet56")
+    assert measured.families["image_folder"].train_tflops == rates.DEVICE_TFLOPS["gpu"]
+    # 7.2e9 FLOPs at 2e6 per second: 1 h; 3.6e9 at 4e6: a quarter of an hour.
+    job = plan.JobCost("j", "e", "train", "in_memory", 1, 1, 1, train_flops=7.2e9, eval_flops=3.6e9)
+    assert job.device_hours(measured) == pytest.approx(1.25, rel=1e-12)
+    # Another device class's record is not this one's: the defaults.
+    assert rates.load_rates("cpu", None, record).families["in_memory"].train_tflops == rates.DEVICE_TFLOPS["cpu"]
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps(SMALL))
+    assert cli.main(["plan", "--config", str(config), "--calibration", str(record)]) == 0
+    out = capsys.readouterr().out
+    assert "in_memory: 2e-06 TFLOP/s training, 4e-06 evaluation" in out
+    flops_train, flops_eval = (121_000 + 134_400) * LENET_TRAIN, (22_000 + 20_200) * LENET_FORWARD
+    hours = (flops_train / 2e6 + flops_eval / 4e6) / 3600
+    total = next(line for line in out.splitlines() if line.startswith("total "))
+    assert total.split()[-1] == f"{hours:.2f}"

@@ -67,15 +67,16 @@ def class_targets(targets: Any) -> Any:
     return targets
 
 
-def _correct(logits: torch.Tensor, targets: Any, what: str) -> int:
-    """How many argmax predictions equal the class-index targets; a one-line ValueError when the
-    targets cannot be class indices of the batch (a shape other than (N,) or (N, 1))."""
+def _correct(logits: torch.Tensor, targets: Any, what: str) -> torch.Tensor:
+    """How many argmax predictions equal the class-index targets, an int64 tensor on the logits'
+    device (read by the caller once, not per batch); a one-line ValueError when the targets
+    cannot be class indices of the batch (a shape other than (N,) or (N, 1))."""
     predictions = logits.argmax(1)
     if not isinstance(targets, torch.Tensor) or targets.shape != predictions.shape:
         shape = tuple(targets.shape) if isinstance(targets, torch.Tensor) else type(targets).__name__
         raise ValueError(f"{what}: the accuracy compares outputs.argmax(1), shape {tuple(predictions.shape)}, "
                          f"with the targets, got {shape}: give class indices of shape (N,) or (N, 1)")
-    return int((predictions == targets).sum().item())
+    return (predictions == targets).sum()
 
 
 @torch.no_grad()
@@ -87,10 +88,14 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
     test set); the model's train/eval mode is restored afterwards. `device`: move each batch
     there first (None: the batches are already on the model's device). `reduce` sums the
     (loss sum, correct, count) of data-parallel ranks that each scored a part of the set.
-    Targets are class indices (`class_targets`); `what` names the batches in errors."""
+    Targets are class indices (`class_targets`); `what` names the batches in errors.
+
+    The sums stay on the device until the last batch, and are read once: a read per batch would
+    make the host wait for the device every batch. They are the host arithmetic's numbers: each
+    batch's mean loss times its size in float64, added in order; the correct predictions in int64."""
     was_training = model.training
     model.eval()
-    loss_sum, correct, count = 0.0, 0, 0
+    loss_sum, correct, count = None, None, 0
     try:
         for batch in batches:
             x, y = batch_pair(batch, what)
@@ -98,13 +103,20 @@ def evaluate(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tenso
             if device is not None:
                 x, y = move_to(x, device), move_to(y, device)
             logits = model(x)
-            loss_sum += loss_fn(logits, y).item() * y.numel()
-            correct += _correct(logits, y, what)
+            batch_loss = loss_fn(logits, y).double() * y.numel()
+            batch_correct = _correct(logits, y, what)
+            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+            correct = batch_correct if correct is None else correct + batch_correct
             count += y.numel()
     finally:  # a bad batch raises: the caller's model keeps its mode all the same
         model.train(was_training)
+    totals = [0.0, 0, count]
+    if count:
+        loss_value, correct_value = torch.stack([loss_sum, correct.double()]).tolist()
+        totals = [loss_value, int(correct_value), count]
     if reduce is not None:
-        loss_sum, correct, count = reduce([loss_sum, correct, count])
+        totals = reduce(totals)
+    loss_total, correct_total, count = totals
     if count == 0:
         raise ValueError("evaluate: the batches held no example to score")
-    return loss_sum / count, correct / count
+    return loss_total / count, correct_total / count

@@ -27,6 +27,7 @@ onecycle.training.range_test_job.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
@@ -213,7 +214,8 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
                   loss_fn: Callable = nn.functional.cross_entropy, smoothing: float = 0.98,
                   divergence_factor: float = bound_rules.DIVERGENCE_FACTOR,
                   device: torch.device | str | None = None, cache_batches: bool = False,
-                  restore: bool = True, progress: Progress = SILENT) -> RangeTestResult:
+                  restore: bool = True, progress: Progress = SILENT,
+                  autocast_dtype: torch.dtype | None = None) -> RangeTestResult:
     """Run an LR range test on any model, optimizer and batches; return the curve, every bound
     rule's suggestion (onecycle.bounds) side by side, and `result.plot(ax)`.
 
@@ -235,8 +237,9 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
     loss so far, or on a non-finite loss (math.inf: on non-finite losses only).
     With `restore` (default) the model (weights and train/eval mode) and the optimizer are put
     back as they were, even if the test raises. `progress` hears of every iteration and
-    evaluation (onecycle.progress; silent by default).
-    """
+    evaluation (onecycle.progress; silent by default). `autocast_dtype` (torch.bfloat16, say): each
+    iteration's forward pass and loss under torch.autocast, as `train.precision: bf16` runs them
+    (onecycle.training.run.train_step); evaluations stay in the model's precision, as a run's do."""
     if start_lr is None and isinstance(optimizer, torch.optim.Optimizer):
         start_lr = float(optimizer.param_groups[0]["lr"])  # torch-lr-finder's default
     device = _check_arguments(model, train_batches, optimizer, start_lr, end_lr, iterations, ramp,
@@ -256,7 +259,7 @@ def lr_range_test(model: nn.Module, train_batches: Iterable, optimizer: torch.op
         history, diverged, stop_reason = _run(model, _TrainStream(train_batches, cache_batches), optimizer,
                                               scales, start_lr, end_lr, iterations, ramp, eval_batches,
                                               eval_every, momentum_range, loss_fn, smoothing, divergence_factor,
-                                              device, progress)
+                                              device, progress, autocast_dtype)
     finally:
         if saved is not None:
             put_back(model, optimizer, saved)
@@ -299,7 +302,8 @@ def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimize
          start_lr: float, end_lr: float, iterations: int, ramp: str, eval_batches: Iterable | None,
          eval_every: int, momentum_range: tuple[float, float] | None, loss_fn: Callable, smoothing: float,
          divergence_factor: float, device: torch.device,
-         progress: Progress) -> tuple[pd.DataFrame, dict | None, str | None]:
+         progress: Progress, autocast_dtype: torch.dtype | None = None
+         ) -> tuple[pd.DataFrame, dict | None, str | None]:
     rows: list[dict[str, Any]] = []
     average, best_smoothed, diverged, stop_reason = 0.0, math.inf, None, None
     model.train()
@@ -321,7 +325,10 @@ def _run(model: nn.Module, stream: _TrainStream, optimizer: torch.optim.Optimize
             group["lr"] = lr * scale
             if momentum is not None:
                 set_momentum(group, momentum)
-        loss = loss_fn(model(move_to(x, device)), move_to(class_targets(y), device))
+        # Only with a dtype: autocast refuses device types it has no rules for (meta, say).
+        with (contextlib.nullcontext() if autocast_dtype is None
+              else torch.autocast(torch.device(device).type, dtype=autocast_dtype)):
+            loss = loss_fn(model(move_to(x, device)), move_to(class_targets(y), device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -30,6 +30,7 @@ import torch
 DEVICE_ENV = "ONECYCLE_BENCH_DEVICE"
 THREADS_ENV = "ONECYCLE_BENCH_THREADS"
 RESULTS = pytest.StashKey[list[dict[str, Any]]]()
+LINES = pytest.StashKey[list[str]]()  # benchmarks that report counts, not ratios
 
 
 def bench_device() -> torch.device:
@@ -126,7 +127,17 @@ def record_ratio(request, benchmark, base: list[float], subj: list[float], *, la
     request.config.stash.setdefault(RESULTS, []).append({"name": request.node.name, **info})
 
 
+def record_line(request, line: str) -> None:
+    """A line for the session's summary from a benchmark that counts rather than times."""
+    request.config.stash.setdefault(LINES, []).append(line)
+
+
 def pytest_terminal_summary(terminalreporter, config) -> None:
+    lines = config.stash.get(LINES, [])
+    if lines:
+        terminalreporter.section("onecycle op counts")
+        for line in lines:
+            terminalreporter.write_line(line)
     results = config.stash.get(RESULTS, [])
     if not results:
         return

@@ -168,10 +168,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="jobs, iterations, images, FLOPs and device-hours of a workflow config")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/paper.yaml")
     p.add_argument("--device-class", default="gpu", help="gpu (default) or cpu: the default throughput")
-    p.add_argument("--tflops", type=float, help="effective TFLOP/s per device, instead of the default or "
-                                               "what make gpu-check measured")
-    p.add_argument("--calibration", help="make gpu-check's throughput record (default "
-                                         "results/gpu_check/throughput.json, when present)")
+    p.add_argument("--tflops", type=float, help="effective TFLOP/s per device for every job, instead of "
+                                               "the default or what make gpu-check measured")
+    p.add_argument("--calibration", help="make gpu-check's per-family rates (default "
+                                         "results/gpu_check/rates.json, when present)")
     p.add_argument("--devices", type=int, default=1, help="devices working at once, for the days estimate")
     p.set_defaults(handler=commands._plan)
 

@@ -261,12 +261,13 @@ def _plan(args: argparse.Namespace) -> int:
     from onecycle.experiments import cost as cost_plan
     from onecycle.experiments.expansion import expand
     from onecycle.experiments.loading import load_workflow_file
+    from onecycle.experiments.rates import load_rates
 
     workflow = expand(load_workflow_file(args.config), str(args.config))
     if args.devices < 1:
         raise ConfigError(f"--devices {args.devices}: expected at least 1")
-    rate = cost_plan.throughput(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)
-    print(cost_plan.format_plan(workflow, rate, str(args.config), args.devices))
+    rates = load_rates(args.device_class, args.tflops, Path(args.calibration) if args.calibration else None)
+    print(cost_plan.format_plan(workflow, rates, str(args.config), args.devices))
     return 0
 
 

@@ -232,12 +232,17 @@ class TrainConfig(StrictModel):
     checkpoint_every_s: Number = Field(default=300.0, gt=0.0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # GPU speed options, off by default (the papers trained in fp32): bf16 autocast of the
-    # forward pass and loss, and channels-last memory layout for convolutions.
+    # forward pass and loss (LRN and batch-norm statistics stay fp32), and channels-last memory
+    # layout for convolutions. `mode: fast` turns both on unless they are set.
     precision: Literal["fp32", "bf16"] = "fp32"
     channels_last: bool = False
-    # "deterministic": deterministic algorithms (bit-for-bit reruns on CPU; on CUDA as far as
-    # torch allows, warning otherwise). "fast": cuDNN autotuning and TF32 matmuls on CUDA.
+    # "deterministic": deterministic algorithms, or an error naming the op that has none (bit-for-
+    # bit reruns on CPU, and on CUDA with cuBLAS's deterministic workspace). "fast": cuDNN
+    # autotuning and TF32 on CUDA, bf16 and channels-last by default (onecycle.training.device).
     mode: Literal["deterministic", "fast"] = "deterministic"
+    # torch.compile the model's forward and backward pass: fewer kernels per iteration on a GPU,
+    # after a first iteration that compiles (minutes for large nets). Opt-in.
+    compile: bool = False
     # Per-GPU batch norm: the batch is normalised in this many equal shards, as that many GPUs
     # each normalised their own part in the papers (docs/paper_reference.md D6: SC 8 x 125, Part 1
     # 4 x 128; CaffeBatchNorm2d.shards). Data-parallel processes share the shards out.
@@ -250,6 +255,13 @@ class TrainConfig(StrictModel):
     # Also score every evaluation on Caffe's test sample (G5): extra history columns
     # caffe_test_loss / caffe_test_accuracy beside the full test set's, which stays the result.
     caffe_test: CaffeTestSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fast_mode_speed_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") == "fast":
+            return {"precision": "bf16", "channels_last": True, **data}
+        return data
 
     @model_validator(mode="after")
     def _shards_divide_the_batch(self) -> TrainConfig:

@@ -16,11 +16,13 @@ evaluated = forward only), the FLOPs of those passes, and device-hours at a stat
   test sample) after every `eval_every_epochs` passes over the data and after the last; range
   tests `iterations` batches and an evaluation of `eval_subset` test images every `eval_every`.
   A run that diverges stops early: the plan is what the config asks for.
-- Device-hours = FLOPs / throughput. The throughput is an effective rate (FLOPs counted as above
-  per second of training, data loading included): DEVICE_TFLOPS per device class unless
-  --tflops gives one, or `make gpu-check` measured one on this machine (CALIBRATION). A
-  data-parallel job spreads the same FLOPs over its GPUs. Not counted: the data jobs (downloads,
-  the Caffe caches of the ImageNet folders: one CPU-bound decoding pass over each split).
+- Device-hours = training FLOPs / training rate + evaluation FLOPs / evaluation rate, at the
+  rates of the job's family (onecycle.experiments.rates: in-memory datasets or image folders),
+  effective rates (FLOPs counted as above per second of a real run, data loading included):
+  what `make gpu-check` measured on this machine, else a stated default, or --tflops for all.
+  A data-parallel job spreads the same FLOPs over its GPUs. Not counted: the data jobs
+  (downloads, the Caffe caches of the ImageNet folders: one CPU-bound decoding pass over each
+  split).
 - The data path is assumed to keep every device fed, so that the rate is the model's alone:
   MNIST and CIFAR sit in device memory (data.Batches); ImageNet folders under Caffe's data
   layer read images decoded once (data.squash_cache) and crop whole batches on the device
@@ -42,24 +44,11 @@ from typing import Any
 from onecycle import data as datasets
 from onecycle.experiments.config import ConfigError, RangeTestConfig, RunConfig
 from onecycle.experiments.expansion import Job, Plan
+from onecycle.experiments.rates import Rates, job_family
 
-# Effective training throughput per device class, TFLOP/s as counted here, when nothing
-# better is known. "gpu": an assumption, about a third of the FP32 peak of a V100 (15.7) or an
-# A100 without TF32 (19.5; the default `train.mode: deterministic` turns TF32 off), as small
-# CIFAR convnets reach; calibrate it with `make gpu-check`. "cpu": one core, measured on this
-# project's 2-core CI machine (ResNet-56, batch 8, 1 thread: 5.8 GFLOP in 0.15 s = 38 GFLOP/s).
-DEVICE_TFLOPS = {"gpu": 5.0, "cpu": 0.04}
-# What scripts/gpu_check.py writes on a CUDA machine, relative to the working directory.
-CALIBRATION = Path("results/gpu_check/throughput.json")
 # Imagenette v2 (fastai/imagenette README; the `imagefolder` default), when its folder is not here.
 IMAGENETTE_SIZES = {"train": 9469, "test": 3925}
 FLOP_BATCH = 2
-
-
-@dataclass(frozen=True)
-class Throughput:
-    tflops: float
-    source: str  # where the number comes from, printed with the plan
 
 
 @dataclass(frozen=True)
@@ -67,10 +56,20 @@ class JobCost:
     job_id: str
     experiment: str
     kind: str
+    family: str  # onecycle.experiments.rates.FAMILIES: which rates price it
     iterations: int
     train_images: int  # forward + backward
     eval_images: int   # forward only
-    flops: float
+    train_flops: float
+    eval_flops: float
+
+    @property
+    def flops(self) -> float:
+        return self.train_flops + self.eval_flops
+
+    def device_hours(self, rates: Rates) -> float:
+        rate = rates.families[self.family]
+        return (self.train_flops / rate.train_tflops + self.eval_flops / rate.eval_tflops) / 1e12 / 3600
 
 
 @functools.lru_cache(maxsize=None)
@@ -156,31 +155,8 @@ def job_cost(job: Job) -> JobCost:
     train_images = iterations * cfg.train.batch_size
     options = json.dumps(cfg.model.options, sort_keys=True)
     train_flops, eval_flops = model_flops(cfg.model.arch, options, *input_shape(cfg))
-    return JobCost(job.job_id, job.experiment, job.kind, iterations, train_images, eval_images,
-                   train_images * train_flops + eval_images * eval_flops)
-
-
-def throughput(device_class: str, tflops: float | None, calibration: Path | None) -> Throughput:
-    """--tflops, else what gpu-check measured on this machine for this device class, else the default."""
-    if device_class not in DEVICE_TFLOPS:
-        raise ConfigError(f"--device-class {device_class!r}: expected one of {', '.join(DEVICE_TFLOPS)}")
-    if tflops is not None:
-        if not (math.isfinite(tflops) and tflops > 0):
-            raise ConfigError(f"--tflops {tflops}: expected a positive number of TFLOP/s")
-        return Throughput(tflops, "--tflops")
-    path = calibration if calibration is not None else CALIBRATION
-    if path.is_file():
-        try:
-            measured = json.loads(path.read_text(encoding="utf-8"))
-            rate, measured_class = float(measured["tflops"]), measured["device_class"]
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-            raise ConfigError(f"{path}: not a gpu-check throughput record ({error})") from None
-        if measured_class == device_class and rate > 0:
-            return Throughput(rate, f"{path}: {measured.get('device', '?')}, {measured.get('what', '')}".rstrip(", "))
-    elif calibration is not None:
-        raise ConfigError(f"{calibration}: file not found (make gpu-check writes {CALIBRATION})")
-    return Throughput(DEVICE_TFLOPS[device_class],
-                      f"the default for a {device_class}, onecycle.experiments.cost.DEVICE_TFLOPS")
+    return JobCost(job.job_id, job.experiment, job.kind, job_family(cfg.data.dataset), iterations, train_images,
+                   eval_images, train_images * train_flops, eval_images * eval_flops)
 
 
 def experiment_costs(plan: Plan) -> dict[str, list[JobCost]]:
@@ -188,8 +164,8 @@ def experiment_costs(plan: Plan) -> dict[str, list[JobCost]]:
             for name in plan.workflow.experiments}
 
 
-def device_hours(flops: float, rate: Throughput) -> float:
-    return flops / (rate.tflops * 1e12) / 3600
+def device_hours(costs: list[JobCost], rates: Rates) -> float:
+    return sum(cost.device_hours(rates) for cost in costs)
 
 
 def suggested_order(plan: Plan, costs: dict[str, list[JobCost]]) -> list[str]:
@@ -207,24 +183,34 @@ def _si(value: float) -> str:
     return f"{value:.3g}"
 
 
-def format_plan(plan: Plan, rate: Throughput, config_path: str, devices: int = 1) -> str:
+def _rates_header(rates: Rates) -> str:
+    rates_seen = set(rates.families.values())
+    if len(rates_seen) == 1:
+        (rate,) = rates_seen
+        if rate.train_tflops == rate.eval_tflops:
+            return f"at {rate.train_tflops:g} TFLOP/s per device ({rate.source})."
+    return "at these rates per device and job family:\n" + rates.describe()
+
+
+def format_plan(plan: Plan, rates: Rates, config_path: str, devices: int = 1) -> str:
     """The printed plan: one row per experiment, the totals, and the suggested order."""
     costs = experiment_costs(plan)
     header = (f"{'experiment':<42} {'pub':>3} {'jobs':>5} {'iterations':>10} {'images':>8} "
               f"{'FLOPs':>8} {'device-h':>9}")
-    lines = [f"Cost plan of {len(plan.trains)} trainings and {len(plan.range_tests)} range tests at "
-             f"{rate.tflops:g} TFLOP/s per device ({rate.source}).",
+    lines = [f"Cost plan of {len(plan.trains)} trainings and {len(plan.range_tests)} range tests "
+             f"{_rates_header(rates)}",
              "images: trained (forward+backward) + evaluated (forward); FLOPs measured with "
              "torch.utils.flop_counter on each real model.", "", header, "-" * len(header)]
-    total = {"jobs": 0, "iterations": 0, "images": 0, "flops": 0.0}
+    total = {"jobs": 0, "iterations": 0, "images": 0, "flops": 0.0, "hours": 0.0}
     for name, jobs in costs.items():
         row = {"jobs": len(jobs), "iterations": sum(c.iterations for c in jobs),
-               "images": sum(c.train_images + c.eval_images for c in jobs), "flops": sum(c.flops for c in jobs)}
+               "images": sum(c.train_images + c.eval_images for c in jobs), "flops": sum(c.flops for c in jobs),
+               "hours": device_hours(jobs, rates)}
         published = len(plan.workflow.experiments[name].published)
         lines.append(f"{name:<42} {published or '':>3} {row['jobs']:>5} {_si(row['iterations']):>10} "
-                     f"{_si(row['images']):>8} {_si(row['flops']):>8} {device_hours(row['flops'], rate):>9.2f}")
+                     f"{_si(row['images']):>8} {_si(row['flops']):>8} {row['hours']:>9.2f}")
         total = {k: total[k] + row[k] for k in total}
-    hours = device_hours(total["flops"], rate)
+    hours = total["hours"]
     lines += ["-" * len(header),
               f"{'total':<42} {'':>3} {total['jobs']:>5} {_si(total['iterations']):>10} {_si(total['images']):>8} "
               f"{_si(total['flops']):>8} {hours:>9.2f}",
@@ -233,7 +219,7 @@ def format_plan(plan: Plan, rate: Throughput, config_path: str, devices: int = 1
               "", "Suggested order (published numbers first, cheapest first: the first verdicts soonest):"]
     cumulative = 0.0
     for rank, name in enumerate(suggested_order(plan, costs), start=1):
-        hours_here = device_hours(sum(c.flops for c in costs[name]), rate)
+        hours_here = device_hours(costs[name], rates)
         cumulative += hours_here
         published = len(plan.workflow.experiments[name].published)
         what = f"{published} published rows" if published else "no published numbers"

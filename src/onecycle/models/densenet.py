@@ -17,7 +17,6 @@ Dropout is Caffe's inverted dropout, the same as ``nn.Dropout``.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .init import fill_layer
@@ -26,6 +25,7 @@ from .layers import (
     CaffePort,
     ParamMultipliers,
     check_image_batch,
+    global_average_pool,
     multipliers_by_layer_kind,
 )
 
@@ -92,7 +92,7 @@ class DenseNet40(CaffePort):
         check_image_batch(x, "densenet40", self.in_channels)
         x = self.features(self.pre_conv(x))
         x = torch.relu(self.final_bn(x))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(global_average_pool(x), 1))
 
     def apply_prototxt_fillers(self) -> None:
         for module in self.modules():

@@ -25,7 +25,6 @@ weight filler is msra.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .init import fill_layer
@@ -34,6 +33,7 @@ from .layers import (
     CaffePort,
     ParamMultipliers,
     check_image_batch,
+    global_average_pool,
     multipliers_by_layer_kind,
 )
 
@@ -99,7 +99,7 @@ class HyperParam1ResNet(CaffePort):
         check_image_batch(x, self.model_name, self.in_channels, multiple_of=INPUT_MULTIPLE)
         x = torch.relu(self.first_bn(self.first_conv(x)))
         x = self.blocks(x)
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(global_average_pool(x), 1))
 
     def apply_prototxt_fillers(self) -> None:
         for module in self.modules():

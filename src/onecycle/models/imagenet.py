@@ -11,11 +11,15 @@ from __future__ import annotations
 import torchvision
 from torch import nn
 
+from .layers import GlobalAveragePool
+
 STEM_OUTPUTS, STEM_KERNEL, STEM_STRIDE, STEM_PAD = 64, 7, 2, 3  # torchvision's conv1
 
 
 def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+    # torchvision's nn.AdaptiveAvgPool2d((1, 1)), with a backward deterministic mode allows on CUDA.
+    model.avgpool = GlobalAveragePool()
     if in_channels != 3:
         model.conv1 = nn.Conv2d(
             in_channels, STEM_OUTPUTS, STEM_KERNEL, STEM_STRIDE, STEM_PAD, bias=False

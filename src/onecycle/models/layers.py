@@ -110,15 +110,35 @@ class CaffeBatchNorm2d(nn.Module):
         self.eps = CAFFE_BN_EPS
         self.weight = nn.Parameter(torch.ones(num_features))
         self.bias = nn.Parameter(torch.zeros(num_features))
-        self.register_buffer("mean_sum", torch.zeros(num_features))
-        self.register_buffer("var_sum", torch.zeros(num_features))
-        self.register_buffer("sum_weight", torch.zeros(()))
+        self._register_running_state()
         self.shards = 1
+        # The test-time statistics of the sums as they were when computed: each forward pass in
+        # evaluation mode would otherwise recompute them (6 ops per layer and batch, the same
+        # values every time), see running_mean_var.
+        self._test_statistics: tuple[list[tuple[torch.Tensor, int]], tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def _register_running_state(self) -> None:
+        self.register_buffer("mean_sum", torch.zeros(self.num_features))
+        self.register_buffer("var_sum", torch.zeros(self.num_features))
+        self.register_buffer("sum_weight", torch.zeros(()))
 
     def running_mean_var(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The mean and variance Caffe uses at test time (``use_global_stats: true``)."""
-        scale = torch.where(self.sum_weight == 0, 0.0, 1.0 / self.sum_weight)
-        return self.mean_sum * scale, self.var_sum * scale
+        """The mean and variance Caffe uses at test time (``use_global_stats: true``).
+
+        Computed once and kept until a running sum changes: a new tensor (loading, moving or
+        casting the module) or an in-place write (a training step, load_state_dict, a broadcast
+        from another rank) bumps the tensor's version; `train()` forgets them as well."""
+        sums = [(buffer, buffer._version) for buffer in (self.mean_sum, self.var_sum, self.sum_weight)]
+        kept = self._test_statistics
+        if kept is None or any(old is not new or old_version != new_version
+                               for (old, old_version), (new, new_version) in zip(kept[0], sums, strict=True)):
+            scale = torch.where(self.sum_weight == 0, 0.0, 1.0 / self.sum_weight)
+            kept = self._test_statistics = (sums, (self.mean_sum * scale, self.var_sum * scale))
+        return kept[1]
+
+    def train(self, mode: bool = True) -> CaffeBatchNorm2d:
+        self._test_statistics = None
+        return super().train(mode)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
@@ -131,6 +151,11 @@ class CaffeBatchNorm2d(nn.Module):
 
     @torch.no_grad()
     def _update_running_sums(self, x: torch.Tensor) -> None:
+        if x.dtype != self.mean_sum.dtype:
+            # Under bf16 autocast the activations arrive in bf16, and statistics computed in it
+            # are rounded to 8 significant bits (0.4 %) before they enter the sums: the
+            # statistics are taken in the sums' precision, as Caffe kept them (fp32).
+            x = x.to(self.mean_sum.dtype)
         var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
         m = x.numel() // x.shape[1]
         bias_correction = m / (m - 1) if m > 1 else 1.0
@@ -140,17 +165,27 @@ class CaffeBatchNorm2d(nn.Module):
         self.sum_weight.mul_(maf).add_(1.0)
 
     def _sharded_forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, c, h, w = x.shape
-        if n % self.shards:
-            raise ValueError(f"a batch of {n} does not split into {self.shards} equal "
-                             "batch-norm shards")
-        per_shard = n // self.shards
+        per_shard = self.shard_size(x)
         self._update_running_sums(x[:per_shard])  # the root GPU's statistics
-        # Shard s's channel k becomes channel s*C + k of one batch_norm call over (N/S, S*C, H, W).
+        return self.sharded_batch_norm(x, None, None, 0.0)
+
+    def shard_size(self, x: torch.Tensor) -> int:
+        if x.shape[0] % self.shards:
+            raise ValueError(f"a batch of {x.shape[0]} does not split into {self.shards} equal "
+                             "batch-norm shards")
+        return x.shape[0] // self.shards
+
+    def sharded_batch_norm(self, x: torch.Tensor, running_mean: torch.Tensor | None,
+                           running_var: torch.Tensor | None, momentum: float) -> torch.Tensor:
+        """Each shard normalised by its own statistics, in one batch_norm call: shard s's channel
+        k becomes channel s*C + k of a batch of (N/S, S*C, H, W); running statistics, if given,
+        are kept per shard in that order."""
+        n, c, h, w = x.shape
+        per_shard = self.shard_size(x)
         grouped = x.reshape(self.shards, per_shard, c, h, w).transpose(0, 1)
         grouped = grouped.reshape(per_shard, self.shards * c, h, w)
-        out = F.batch_norm(grouped, None, None, self.weight.repeat(self.shards),
-                           self.bias.repeat(self.shards), True, 0.0, self.eps)
+        out = F.batch_norm(grouped, running_mean, running_var, self.weight.repeat(self.shards),
+                           self.bias.repeat(self.shards), True, momentum, self.eps)
         return out.reshape(per_shard, self.shards, c, h, w).transpose(0, 1).reshape(n, c, h, w)
 
     def extra_repr(self) -> str:
@@ -192,6 +227,15 @@ class WithinChannelLRN(nn.Module):
         self.beta = beta
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.bfloat16, torch.float16):
+            # Under autocast: in bf16, 1 + alpha * mean_square rounds to 1 whenever
+            # alpha * mean_square < 2^-9 (cifar3's alpha is 5e-5), which turns the layer into
+            # the identity; so it computes in fp32 and hands its output back in x's type.
+            with torch.autocast(x.device.type, enabled=False):
+                return self._normalise(x.float()).to(x.dtype)
+        return self._normalise(x)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         pad = (self.local_size - 1) // 2
         mean_square = F.avg_pool2d(
             x * x, self.local_size, stride=1, padding=pad, count_include_pad=True
@@ -200,6 +244,39 @@ class WithinChannelLRN(nn.Module):
 
     def extra_repr(self) -> str:
         return f"local_size={self.local_size}, alpha={self.alpha}, beta={self.beta}"
+
+
+class _GlobalAveragePool(torch.autograd.Function):
+    """adaptive_avg_pool2d(x, 1) whose backward is an expand: deterministic on CUDA.
+
+    On CUDA, adaptive_avg_pool2d's backward adds with atomics, so deterministic mode refuses it
+    (torch.use_deterministic_algorithms lists it). A global mean's gradient needs no atomics:
+    each input gets its output's gradient / (H W), one rounding, which is what torch's CPU
+    kernel computes too (then added to zero), so CPU gradients keep their bits
+    (tests/test_lean_step.py)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - torch's signature
+        ctx.input_shape = x.shape
+        return F.adaptive_avg_pool2d(x, 1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # noqa: ANN001 - torch's signature
+        height, width = ctx.input_shape[-2:]
+        return grad.div(height * width).expand(ctx.input_shape)
+
+
+def global_average_pool(x: torch.Tensor) -> torch.Tensor:
+    """The mean of each (N, C) map as an (N, C, 1, 1) tensor (Caffe's AVE pool over the whole
+    map, global_pooling), with a deterministic backward on CUDA (_GlobalAveragePool)."""
+    return _GlobalAveragePool.apply(x)
+
+
+class GlobalAveragePool(nn.Module):
+    """`global_average_pool` as a module, for torchvision's `avgpool` slot."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return global_average_pool(x)
 
 
 def caffe_pool_output_size(size: int, kernel: int, stride: int) -> int:

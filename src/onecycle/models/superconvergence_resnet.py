@@ -29,6 +29,7 @@ from .layers import (
     CaffePort,
     ParamMultipliers,
     check_image_batch,
+    global_average_pool,
     multipliers_by_layer_kind,
 )
 
@@ -111,7 +112,7 @@ class SuperConvergenceResNet(CaffePort):
         x = torch.relu(self.pre_bn(self.pre_conv(x)))
         x = self.blocks(x)
         # post_pool: AVE kernel 8 stride 1 over the 8x8 map of a 32x32 input, i.e. a global mean.
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        return self.fc(torch.flatten(global_average_pool(x), 1))
 
     def apply_prototxt_fillers(self) -> None:
         for module in self.modules():

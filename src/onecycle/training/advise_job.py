@@ -84,9 +84,12 @@ def advice_data(cfg: AdviseConfig, device: torch.device) -> tuple[AdviceData, in
 
     held_out, kept = part(order[:held]), part(order[held:])
 
+    # The trials run in fp32 on a contiguous model: onecycle.advise takes no autocast dtype or
+    # memory format (train.precision and train.channels_last are the real run's).
     def train(seed: int) -> _EpochStream:
         return _EpochStream(datasets.Batches(kept, cfg.train.batch_size, shuffle=True, drop_last=True,
-                                             augment=d.augment, seed=seed, order=d.order, **common))
+                                             augment=d.augment, seed=seed, order=d.order, **common),
+                            torch.contiguous_format)
 
     scored = _FixedSet(datasets.Batches(held_out, cfg.train.eval_batch_size, shuffle=False, drop_last=False,
                                         augment="none", seed=0, **common))

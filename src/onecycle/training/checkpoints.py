@@ -1,7 +1,7 @@
 """A training run's checkpoint: what it holds (CHECKPOINT_KEYS), how the run's state goes into
 one and comes back out of it (training_state, restore_training_state: weights, optimizer and
-the torch RNG, per rank when data-parallel), and the Checkpointer that saves it atomically on a
-clock and loads it only for the very config it was written for."""
+the torch RNGs, CPU and CUDA, per rank when data-parallel), and the Checkpointer that saves it
+atomically on a clock and loads it only for the very config it was written for."""
 
 from __future__ import annotations
 
@@ -13,13 +13,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from onecycle import data as datasets
 from onecycle import io
+from onecycle.evaluation import model_device
 from onecycle.experiments.config import ConfigError
 from onecycle.experiments.identity import recorded_digest, set_aside
 from onecycle.training import distributed
 
 CHECKPOINT = "checkpoint.pt"
-# What a checkpoint holds (Checkpointer.save, training_state); "rng_ranks" only data-parallel.
+# What a checkpoint holds (Checkpointer.save, training_state). Only data-parallel: "rng_ranks";
+# only on CUDA: "rng_cuda" (and "rng_cuda_ranks" data-parallel). Checkpoints of CPU runs keep
+# the keys they always had, so they still load.
 CHECKPOINT_KEYS = ("config_json", "model", "optimizer", "rng", "iteration", "history", "log_rows",
                    "first_loss", "elapsed", "epoch_loss_sum")
 
@@ -27,8 +31,9 @@ CHECKPOINT_KEYS = ("config_json", "model", "optimizer", "rng", "iteration", "his
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: distributed.Context, *,
                    iteration: int, history: list[dict[str, Any]], log_rows: list[dict[str, Any]],
                    first_loss: float | None, elapsed: float, epoch_loss_sum: float) -> dict[str, Any]:
-    """A checkpoint's state but its config (Checkpointer.save adds that). Data-parallel, every
-    rank's torch RNG as "rng_ranks" too."""
+    """A checkpoint's state but its config (Checkpointer.save adds that). Every RNG a run draws
+    from: the torch CPU generator (dropout on CPU) and, on CUDA, the generator of the run's
+    device (dropout there); data-parallel, every rank's as well ("*_ranks")."""
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "rng": torch.get_rng_state(), "iteration": iteration, "history": history,
              "log_rows": log_rows, "first_loss": first_loss, "elapsed": elapsed,
@@ -36,16 +41,38 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, ctx: dist
     rng_ranks = ctx.rng_states()  # a collective: every rank calls training_state() together
     if rng_ranks is not None:
         state["rng_ranks"] = rng_ranks
+    device = model_device(model)
+    if device.type == "cuda":
+        state["rng_cuda"] = torch.cuda.get_rng_state(device)
+        cuda_ranks = ctx.rng_states(state["rng_cuda"])
+        if cuda_ranks is not None:
+            state["rng_cuda_ranks"] = cuda_ranks
     return state
 
 
 def restore_training_state(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
-                           ctx: distributed.Context) -> None:
-    """Weights, optimizer and this rank's torch RNG (dropout) back from a checkpoint's state;
-    the run's progress (iteration, history...) the caller reads from `state` itself."""
+                           ctx: distributed.Context, seed: int) -> None:
+    """Weights, optimizer and this rank's RNGs back from a checkpoint's state; the run's
+    progress (iteration, history...) the caller reads from `state` itself.
+
+    A checkpoint without a CUDA generator state (written by the same config on a CPU machine)
+    resumed on CUDA seeds that generator from (seed, rank, iteration): every rank, and every
+    resume, then draws its own masks, as ranks do from the start (onecycle.training.run)."""
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng_ranks"][ctx.rank] if ctx.enabled else state["rng"])
+    device = model_device(model)
+    if device.type != "cuda":
+        return
+    if ctx.enabled:
+        cuda_state = state["rng_cuda_ranks"][ctx.rank] if "rng_cuda_ranks" in state else None
+    else:
+        cuda_state = state.get("rng_cuda")
+    if cuda_state is not None:
+        torch.cuda.set_rng_state(cuda_state, device)
+    else:
+        with torch.cuda.device(device):
+            torch.cuda.manual_seed(datasets.derived_seed("resume", seed, ctx.rank, state["iteration"]))
 
 
 class Checkpointer:

@@ -134,11 +134,13 @@ class Context:
         dist.all_reduce(tensor, group=self.cpu_group)
         return tensor.tolist()
 
-    def rng_states(self) -> list[torch.Tensor] | None:
-        """Every rank's torch CPU RNG state, rank order (None in a single-process run)."""
+    def rng_states(self, mine: torch.Tensor | None = None) -> list[torch.Tensor] | None:
+        """Every rank's torch CPU RNG state (or `mine`, another per-rank CPU tensor of the same
+        size on every rank, e.g. its CUDA generator's state), rank order; None in a
+        single-process run."""
         if not self.enabled:
             return None
-        mine = torch.get_rng_state()
+        mine = torch.get_rng_state() if mine is None else mine
         states = [torch.empty_like(mine) for _ in range(self.world_size)]
         dist.all_gather(states, mine, group=self.cpu_group)
         return states

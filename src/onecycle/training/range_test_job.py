@@ -18,23 +18,27 @@ from onecycle import io
 from onecycle.experiments.config import ConfigError, RangeTestConfig
 from onecycle.experiments.identity import DIGEST_KEY, config_digest
 from onecycle.models import build_model, classification_loss
+from onecycle.models.fused_batch_norm import use_fused_running_statistics
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.training.optim import build_optimizer
 from onecycle.progress import SILENT, Progress
 from onecycle.range_test import lr_range_test
 from onecycle.data.assembly import load_data
-from onecycle.training.device import resolve_device
+from onecycle.training.device import explain_mode_errors, fused_batch_norm, resolve_device, set_mode
 
 
 class _EpochStream:
-    """Adapts data.Batches (epoch(i) -> batches) to a plain iterable that walks epochs 0, 1, ..."""
+    """Adapts data.Batches (epoch(i) -> batches) to a plain iterable that walks epochs 0, 1, ...,
+    its inputs in the run's memory format (train.channels_last), as the training run feeds them."""
 
-    def __init__(self, batches: Any) -> None:
+    def __init__(self, batches: Any, memory_format: torch.memory_format) -> None:
         self.batches = batches
+        self.memory_format = memory_format
         self.epoch = 0
 
     def __iter__(self):
-        yield from self.batches.epoch(self.epoch)
+        for x, y in self.batches.epoch(self.epoch):
+            yield x.contiguous(memory_format=self.memory_format), y
         self.epoch += 1
 
 
@@ -49,7 +53,7 @@ class _FixedSet:
 def run_range_test_job(cfg: RangeTestConfig, out_dir: str | Path, progress: Progress = SILENT) -> dict[str, Any]:
     """`onecycle range-test`: build data and model from a config, run, write history.csv,
     bounds.json and (last) metrics.json, holding the folder (io.run_folder) meanwhile."""
-    with io.run_folder(out_dir) as folder:
+    with io.run_folder(out_dir) as folder, explain_mode_errors(cfg.train.mode):
         return _run_range_test_job(cfg, folder, progress)
 
 
@@ -65,14 +69,22 @@ def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress)
         set_batch_norm_shards(model, cfg.train.batch_norm_shards)
     except ValueError as error:
         raise ConfigError(f"train.batch_norm_shards = {cfg.train.batch_norm_shards}: {error}") from None
+    # The numerics of the trainings that use its bounds: their mode, precision, memory format
+    # and batch norm (as onecycle.training.run sets them up).
+    set_mode(cfg.train.mode, device)
+    if fused_batch_norm(device):
+        use_fused_running_statistics(model)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
     # classification_loss: Caffe's total loss, auxiliary heads (GoogLeNet) included.
-    result = lr_range_test(model, _EpochStream(bundle.train), optimizer, start_lr=spec.start_lr,
+    result = lr_range_test(model, _EpochStream(bundle.train, memory_format), optimizer, start_lr=spec.start_lr,
                            end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,
                            eval_batches=_FixedSet(bundle.test), eval_every=spec.eval_every,
                            momentum_range=spec.momentum_range, loss_fn=classification_loss,
                            smoothing=spec.smoothing, divergence_factor=spec.divergence_factor,
-                           device=device, restore=False, progress=progress)
+                           device=device, restore=False, progress=progress,
+                           autocast_dtype=torch.bfloat16 if cfg.train.precision == "bf16" else None)
     io.write_csv(out_dir / "history.csv", result.history)
     bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
     io.write_json(out_dir / "bounds.json", bounds)

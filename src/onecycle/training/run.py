@@ -39,9 +39,10 @@ from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
 from onecycle.experiments.identity import DIGEST_KEY, config_digest
 from onecycle.evaluation import evaluate, training_divergence
 from onecycle.models import build_model, classification_loss
+from onecycle.models.fused_batch_norm import use_fused_running_statistics
 from onecycle.models.layers import set_batch_norm_shards
 from onecycle.training.checkpoints import Checkpointer, restore_training_state, training_state
-from onecycle.training.device import resolve_device, set_mode
+from onecycle.training.device import explain_mode_errors, fused_batch_norm, resolve_device, set_mode
 from onecycle.training.optim import build_optimizer
 from onecycle.training.schedule_setup import build_schedule, schedule_iterations_per_epoch
 from onecycle.progress import SILENT, Progress
@@ -91,10 +92,11 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
                                  cfg.train.batch_norm_shards)
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     try:
-        if not ctx.is_main:  # rank 0 alone writes the run folder, and holds it
-            return _train(cfg, Path(out_dir), bounds, ctx, device, SILENT, set_aside_stale)
-        with io.run_folder(out_dir) as folder:
-            return _train(cfg, folder, bounds, ctx, device, progress, set_aside_stale)
+        with explain_mode_errors(cfg.train.mode):
+            if not ctx.is_main:  # rank 0 alone writes the run folder, and holds it
+                return _train(cfg, Path(out_dir), bounds, ctx, device, SILENT, set_aside_stale)
+            with io.run_folder(out_dir) as folder:
+                return _train(cfg, folder, bounds, ctx, device, progress, set_aside_stale)
     finally:
         distributed.shutdown(ctx)
 
@@ -166,6 +168,10 @@ class TrainingRun:
         except ValueError as error:
             raise ConfigError(f"train.batch_norm_shards = {train_cfg.batch_norm_shards}: {error}") from None
         set_mode(train_cfg.mode, device)
+        # 385 fewer ops per ResNet-56 step on a GPU. A compiled step fuses Caffe's own sums into
+        # its kernels, and would recompile for every step's new momentum of the fused kernel.
+        if fused_batch_norm(device) and not train_cfg.compile:
+            use_fused_running_statistics(model)
         self.memory_format = torch.channels_last if train_cfg.channels_last else torch.contiguous_format
         self.model = model.to(memory_format=self.memory_format)
         self.autocast_dtype = torch.bfloat16 if train_cfg.precision == "bf16" else None
@@ -179,7 +185,7 @@ class TrainingRun:
         ctx = self.ctx
         state = self.checkpointer.load()
         if state is not None:
-            restore_training_state(state, self.model, self.optimizer, ctx)
+            restore_training_state(state, self.model, self.optimizer, ctx, self.cfg.seed)
             self.it, self.history, self.log_rows = state["iteration"], state["history"], state["log_rows"]
             self.first_loss, self.elapsed = state["first_loss"], state["elapsed"]
             self.resumed_loss_sum = state["epoch_loss_sum"]
@@ -190,6 +196,8 @@ class TrainingRun:
         # Data-parallel: DistributedDataParallel averages the shards' gradients. Evaluation and
         # checkpoints use the bare `model` (rank 0's weights and buffers).
         self.net = ctx.wrap(self.model, self.device)
+        if self.train_cfg.compile:
+            self.net = torch.compile(self.net)
 
     def save_checkpoint(self, epoch_loss_sum: float = 0.0, elapsed_now: float | None = None) -> None:
         """Every rank takes part (the RNG states are gathered); rank 0 writes."""

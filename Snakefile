@@ -62,6 +62,7 @@ localrules:
     range_spec,
     combine_bounds,
     report_experiment,
+    accuracy_figure,
     range_test_figure,
     comparison_figure,
     bounds_study_report,

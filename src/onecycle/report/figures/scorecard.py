@@ -38,7 +38,8 @@ def plot_scorecard(measured: pd.DataFrame, expected: pd.DataFrame | None, out_st
     rows, columns = list(measured.index), list(measured.columns)
     hatched_any = expected_untested is not None and expected is not None and bool(expected_untested.to_numpy().any())
     with _style():
-        width = max(7.0, 2.8 + 1.6 * len(columns) * len(panels))
+        # Two panels need room for their titles side by side; one panel does not.
+        width = max(4.5 + 2.5 * (len(panels) - 1), 2.8 + 1.6 * len(columns) * len(panels))
         fig = Figure(figsize=(width, 2.2 + 0.42 * max(len(rows), 1) + 0.4 * hatched_any), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(panels), sharey=True))
         for ax, (name, verdicts) in zip(axes, panels):

@@ -200,7 +200,7 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
                f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a two-sided 95% t interval of the mean: column "
                f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables.")
-    if unmapped.any():
+    if unmapped.any() and not label:
         caption += (f" Verdict '{aggregate.NO_VERDICT_CELL}': no published number for the group, so no verdict "
                     "against the paper" + ("" if table["paper_id"].notna().any() else
                                            " (no group has one: the paper's columns are left out)") + ".")

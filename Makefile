@@ -99,11 +99,13 @@ bench: setup data
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-columns=median,iqr,rounds --benchmark-autosave -p no:randomly
 
 # Tables, figures and the static report page (<results_dir>/report.html) again from the stored
-# results of every committed config: no training runs, and the same bytes as committed.
+# results of every committed config: no training runs, and the same bytes as committed. Then
+# results/index.html, every folder's answers on one page (from their tables/answers.csv).
 FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirror.yaml configs/bounds_study.yaml \
 	configs/precision_agreement.yaml
 figures: setup
 	@for config in $(FIGURE_CONFIGS); do $(BIN)/onecycle report --config $$config || exit 1; done
+	$(BIN)/onecycle index --out results/index.html $(FIGURE_CONFIGS)
 
 # Snakemake's report of the smoke results, outside the tracked results: build/report/smoke.html.
 # The report jobs (the rules of workflow/rules/aggregate.smk) run again here first, from the

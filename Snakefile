@@ -77,6 +77,7 @@ localrules:
     workflow_config,
     combine_bounds,
     report_experiment,
+    accuracy_figure,
     range_test_figure,
     comparison_figure,
     bounds_study_report,

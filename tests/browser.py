@@ -22,7 +22,10 @@ from typing import Any
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
-         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--remote-debugging-pipe")
+         "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--remote-debugging-pipe",
+         # A page's own files may be read by its scripts (a test reads a figure's pixels through a canvas,
+         # and the page a link points to): file:// is otherwise an opaque origin.
+         "--allow-file-access-from-files")
 
 # Seconds to wait for one protocol answer, and for a page's load event (a local file: fast).
 ANSWER_TIMEOUT_S = 60

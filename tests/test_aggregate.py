@@ -175,8 +175,15 @@ def test_summary_table_without_published_numbers(runs):
     table = aggregate.summary_table(runs, expected_groups=[("mnist_lenet", "later")]).set_index("group")
     # The published number and the difference stay columns, empty where no row is mapped.
     assert table[["paper_accuracy", "difference_pp"]].isna().all().all()
-    assert table["verdict"].to_dict() == {"later": "pending", "1cycle_12ep": "no published number",
-                                          "inv_85ep": "no published number", "step_85ep": "diverged"}
+    # A completed group without a published row gets no verdict ("no published number" is not one);
+    # pending and diverged groups still say so.
+    assert table["verdict"].to_dict() == {"later": "pending", "1cycle_12ep": "", "inv_85ep": "",
+                                          "step_85ep": "diverged"}
+    # On the page: "—" in the verdict column, and no paper columns at all when no group has a row.
+    display = aggregate.summary_display(table.reset_index()).set_index("group")
+    assert display["verdict"].to_dict() == {"later": "pending", "1cycle_12ep": "—", "inv_85ep": "—",
+                                            "step_85ep": "diverged"}
+    assert "published (%)" not in display.columns and "difference (pp)" not in display.columns
 
 
 def test_summary_table_of_no_runs_is_all_pending(published):
@@ -498,3 +505,41 @@ def test_a_group_of_broken_runs_only_has_the_verdict_broken(tmp_path, published)
     assert table.loc[0, ["n", "n_completed", "n_broken", "verdict"]].tolist() == [1, 0, 1, "broken"]
     assert math.isnan(table.loc[0, "accuracy_mean"])
     assert aggregate.summary_table(runs).loc[0, "verdict"] == "broken"
+
+
+def test_paired_by_x_pairs_the_two_series_at_each_setting():
+    # SC's limited-data rows: CLR and PC-LR at two training-set sizes, three seeds each.
+    rows = []
+    for size, clr, pc in ((1250, [78.0, 76.0, 80.0], [79.0, 78.0, 80.0]),
+                          (10000, [80.0, 80.0, 77.0], [88.6, 88.5, 87.0])):
+        for seed in range(3):
+            rows += [{"experiment": "sc", "group": f"clr_{size}", "seed": seed, "status": "completed",
+                      "final_accuracy": clr[seed], "size": size, "policy": "triangular"},
+                     {"experiment": "sc", "group": f"pc_{size}", "seed": seed, "status": "completed",
+                      "final_accuracy": pc[seed], "size": size, "policy": "multistep"}]
+    table = aggregate.paired_by_x(pd.DataFrame(rows), "size", "policy", "triangular", "multistep")
+    assert table["x"].tolist() == [1250, 10000] and table["n"].tolist() == [3, 3]
+    # Means of the paired differences: (-1, -2, 0) and (-8.6, -8.5, -10).
+    assert table["mean_diff"].tolist() == pytest.approx([-1.0, -9.0333], abs=1e-4)
+    # The same one statement as the claims: paired t, one-sided 95 % bounds around the mean.
+    assert (table["lower_bound_pp"] < table["mean_diff"]).all() and (table["upper_bound_pp"] > table["mean_diff"]).all()
+    assert table["test"].str.startswith("paired t").all()
+
+
+def test_the_papers_differences_come_from_the_published_rows():
+    from onecycle.errors import ConfigError
+    from onecycle.report.context import paper_differences, paper_setting
+
+    published = load_published()
+    pairs = {"sc_t1_cifar10_resnet56_clr_50k": "sc_t1_cifar10_resnet56_pc_50k",
+             "sc_t1_cifar10_resnet56_clr_10k": "sc_t1_cifar10_resnet56_pc_10k"}
+    table = paper_differences(published, pairs, "data.train_subset", "compare.paper")
+    # SC Table 1 (docs/paper_reference.md A3): 80.6 - 71.4 at 10k, 92.4 - 91.2 at 50k, sorted by size.
+    assert table["x"].tolist() == [10000, 50000]
+    assert table["difference_pp"].tolist() == pytest.approx([9.2, 1.2])
+    assert paper_setting(published, [*pairs, *pairs.values()], "compare.paper") == "CIFAR-10 / ResNet-56"
+    with pytest.raises(ConfigError, match="compare.paper: 'no_such_row' is not a row"):
+        paper_differences(published, {"no_such_row": "sc_t1_cifar10_resnet56_pc_50k"}, "data.train_subset",
+                          "compare.paper")
+    with pytest.raises(ConfigError, match="no setting for x 'optim.nesterov'"):
+        paper_differences(published, pairs, "optim.nesterov", "compare.paper")

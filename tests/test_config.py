@@ -206,6 +206,20 @@ def test_expand_errors_name_experiment_and_group():
         expand(deep_merge(WORKFLOW, {"experiments": {"exp": {"baseline": "nope"}}}))
 
 
+@pytest.mark.parametrize(("compare", "without", "message"), [
+    ({"x": "data.train_subset", "difference": True}, None, "difference needs hue"),
+    ({"x": "data.train_subset", "hue": "schedule.policy", "paper": {"a": "b"}}, None, "paper .* needs difference: true"),
+    ({"x": "data.train_subset", "hue": "schedule.policy", "difference": True}, "candidate",
+     "compare.difference draws candidate"),
+])
+def test_a_difference_comparison_needs_its_series_and_pair(compare, without, message):
+    # SC's CLR - PC-LR figure: the series (hue) the two groups belong to, and which is which.
+    workflow = deep_merge(WORKFLOW, {"experiments": {"exp": {"compare": compare}}})
+    workflow["experiments"]["exp"].pop(without, None)
+    with pytest.raises(ConfigError, match=message):
+        expand(workflow)
+
+
 def _part1_workflow(arch: str, seeds: list[int]) -> dict:
     base = deep_merge(WORKFLOW["experiments"]["exp"]["base"],
                       {"data": {"dataset": "cifar10"}, "model": {"arch": arch, "init": "prototxt"},

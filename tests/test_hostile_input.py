@@ -176,7 +176,8 @@ def test_a_bad_range_test_file_is_named_and_the_run_left_out(smoke_copy, damage)
     (smoke_copy / seed / name).write_text(text)
     _report(smoke_copy)
     page = (smoke_copy / "results/smoke/report.html").read_text()
-    assert f"fmnist_lenet/seed1</td><td>broken: {seed / name}" in page.replace("\n", "")
+    # The runs table's row of range test seed 1 (group, seed, status: onecycle.report.html_runs).
+    assert f"<td>range test</td><td>1</td><td>broken: {seed / name}" in page.replace("\n", "")
     assert "Of the 8 planned runs, 1 broken" in page
 
 

@@ -10,10 +10,10 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from onecycle.range_test_plot import choose_scale
-from onecycle.report.figures.accuracy import RunCurve, accuracy_figure, plot_accuracy_curves
-from onecycle.report.figures.comparison import comparison_figure, plot_comparison
+from onecycle.report.figures.accuracy import RunCurve, accuracy_figure, plot_accuracy_curves, undrawable_groups
+from onecycle.report.figures.comparison import comparison_figure, difference_figure, plot_comparison
 from onecycle.report.figures.range_test import LOSS_CLIP_FACTOR, RangeSeed, plot_range_test, range_test_figure
-from onecycle.report.figures.style import group_styles
+from onecycle.report.figures.style import STYLES, group_styles, named_styles
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -65,24 +65,55 @@ def two_seeds():
                       suggestions[1])]
 
 
-def test_range_test_loss_axes_exclude_the_divergence_spike_and_say_so():
+def test_range_test_loss_axes_are_log_and_cut_the_divergence_spike_off_the_curves():
     fig = range_test_figure(two_seeds(), BOUNDS, "Part 1 Fig 14b")
     accuracy, train_loss, test_loss = fig.axes[:3]
-    # The useful part: both seeds start at loss 2.0 (test 2.1) and fall; the y axis ends at
-    # 1.5x the start, far below the spike (7 383; test 221 490).
+    assert train_loss.get_yscale() == "log" and test_loss.get_yscale() == "log"
+    # Seed 1's spike (7 383; test 221 490) is far above 10x the largest start (2.0; test 2.1):
+    # the axes end there, and the useful part (a fall to 1.55) keeps most of the panel.
     assert train_loss.get_ylim()[1] == pytest.approx(LOSS_CLIP_FACTOR * 2.0)
     assert test_loss.get_ylim()[1] == pytest.approx(LOSS_CLIP_FACTOR * 2.1)
-    # ...and its bottom shows the minimum of the curve (2 - 1.5 lr + 3 lr^4 at lr = 0.5^(2/3): 1.55).
-    assert train_loss.get_ylim()[0] < 1.56
-    # Where a seed leaves the panel is marked, and its largest value is written on it: seed 1's
-    # spike, and seed 0's own rise to 3.5 at lr 1 (2 - 1.5 + 3), also above 1.5 x 2.
-    assert {a.get_gid() for a in train_loss.lines if (a.get_gid() or "").startswith("clipped")} == {
-        "clipped:seed 0", "clipped:seed 1"}
-    notes = " ".join(t.get_text() for t in train_loss.texts)
-    assert "seed 1: up to 7,383 at lr 0.754" in notes and "seed 0: up to 3.5 at lr 1" in notes
+    # ...and the bottom shows the minimum of the curve (2 - 1.5 lr + 3 lr^4 at lr = 0.5^(2/3): 1.55).
+    assert train_loss.get_ylim()[0] < 1.55
+    # Where seed 1 leaves the panel is marked; seed 0's own rise to 3.5 (2 - 1.5 + 3) stays on it.
+    assert {a.get_gid() for a in train_loss.lines if (a.get_gid() or "").startswith("clipped")} == {"clipped:seed 1"}
+    # The largest value is written in the legend, below the panels, not over the curves.
+    assert len(train_loss.texts) == 0 and len(test_loss.texts) == 0
+    texts = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert "smoothed train loss off scale, seed 1: up to 7,383 at lr 0.754" in texts
     # Accuracy is not clipped: 0.5 .. 0.63 (x100) all inside.
     low, high = accuracy.get_ylim()
     assert low <= 50 and high >= 63
+
+
+def test_a_loss_panel_without_a_spike_ends_just_above_its_highest_point():
+    fig = range_test_figure([RangeSeed(0, range_history(200))], None, "Part 1 Fig 14b")
+    # The curve rises to 3.5 at lr 1, below 10x its start: a tenth of a decade above it.
+    assert fig.axes[1].get_ylim()[1] == pytest.approx(3.5 * 10 ** 0.1)
+
+
+def test_a_divergence_is_marked_at_the_lr_where_it_happened():
+    # The run diverged at lr 0.8; its last test evaluation was at iteration 150 (lr 0.754).
+    history = range_history(200, diverge_at=155)
+    fig = range_test_figure([RangeSeed(3, history, {"iteration": 159, "lr": 0.8})], None, "SC Fig 2b")
+    for ax in fig.axes[:3]:
+        (cross,) = [a for a in ax.lines if a.get_gid() == "stopped:seed 3"]
+        assert cross.get_xdata()[0] == pytest.approx(0.8)
+
+
+def test_range_test_draws_the_lrs_training_set_in_the_config_in_each_policys_colour():
+    trained = [{"label": "CLR 0.1-3", "low": 0.1, "high": 3.0, "policy": "CLR"},
+               {"label": "PC-LR 0.35", "low": None, "high": 0.35, "policy": "PC-LR"}]
+    fig = range_test_figure(two_seeds(), None, "SC Fig 2b", trained=trained)
+    accuracy = fig.axes[0]
+    # The ramp ends at lr 1: CLR's low end (0.1) and PC-LR's 0.35 are lines, CLR's peak (3) is
+    # beyond the axis, marked on its edge and said in the legend; the axis is not stretched to it.
+    lines = {round(line.get_xdata()[0], 3): line.get_color() for line in accuracy.lines
+             if line.get_linestyle() in ("--", ":") and len(line.get_xdata()) == 2}
+    assert lines == {0.1: STYLES["CLR"]["color"], 0.35: STYLES["PC-LR"]["color"]}
+    assert accuracy.get_xlim()[1] < 1.1
+    texts = [t.get_text() for t in fig.axes[-1].get_legend().get_texts()]
+    assert "trained: CLR 0.1-3 (3 beyond this axis ▶)" in texts and "trained: PC-LR 0.35" in texts
 
 
 def test_range_test_draws_every_seed_and_marks_where_a_seed_stopped():
@@ -161,40 +192,63 @@ def schedule(lr_points, momentum_points, steps=400):
                          "momentum": np.interp(it, [0, 150, 300, steps], momentum_points)})
 
 
-def test_accuracy_figure_accounts_for_every_seed():
+def test_accuracy_figure_draws_each_groups_mean_and_band_and_marks_every_divergence():
     curves = {
         "1cycle": [RunCurve(0, epoch_history([100, 200, 300], [0.5, 0.8, 0.9])),
                    # Diverged in epoch 2: its history has a NaN tail after epoch 1.
                    RunCurve(1, epoch_history([100, 200, 300], [0.6, np.nan, np.nan]),
                             {"iteration": 170, "epoch": 2, "reason": "loss is nan"})],
-        # Diverged before its first evaluation: no accuracy at all, still marked.
         "step": [RunCurve(0, epoch_history([100, 200, 300, 400], [0.4, 0.6, 0.7, 0.85])),
-                 RunCurve(1, epoch_history([], []), {"iteration": 40, "epoch": 1, "reason": "loss is nan"})],
+                 RunCurve(1, epoch_history([100, 200, 300, 400], [0.5, 0.7, 0.8, 0.95]))],
     }
     fig = accuracy_figure(curves, None, "SC Fig 1a")
-    drawn = by_gid(fig, "curve")
-    assert set(drawn) == {"curve:1cycle:seed 0", "curve:1cycle:seed 1", "curve:step:seed 0", "curve:step:seed 1"}
-    assert list(drawn["curve:1cycle:seed 1"].get_ydata()) == [60.0]
-    marks = by_gid(fig, "diverged")
-    assert set(marks) == {"diverged:1cycle:seed 1", "diverged:step:seed 1"}
+    means = by_gid(fig, "mean")
+    # The mean of the seeds still running: (50 + 60) / 2 at iteration 100, seed 0 alone after seed 1 stopped.
+    assert list(means["mean:1cycle"].get_ydata()) == pytest.approx([55.0, 80.0, 90.0])
+    assert list(means["mean:step"].get_ydata()) == pytest.approx([45.0, 65.0, 75.0, 90.0])
+    band = next(c for c in fig.axes[0].collections if c.get_gid() == "band:step")
+    assert band.get_paths()[0].vertices[:, 1].min() == pytest.approx(40.0)
     # The cross sits where the seed stopped: iteration 170 at its last accuracy.
-    assert (marks["diverged:1cycle:seed 1"].get_xdata()[0], marks["diverged:1cycle:seed 1"].get_ydata()[0]) == (170, 60.0)
+    mark = by_gid(fig, "diverged")["diverged:1cycle:seed 1"]
+    assert (mark.get_xdata()[0], mark.get_ydata()[0]) == (170, 60.0)
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert "1cycle (2 seeds, 1 diverged)" in texts and "step (2 seeds, 1 diverged)" in texts
+    assert "1cycle (2 seeds, 1 diverged)" in texts and "step (2 seeds)" in texts
 
 
-def test_accuracy_figure_traces_are_the_configured_schedules_and_none_hides_another():
-    curves = {g: [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))] for g in ("caffe_rule", "pytorch_rule", "inv")}
-    one_cycle = schedule([0.1, 1.0, 0.0, 0.0], [0.95, 0.85, 0.95, 0.95])
-    traces = {"caffe_rule": one_cycle, "pytorch_rule": one_cycle.copy(),
-              "inv": schedule([0.1, 0.09, 0.08, 0.07], [0.9, 0.9, 0.9, 0.9])}
-    fig = accuracy_figure(curves, traces, "SC Fig 1a")
-    lr = by_gid(fig, "trace:lr")
-    # The second, identical schedule is dashed over the first; the different one is solid.
-    assert lr["trace:lr:caffe_rule"].get_linestyle() == "-" and lr["trace:lr:inv"].get_linestyle() == "-"
-    assert lr["trace:lr:pytorch_rule"].get_linestyle() == "--"
-    # The whole planned schedule is drawn: 400 iterations, not where a seed's log ends.
-    assert len(lr["trace:lr:caffe_rule"].get_xdata()) == 400
+def test_a_group_without_an_evaluation_has_no_curve_and_says_why():
+    curves = {"CLR": [RunCurve(s, epoch_history([], []), {"iteration": 9 + s, "epoch": 1, "reason": "loss is nan"})
+                      for s in range(3)]}
+    trace = schedule([0.1, 3.0, 0.1, 0.1], [0.9, 0.9, 0.9, 0.9])
+    assert undrawable_groups(curves) == ["CLR"]
+    fig = accuracy_figure(curves, {"CLR": trace}, "LeNet through SC's CLR cycle")
+    # No empty accuracy panel: the schedule alone, with each seed's cross on it.
+    assert [ax.get_ylabel() for ax in fig.axes] == ["learning rate"]
+    assert len(by_gid(fig, "trace-diverged:lr:CLR")) == 3
+    assert any("no evaluation before it stopped" in t.get_text() for t in fig.legends[0].get_texts())
+
+
+def test_accuracy_figure_colours_by_policy_and_puts_the_lr_on_a_log_axis_where_it_spans_decades():
+    curves = {g: [RunCurve(0, epoch_history([100, 200], [0.5, 0.9]))] for g in ("clr", "pc")}
+    traces = {"clr": schedule([0.1, 3.0, 0.1, 0.1], [0.9] * 4),
+              "pc": schedule([0.35, 0.35, 0.0035, 0.0035], [0.9] * 4)}
+    fig = accuracy_figure(curves, traces, "SC Fig 1a", policies={"clr": "CLR", "pc": "PC-LR"})
+    means = by_gid(fig, "mean")
+    assert means["mean:clr"].get_color() == STYLES["CLR"]["color"]
+    assert means["mean:pc"].get_marker() == STYLES["PC-LR"]["marker"]
+    # 0.0035 .. 3: three decades, on a log axis; constant momentum: no momentum panel.
+    assert [ax.get_yscale() for ax in fig.axes] == ["linear", "log"]
+
+
+def test_one_style_per_policy_and_rule_in_every_figure():
+    # The same name gets the same colour and marker whatever else is drawn beside it.
+    assert named_styles(["PC-LR", "CLR"])["CLR"] == named_styles(["CLR"])["CLR"] == STYLES["CLR"]
+    rules = ["smith_accuracy_peak", "smith_loss_turn_up", "fastai_valley", "fastai_slide", "fastai_steep",
+             "fastai_minimum", "steepest_slope_lr", "steepest_slope_log_lr"]
+    styles = named_styles(rules)
+    assert len({s["color"] for s in styles.values()}) == len(rules)
+    # A name the table does not know gets a style no known name of the figure has.
+    other = named_styles(["CLR", "poly"])
+    assert (other["poly"]["color"], other["poly"]["marker"]) != (other["CLR"]["color"], other["CLR"]["marker"])
 
 
 def test_seven_groups_get_distinct_colours_and_markers():
@@ -262,3 +316,40 @@ def test_figures_of_no_finished_runs_are_still_written(tmp_path):
                        (tmp_path / "wd", lambda s: plot_comparison(empty_runs, "weight_decay", s, "SC Fig 10b"))):
         paths = draw(stem)
         assert [p.read_bytes()[:4] for p in paths] == [PNG_MAGIC[:4], b"%PDF"]
+
+
+def test_difference_figure_puts_ours_and_the_papers_on_one_log2_axis_of_sizes():
+    ours = pd.DataFrame({"x": [1250, 2500, 5000, 10000], "n": 3, "mean_diff": [-1.02, -5.07, -4.25, -8.95],
+                         "lower_bound_pp": [-4.41, -10.38, -6.86, -10.37],
+                         "upper_bound_pp": [2.37, 0.25, -1.63, -7.52]})
+    paper = pd.DataFrame({"x": [10000, 20000, 50000], "difference_pp": [9.2, 5.2, 1.2]})
+    fig = difference_figure(ours, paper, "data.train_subset", "SC Table 1", candidate="CLR", baseline="PC-LR",
+                            paper_name="SC", margin_pp=0.5)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and ax.get_xaxis().get_transform().base == 2
+    # Every size is a tick, written as the docs write sizes; the axis says what it is, with its unit.
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1 250", "2 500", "5 000", "10 000", "20 000", "50 000"]
+    assert ax.get_xlabel() == "training images (log scale)" and "CLR - PC-LR" in ax.get_ylabel()
+    # Ours with the claims' bounds as its bar; the paper's point values as open diamonds.
+    (bars,) = [c for c in ax.containers]
+    low, high = bars.lines[2][0].get_segments()[0][:, 1]
+    assert (low, high) == pytest.approx((-4.41, 2.37))
+    (published,) = [line for line in ax.lines if line.get_marker() == "D"]
+    assert list(published.get_ydata()) == [9.2, 5.2, 1.2]
+    assert [line.get_ydata()[0] for line in ax.lines if line.get_linestyle() == ":" and len(line.get_xdata()) == 2] \
+        == [-0.5]
+
+
+def test_comparison_bars_are_the_t_interval_from_three_seeds_and_the_range_below():
+    runs = pd.DataFrame({"epochs": [12, 12, 12, 85, 85], "final_accuracy": [91.0, 91.2, 91.4, 91.1, 91.3],
+                         "status": "completed", "policy": ["smith_1cycle"] * 3 + ["inv"] * 2})
+    fig = comparison_figure(runs, "epochs", "Part 1 Table 2", hue="policy",
+                            names={"smith_1cycle": "1cycle", "inv": "inv"})
+    ax = fig.axes[0]
+    bars = {container.lines[0].get_color(): container.lines[2][0].get_segments()[0][:, 1]
+            for container in ax.containers}
+    # 1cycle: 3 seeds, mean 91.2, sd 0.2, t(0.975, 2) = 4.3027 (4.303 here: 1e-3 covers the rounding times
+    # 0.2 / sqrt 3). inv: its two seeds, their range.
+    half = 4.303 * 0.2 / 3 ** 0.5
+    assert bars[STYLES["1cycle"]["color"]] == pytest.approx([91.2 - half, 91.2 + half], abs=1e-3)
+    assert bars[STYLES["inv"]["color"]] == pytest.approx([91.1, 91.3])

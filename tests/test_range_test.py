@@ -1,17 +1,19 @@
 """The LR range test as a library call: ramps, recorded columns, divergence stop, restore."""
 
 import faulthandler
+import json
 import math
 
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from conftest import needs_fashion_mnist
+from conftest import needs_fashion_mnist, tiny_run
+from onecycle.experiments.config import RangeTestConfig, parse
 from onecycle.bounds import Suggestion, suggest_all
 from onecycle.report.figures.range_test import RangeSeed, plot_range_test
 from onecycle.range_test import lr_range_test, ramp_lr
-from onecycle.training.range_test_job import bounds_record, combine_bounds
+from onecycle.training.range_test_job import bounds_record, combine_bounds, run_range_test_job
 
 
 def _problem(seed=0):
@@ -434,6 +436,18 @@ def test_a_range_test_without_bounds_writes_them_and_its_training_fails_in_one_l
     assert error.startswith("onecycle: error: the range test gave no bounds (no seed's range test gave bounds")
     assert "not a positive LR" in error and "\n" not in error
     assert not (tmp_path / "train" / "metrics.json").exists()
+
+
+@needs_fashion_mnist
+def test_a_range_test_job_records_its_wall_time(tmp_path):
+    # The report's runs table and tables/wall_time.csv read it, as they read a training's.
+    run = tiny_run()
+    shared = {k: run[k] for k in ("experiment", "seed", "data", "model", "optim", "train")}
+    config = parse(RangeTestConfig, {**shared, "name": "tiny/seed0", "range_test": {
+        "start_lr": 0.0, "end_lr": 0.1, "iterations": 6, "eval_every": 3, "eval_subset": 200}})
+    metrics = run_range_test_job(config, tmp_path)
+    assert metrics["wall_time_s"] > 0
+    assert json.loads((tmp_path / "metrics.json").read_text())["wall_time_s"] == metrics["wall_time_s"]
 
 
 # --------------------------------------------------------------------------- issue 30: the

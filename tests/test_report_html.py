@@ -1,9 +1,12 @@
-"""The static report page (onecycle.report.html), rebuilt from the committed smoke results.
+"""The static report page (onecycle.report.html) and results/index.html, as a reader opens them.
 
 Nothing trains here: the committed raw results are copied and `onecycle report` writes the tables,
-figures and report.html from them, as `make figures` does. The page is then opened in headless
-Chromium (tests/browser.py) at 1280 px, as a reader would, and its first screen kept as a test
-artefact in build/test-artefacts/.
+figures and report.html from them, as `make figures` does. The pages are then opened in headless
+Chromium (tests/browser.py) at 1280 x 800, as a reader would: the first screen must answer (an
+answer box with an effect, its interval, n and a verdict), nothing may scroll sideways, every
+figure must load and show something, and every verdict must lead to the files behind it. The
+committed pages (results/*/report.html, results/index.html) are checked the same way, as
+committed. First screens are kept as test artefacts in build/test-artefacts/.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import hashlib
 import json
 import re
 import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
 
 import pandas as pd
 import pytest
@@ -19,47 +24,67 @@ import yaml
 
 from conftest import REPO
 from onecycle.cli import main
+from onecycle.errors import ConfigError
+from onecycle.report.index import write_index
 
 import browser
 
 ARTEFACTS = REPO / "build" / "test-artefacts"
 needs_chromium = pytest.mark.skipif(browser.CHROMIUM is None,
                                     reason="chromium not installed (make test installs Debian's chromium as root)")
+COMMITTED = [*sorted((REPO / "results").glob("*/report.html")), REPO / "results" / "index.html"]
 
-# A claims table and scorecard as onecycle.report.claims writes them (its columns), made by hand: the
-# page must show them first, in their own section, whatever produced them.
-CLAIMS = pd.DataFrame([
-    {"claim_id": "budget", "kind": "non_inferior", "text": "1cycle in 3 epochs matches inv in 6",
-     "source": "arXiv:1803.09820 Table 2", "candidate": "onecycle_3ep", "baseline": "inv_6ep",
-     "evidence": "-3.89 pp, one-sided 95% bounds [-8.49 pp, +0.72 pp], n = 2, paired t, df 1; threshold -0.20 pp",
-     "per_seed": "seed 0: -3.52 pp; seed 1: -4.25 pp", "n": 2, "estimate": -3.885, "lower_bound": -8.492,
-     "upper_bound": 0.722, "threshold": -0.2, "verdict": "inconclusive", "expected": "supported",
-     "note": "2 seeds: t quantile 6.31"},
-    {"claim_id": "update_rule", "kind": "superior", "text": "PyTorch's rule beats Caffe's at 3 epochs",
-     "source": "docs/paper_reference.md D6", "candidate": "onecycle_3ep_pytorch_rule", "baseline": "onecycle_3ep",
-     "evidence": "+4.60 pp, one-sided 95% bounds [+4.09 pp, +5.10 pp], n = 2, paired t, df 1; threshold +0.00 pp",
-     "per_seed": "seed 0: +4.28 pp; seed 1: +4.91 pp", "n": 2, "estimate": 4.595, "lower_bound": 4.09,
-     "upper_bound": 5.1, "threshold": 0.0, "verdict": "supported at this scale", "expected": "", "note": ""}])
-SCORECARD = pd.DataFrame({"claim": ["budget", "update_rule"],
-                          "fashion_mnist / lenet": ["inconclusive (paper: supported)", "supported"]})
+# The verdict words of the claims and of the bounds studies' regret (onecycle.report.claims,
+# onecycle.report.bounds_study), as the answer box prints them.
+VERDICT_WORDS = ("supported", "contradicted", "inconclusive", "invalid", "tiny", "pending", "diverged",
+                 "within noise", "below the best", "no claim tested")
+
+# Run in the page once it has loaded: what the first screen shows, every figure's pixel
+# variance (through a canvas: 0 for a single colour), and, for every verdict, the files its link
+# leads to (the link's target element, on this page or another, and the file links inside it).
+FIRST_SCREEN_JS = r"""(() => {
+  const rows = Array.from(document.querySelectorAll('section.answers table.answers tbody tr'))
+    .filter(r => { const b = r.getBoundingClientRect(); return b.top >= 0 && b.bottom <= innerHeight; })
+    .map(r => ({text: r.innerText, verdict: (r.querySelector('td.verdict') || {}).innerText || ''}));
+  const load = url => { const r = new XMLHttpRequest(); r.open('GET', url, false); r.send();
+                        return new DOMParser().parseFromString(r.responseText, 'text/html'); };
+  const here = location.href.split('#')[0], docs = {};
+  const verdicts = Array.from(document.querySelectorAll('.verdict')).map(v => {
+    const links = Array.from(v.querySelectorAll('a[href]')).map(a => a.href), files = [];
+    for (const href of links) {
+      const [page, id] = href.split('#');
+      const doc = page === here ? document : (docs[page] = docs[page] || load(page));
+      const target = id ? doc.getElementById(decodeURIComponent(id)) : null;
+      if (!target) { files.push('missing target ' + href); continue; }
+      target.querySelectorAll('a[href]').forEach(a => {
+        const h = a.getAttribute('href'); if (!h.startsWith('#')) files.push(new URL(h, page).href); });
+    }
+    return {text: v.innerText, links, files};
+  });
+  const variance = img => {
+    const c = document.createElement('canvas'); c.width = 256; c.height = 256;
+    const g = c.getContext('2d'); g.drawImage(img, 0, 0, 256, 256);
+    const d = g.getImageData(0, 0, 256, 256).data; let s = 0, s2 = 0; const n = d.length / 4;
+    for (let i = 0; i < d.length; i += 4) { const v = d[i] + d[i + 1] + d[i + 2]; s += v; s2 += v * v; }
+    return s2 / n - (s / n) ** 2; };
+  return {rows, verdicts, variances: Array.from(document.images).map(variance)};
+})()"""
 
 
 def _smoke_copy(root):
     """The committed smoke results (raw runs and range tests only) and the config they were run
     with (their workflow_config.json; configs/smoke.yaml may have moved on), pointing at them,
-    its claims left out and configs/smoke.yaml's departures added."""
+    with configs/smoke.yaml's departures and claims."""
     results = root / "smoke"
-    for part in ("train", "range_test", "data", "workflow_config.json"):
+    for part in ("train", "range_test", "data", "logs", "workflow_config.json"):
         source = REPO / "results" / "smoke" / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, results / part)
     config = json.loads((results / "workflow_config.json").read_text())
     config["results_dir"] = str(results)
-    # Without its claims, so that the page shows the hand-made claims tables the tests write; with
-    # the scale configs/smoke.yaml states (its departures from the paper), which the page shows.
     current = yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())["experiments"]
     for name, experiment in config["experiments"].items():
-        experiment.pop("claims", None)
         experiment["departures"] = current[name]["departures"]
+        experiment["claims"] = current[name]["claims"]
     (root / "smoke.yaml").write_text(yaml.safe_dump(config))
     return results, root / "smoke.yaml"
 
@@ -67,29 +92,41 @@ def _smoke_copy(root):
 @pytest.fixture(scope="module")
 def smoke_report(tmp_path_factory):
     results, config = _smoke_copy(tmp_path_factory.mktemp("report"))
-    (results / "tables").mkdir()
-    CLAIMS.to_csv(results / "tables" / "fmnist_lenet_claims.csv", index=False)
-    SCORECARD.to_csv(results / "tables" / "claims_scorecard.csv", index=False)
     assert main(["report", "--config", str(config)]) == 0
     return results, config
 
 
-def test_page_shows_claims_first_then_verdicts_then_figures_then_runs(smoke_report):
+def test_page_answers_first_then_claims_verdicts_figures_and_runs(smoke_report):
     results, _ = smoke_report
     page = (results / "report.html").read_text()
-    order = [page.index(marker) for marker in ('id="claims"', 'id="fmnist_lenet"', "<h3>Verdicts</h3>",
-                                               "fmnist_lenet_range_test.png", 'id="runs"', 'id="workflow"')]
+    order = [page.index(marker) for marker in ('id="answers"', 'id="claims"', 'id="fmnist_lenet"',
+                                               "<h3>Verdicts</h3>", "fmnist_lenet_range_test.png", 'id="runs"',
+                                               'id="workflow"')]
     assert order == sorted(order)
-    claims = page[page.index('id="claims"'):page.index('id="fmnist_lenet"')]
-    assert '<td class="verdict v-inconclusive">inconclusive</td>' in claims
-    assert '<td class="verdict v-supported">supported at this scale</td>' in claims
-    assert "inconclusive (paper: supported)" in claims and "PyTorch&#x27;s rule beats Caffe&#x27;s" in claims
-    # The one statement of evidence each verdict rests on is printed beside it.
-    assert "-3.89 pp, one-sided 95% bounds [-8.49 pp, +0.72 pp], n = 2, paired t, df 1" in claims
     # Each figure once as an image, its PDF as a link.
     for figure in ("range_test", "accuracy", "comparison"):
         assert page.count(f'src="figures/fmnist_lenet_{figure}.png"') == 1
         assert page.count(f'href="figures/fmnist_lenet_{figure}.pdf" download') == 1
+
+
+def test_the_answer_box_states_each_claims_evidence_verdict_and_scale(smoke_report):
+    results, _ = smoke_report
+    page = (results / "report.html").read_text()
+    box = page[page.index('id="answers"'):page.index("</section>", page.index('id="answers"'))]
+    claims = pd.read_csv(results / "tables" / "fmnist_lenet_claims.csv")
+    summary = pd.read_csv(results / "tables" / "fmnist_lenet.csv").set_index("group")
+    for claim in claims.itertuples():
+        # The claims table's one statement of evidence and its verdict, beside both groups' accuracy.
+        assert claim.evidence.replace("'", "&#x27;") in box and f">{claim.verdict}</a>" in box
+        for group in (claim.candidate, claim.baseline):
+            row = summary.loc[group]
+            assert f"{row.accuracy_mean:.2f} ± {row.accuracy_std:.2f} %" in box
+            assert f'href="#runs-fmnist_lenet-{group}"' in box
+    assert "<b>At this scale:</b>" in box and "data: Fashion-MNIST, 10 000 of its 60 000 training images" in box
+    assert 'href="figures/fmnist_lenet_accuracy.png">figure</a>' in box
+    # The same answers, as data, for results/index.html.
+    answers = pd.read_csv(results / "tables" / "answers.csv")
+    assert answers["id"].tolist() == claims["claim_id"].tolist()
 
 
 def test_page_states_the_scale_and_the_validity_gates(smoke_report):
@@ -100,6 +137,18 @@ def test_page_states_the_scale_and_the_validity_gates(smoke_report):
     gates = pd.read_csv(results / "tables" / "fmnist_lenet_validity.csv")
     assert gates["gate"].tolist() == ["trainings learned", "range tests left chance", "time to accuracy resolved"]
     assert "Validity gates, checked before any verdict" in section and "No verdict" not in section
+
+
+def test_groups_without_a_published_number_get_no_verdict(smoke_report):
+    results, _ = smoke_report
+    page = (results / "report.html").read_text()
+    verdicts = page[page.index("<h3>Verdicts</h3>"):page.index("<h3>1cycle minus baseline")]
+    # "—" in the verdict column (linked to the group's runs), said once in the caption; no empty
+    # published / difference columns, and no unused tolerance in the header.
+    assert verdicts.count('<a href="#runs-fmnist_lenet-onecycle_4ep">—</a>') == 1
+    assert "no published number for the group, so no verdict against the paper" in verdicts
+    assert "published (%)" not in verdicts and "tolerance" not in page[:page.index('id="claims"')]
+    assert "no published number" not in (results / "tables" / "fmnist_lenet.csv").read_text()
 
 
 def test_a_tiny_page_says_so_in_its_title(tmp_path):
@@ -124,13 +173,28 @@ def test_page_is_offline_and_says_what_produced_it(smoke_report):
     assert f"sha256 {digest}" in page
 
 
-def test_page_without_claims_keeps_their_place_and_says_how_they_come(tmp_path):
+def test_runs_link_their_folder_log_and_config_and_range_tests_ended_at_divergence(smoke_report):
+    results, _ = smoke_report
+    page = (results / "report.html").read_text()
+    runs = page[page.index('id="runs"'):page.index('id="workflow"')]
+    for href in ("train/fmnist_lenet/inv_8ep/seed0/", "logs/train/fmnist_lenet/inv_8ep/seed0/run.log",
+                 "train/fmnist_lenet/inv_8ep/seed0/config.json"):
+        assert f'href="{href}"' in runs and (results / href).exists()
+    # Both smoke range tests ended as range tests do, at the LR where the loss diverged; they ran
+    # before range tests recorded their wall time.
+    assert runs.count("ended: loss diverged") == 2 and "not recorded" in runs
+    wall = pd.read_csv(results / "tables" / "wall_time.csv").set_index("group")
+    assert wall.loc["inv_8ep", ["jobs", "finished", "timed"]].tolist() == [3, 3, 3]
+    assert wall.loc["range test", "timed"] == 0
+
+
+def test_page_without_claims_tables_says_how_they_come(tmp_path):
     results, config = _smoke_copy(tmp_path)
     assert main(["report", "--config", str(config), "--only", "runs"]) == 0
     assert main(["report", "--config", str(config), "--only", "html"]) == 0
     page = (results / "report.html").read_text()
     claims = page[page.index('id="claims"'):page.index('id="fmnist_lenet"')]
-    assert "No claims tables in this results folder" in claims and "tables/claims_scorecard.csv" in claims
+    assert "No claims tables yet" in claims and "tables/claims_scorecard.csv" in claims
     # Figures not written yet are said to be missing, not drawn as broken images.
     assert "fmnist_lenet_range_test.png: not written yet" in page
 
@@ -144,24 +208,49 @@ def test_rebuilding_gives_the_same_bytes(smoke_report):
     assert [p for p in written if p.read_bytes() != before[p]] == []
 
 
-@needs_chromium
-def test_page_in_chromium_holds_the_numbers_and_loads_every_image(smoke_report):
+def test_index_gathers_every_folders_answers_and_names_a_missing_one(smoke_report, tmp_path):
     results, _ = smoke_report
-    screenshot = ARTEFACTS / "report_first_screen.png"
-    # Tables sit in boxes that scroll sideways if they must: count those that must.
-    page = browser.render(results / "report.html", width=1280, height=800, screenshot=screenshot,
-                          measure="Array.from(document.querySelectorAll('.scroll'))"
-                                  ".filter(box => box.scrollWidth > box.clientWidth).length")
+    out = write_index([results], results.parent / "index.html")
+    page = out.read_text()
+    answers = pd.read_csv(results / "tables" / "answers.csv")
+    for row in answers.itertuples():
+        assert row.effect.replace("'", "&#x27;") in page
+    # Links from the index go into the folder's page and files.
+    assert f'href="{results.name}/report.html#runs-fmnist_lenet"' in page
+    assert f'href="{results.name}/figures/fmnist_lenet_accuracy.png"' in page
+    with pytest.raises(ConfigError, match="answers.csv: not written yet"):
+        write_index([tmp_path / "nothing"], tmp_path / "index.html")
+
+
+def _check_in_chromium(path: Path, screenshot: Path) -> None:
+    """At 1280 x 800: the first screen answers, nothing scrolls sideways, every image loaded and
+    shows more than one colour, and every verdict leads to existing files."""
+    page = browser.render(path, width=1280, height=800, screenshot=screenshot, measure=FIRST_SCREEN_JS)
     assert page.console_errors == []
-    table = pd.read_csv(results / "tables" / "fmnist_lenet.csv")
-    for row in table.itertuples():
-        # The verdict table as the CSV has it: mean ± std (2 decimals), each seed, the verdict.
-        assert f"{row.accuracy_mean:.2f} ± {row.accuracy_std:.2f}" in page.text
-        assert f"[{row.accuracy_ci_low:.2f}, {row.accuracy_ci_high:.2f}]" in page.text  # 3 seeds: the t interval
-        assert row.verdict in page.text
-    assert len(page.images) == 3 + 0  # range test, accuracy, comparison (no scorecard figure given)
-    for image in page.images:
+    assert page.scroll_width <= 1280, f"{path}: the page scrolls sideways ({page.scroll_width} px)"
+    answered = [row for row in page.measured["rows"]
+                if re.search(r"[+-]?\d+\.\d+ ?(pp|x|%)", row["text"]) and re.search(r"\[[^\]]*\d[^\]]*\]", row["text"])
+                and re.search(r"\bn = \d+", row["text"]) and row["verdict"].startswith(VERDICT_WORDS)]
+    assert answered, f"{path}: no answer with an effect, an interval, n and a verdict on the first screen"
+    for image, variance in zip(page.images, page.measured["variances"]):
         assert image["complete"] and image["naturalWidth"] > 0, image
-    # Readable at 1280 px: nothing wider than the window, no table wider than its box.
-    assert page.scroll_width <= 1280 and page.measured == 0
-    assert screenshot.read_bytes().startswith(b"\x89PNG")
+        assert variance > 0, f"{image['src']}: a single colour"
+    assert page.measured["verdicts"], f"{path}: no verdict"
+    for verdict in page.measured["verdicts"]:
+        assert verdict["links"], f"{path}: verdict {verdict['text']!r} links nowhere"
+        assert verdict["files"], f"{path}: verdict {verdict['text']!r} leads to no file"
+        for url in verdict["files"]:
+            assert url.startswith("file://") and Path(unquote(urlparse(url).path)).exists(), (verdict["text"], url)
+
+
+@needs_chromium
+def test_page_in_chromium_answers_first_and_loads_every_image(smoke_report):
+    results, _ = smoke_report
+    _check_in_chromium(results / "report.html", ARTEFACTS / "report_first_screen.png")
+
+
+@needs_chromium
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.relative_to(REPO / "results").as_posix() for p in COMMITTED])
+def test_committed_page_answers_first_and_fits_1280(path):
+    name = path.parent.name if path.name == "report.html" else "index"
+    _check_in_chromium(path, ARTEFACTS / f"first_screen_{name}.png")

@@ -8,6 +8,7 @@
     onecycle caffe-cache --dataset NAME --splits JSON --record FILE
     onecycle combine-bounds --out FILE SEED_BOUNDS.json ...
     onecycle report --config WORKFLOW.yaml [--experiment NAME] [--only WHAT]
+    onecycle index [--out results/index.html] WORKFLOW.yaml ...
     onecycle compare-reference --config WORKFLOW.yaml --reference DIR --run DIR
     onecycle config --schema {run,range-test,workflow}
     onecycle plan --config WORKFLOW.yaml [--device-class gpu|cpu] [--tflops X] [--devices N]
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     # One helper per command, in the order `onecycle --help` lists them.
     for add in (_add_train, _add_range_test, _add_advise, _add_prepare_data, _add_caffe_cache, _add_combine_bounds,
-                _add_report, _add_compare_reference, _add_config, _add_plan, cli_schedule.register):
+                _add_report, _add_index, _add_compare_reference, _add_config, _add_plan, cli_schedule.register):
         add(sub)
     return parser
 
@@ -134,13 +135,22 @@ def _add_report(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("report", help="tables and figures from stored results (no training)")
     p.add_argument("--config", required=True, help="workflow config, e.g. configs/smoke.yaml")
     p.add_argument("--experiment", help="only this experiment (default: all of the config's)")
-    p.add_argument("--only", choices=("runs", "range-test", "comparison", "bounds-study", "claims", "scorecard",
-                                      "bounds-summary", "html"),
-                   help="only the training tables/figures, the range-test figure, the comparison figure, "
+    p.add_argument("--only", choices=("runs", "accuracy", "range-test", "comparison", "bounds-study", "claims",
+                                      "scorecard", "bounds-summary", "html"),
+                   help="only the training tables, the accuracy figure, the range-test figure, the comparison figure, "
                         "a bounds study's regret and settings tables/figures, the claims tables, the suite's "
                         "claims scorecard (all experiments), the bounds studies' summary (all studies), or "
                         "the static report page <results_dir>/report.html (all experiments)")
     p.set_defaults(handler=commands._report)
+
+
+def _add_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="one page of every results folder's answers (results/index.html)",
+                       description="Gather the answers (tables/answers.csv, written by `onecycle report`) of "
+                                   "each config's results folder onto one offline page.")
+    p.add_argument("configs", nargs="+", help="workflow configs, e.g. configs/smoke.yaml configs/sc_mirror.yaml")
+    p.add_argument("--out", default="results/index.html", help="the page to write (default: results/index.html)")
+    p.set_defaults(handler=commands._index)
 
 
 def _add_compare_reference(sub: argparse._SubParsersAction) -> None:

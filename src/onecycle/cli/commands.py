@@ -197,8 +197,9 @@ def _report(args: argparse.Namespace) -> int:
     from onecycle.experiments.loading import load_workflow_file
     from onecycle.report.html import write_html_report
     from onecycle.report.build import (write_bounds_study_report, write_bounds_summary, write_claims_table,
-                                       write_comparison_figure, write_experiment_report, write_range_test_figure,
-                                       write_scorecard)
+                                       write_experiment_report, write_scorecard)
+    from onecycle.report.build_figures import (write_accuracy_figure, write_comparison_figure,
+                                               write_range_test_figure)
 
     plan = expand(load_workflow_file(args.config), str(args.config))
     names = [args.experiment] if args.experiment else list(plan.workflow.experiments)
@@ -210,6 +211,8 @@ def _report(args: argparse.Namespace) -> int:
     for name in [] if args.only in ("scorecard", "bounds-summary", "html") else names:
         if args.only in (None, "runs"):
             written += write_experiment_report(plan, name)
+        if args.only in (None, "accuracy"):
+            written += write_accuracy_figure(plan, name)
         if args.only in (None, "range-test"):
             written += write_range_test_figure(plan, name)
         if args.only in (None, "comparison"):
@@ -230,6 +233,16 @@ def _report(args: argparse.Namespace) -> int:
         written.append(write_html_report(plan))
     for path in written:
         print(path)
+    return 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    from onecycle.experiments.expansion import expand
+    from onecycle.experiments.loading import load_mapping
+    from onecycle.report.index import write_index
+
+    folders = [expand(load_mapping(config), str(config)).results_dir for config in args.configs]
+    print(write_index(folders, Path(args.out)))
     return 0
 
 

@@ -29,10 +29,26 @@ Departure = Literal["data", "net", "batch", "budget", "lr", "bn", "optimizer", "
 
 
 class Comparison(StrictModel):
-    """What a comparison figure puts on its axes: dotted config paths, or "group"."""
+    """What a comparison figure puts on its axes: dotted config paths, or "group".
+
+    difference: draw the candidate's series minus the baseline's at each x (paired over seeds,
+    with the claims' bounds) instead of each series' accuracy, as SC's limited-data comparison
+    reads (CLR - PC-LR against the training images). paper: the published rows drawn beside
+    it as context, candidate row id -> baseline row id of configs/reference/published.yaml, each
+    pair at its own x (its row's setting of the same name)."""
 
     x: str                      # e.g. "optim.weight_decay", "data.train_subset", "group"
     hue: str | None = None      # series, e.g. "schedule.policy"
+    difference: bool = False
+    paper: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _difference_needs_series(self) -> Comparison:
+        if self.difference and self.hue is None:
+            raise ValueError("difference needs hue: the series the candidate and the baseline belong to")
+        if self.paper and not self.difference:
+            raise ValueError("paper (published candidate -> baseline pairs) needs difference: true")
+        return self
 
 
 class Claim(StrictModel):
@@ -216,6 +232,8 @@ class ExperimentConfig(StrictModel):
         for group in self.published:
             if group not in groups:
                 raise ValueError(f"published names group {group!r}, which is not one of the groups")
+        if self.compare is not None and self.compare.difference and (self.candidate is None or self.baseline is None):
+            raise ValueError("compare.difference draws candidate minus baseline: set both")
         for claim in self.claims:
             unknown = [name for name in claim.group_names() if name not in self.groups]
             if unknown:

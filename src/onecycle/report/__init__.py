@@ -8,8 +8,11 @@ Everything here reads explicit lists of result files that the plan names (never 
 - validity: the gates an experiment must pass before any verdict (invalid, tiny);
 - stats, claims, scorecard: statistics over seeds, the claims' verdicts, the suite's scorecard (Holm);
 - bounds_study: each range-test rule's regret against the study's LR grid;
-- tables (CSV, Markdown, LaTeX, HTML), figures/ (one module per figure family), describe (labels);
-- outputs: where every table and figure goes; build: one experiment's tables and figures;
-  html: the static report page;
+- tables (CSV, Markdown, LaTeX, HTML), figures/ (one module per figure family, one style per
+  policy and rule), describe (labels, the papers' names of the policies);
+- outputs: where every table and figure goes; build: one experiment's tables; build_figures: its
+  figures; context: the papers' numbers beside ours;
+- answers, answer_box: the answers a page opens on; html, html_runs: the static report page and
+  its runs; index: results/index.html, every folder's answers;
 - published: the papers' numbers as data; reference: a fresh run against the committed reference.
 """

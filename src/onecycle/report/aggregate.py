@@ -125,9 +125,15 @@ def _group_status(row: Mapping[str, Any]) -> str:
     return "diverged" if row["n_diverged"] else BROKEN
 
 
+# The verdict of a completed group without a published row: none (the table shows NO_VERDICT_CELL
+# and its caption says "no published number" once); pending, diverged and broken groups say so.
+NO_PAPER_VERDICT = ""
+NO_VERDICT_CELL = "—"
+
+
 def _status_only_verdict(row: Mapping[str, Any]) -> str:
     status = _group_status(row)
-    return "no published number" if status == "completed" else status
+    return NO_PAPER_VERDICT if status == "completed" else status
 
 
 def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance_pp: float) -> dict[str, Any]:
@@ -165,10 +171,13 @@ def summary_display(table: pd.DataFrame) -> pd.DataFrame:
         n = str(row["n_completed"]) if row["n_completed"] == row["n"] else f"{row['n_completed']} of {row['n']}"
         rows.append({"group": row["group"], "schedule": row["schedule"], "epochs": _format_number(row["epochs"], "g"),
                      "n": n, "accuracy (%)": ours, SPREAD_HEADER: _spread_cell(row), "published (%)": paper,
-                     "difference (pp)": _format_number(row["difference_pp"], "+.2f"), "verdict": row["verdict"],
+                     "difference (pp)": _format_number(row["difference_pp"], "+.2f"),
+                     "verdict": NO_VERDICT_CELL if _is_missing(row["verdict"]) or row["verdict"] == NO_PAPER_VERDICT
+                     else row["verdict"],
                      "note": "" if _is_missing(row["note"]) else row["note"]})
-    columns = ["group", "schedule", "epochs", "n", "accuracy (%)", SPREAD_HEADER, "published (%)",
-               "difference (pp)", "verdict"]
+    # With no group mapped to a published row, the paper's columns would be empty: left out.
+    paper = ["published (%)", "difference (pp)"] if table["paper_id"].notna().any() else []
+    columns = ["group", "schedule", "epochs", "n", "accuracy (%)", SPREAD_HEADER, *paper, "verdict"]
     # Broken runs (collect_runs) are named, with the reason, in a last column when there are any.
     if any(row["note"] for row in rows):
         columns.append("note")
@@ -226,3 +235,23 @@ def paired_comparison(runs: pd.DataFrame, group_a: str, group_b: str, experiment
             "difference_by_seed": "; ".join(
                 f"seed {s}: {by_group[group_a][s] - by_group[group_b][s]:+.{PERCENT_DECIMALS}f}" for s in shared),
             "note": bounds.note or ("no seed completed in both groups: nothing to compare" if not shared else "")}
+
+
+def paired_by_x(runs: pd.DataFrame, x: str, hue: str, candidate: str, baseline: str,
+                confidence: float = 0.95) -> pd.DataFrame:
+    """`paired_comparison` of the candidate's series minus the baseline's at each value of `x`
+    (SC's CLR - PC-LR at each training-set size): runs has columns `x` and `hue` (the settings
+    the comparison figure varies), and at each x one group has hue `candidate`, one `baseline`.
+    One row per x with both, sorted by x: x, the two groups, n, mean_diff and its bounds."""
+    rows = []
+    for value, part in runs.groupby(x, sort=True):
+        groups = {h: sorted(set(part.loc[part[hue] == h, "group"])) for h in (candidate, baseline)}
+        if not all(groups.values()):
+            continue
+        if any(len(g) > 1 for g in groups.values()):
+            raise ValueError(f"paired_by_x: several groups at {x} = {value}: {groups}")
+        pair = paired_comparison(part, groups[candidate][0], groups[baseline][0], confidence=confidence)
+        rows.append({"x": value, **{k: pair[k] for k in ("group_a", "group_b", "n", "mean_diff", "lower_bound_pp",
+                                                           "upper_bound_pp", "test", "difference_by_seed")}})
+    return pd.DataFrame(rows, columns=["x", "group_a", "group_b", "n", "mean_diff", "lower_bound_pp", "upper_bound_pp",
+                                       "test", "difference_by_seed"])

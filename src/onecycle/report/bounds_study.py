@@ -145,9 +145,17 @@ def regret_display(table: pd.DataFrame) -> pd.DataFrame:
         rows.append({"rule": row["rule"], "signal": row["signal"], "suggested max_lr": suggestion,
                      "range tests": row["n_range_tests"], "trained at": number(row["trained_max_lr"], ".3g"),
                      "accuracy (%)": accuracy, "95% t CI": interval, "diverged": f"{row['n_diverged']}/{row['n']}",
-                     "regret (pp) [bounds]": regret, "versus the best": row["versus_best"],
-                     "rank": "" if pd.isna(row["rank"]) else str(row["rank"])})
+                     "regret (pp) [bounds]": regret, **_standing(row)})
     return pd.DataFrame(rows)
+
+
+def _standing(row: dict) -> dict[str, str]:
+    """'versus the best' and 'rank' cells: an invalid study's reason once, in the caption, and
+    "invalid" here, so that the reason does not widen two columns of every row."""
+    invalid = isinstance(row.get("validity"), str) and bool(row["validity"])
+    if invalid:
+        return {"versus the best": "invalid", "rank": "—"}
+    return {"versus the best": row["versus_best"], "rank": "" if pd.isna(row["rank"]) else str(row["rank"])}
 
 
 def grid_covers(grid: Sequence[float], suggestions: Sequence[float]) -> bool:

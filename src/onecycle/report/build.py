@@ -2,7 +2,9 @@
 
 Called by the workflow's report rule and by `onecycle report` (`make figures`), which rebuilds
 every table and figure from stored results without training anything. Missing runs show as
-pending; diverged runs as diverged; nothing here crashes on partial results.
+pending; diverged runs as diverged; nothing here crashes on partial results. The files each
+writer produces are named in onecycle.report.outputs (the Snakefile declares them); the accuracy,
+range-test and comparison figures are drawn by onecycle.report.build_figures, the bounds studies' here.
 """
 
 from __future__ import annotations
@@ -19,12 +21,9 @@ from onecycle.experiments.bounds_study import BoundsStudyConfig
 from onecycle.experiments.config import RangeTestSpec
 from onecycle.data import DATASETS
 from onecycle.experiments.expansion import Job, Plan
-from onecycle.report.figures.accuracy import RunCurve, plot_accuracy_curves
 from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
-from onecycle.report.figures.comparison import plot_comparison
-from onecycle.report.figures.range_test import RangeSeed, plot_range_test
-from onecycle.report.outputs import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, comparison_outputs,
-                                     range_test_outputs, run_outputs, suite_outputs)
+from onecycle.report.outputs import (bounds_study_outputs, bounds_summary_outputs, claims_outputs, run_outputs,
+                                     suite_outputs)
 from onecycle.report.published import load_published
 from onecycle.report.evidence import (DIVERGED, FRESH, TrainRuns, experiment_runs, not_counted_text,
                                       range_test_evidence, read_bounds)
@@ -65,19 +64,16 @@ def experiment_validity(plan: Plan, experiment: str) -> validity.Validity:
 
 def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     """The validity gates, the verdict table (with published numbers and verdicts), time to
-    accuracy, the paired comparison, and the accuracy-vs-iteration figure with the configured LR
-    and momentum."""
+    accuracy and the paired comparison."""
     exp = plan.workflow.experiments[experiment]
     outputs = run_outputs(plan, experiment)
-    trains = plan.experiment_trains(experiment)
     found = experiment_runs(plan, experiment)
     runs, sound = found.runs, found.sound
     # Only runs that are not broken; the broken ones are named in the tables' notes instead.
     histories = evidence_histories(sound)
     checked = validity.check_experiment(plan, experiment, runs, histories)
     validity.write_validity(outputs["validity"], checked)
-    labels = group_labels(plan, experiment, sound)
-    _write_summary(plan, experiment, runs, checked.label, labels, found)
+    _write_summary(plan, experiment, runs, checked.label, group_labels(plan, experiment, sound), found)
     broken: dict[str, dict[int, str]] = {}
     for _, run in runs[runs["status"] == BROKEN].iterrows():
         broken.setdefault(run["group"], {})[run["seed"]] = run["note"]
@@ -91,24 +87,6 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
         speed = paired = pd.DataFrame({"note": ["no baseline/candidate pair configured for this experiment"]})
     io.write_csv(outputs["time_to_accuracy"], rounded_for_csv(speed))
     io.write_csv(outputs["paired"], rounded_for_csv(paired))
-
-    curves: dict[str, list[RunCurve]] = {}
-    traces: dict[str, pd.DataFrame] = {}
-    for job in sound:
-        metrics = _metrics(job)
-        history = job.out_dir / "history.csv"
-        frame = pd.read_csv(history) if history.exists() else pd.DataFrame(columns=["iteration", "test_accuracy"])
-        curves.setdefault(job.group, []).append(RunCurve(job.seed, frame, metrics.get("diverged")))
-        if job.group not in traces:
-            # The schedule as configured, over the planned run: a diverged seed's own log ends early.
-            traces[job.group] = describe.schedule_trace(metrics["config"])
-    epochs = {job.group: job.config["train"]["epochs"] for job in trains}
-    legend = {group: f"{group}: {label}, {epochs[group]} ep" for group, label in labels.items()}
-    groups = exp.training_groups()
-    plot_accuracy_curves({g: curves[g] for g in groups if g in curves},
-                         {g: traces[g] for g in groups if g in traces},
-                         outputs["accuracy_png"].with_suffix(""),
-                         title=f"Test accuracy vs iteration: {_caption(plan, experiment)}", labels=legend)
     return list(outputs.values())
 
 
@@ -123,65 +101,26 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
                                     mapping=exp.published,
                                     expected_groups=[(experiment, group) for group in exp.training_groups()],
                                     tolerance_pp=plan.workflow.tolerance_pp, schedules=labels, stale=found.stale())
-    decided = table["verdict"].isin(["replicated", "not replicated", "no published number"])
+    unmapped = table["verdict"] == aggregate.NO_PAPER_VERDICT
+    decided = table["verdict"].isin(["replicated", "not replicated"])
     if label:
-        table.loc[decided, "verdict"] = label
+        table.loc[decided | unmapped, "verdict"] = label
     elif exp.departures:
-        decided &= table["verdict"] != "no published number"
         table.loc[decided, "verdict"] = table.loc[decided, "verdict"] + claims.AT_THIS_SCALE
     caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
                f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a two-sided 95% t interval of the mean: column "
-               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables."
-               + not_counted_text(plan, found.evidence))
+               f"'{aggregate.SPREAD_HEADER}' of the CSV, Markdown and HTML tables.")
+    if unmapped.any() and not label:
+        caption += (f" Verdict '{aggregate.NO_VERDICT_CELL}': no published number for the group, so no verdict "
+                    "against the paper" + ("" if table["paper_id"].notna().any() else
+                                           " (no group has one: the paper's columns are left out)") + ".")
+    if decided.any() and not label:
+        caption += (f" Replicated: within the config's tolerance_pp, {plan.workflow.tolerance_pp:g} pp, plus the "
+                    "spreads (docs/design.md).")
+    caption += not_counted_text(plan, found.evidence)
     write_table(table, run_outputs(plan, experiment)["table_csv"].with_suffix(""), caption=caption,
                 display=aggregate.summary_display(table), latex_columns=aggregate.SUMMARY_LATEX_COLUMNS)
-
-
-def write_range_test_figure(plan: Plan, experiment: str) -> list[Path]:
-    """Range-test curves of every seed with the bounds training used and each heuristic's
-    suggestion per seed."""
-    outputs = range_test_outputs(plan, experiment)
-    if not outputs:
-        return []
-    jobs = plan.experiment_range_tests(experiment)
-    seeds = []
-    # Range tests of the planned config whose files read (evidence.range_test_evidence); the stale
-    # and broken ones the report page names.
-    for item in range_test_evidence(plan, jobs):
-        if item.state in (FRESH, DIVERGED):
-            suggestions = read_bounds(item.job.out_dir / "bounds.json")["suggestions"]
-            seeds.append(RangeSeed(item.job.seed, pd.read_csv(item.job.out_dir / "history.csv"),
-                                   item.metrics.get("diverged"), suggestions))
-    bounds = read_bounds(plan.bounds_path(experiment))
-    spec = jobs[0].config["range_test"]
-    momentum_test = spec["start_lr"] == spec["end_lr"]  # Part 1 Fig 7b: LR held, momentum ramped
-    # The LR axis as the LR was ramped: Smith's linear ramp on a linear axis, an exponential
-    # (fastai, torch-lr-finder) one on a log axis.
-    x_scale = "log" if spec.get("ramp") == "exponential" and not momentum_test else "linear"
-    plot_range_test(seeds, bounds, outputs["range_test_png"].with_suffix(""),
-                    title=f"{'Momentum' if momentum_test else 'LR'} range test: {_caption(plan, experiment)}",
-                    x="momentum" if momentum_test else "lr", x_scale=x_scale)
-    return list(outputs.values())
-
-
-def write_comparison_figure(plan: Plan, experiment: str) -> list[Path]:
-    """Final accuracy against the setting the experiment varies (weight decay, momentum, batch
-    size, training-set size...), one point per seed, as in Part 1's and SC's comparisons."""
-    outputs = comparison_outputs(plan, experiment)
-    if not outputs:
-        return []
-    compare = plan.workflow.experiments[experiment].compare
-    # Columns named by their config paths; "group" is a column of every run already. Broken
-    # runs stay in the table with their status, which the figure does not draw.
-    settings = {path: path for path in (compare.x, compare.hue) if path not in (None, "group")}
-    found = experiment_runs(plan, experiment, settings)
-    runs = found.runs
-    labels = ({group: f"{group}\n{label}" for group, label in group_labels(plan, experiment, found.sound).items()}
-              if compare.x == "group" else None)
-    plot_comparison(runs, compare.x, outputs["comparison_png"].with_suffix(""),
-                    title=f"Final test accuracy vs {compare.x}: {experiment}", hue=compare.hue, labels=labels)
-    return list(outputs.values())
 
 
 def _seed_suggestions(plan: Plan, jobs: list[Job]) -> list[dict]:
@@ -265,7 +204,8 @@ def _write_regret(plan: Plan, experiment: str, study: BoundsStudyConfig, outputs
                      else None)
     plot_bounds_study(scored, grid, rules,
                       outputs["regret_figure_png"].with_suffix(""),
-                      title=f"Final accuracy vs max_lr: {_caption(plan, experiment)}"
+                      title=f"{experiment}: which max_lr trains best? The grid and each range-test rule's "
+                            "suggestion, final test accuracy"
                             + (" (INVALID: no ranking)" if checked.label else ""),
                       best_interval=best_interval, paper=paper)
 
@@ -285,7 +225,7 @@ def _write_range_test_settings(plan: Plan, experiment: str, study: BoundsStudyCo
                 formats={f"{name}_mean": LR_FORMAT for name in settings})
     plot_range_test_settings(bounds_study.setting_values(suggestions, study.rules), study.rules,
                              outputs["range_test_settings_figure_png"].with_suffix(""),
-                             title=f"Range-test settings vs suggestions: {_caption(plan, experiment)}")
+                             title=f"{experiment}: how the range test's own settings move each rule's max_lr")
 
 
 def write_bounds_summary(plan: Plan) -> list[Path]:

@@ -16,13 +16,35 @@ import pandas as pd
 from onecycle.schedules import make_schedule, schedule_frame
 from onecycle.training.schedule_setup import LR_BOUND_PARAMS
 
-# The papers' names for the suite's policies; the rest print as their policy name.
+# The papers' names for the suite's policies, the one place a legend, table or answer takes them
+# from: CLR for one triangular cycle and PC-LR for a piecewise-constant (multistep) LR (SC
+# arXiv:1708.07120 Table 1, Fig 1a), 1cycle for Smith's policy (Part 1 arXiv:1803.09820); the
+# rest print as their policy name (Caffe's inv, step, fixed, ...).
 POLICY_NAMES = {"smith_1cycle": "1cycle", "fastai_1cycle": "fastai 1cycle", "torch_1cycle": "torch 1cycle",
-                "triangular": "CLR triangular", "triangular2": "CLR triangular2", "exp_range": "CLR exp_range"}
+                "triangular": "CLR", "triangular2": "CLR triangular2", "exp_range": "CLR exp_range",
+                "multistep": "PC-LR"}
+
+
+def policy_name(policy: str) -> str:
+    """The papers' name of a schedule policy ("triangular" -> "CLR"), or the policy itself."""
+    return POLICY_NAMES.get(policy, policy)
 
 
 def _lr(value: float) -> str:
     return f"{value:.3g}"
+
+
+def lr_range(config: Mapping[str, Any]) -> tuple[float | None, float | None]:
+    """(low, high) LR a run trained with, from its config's resolved schedule: the cyclic
+    policies' (low, high) parameters as the range test sets them (LR_BOUND_PARAMS), a peak-only
+    policy's (None, peak), any other's (None, base_lr); (None, None) if it has none."""
+    resolved = config.get("schedule_resolved") or {}
+    policy = resolved.get("policy", config.get("schedule", {}).get("policy", "?"))
+    params = resolved.get("params", {})
+    low_key, high_key = LR_BOUND_PARAMS.get(policy, (None, None))
+    if high_key and params.get(high_key) is not None:
+        return (params[low_key] if low_key and params.get(low_key) is not None else None), params[high_key]
+    return None, params.get("base_lr")
 
 
 def schedule_label(config: Mapping[str, Any]) -> str:
@@ -31,19 +53,15 @@ def schedule_label(config: Mapping[str, Any]) -> str:
     resolved = config.get("schedule_resolved") or {}
     policy = resolved.get("policy", config.get("schedule", {}).get("policy", "?"))
     params = resolved.get("params", {})
-    name = POLICY_NAMES.get(policy, policy)
-    # The cyclic policies' (low, high) LR parameters, as the range test sets them; "-" joins a
-    # pair ("0.01-0.1"), a policy with only a peak says "max".
-    low_key, high_key = LR_BOUND_PARAMS.get(policy, (None, None))
-    if high_key and params.get(high_key) is not None:
-        high = params[high_key]
-        has_low = low_key and params.get(low_key) is not None
-        rates = f"{_lr(params[low_key])}-{_lr(high)}" if has_low else f"max {_lr(high)}"
-    elif params.get("base_lr") is not None:
-        rates = _lr(params["base_lr"])
-    else:
+    low, high = lr_range(config)
+    # "-" joins a pair ("0.01-0.1"); a cyclic policy with only a peak says "max".
+    if high is None:
         rates = ""
-    label = " ".join(part for part in (name, rates) if part)
+    elif low is not None:
+        rates = f"{_lr(low)}-{_lr(high)}"
+    else:
+        rates = f"max {_lr(high)}" if policy in LR_BOUND_PARAMS and params.get("base_lr") is None else _lr(high)
+    label = " ".join(part for part in (policy_name(policy), rates) if part)
     if config.get("schedule", {}).get("lr_bounds") == "range_test":
         label += " (range test)"
     momentum = params.get("momentum", config.get("optim", {}).get("momentum"))

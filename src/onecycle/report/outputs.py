@@ -40,12 +40,20 @@ def _files(folder: Path, stem: str, extensions: tuple[str, ...], key: str) -> di
 
 def run_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
     """Files `write_experiment_report` produces (the Snakefile declares these)."""
-    tables, figures = plan.results_dir / "tables", plan.results_dir / "figures"
+    tables = plan.results_dir / "tables"
     return {**_files(tables, experiment + TABLE, TABLE_EXTENSIONS, "table"),
             "time_to_accuracy": tables / f"{experiment}{TIME_TO_ACCURACY}.csv",
             "paired": tables / f"{experiment}{PAIRED}.csv",
-            "validity": tables / f"{experiment}{VALIDITY}.csv",
-            **_files(figures, experiment + ACCURACY, FIGURE_EXTENSIONS, "accuracy")}
+            "validity": tables / f"{experiment}{VALIDITY}.csv"}
+
+
+def accuracy_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
+    """Files `write_accuracy_figure` produces; none for a bounds study, whose question (which
+    max_lr trains best) its regret figure answers: accuracy against iteration of its dozen
+    groups answers none."""
+    if plan.workflow.experiments[experiment].bounds_study is not None:
+        return {}
+    return _files(plan.results_dir / "figures", experiment + ACCURACY, FIGURE_EXTENSIONS, "accuracy")
 
 
 def range_test_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
@@ -90,7 +98,7 @@ def claims_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
 
 
 def experiment_outputs(plan: Plan, experiment: str) -> dict[str, Path]:
-    return {**run_outputs(plan, experiment), **range_test_outputs(plan, experiment),
+    return {**run_outputs(plan, experiment), **accuracy_outputs(plan, experiment), **range_test_outputs(plan, experiment),
             **comparison_outputs(plan, experiment), **bounds_study_outputs(plan, experiment),
             **claims_outputs(plan, experiment)}
 

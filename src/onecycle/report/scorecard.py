@@ -23,8 +23,10 @@ import pandas as pd
 
 from onecycle.report import claims, stats
 from onecycle.experiments.expansion import Plan
+from onecycle.report.context import paper_setting
 from onecycle.report.figures.scorecard import plot_scorecard
 from onecycle.report.outputs import scorecard_outputs
+from onecycle.report.published import load_published
 from onecycle.report.tables import write_table
 
 
@@ -78,8 +80,10 @@ def grid(frame: pd.DataFrame, field: str) -> pd.DataFrame:
     return wide.reindex(index=list(dict.fromkeys(frame["claim_id"])), columns=list(dict.fromkeys(frame["pair"])))
 
 
-# How the papers' verdict was reached, where it is not a test on their published spreads.
-_BASIS_NOTE = {"test": "", "point": ", point values", "stated": ", as stated"}
+# How the papers' verdict was reached, where it is not a test on their published spreads: from
+# their point values (no spread published), or stated in the config (`expected:`, read off the
+# paper's point values where no published row maps to every group).
+_BASIS_NOTE = {"test": "", "point": ", from point values: no test", "stated": ", stated in the config: no test"}
 
 
 def table(frame: pd.DataFrame) -> pd.DataFrame:
@@ -125,8 +129,10 @@ def write_scorecard(plan: Plan, tables: Mapping[str, Path]) -> list[Path]:
     alpha = round(1 - plan.workflow.claims_confidence, 10)
     frame = holm_corrected(collect(plan, tables), alpha)
     source = plan.workflow.results_dir
+    ran = "; ".join(f"{ours}: {theirs}" for ours, theirs in paper_columns(plan, frame).items() if ours != theirs)
     caption = (f"Claims scorecard of {source}: our verdict per claim and dataset / architecture (paper: the "
-               f"verdict the published numbers give). {multiplicity_text(frame, alpha)}. {scale_text(plan)}")
+               f"verdict the paper's own numbers give{f', for what it ran ({ran})' if ran else ''}). "
+               f"{multiplicity_text(frame, alpha)}. {scale_text(plan)}")
     write_table(table(frame), paths["scorecard_csv"].with_suffix(""), caption=caption.strip())
     expected = grid(frame, "expected")
     # The papers' verdicts that rest on no test (point values, or stated) are hatched.
@@ -134,8 +140,23 @@ def write_scorecard(plan: Plan, tables: Mapping[str, Path]) -> list[Path]:
     shown = frame.assign(verdict=frame["verdict"].map(figure_label))
     plot_scorecard(grid(shown, "verdict"), None if expected.isna().all().all() else expected,
                    paths["scorecard_png"].with_suffix(""), title=f"Claims scorecard: {source}"
-                   + (" (ours at this scale)" if scale_text(plan) else ""), expected_untested=untested)
+                   + (" (ours at this scale)" if scale_text(plan) else ""), expected_untested=untested,
+                   paper_columns=paper_columns(plan, frame))
     return list(paths.values())
+
+
+def paper_columns(plan: Plan, frame: pd.DataFrame) -> dict[str, str]:
+    """Our pair label -> what the paper ran ("CIFAR-10 / ResNet-56"), from the published rows
+    the experiment cites (its `published` rows and `compare.paper` pairs); our label where it
+    cites none, or rows of several settings."""
+    published = load_published()
+    columns = {}
+    for pair, experiment in zip(frame["pair"], frame["experiment"]):
+        exp = plan.workflow.experiments[experiment]
+        compare = exp.compare.paper if exp.compare is not None else {}
+        ids = [*exp.published.values(), *compare, *compare.values()]
+        columns[pair] = paper_setting(published, ids, f"experiment {experiment!r}") or pair
+    return columns
 
 
 def figure_label(verdict: str) -> str:

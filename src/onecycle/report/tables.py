@@ -77,7 +77,8 @@ def write_table(frame: pd.DataFrame, stem: Path, *, caption: str = "",
     if display is None:
         display = display_frame(frame if display_columns is None else frame[list(display_columns)], formats)
     io.write_text(stem.parent / f"{stem.name}.md", _markdown(display, caption))
-    latex = display if latex_columns is None else display[list(latex_columns)]
+    # The display may leave a LaTeX column out (the paper's, where no group has a published row).
+    latex = display if latex_columns is None else display[[c for c in latex_columns if c in display.columns]]
     io.write_text(stem.parent / f"{stem.name}.tex", _latex(latex, caption))
     io.write_text(stem.parent / f"{stem.name}.html", html_table(display, caption))
 
@@ -213,29 +214,36 @@ def _latex_header(text: str) -> str:
 
 
 def html_table(display: pd.DataFrame, caption: str = "",
-               verdict_columns: Sequence[str] = ("verdict", "expected")) -> str:
+               verdict_columns: Sequence[str] = ("verdict", "expected"),
+               links: Mapping[tuple[int, str], str] | None = None, wrap: bool = False) -> str:
     """The display as one HTML table element (escaped; no script, no external resource), for the
     static report and Snakemake's. Number columns carry class "num"; a cell of `verdict_columns`
     carries "verdict" and its verdict (the words before any bracket, colon, "at this scale" or
     "after Holm") as a class, e.g.
-    "v-not-replicated", so a stylesheet can colour it."""
+    "v-not-replicated", so a stylesheet can colour it. links: (row position, column) -> href of
+    that cell's text (the report page links each verdict to the runs behind it). wrap: let "mean ±
+    std" cells break at their spaces (class "wrap"), for a table of many such columns."""
     numeric = _numeric_display_columns(display)
+    links = dict(links or {})
 
-    def cell(tag: str, column: str, value: Any) -> str:
+    def cell(tag: str, column: str, value: Any, row: int = -1) -> str:
         classes = ["num"] if column in numeric else []
         if tag == "td" and column in verdict_columns and value:
             # The verdict word: "contradicted" of "contradicted at this scale (paper: ...)".
             verdict = re.split(r" \(|:| at this scale| after holm", str(value).lower())[0]
             classes += ["verdict", "v-" + re.sub(r"[^a-z0-9]+", "-", verdict).strip("-")]
         attribute = f' class="{" ".join(classes)}"' if classes else ""
-        return f"<{tag}{attribute}>{html.escape(str(value))}</{tag}>"
+        text = html.escape(str(value))
+        if (row, column) in links and value != "":
+            text = f'<a href="{html.escape(links[row, column])}">{text}</a>'
+        return f"<{tag}{attribute}>{text}</{tag}>"
 
-    lines = ['<table class="onecycle-table">']
+    lines = [f'<table class="onecycle-table{" wrap" if wrap else ""}">']
     if caption:
         lines.append(f"<caption>{html.escape(caption)}</caption>")
     lines.append("<thead><tr>" + "".join(cell("th", c, c) for c in display.columns) + "</tr></thead>")
     lines.append("<tbody>")
-    lines.extend("<tr>" + "".join(cell("td", c, v) for c, v in zip(display.columns, row)) + "</tr>"
-                 for row in display.itertuples(index=False))
+    lines.extend("<tr>" + "".join(cell("td", c, v, i) for c, v in zip(display.columns, row)) + "</tr>"
+                 for i, row in enumerate(display.itertuples(index=False)))
     lines += ["</tbody>", "</table>"]
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ metrics.json; `combine_bounds` merges several seeds' bounds.json into the one tr
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,9 @@ def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress)
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     model = model.to(memory_format=memory_format)
     optimizer = build_optimizer(model, cfg.optim, lr=spec.start_lr)
-    # classification_loss: Caffe's total loss, auxiliary heads (GoogLeNet) included.
+    # classification_loss: Caffe's total loss, auxiliary heads (GoogLeNet) included. Timed as a
+    # training run is (training and evaluations; loading the data is not part of it).
+    started = time.perf_counter()
     result = lr_range_test(model, _EpochStream(bundle.train, memory_format), optimizer, start_lr=spec.start_lr,
                            end_lr=spec.end_lr, iterations=spec.iterations, ramp=spec.ramp,
                            eval_batches=_FixedSet(bundle.test), eval_every=spec.eval_every,
@@ -85,6 +88,7 @@ def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress)
                            smoothing=spec.smoothing, divergence_factor=spec.divergence_factor,
                            device=device, restore=False, progress=progress,
                            autocast_dtype=torch.bfloat16 if cfg.train.precision == "bf16" else None)
+    wall_time_s = time.perf_counter() - started
     io.write_csv(out_dir / "history.csv", result.history)
     bounds = bounds_record(result.suggestions, spec.bounds_rule, spec.policy_kind, spec.bounds_divisor)
     io.write_json(out_dir / "bounds.json", bounds)
@@ -92,7 +96,7 @@ def _run_range_test_job(cfg: RangeTestConfig, out_dir: Path, progress: Progress)
                "experiment": cfg.experiment, "seed": cfg.seed, DIGEST_KEY: config_digest(cfg),
                "config": cfg.model_dump(mode="json"),
                "iterations": len(result.history), "iterations_planned": spec.iterations,
-               "diverged": result.diverged, "bounds": bounds,
+               "diverged": result.diverged, "bounds": bounds, "wall_time_s": wall_time_s,
                "provenance": io.provenance(str(device), cfg.seed)}
     io.write_json(out_dir / "metrics.json", metrics)
     return metrics

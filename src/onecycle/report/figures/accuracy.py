@@ -1,5 +1,5 @@
-"""Accuracy against iteration (SC Fig 1a, Part 1 Fig 5a, 16a), every seed of every group, with
-the schedules beneath.
+"""Accuracy against iteration (SC Fig 1a, Part 1 Fig 5a, 16a): each group's mean over its seeds
+with their min-max band, in its policy's colour and marker, and the schedules beneath.
 """
 
 from __future__ import annotations
@@ -14,149 +14,177 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
-from onecycle.report.figures.style import (_EDGE, SEED_LINESTYLES, _finite_curve, _no_data, _require_columns, _save,
-                                           _style, _title, group_styles)
+from onecycle.range_test_plot import choose_scale
+from onecycle.report.figures.style import (_finite_curve, _no_data, _require_columns, _save, _style, _title, mean_band,
+                                           named_styles, plain_log_axis)
+
+# Groups of one policy (1cycle in 12, 25 and 50 epochs) share its colour and marker and differ
+# in line style, in the order they are given.
+GROUP_LINESTYLES = ("-", "--", ":", "-.")
+
 
 @dataclass(frozen=True)
 class RunCurve:
     """One training seed: its history.csv and, if it diverged, metrics.json's `diverged`
-    record (iteration, epoch, reason)."""
+    record (iteration, epoch, lr, reason)."""
 
     seed: int
     history: pd.DataFrame
     diverged: Mapping[str, Any] | None = None
 
 
+def undrawable_groups(curves: Mapping[str, Sequence[RunCurve]]) -> list[str]:
+    """The groups with no test accuracy to draw: every seed stopped before its first evaluation.
+    The figure leaves them out of its accuracy panel; the report says so in a sentence."""
+    return [group for group, runs in curves.items()
+            if not any(len(_finite_curve(run.history, "iteration", "test_accuracy")[0]) for run in runs)]
+
+
 def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
-                    title: str, *, labels: Mapping[str, str] | None = None) -> Figure:
-    """Test accuracy (%) against iteration, every seed of every group (the groups' colours and
-    markers from `group_styles`, the seeds' line styles from SEED_LINESTYLES), a diverged seed
-    ending in a cross where it stopped, with each group's LR and, where it has one, momentum
-    beneath on shared x axes.
+                    title: str, *, labels: Mapping[str, str] | None = None,
+                    policies: Mapping[str, str] | None = None) -> Figure:
+    """Test accuracy (%) against iteration: each group's mean over its seeds with the seeds'
+    min-max band, a cross where a seed diverged; each group's LR (log axis where it spans more
+    than two decades, so that a 0.35 -> 0.0035 drop shows beside a 0.1-3 cycle) and, where a
+    schedule varies it, momentum beneath on shared x axes.
 
     curves: group -> its seeds. traces: group -> the configured schedule over the whole planned
     run (columns iteration, lr, momentum; onecycle.schedules.schedule_frame), or None for the
-    accuracy panel only. A trace identical to an earlier group's is drawn dashed over it, so
-    neither hides the other. labels: group -> its legend text (e.g. with the LR bounds used).
+    accuracy panel only. labels: group -> legend text. policies: group -> the papers' policy
+    name (onecycle.report.describe.policy_name), which picks colour and marker (style.STYLES).
+    A group with no evaluation (`undrawable_groups`) has no curve; if no group has one, the
+    figure is the schedule panel alone, with the crosses where each seed diverged.
     """
-    traces, trace_panels = _checked_traces(curves, traces)
-    labels = dict(labels or {})
+    traces, panels = _checked_traces(curves, traces)
+    labels, policies = dict(labels or {}), dict(policies or {})
     groups = list(dict.fromkeys([*curves, *traces]))
-    styles = group_styles(groups)
-
+    styles = _group_styles(groups, policies)
+    drawable = [g for g in curves if g not in undrawable_groups(curves)]
+    rows = (["accuracy"] if drawable or not panels else []) + panels
     with _style():
-        fig = Figure(figsize=(12, 5.2 + 1.7 * len(trace_panels) + 0.22 * len(groups)), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1 + len(trace_panels), 1, sharex=True,
-                                          height_ratios=[3] + [1] * len(trace_panels)))
-        _draw_accuracy_panel(axes[0], curves, styles, labels)
-        for ax, column in zip(axes[1:], trace_panels):
-            _draw_trace_panel(ax, column, traces, curves, styles)
-        if trace_panels:
-            axes[1].set_title("schedules as configured, over each group's planned iterations", fontsize="small",
-                              loc="left")
+        fig = Figure(figsize=(11, 1.6 + 3.4 * ("accuracy" in rows) + 1.9 * len(panels) + 0.25 * len(groups)),
+                     layout="constrained")
+        axes = np.atleast_1d(fig.subplots(len(rows), 1, sharex=True,
+                                          height_ratios=[3 if r == "accuracy" else 1.3 for r in rows]))
+        for ax, row in zip(axes, rows):
+            if row == "accuracy":
+                _draw_accuracy_panel(ax, {g: curves[g] for g in drawable}, styles)
+                if not curves:
+                    _no_data(ax)
+            else:
+                _draw_trace_panel(ax, row, traces, curves, styles)
         axes[-1].set_xlabel("iteration")
+        _legend(fig, curves, groups, styles, labels, drawable)
         fig.suptitle(_title(title, fig))
         return fig
 
 
+def _group_styles(groups: Sequence[str], policies: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """Each group's colour and marker (its policy's) and line style (its place among its policy's groups)."""
+    names = [policies.get(group, group) for group in groups]
+    by_name = named_styles(list(dict.fromkeys(names)))
+    styles = {}
+    for group, name in zip(groups, names):
+        rank = sum(1 for other in styles if policies.get(other, other) == name)
+        styles[group] = {**by_name[name], "linestyle": GROUP_LINESTYLES[rank % len(GROUP_LINESTYLES)]}
+    return styles
+
+
 def _checked_traces(curves: Mapping[str, Sequence[RunCurve]],
                     traces: Mapping[str, pd.DataFrame] | None) -> tuple[dict[str, pd.DataFrame], list[str]]:
-    """The traces as a dict and the schedule panels they fill ("lr", and "momentum" where a
-    trace has one; none without traces), once the seeds' histories and the traces are checked."""
+    """The traces as a dict and the schedule panels they fill: "lr", and "momentum" where some
+    schedule varies it (a constant momentum is in the legend's labels), once checked."""
     for group, runs in curves.items():
         for run in runs:
             _require_columns(run.history, ["iteration", "test_accuracy"], f"history of group {group!r} seed {run.seed}")
     traces = dict(traces or {})
     for group, frame in traces.items():
         _require_columns(frame, ["iteration", "lr"], f"schedule trace of group {group!r}")
-    with_momentum = any("momentum" in f and pd.to_numeric(f["momentum"], errors="coerce").notna().any()
-                        for f in traces.values())
-    trace_panels = (["lr"] + (["momentum"] if with_momentum else [])) if traces else []
-    return traces, trace_panels
+    varies = any("momentum" in f and pd.to_numeric(f["momentum"], errors="coerce").nunique() > 1
+                 for f in traces.values())
+    return traces, (["lr"] + (["momentum"] if varies else [])) if traces else []
 
 
 def _draw_accuracy_panel(ax: Axes, curves: Mapping[str, Sequence[RunCurve]],
-                         styles: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> None:
-    """Every seed's test accuracy, in its group's colour and marker and its seed's line style
-    (by order of first appearance), a diverged seed's stop marked; the legend below the panels."""
-    seeds_seen: list[int] = []
+                         styles: Mapping[str, Mapping[str, Any]]) -> None:
+    """Each group's mean over its seeds (markers at the evaluations), the seeds' min-max band, and
+    a cross where a seed diverged (at the iteration it stopped, at its last accuracy)."""
     for group, runs in curves.items():
         style = styles[group]
-        for run in runs:
-            if run.seed not in seeds_seen:
-                seeds_seen.append(run.seed)
-            linestyle = SEED_LINESTYLES[seeds_seen.index(run.seed) % len(SEED_LINESTYLES)]
-            xs, ys = _finite_curve(run.history, "iteration", "test_accuracy", 100.0)
-            ax.plot(xs, ys, color=style["color"], linestyle=linestyle, linewidth=1.4,
-                    marker=style["marker"], markersize=5, markevery=max(1, len(xs) // 8),
-                    gid=f"curve:{group}:seed {run.seed}")
-            if run.diverged is not None:
-                _mark_divergence(ax, run, xs, ys, style["color"], group)
-    _accuracy_legend(ax, curves, styles, labels, seeds_seen)
+        seeds = [_finite_curve(run.history, "iteration", "test_accuracy", 100.0) for run in runs]
+        grid, mean, low, high = mean_band(seeds)
+        if sum(len(xs) > 0 for xs, _ in seeds) > 1:
+            ax.fill_between(grid, low, high, color=style["color"], alpha=0.18, linewidth=0, gid=f"band:{group}")
+        ax.plot(grid, mean, color=style["color"], linestyle=style["linestyle"], linewidth=1.8,
+                marker=style["marker"], markersize=5, markevery=max(1, len(grid) // 10), gid=f"mean:{group}")
+        for run, (xs, ys) in zip(runs, seeds):
+            if run.diverged is not None and len(ys):
+                stop = run.diverged.get("iteration")
+                ax.plot([xs[-1] if stop is None else float(stop)], [ys[-1]], marker="X", color=style["color"],
+                        markersize=10, markeredgecolor="black", linestyle="none",
+                        gid=f"diverged:{group}:seed {run.seed}")
     ax.set_ylabel("test accuracy (%)")
-    if not curves:
-        _no_data(ax)
 
 
 def _draw_trace_panel(ax: Axes, column: str, traces: Mapping[str, pd.DataFrame],
                       curves: Mapping[str, Sequence[RunCurve]], styles: Mapping[str, Mapping[str, Any]]) -> None:
-    """Each group's configured `column` ("lr" or "momentum") against iteration, dashed over an
-    identical earlier trace, with a cross where each of its seeds diverged."""
-    drawn: list[tuple[np.ndarray, np.ndarray]] = []
+    """Each group's configured `column` ("lr" or "momentum") against iteration, with a cross at
+    the schedule's value where each of its seeds diverged (SC: LRs too large for the net)."""
+    values = []
     for group, frame in traces.items():
         if column not in frame:
             continue
         xs, ys = _finite_curve(frame, "iteration", column)
-        same = any(np.array_equal(xs, x0) and np.array_equal(ys, y0) for x0, y0 in drawn)
-        drawn.append((xs, ys))
-        ax.plot(xs, ys, color=styles[group]["color"], linewidth=1.6,
-                linestyle=(0, (4, 4)) if same else "-", gid=f"trace:{column}:{group}")
+        ax.plot(xs, ys, color=styles[group]["color"], linestyle=styles[group]["linestyle"], linewidth=1.6,
+                gid=f"trace:{column}:{group}")
+        values += list(ys)
         for run in curves.get(group, ()):
-            # The schedule's value where the seed diverged (SC: LRs too large for the net).
             if run.diverged is not None and run.diverged.get("iteration") is not None and len(xs):
                 it = run.diverged["iteration"]
                 ax.plot([it], [np.interp(it, xs, ys)], marker="X", color=styles[group]["color"],
-                        markeredgecolor="black", markersize=8, linestyle="none")
-    ax.set_ylabel("learning rate" if column == "lr" else "momentum")
-
-
-def plot_accuracy_curves(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
-                         out_stem: Path, title: str, *, labels: Mapping[str, str] | None = None) -> list[Path]:
-    """`accuracy_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
-    return _save(accuracy_figure(curves, traces, title, labels=labels), out_stem)
-
-
-def _mark_divergence(ax: Axes, run: RunCurve, xs: np.ndarray, ys: np.ndarray, color: Any, group: str) -> None:
-    """A cross where the seed stopped: at the iteration it diverged, at its last accuracy (on
-    the lower edge if it diverged before any evaluation), joined to its last point."""
-    iteration = run.diverged.get("iteration")
-    stop_x = float(iteration) if iteration is not None else (xs[-1] if len(xs) else 0.0)
-    if len(ys):
-        ax.plot([xs[-1], stop_x], [ys[-1], ys[-1]], color=color, linestyle=":", linewidth=1)
-        ax.plot([stop_x], [ys[-1]], marker="X", color=color, markersize=11, markeredgecolor="black",
-                linestyle="none", gid=f"diverged:{group}:seed {run.seed}")
+                        markeredgecolor="black", markersize=9, linestyle="none",
+                        gid=f"trace-diverged:{column}:{group}:seed {run.seed}")
+    positive = [v for v in values if v > 0]
+    if column == "lr" and choose_scale(positive) == "log":
+        # A schedule that ends at 0 has no place on a log axis: its zeros drop out of view.
+        ax.set_yscale("log")
+        low, high = min(positive) / 2, max(positive) * 2
+        plain_log_axis(ax.yaxis, low, high)
+        ax.set_ylim(low, high)
+        ax.set_ylabel("learning rate\n(log scale)")
     else:
-        ax.plot([stop_x], [_EDGE], marker="X", color=color, markersize=11, markeredgecolor="black",
-                linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
-                gid=f"diverged:{group}:seed {run.seed}")
+        ax.set_ylabel("learning rate" if column == "lr" else "momentum")
 
 
-def _accuracy_legend(ax: Axes, curves: Mapping[str, Sequence[RunCurve]], styles: Mapping[str, Mapping[str, Any]],
-                     labels: Mapping[str, str], seeds: Sequence[int]) -> None:
-    """Below the panels: one entry per group (colour and marker, how many seeds, how many
-    diverged), then one per seed's line style and one for the divergence cross."""
+def _legend(fig: Figure, curves: Mapping[str, Sequence[RunCurve]], groups: Sequence[str],
+            styles: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str], drawable: Sequence[str]) -> None:
+    """Below the panels: one entry per group (how many seeds, how many diverged, and, for a group
+    without a curve, why), then the band and the divergence cross."""
     handles, texts = [], []
-    for group, runs in curves.items():
+    for group in groups:
+        runs = curves.get(group, ())
         diverged = sum(run.diverged is not None for run in runs)
         count = f"{len(runs)} seed{'s' if len(runs) != 1 else ''}" + (f", {diverged} diverged" if diverged else "")
-        handles.append(Line2D([], [], color=styles[group]["color"], marker=styles[group]["marker"], linewidth=1.6))
+        if runs and group not in drawable:
+            count += ": no evaluation before it stopped, no accuracy curve"
+        style = styles[group]
+        handles.append(Line2D([], [], color=style["color"], marker=style["marker"], linestyle=style["linestyle"],
+                              linewidth=1.8))
         texts.append(f"{labels.get(group, group)} ({count})")
-    for i, seed in enumerate(seeds):
-        handles.append(Line2D([], [], color="0.3", linestyle=SEED_LINESTYLES[i % len(SEED_LINESTYLES)]))
-        texts.append(f"seed {seed}")
+    if any(len(curves[g]) > 1 for g in drawable):
+        handles.append(Patch(color="0.6", alpha=0.35))
+        texts.append("band: lowest to highest seed; line: mean of the seeds still running")
     if any(run.diverged is not None for runs in curves.values() for run in runs):
         handles.append(Line2D([], [], color="0.5", marker="X", markeredgecolor="black", linestyle="none", markersize=9))
         texts.append("diverged: where the seed stopped")
     if handles:
-        ax.figure.legend(handles, texts, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+        fig.legend(handles, texts, loc="outside lower center", ncol=1, fontsize="small", frameon=False)
+
+
+def plot_accuracy_curves(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
+                         out_stem: Path, title: str, *, labels: Mapping[str, str] | None = None,
+                         policies: Mapping[str, str] | None = None) -> list[Path]:
+    """`accuracy_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
+    return _save(accuracy_figure(curves, traces, title, labels=labels, policies=policies), out_stem)

@@ -16,29 +16,8 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from onecycle.report.figures.style import _SUGGESTION_MARKERS, _require_columns, _save, _style, _title
-
-# The bounds-study figure's grid: the seeds' mean with their min-max band.
-def mean_band(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, ...]:
-    """Mean, min and max over seeds on the union of their x values.
-
-    Each seed is interpolated only inside its own x range (NaN outside), so a seed that stopped
-    early drops out of the statistics beyond its last point instead of being extended.
-    """
-    curves = [c for c in curves if len(c[0])]
-    if not curves:
-        empty = np.array([])
-        return empty, empty, empty, empty
-    grid = np.unique(np.concatenate([xs for xs, _ in curves]))
-    stacked = np.vstack([np.interp(grid, xs, ys, left=np.nan, right=np.nan) for xs, ys in curves])
-    present = np.isfinite(stacked)
-    count = present.sum(axis=0)
-    covered = count > 0
-    mean = np.where(covered, np.where(present, stacked, 0.0).sum(axis=0) / np.maximum(count, 1), np.nan)
-    low = np.where(covered, np.where(present, stacked, np.inf).min(axis=0), np.nan)
-    high = np.where(covered, np.where(present, stacked, -np.inf).max(axis=0), np.nan)
-    return grid, mean, low, high
-
+from onecycle.report.figures.style import (_SUGGESTION_MARKERS, _require_columns, _save, _style, _title, mean_band,
+                                           named_styles, plain_log_axis)
 
 def _draw_mean_band(ax: Axes, curves: Sequence[tuple[np.ndarray, np.ndarray]], color: Any,
                     label: str | None) -> None:
@@ -82,15 +61,16 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
     with _style():
         fig = Figure(figsize=(9, 10), layout="constrained")
         axes = fig.subplots(2, 1, sharex=True, height_ratios=[1, 1.3])
-        palette = sns.color_palette("colorblind", len(rules) + 1)
+        # The grid and every rule in their own colour and marker, the same in every figure (style.STYLES).
+        styles = named_styles(["grid", *rules])
         for ax in axes:
-            _draw_study_panel(ax, scored, grid_runs, rules, palette, best, best_interval, paper)
+            _draw_study_panel(ax, scored, grid_runs, rules, styles, best, best_interval, paper)
         if np.isfinite(best):
             # The zoom: from a few points under the grid's best (or its interval) to just above it.
             low, high = best_interval if best_interval and np.isfinite(best_interval[0]) else (best, best)
             axes[1].set_ylim(min(low - 1.0, best - 3.0), max(high, best) + 0.5)
             axes[1].set_title("zoom on the best settings", fontsize="small")
-        axes[1].set_xlabel("max_lr")
+        axes[1].set_xlabel("max_lr, the 1cycle peak LR trained with (log scale)")
         handles, labels = axes[0].get_legend_handles_labels()
         if handles:
             fig.legend(handles, labels, loc="outside lower center", ncols=2, fontsize="x-small")
@@ -101,40 +81,43 @@ def plot_bounds_study(scored: pd.DataFrame, grid: pd.DataFrame, rules: Mapping[s
 
 
 def _draw_study_panel(ax: Axes, scored: pd.DataFrame, grid_runs: pd.DataFrame, rules: Mapping[str, Mapping[str, Any]],
-                      palette: Sequence[Any], best: float, best_interval: tuple[float, float] | None,
+                      styles: Mapping[str, Mapping[str, Any]], best: float, best_interval: tuple[float, float] | None,
                       paper: tuple[float, str] | None) -> None:
     """One panel of `plot_bounds_study` (both show everything; the caller zooms the second):
     the grid's seeds and mean band, the diverged runs, the grid's best with its band, each
     rule's score and the paper's bound."""
     completed = grid_runs[grid_runs["status"] == "completed"]
-    ax.scatter(completed["max_lr"], completed["score"], color=palette[0], s=14, alpha=0.6,
+    grid_color = styles["grid"]["color"]
+    ax.scatter(completed["max_lr"], completed["score"], color=grid_color, s=14, alpha=0.6,
                label="grid: seeds")
     curves = [(g["max_lr"].to_numpy(dtype=float), g["score"].to_numpy(dtype=float))
               for _, g in grid_runs.sort_values("max_lr").groupby("seed")]
-    _draw_mean_band(ax, curves, palette[0], "grid")
+    _draw_mean_band(ax, curves, grid_color, "grid")
     diverged = scored[scored["status"] == "diverged"]
     if len(diverged):
         ax.plot(diverged["max_lr"], np.full(len(diverged), 0.03), color="black", marker="x",
                 markersize=8, linestyle="none", clip_on=False, transform=ax.get_xaxis_transform(),
                 label=f"diverged runs: {len(diverged)}")
     if np.isfinite(best):
-        ax.axhline(best, color=palette[0], linestyle=":", linewidth=1,
+        ax.axhline(best, color=grid_color, linestyle=":", linewidth=1,
                    label=f"grid's best {best:.2f}%")
         if best_interval is not None and np.isfinite(best_interval[0]):
-            ax.axhspan(*best_interval, color=palette[0], alpha=0.12, linewidth=0,
+            ax.axhspan(*best_interval, color=grid_color, alpha=0.08, linewidth=0,
                        label="its 95 % t interval over seeds")
-    _draw_rules(ax, rules, palette[1:])
+    _draw_rules(ax, rules, styles)
     if paper is not None:
         ax.axvline(paper[0], color="black", linestyle="--", linewidth=1,
                    label=textwrap.fill(f"paper: {paper[0]:g} ({paper[1]})", 60))
     ax.set_xscale("log")
+    plain_log_axis(ax.xaxis, *ax.get_xlim())
     ax.set_ylabel("final test accuracy (%)")
 
 
-def _draw_rules(ax: Axes, rules: Mapping[str, Mapping[str, Any]], colors: Sequence[Any]) -> None:
+def _draw_rules(ax: Axes, rules: Mapping[str, Mapping[str, Any]], styles: Mapping[str, Mapping[str, Any]]) -> None:
     """Each rule at the max_lr it trained with its score: a horizontal bar over its range-test
     seeds' suggestions, a vertical one of its score's std."""
-    for (rule, info), marker, color in zip(rules.items(), itertools.cycle(_SUGGESTION_MARKERS), colors):
+    for rule, info in rules.items():
+        marker, color = styles[rule]["marker"], styles[rule]["color"]
         if info.get("max_lr") is None or not np.isfinite(info["max_lr"]):
             continue
         seeds = [v for v in info.get("suggestions", []) if v is not None]
@@ -176,9 +159,10 @@ def plot_range_test_settings(values: Mapping[str, Mapping[str, Sequence[float]]]
                         markersize=6, label=setting)
         ax.set_yticks(range(len(rules)), rules)
         ax.set_ylim(len(rules) - 0.5, -0.5)
-        ax.set_xlabel("suggested max_lr (mean, bar: lowest to highest range-test seed)")
+        ax.set_xlabel("suggested max_lr (mean over range-test seeds, bar: lowest to highest seed; log scale)")
         if any(values[s].get(r) for s in settings for r in rules):
             ax.set_xscale("log")  # a log axis without data has no ticks to draw
+            plain_log_axis(ax.xaxis, *ax.get_xlim())
         else:
             ax.text(0.5, 0.5, "no finished range tests yet", transform=ax.transAxes, ha="center", va="center")
         if ax.get_legend_handles_labels()[0]:

@@ -187,7 +187,8 @@ def write_experiment_report(plan: Plan, experiment: str) -> list[Path]:
     plot_accuracy_curves({g: curves[g] for g in groups if g in curves},
                          {g: traces[g] for g in groups if g in traces},
                          outputs["accuracy_png"].with_suffix(""),
-                         title=f"Test accuracy vs iteration: {_caption(plan, experiment)}", labels=legend)
+                         title=f"Test accuracy vs iteration: {_caption(plan, experiment)}", labels=legend,
+                         panels=exp.accuracy_panels or None)
     return list(outputs.values())
 
 
@@ -195,18 +196,14 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
                    labels: dict[str, str]) -> None:
     """The verdict table. An invalid or tiny experiment's groups get its `label` where they would
     get a verdict (pending, diverged and broken groups keep saying so); an experiment that states
-    its departures from the paper says "... at this scale" after a verdict."""
+    its departures from the paper says "... at this scale" after a verdict, or that the paper's
+    number is context where its data differ (aggregate.verdicts_as_shown)."""
     exp = plan.workflow.experiments[experiment]
     table = aggregate.summary_table(runs, published=load_published() if exp.published else None,
                                     mapping=exp.published,
                                     expected_groups=[(experiment, group) for group in exp.training_groups()],
                                     tolerance_pp=plan.workflow.tolerance_pp, schedules=labels)
-    decided = table["verdict"].isin(["replicated", "not replicated", "no published number"])
-    if label:
-        table.loc[decided, "verdict"] = label
-    elif exp.departures:
-        decided &= table["verdict"] != "no published number"
-        table.loc[decided, "verdict"] = table.loc[decided, "verdict"] + claims.AT_THIS_SCALE
+    table["verdict"] = aggregate.verdicts_as_shown(table["verdict"], label, exp.departures)
     caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
                f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a two-sided 95% t interval of the mean: column "

@@ -4,6 +4,7 @@ the schedules beneath.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,10 +14,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
 from matplotlib.lines import Line2D
 
 from onecycle.report.figures.style import (_EDGE, SEED_LINESTYLES, _finite_curve, _no_data, _require_columns, _save,
                                            _style, _title, group_styles)
+
+# Panels to a row when an experiment draws its groups in several (CLR Fig 1's pairs): two keep
+# each about 6 inches wide in the 12-inch figure.
+PANEL_COLUMNS = 2
+
 
 @dataclass(frozen=True)
 class RunCurve:
@@ -29,7 +36,8 @@ class RunCurve:
 
 
 def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
-                    title: str, *, labels: Mapping[str, str] | None = None) -> Figure:
+                    title: str, *, labels: Mapping[str, str] | None = None,
+                    panels: Sequence[Sequence[str]] | None = None) -> Figure:
     """Test accuracy (%) against iteration, every seed of every group (the groups' colours and
     markers from `group_styles`, the seeds' line styles from SEED_LINESTYLES), a diverged seed
     ending in a cross where it stopped, with each group's LR and, where it has one, momentum
@@ -39,25 +47,50 @@ def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[st
     run (columns iteration, lr, momentum; onecycle.schedules.schedule_frame), or None for the
     accuracy panel only. A trace identical to an earlier group's is drawn dashed over it, so
     neither hides the other. labels: group -> its legend text (e.g. with the LR bounds used).
+    panels: groups drawn together, one panel (with its schedules beneath) each, PANEL_COLUMNS
+    to a row, as CLR Fig 1 pairs the fixed LR with triangular2; None: every group in one panel.
+    A group keeps its colour, marker and legend entry across panels.
     """
     traces, trace_panels = _checked_traces(curves, traces)
     labels = dict(labels or {})
     groups = list(dict.fromkeys([*curves, *traces]))
     styles = group_styles(groups)
-
+    members = [list(panel) for panel in panels] if panels else [groups]
+    seeds = list(dict.fromkeys(run.seed for runs in curves.values() for run in runs))
+    columns = min(len(members), PANEL_COLUMNS)
+    rows = math.ceil(len(members) / columns)
     with _style():
-        fig = Figure(figsize=(12, 5.2 + 1.7 * len(trace_panels) + 0.22 * len(groups)), layout="constrained")
-        axes = np.atleast_1d(fig.subplots(1 + len(trace_panels), 1, sharex=True,
-                                          height_ratios=[3] + [1] * len(trace_panels)))
-        _draw_accuracy_panel(axes[0], curves, styles, labels)
-        for ax, column in zip(axes[1:], trace_panels):
-            _draw_trace_panel(ax, column, traces, curves, styles)
-        if trace_panels:
-            axes[1].set_title("schedules as configured, over each group's planned iterations", fontsize="small",
-                              loc="left")
-        axes[-1].set_xlabel("iteration")
+        height = 5.2 + 1.7 * len(trace_panels) + (rows - 1) * (4.0 + 1.4 * len(trace_panels)) + 0.22 * len(groups)
+        fig = Figure(figsize=(12, height), layout="constrained")
+        grid = fig.add_gridspec(rows * (1 + len(trace_panels)), columns,
+                                height_ratios=([3] + [1] * len(trace_panels)) * rows)
+        for index, names in enumerate(members):
+            axes = _panel_axes(fig, grid, index, columns, len(trace_panels))
+            shown = {group: curves[group] for group in names if group in curves}
+            _draw_accuracy_panel(axes[0], shown, styles, seeds)
+            for ax, column in zip(axes[1:], trace_panels):
+                _draw_trace_panel(ax, column, {g: traces[g] for g in names if g in traces}, shown, styles)
+            if len(members) > 1:
+                axes[0].set_title(" vs ".join(names), loc="left", fontsize="medium")
+            if trace_panels and index == 0:
+                axes[1].set_title("schedules as configured, over each group's planned iterations",
+                                  fontsize="small", loc="left")
+            axes[-1].set_xlabel("iteration")
+        _accuracy_legend(fig, curves, styles, labels, seeds)
         fig.suptitle(_title(title, fig))
         return fig
+
+
+def _panel_axes(fig: Figure, grid: GridSpec, index: int, columns: int, trace_rows: int) -> list[Axes]:
+    """Panel `index`'s accuracy axes and its schedule axes beneath, sharing x; only the lowest
+    one labels its ticks."""
+    row, column = divmod(index, columns)
+    first = row * (1 + trace_rows)
+    top = fig.add_subplot(grid[first, column])
+    axes = [top] + [fig.add_subplot(grid[first + k, column], sharex=top) for k in range(1, 1 + trace_rows)]
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    return axes
 
 
 def _checked_traces(curves: Mapping[str, Sequence[RunCurve]],
@@ -77,23 +110,19 @@ def _checked_traces(curves: Mapping[str, Sequence[RunCurve]],
 
 
 def _draw_accuracy_panel(ax: Axes, curves: Mapping[str, Sequence[RunCurve]],
-                         styles: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> None:
+                         styles: Mapping[str, Mapping[str, Any]], seeds: Sequence[int]) -> None:
     """Every seed's test accuracy, in its group's colour and marker and its seed's line style
-    (by order of first appearance), a diverged seed's stop marked; the legend below the panels."""
-    seeds_seen: list[int] = []
+    (`seeds`: every seed of the figure, in order of first appearance), a diverged seed's stop marked."""
     for group, runs in curves.items():
         style = styles[group]
         for run in runs:
-            if run.seed not in seeds_seen:
-                seeds_seen.append(run.seed)
-            linestyle = SEED_LINESTYLES[seeds_seen.index(run.seed) % len(SEED_LINESTYLES)]
+            linestyle = SEED_LINESTYLES[seeds.index(run.seed) % len(SEED_LINESTYLES)]
             xs, ys = _finite_curve(run.history, "iteration", "test_accuracy", 100.0)
             ax.plot(xs, ys, color=style["color"], linestyle=linestyle, linewidth=1.4,
                     marker=style["marker"], markersize=5, markevery=max(1, len(xs) // 8),
                     gid=f"curve:{group}:seed {run.seed}")
             if run.diverged is not None:
                 _mark_divergence(ax, run, xs, ys, style["color"], group)
-    _accuracy_legend(ax, curves, styles, labels, seeds_seen)
     ax.set_ylabel("test accuracy (%)")
     if not curves:
         _no_data(ax)
@@ -122,9 +151,10 @@ def _draw_trace_panel(ax: Axes, column: str, traces: Mapping[str, pd.DataFrame],
 
 
 def plot_accuracy_curves(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
-                         out_stem: Path, title: str, *, labels: Mapping[str, str] | None = None) -> list[Path]:
+                         out_stem: Path, title: str, *, labels: Mapping[str, str] | None = None,
+                         panels: Sequence[Sequence[str]] | None = None) -> list[Path]:
     """`accuracy_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
-    return _save(accuracy_figure(curves, traces, title, labels=labels), out_stem)
+    return _save(accuracy_figure(curves, traces, title, labels=labels, panels=panels), out_stem)
 
 
 def _mark_divergence(ax: Axes, run: RunCurve, xs: np.ndarray, ys: np.ndarray, color: Any, group: str) -> None:
@@ -142,7 +172,7 @@ def _mark_divergence(ax: Axes, run: RunCurve, xs: np.ndarray, ys: np.ndarray, co
                 gid=f"diverged:{group}:seed {run.seed}")
 
 
-def _accuracy_legend(ax: Axes, curves: Mapping[str, Sequence[RunCurve]], styles: Mapping[str, Mapping[str, Any]],
+def _accuracy_legend(fig: Figure, curves: Mapping[str, Sequence[RunCurve]], styles: Mapping[str, Mapping[str, Any]],
                      labels: Mapping[str, str], seeds: Sequence[int]) -> None:
     """Below the panels: one entry per group (colour and marker, how many seeds, how many
     diverged), then one per seed's line style and one for the divergence cross."""
@@ -159,4 +189,4 @@ def _accuracy_legend(ax: Axes, curves: Mapping[str, Sequence[RunCurve]], styles:
         handles.append(Line2D([], [], color="0.5", marker="X", markeredgecolor="black", linestyle="none", markersize=9))
         texts.append("diverged: where the seed stopped")
     if handles:
-        ax.figure.legend(handles, texts, loc="outside lower center", ncol=2, fontsize="small", frameon=False)
+        fig.legend(handles, texts, loc="outside lower center", ncol=2, fontsize="small", frameon=False)

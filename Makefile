@@ -92,7 +92,7 @@ bench: setup data
 
 # Tables, figures and the static report page (<results_dir>/report.html) again from the stored
 # results of every committed config: no training runs, and the same bytes as committed.
-FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirror.yaml configs/bounds_study.yaml
+FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirror.yaml configs/bounds_study.yaml configs/clr_mirror.yaml
 figures: setup
 	@for config in $(FIGURE_CONFIGS); do $(BIN)/onecycle report --config $$config || exit 1; done
 

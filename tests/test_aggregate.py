@@ -198,6 +198,28 @@ def test_summary_table_rejects_an_unknown_published_id(runs, published):
         aggregate.summary_table(runs, published=published, mapping={"inv_85ep": "no_such_row"})
 
 
+def test_verdicts_as_shown_follow_the_scale_and_never_compare_two_datasets(runs, published):
+    expected = [("mnist_lenet", g) for g in ("1cycle_12ep", "1cycle_25ep", "inv_85ep", "step_85ep", "unmapped")]
+    verdicts = aggregate.summary_table(runs, published=published, mapping=MAPPING,
+                                       expected_groups=expected).set_index("group")["verdict"]
+    assert verdicts.to_dict() == {"1cycle_12ep": "replicated", "1cycle_25ep": "pending", "inv_85ep": "not replicated",
+                                  "step_85ep": "diverged", "unmapped": "pending"}
+
+    def shown(label=None, **departures):
+        return aggregate.verdicts_as_shown(verdicts, label, departures).to_dict()
+
+    assert shown() == verdicts.to_dict()   # the paper's scale: the verdicts as they are
+    at_scale = shown(budget="4 vs 8 epochs")
+    assert (at_scale["1cycle_12ep"], at_scale["inv_85ep"]) == ("replicated at this scale", "not replicated at this scale")
+    # Another dataset (a Fashion-MNIST mirror of MNIST or CIFAR-10 rows): the paper's number is
+    # context, whichever side of it ours falls; groups without a decided verdict keep theirs.
+    other_data = shown(data="Fashion-MNIST (paper: CIFAR-10)", budget="1/20")
+    assert other_data == {**verdicts.to_dict(), "1cycle_12ep": aggregate.CONTEXT_VERDICT,
+                          "inv_85ep": aggregate.CONTEXT_VERDICT}
+    assert shown("tiny: no verdict", data="x") == {**verdicts.to_dict(), "1cycle_12ep": "tiny: no verdict",
+                                                   "inv_85ep": "tiny: no verdict"}
+
+
 # --------------------------------------------------------------------------------------------
 # write_table
 # --------------------------------------------------------------------------------------------

@@ -218,6 +218,18 @@ def test_a_difference_comparison_needs_its_series_and_pair(compare, without, mes
     workflow["experiments"]["exp"].pop(without, None)
     with pytest.raises(ConfigError, match=message):
         expand(workflow)
+@pytest.mark.parametrize("panels, message", [
+    ([["one", "inv"], ["one", "nope"]], r"accuracy_panels\[1\]: 'nope' is not one of the groups \(one, inv\)"),
+    ([["one"]], "accuracy_panels: group 'inv' is in no panel"),
+    ([["one", "inv"], []], r"accuracy_panels\[1\]: name one group or more, each once"),
+    ([["one", "one", "inv"]], r"accuracy_panels\[0\]: name one group or more, each once"),
+])
+def test_accuracy_panels_name_every_group_and_only_groups(panels, message):
+    with pytest.raises(ConfigError, match=message):
+        expand(deep_merge(WORKFLOW, {"experiments": {"exp": {"accuracy_panels": panels}}}))
+    # A group may sit in several panels (CLR's exp_range beside exp and beside fixed).
+    plan = expand(deep_merge(WORKFLOW, {"experiments": {"exp": {"accuracy_panels": [["one", "inv"], ["inv"]]}}}))
+    assert plan.workflow.experiments["exp"].accuracy_panels == [["one", "inv"], ["inv"]]
 
 
 def _part1_workflow(arch: str, seeds: list[int]) -> dict:

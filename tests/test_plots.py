@@ -251,6 +251,31 @@ def test_one_style_per_policy_and_rule_in_every_figure():
     assert (other["poly"]["color"], other["poly"]["marker"]) != (other["CLR"]["color"], other["CLR"]["marker"])
 
 
+def test_accuracy_panels_draw_each_group_where_named_in_one_colour_and_one_legend():
+    # CLR Fig 1's pairs: fixed vs triangular2, exp vs exp_range; exp_range also beside fixed_42k.
+    groups = ("fixed", "triangular2", "exp", "exp_range", "fixed_42k")
+    curves = {g: [RunCurve(s, epoch_history([100, 200], [0.5, 0.9])) for s in (0, 1)] for g in groups}
+    traces = {g: schedule([0.001, 0.006, 0.001, 0.001], [0.9] * 4) for g in groups}
+    panels = [["fixed", "triangular2"], ["exp", "exp_range"], ["fixed_42k", "exp_range"]]
+    fig = accuracy_figure(curves, traces, "CLR Fig 1", panels=panels)
+    accuracy_axes = [ax for ax in fig.axes if ax.get_ylabel() == "test accuracy (%)"]
+    assert [ax.get_title(loc="left") for ax in accuracy_axes] == [" vs ".join(p) for p in panels]
+    for ax, panel in zip(accuracy_axes, panels):
+        # Each group's mean over its seeds (the band beside it), in the panels that name it only.
+        drawn = {line.get_gid() for line in ax.get_lines() if (line.get_gid() or "").startswith("mean:")}
+        assert drawn == {f"mean:{g}" for g in panel}
+    # exp_range is drawn twice, in the same colour; the legend lists it once.
+    colours = {line.get_color() for ax in accuracy_axes for line in ax.get_lines()
+               if line.get_gid() == "mean:exp_range"}
+    assert len(colours) == 1
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(fig.legends) == 1 and texts.count("exp_range (2 seeds)") == 1
+    # Each panel has its own LR axis beneath, with that panel's schedules only.
+    lr_axes = [ax for ax in fig.axes if ax.get_ylabel() == "learning rate"]
+    assert [sorted(line.get_gid().split(":")[2] for line in ax.get_lines()) for ax in lr_axes] == \
+        [sorted(p) for p in panels]
+
+
 def test_seven_groups_get_distinct_colours_and_markers():
     styles = group_styles([f"g{i}" for i in range(7)])
     colours = [tuple(round(c, 3) for c in s["color"]) for s in styles.values()]

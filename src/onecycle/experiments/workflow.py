@@ -142,6 +142,9 @@ class ExperimentConfig(StrictModel):
     # Final accuracy against the setting this experiment varies, as one figure (e.g. Part 1's
     # weight-decay comparisons, SC's limited-data rows).
     compare: Comparison | None = None
+    # The accuracy figure's panels, groups drawn together in each (CLR Fig 1: fixed vs
+    # triangular2, exp vs exp_range); every group in at least one. Empty: all in one panel.
+    accuracy_panels: list[list[str]] = Field(default_factory=list)
     # GPUs per training job of this experiment, overriding the workflow's `gpus_per_job`.
     # More than 1: data-parallel through torchrun (onecycle.training.distributed); train.batch_size
     # stays the total batch (the papers' TBS = per-GPU batch x GPUs) and must divide by it.
@@ -234,6 +237,7 @@ class ExperimentConfig(StrictModel):
                 raise ValueError(f"published names group {group!r}, which is not one of the groups")
         if self.compare is not None and self.compare.difference and (self.candidate is None or self.baseline is None):
             raise ValueError("compare.difference draws candidate minus baseline: set both")
+        _check_panels(self.accuracy_panels, groups)
         for claim in self.claims:
             unknown = [name for name in claim.group_names() if name not in self.groups]
             if unknown:
@@ -322,6 +326,22 @@ class WorkflowConfig(StrictModel):
         # Names whose report files would be another's (`fm_claims` beside `fm`), or too long.
         check_experiment_names(list(experiments))
         return experiments
+
+
+def _check_panels(panels: list[list[str]], groups: dict[str, Any]) -> None:
+    if not panels:
+        return
+    for index, panel in enumerate(panels):
+        if not panel or len(set(panel)) != len(panel):
+            raise ValueError(f"accuracy_panels[{index}]: name one group or more, each once")
+        unknown = [name for name in panel if name not in groups]
+        if unknown:
+            raise ValueError(f"accuracy_panels[{index}]: {unknown[0]!r} is not one of the groups "
+                             f"({', '.join(groups)})")
+    # A group in no panel would be missing from the figure, its runs drawn nowhere.
+    left_out = [name for name in groups if not any(name in panel for panel in panels)]
+    if left_out:
+        raise ValueError(f"accuracy_panels: group {left_out[0]!r} is in no panel; draw every group somewhere")
 
 
 def _check_seeds(seeds: list[int], key: str) -> list[int]:

@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from onecycle.report import stats
+from onecycle.report.claims import AT_THIS_SCALE
 from onecycle.report.runs import BROKEN
 from onecycle.report.tables import PERCENT_DECIMALS, _format_number, _is_missing, rounded_for_csv
 
@@ -149,6 +150,30 @@ def _paper_comparison(row: Mapping[str, Any], paper: pd.Series | None, tolerance
     return {"paper_id": paper.name, "paper_accuracy": paper["accuracy"], "paper_accuracy_std": paper["std"],
             "paper_confidence": paper["confidence"], "difference_pp": row["accuracy_mean"] - paper["accuracy"],
             "verdict": verdict}
+
+
+# A published number measured on other data (an experiment's `data` departure, e.g. CIFAR-10's
+# beside a Fashion-MNIST mirror's) is context beside ours, never a target to replicate: no
+# "replicated" or "not replicated" is read off a difference between two datasets (docs/design.md §10c).
+CONTEXT_VERDICT = "context: the paper's data differ"
+
+
+def verdicts_as_shown(verdicts: pd.Series, label: str | None, departures: Mapping[str, str]) -> pd.Series:
+    """The summary table's verdict column as the page shows it. An invalid or tiny experiment's
+    `label` replaces every decided verdict and the no-verdict of a completed group without a
+    published row (NO_PAPER_VERDICT); pending, diverged and broken groups keep saying so. With
+    departures from the paper a verdict against a published row reads "... at this scale", or
+    CONTEXT_VERDICT where the data differ."""
+    shown = verdicts.copy()
+    against_paper = verdicts.isin(["replicated", "not replicated"])
+    if label:
+        shown[against_paper | (verdicts == NO_PAPER_VERDICT)] = label
+        return shown
+    if "data" in departures:
+        shown[against_paper] = CONTEXT_VERDICT
+    elif departures:
+        shown[against_paper] = verdicts[against_paper] + AT_THIS_SCALE
+    return shown
 
 
 # What the verdict table shows (Markdown, LaTeX, HTML), header -> how a row fills it: the columns

@@ -94,7 +94,8 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
                    labels: dict[str, str], found: TrainRuns) -> None:
     """The verdict table. An invalid or tiny experiment's groups get its `label` where they would
     get a verdict (pending, diverged and broken groups keep saying so); an experiment that states
-    its departures from the paper says "... at this scale" after a verdict. Stale runs (`found`,
+    its departures from the paper says "... at this scale" after a verdict, or that the paper's
+    number is context where its data differ (aggregate.verdicts_as_shown). Stale runs (`found`,
     onecycle.report.evidence) are named in the notes, and the caption counts what is not counted."""
     exp = plan.workflow.experiments[experiment]
     table = aggregate.summary_table(runs, published=load_published() if exp.published else None,
@@ -103,10 +104,7 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
                                     tolerance_pp=plan.workflow.tolerance_pp, schedules=labels, stale=found.stale())
     unmapped = table["verdict"] == aggregate.NO_PAPER_VERDICT
     decided = table["verdict"].isin(["replicated", "not replicated"])
-    if label:
-        table.loc[decided | unmapped, "verdict"] = label
-    elif exp.departures:
-        table.loc[decided, "verdict"] = table.loc[decided, "verdict"] + claims.AT_THIS_SCALE
+    table["verdict"] = aggregate.verdicts_as_shown(table["verdict"], label, exp.departures)
     caption = (f"{_caption(plan, experiment)}. Final test accuracy (%) on the full test set, mean ± std over the n "
                f"completed seeds ('1 of 2': the other diverged). Below {stats.MIN_VALUES_FOR_CI} seeds the seeds' own "
                f"accuracies, from {stats.MIN_VALUES_FOR_CI} on a two-sided 95% t interval of the mean: column "
@@ -115,7 +113,10 @@ def _write_summary(plan: Plan, experiment: str, runs: pd.DataFrame, label: str |
         caption += (f" Verdict '{aggregate.NO_VERDICT_CELL}': no published number for the group, so no verdict "
                     "against the paper" + ("" if table["paper_id"].notna().any() else
                                            " (no group has one: the paper's columns are left out)") + ".")
-    if decided.any() and not label:
+    if "data" in exp.departures and decided.any() and not label:
+        caption += (f" '{aggregate.CONTEXT_VERDICT}': the published numbers are of other data, beside ours as "
+                    "context, never a target (docs/design.md §10c).")
+    elif decided.any() and not label:
         caption += (f" Replicated: within the config's tolerance_pp, {plan.workflow.tolerance_pp:g} pp, plus the "
                     "spreads (docs/design.md).")
     caption += not_counted_text(plan, found.evidence)

@@ -38,9 +38,12 @@ def group_policies(plan, experiment: str) -> dict[str, str]:
 
 
 def shown_groups(plan, experiment: str) -> list[str]:
-    """The groups the accuracy figure draws: the candidate and the baseline where the experiment
-    names them (the comparison its claims and its time to accuracy make), else every group."""
+    """The groups the accuracy figure draws: those of its `accuracy_panels` (CLR Fig 1's pairs),
+    else the candidate and the baseline where the experiment names them (the comparison its
+    claims and its time to accuracy make), else every group."""
     exp = plan.workflow.experiments[experiment]
+    if exp.accuracy_panels:
+        return list(dict.fromkeys(group for panel in exp.accuracy_panels for group in panel))
     return [exp.candidate, exp.baseline] if exp.candidate and exp.baseline else exp.training_groups()
 
 
@@ -83,7 +86,7 @@ def write_accuracy_figure(plan, experiment: str) -> list[Path]:
         title = (f"{experiment}: {compared}, no test accuracy (every seed diverged before its first evaluation): "
                  "where on its LR schedule each seed stopped")
     plot_accuracy_curves(curves, traces, outputs["accuracy_png"].with_suffix(""), title=title, labels=legend,
-                         policies=policies)
+                         policies=policies, panels=plan.workflow.experiments[experiment].accuracy_panels or None)
     return list(outputs.values())
 
 

@@ -4,6 +4,7 @@ with their min-max band, in its policy's colour and marker, and the schedules be
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.gridspec import GridSpec
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -23,6 +25,9 @@ from onecycle.report.figures.style import (_finite_curve, _no_data, _require_col
 # Groups of one policy (1cycle in 12, 25 and 50 epochs) share its colour and marker and differ
 # in line style, in the order they are given.
 GROUP_LINESTYLES = ("-", "--", ":", "-.")
+# Panels to a row when an experiment draws its groups in several (CLR Fig 1's pairs): two keep
+# each about 6 inches wide in the 12-inch figure.
+PANEL_COLUMNS = 2
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,8 @@ def undrawable_groups(curves: Mapping[str, Sequence[RunCurve]]) -> list[str]:
 
 def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
                     title: str, *, labels: Mapping[str, str] | None = None,
-                    policies: Mapping[str, str] | None = None) -> Figure:
+                    policies: Mapping[str, str] | None = None, panels: Sequence[Sequence[str]] | None = None
+                    ) -> Figure:
     """Test accuracy (%) against iteration: each group's mean over its seeds with the seeds'
     min-max band, a cross where a seed diverged; each group's LR (log axis where it spans more
     than two decades, so that a 0.35 -> 0.0035 drop shows beside a 0.1-3 cycle) and, where a
@@ -56,29 +62,51 @@ def accuracy_figure(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[st
     name (onecycle.report.describe.policy_name), which picks colour and marker (style.STYLES).
     A group with no evaluation (`undrawable_groups`) has no curve; if no group has one, the
     figure is the schedule panel alone, with the crosses where each seed diverged.
+    panels: groups drawn together, one column of axes each (accuracy, schedules beneath),
+    PANEL_COLUMNS to a row, as CLR Fig 1 pairs the fixed LR with triangular2; None: every group
+    in one. A group keeps its colour, marker and legend entry across panels.
     """
-    traces, panels = _checked_traces(curves, traces)
+    traces, schedule_rows = _checked_traces(curves, traces)
     labels, policies = dict(labels or {}), dict(policies or {})
     groups = list(dict.fromkeys([*curves, *traces]))
     styles = _group_styles(groups, policies)
     drawable = [g for g in curves if g not in undrawable_groups(curves)]
-    rows = (["accuracy"] if drawable or not panels else []) + panels
+    rows = (["accuracy"] if drawable or not schedule_rows else []) + schedule_rows
+    members = [list(panel) for panel in panels] if panels else [groups]
+    columns = min(len(members), PANEL_COLUMNS)
+    blocks = math.ceil(len(members) / columns)
     with _style():
-        fig = Figure(figsize=(11, 1.6 + 3.4 * ("accuracy" in rows) + 1.9 * len(panels) + 0.25 * len(groups)),
+        block_height = 3.4 * ("accuracy" in rows) + 1.9 * len(schedule_rows)
+        fig = Figure(figsize=(11 if columns == 1 else 12, 1.6 + blocks * block_height + 0.25 * len(groups)),
                      layout="constrained")
-        axes = np.atleast_1d(fig.subplots(len(rows), 1, sharex=True,
-                                          height_ratios=[3 if r == "accuracy" else 1.3 for r in rows]))
-        for ax, row in zip(axes, rows):
-            if row == "accuracy":
-                _draw_accuracy_panel(ax, {g: curves[g] for g in drawable}, styles)
-                if not curves:
-                    _no_data(ax)
-            else:
-                _draw_trace_panel(ax, row, traces, curves, styles)
-        axes[-1].set_xlabel("iteration")
+        grid = fig.add_gridspec(blocks * len(rows), columns,
+                                height_ratios=[3 if row == "accuracy" else 1.3 for row in rows] * blocks)
+        for index, names in enumerate(members):
+            axes = _panel_axes(fig, grid, index, columns, len(rows))
+            for ax, row in zip(axes, rows):
+                if row == "accuracy":
+                    _draw_accuracy_panel(ax, {g: curves[g] for g in drawable if g in names}, styles)
+                    if not any(g in curves for g in names):
+                        _no_data(ax)
+                else:
+                    _draw_trace_panel(ax, row, {g: traces[g] for g in names if g in traces}, curves, styles)
+            if len(members) > 1:
+                axes[0].set_title(" vs ".join(names), loc="left", fontsize="medium")
+            axes[-1].set_xlabel("iteration")
         _legend(fig, curves, groups, styles, labels, drawable)
         fig.suptitle(_title(title, fig))
         return fig
+
+
+def _panel_axes(fig: Figure, grid: GridSpec, index: int, columns: int, rows: int) -> list[Axes]:
+    """Panel `index`'s `rows` axes, one beneath the other, sharing x; only the lowest labels its ticks."""
+    block, column = divmod(index, columns)
+    first = block * rows
+    top = fig.add_subplot(grid[first, column])
+    axes = [top] + [fig.add_subplot(grid[first + k, column], sharex=top) for k in range(1, rows)]
+    for ax in axes[:-1]:
+        ax.tick_params(labelbottom=False)
+    return axes
 
 
 def _group_styles(groups: Sequence[str], policies: Mapping[str, str]) -> dict[str, dict[str, Any]]:
@@ -185,6 +213,7 @@ def _legend(fig: Figure, curves: Mapping[str, Sequence[RunCurve]], groups: Seque
 
 def plot_accuracy_curves(curves: Mapping[str, Sequence[RunCurve]], traces: Mapping[str, pd.DataFrame] | None,
                          out_stem: Path, title: str, *, labels: Mapping[str, str] | None = None,
-                         policies: Mapping[str, str] | None = None) -> list[Path]:
+                         policies: Mapping[str, str] | None = None,
+                         panels: Sequence[Sequence[str]] | None = None) -> list[Path]:
     """`accuracy_figure`, written as <out_stem>.png and .pdf; returns the two paths."""
-    return _save(accuracy_figure(curves, traces, title, labels=labels, policies=policies), out_stem)
+    return _save(accuracy_figure(curves, traces, title, labels=labels, policies=policies, panels=panels), out_stem)

@@ -80,13 +80,16 @@ def write_accuracy_figure(plan, experiment: str) -> list[Path]:
     legend = {group: f"{label}, {epochs[group]} epochs ({group})"
               for group, label in group_labels(plan, experiment).items()}
     policies = group_policies(plan, experiment)
-    compared = " vs ".join(f"{policies[g]} ({g})" for g in shown_groups(plan, experiment))
+    panels = plan.workflow.experiments[experiment].accuracy_panels or None
+    # With panels, each panel's title names its groups (CLR Fig 1's pairs).
+    compared = (f"{len(panels)} comparisons, one per panel" if panels else
+                " vs ".join(f"{policies[g]} ({g})" for g in shown_groups(plan, experiment)))
     title = f"{experiment}: {compared}, test accuracy against iteration"
     if curves and len(undrawable_groups(curves)) == len(curves):
         title = (f"{experiment}: {compared}, no test accuracy (every seed diverged before its first evaluation): "
                  "where on its LR schedule each seed stopped")
     plot_accuracy_curves(curves, traces, outputs["accuracy_png"].with_suffix(""), title=title, labels=legend,
-                         policies=policies, panels=plan.workflow.experiments[experiment].accuracy_panels or None)
+                         policies=policies, panels=panels)
     return list(outputs.values())
 
 

@@ -254,3 +254,13 @@ def test_page_in_chromium_answers_first_and_loads_every_image(smoke_report):
 def test_committed_page_answers_first_and_fits_1280(path):
     name = path.parent.name if path.name == "report.html" else "index"
     _check_in_chromium(path, ARTEFACTS / f"first_screen_{name}.png")
+
+
+def test_an_answer_names_the_groups_where_policy_and_epochs_alone_would_read_the_same():
+    # precision_agreement compares 1cycle in 4 epochs with itself, fp32 against bf16.
+    answers = pd.read_csv(REPO / "results/precision_agreement/tables/answers.csv").set_index("experiment")
+    compared = answers.loc["agreement_lenet", "compared"]
+    assert compared.startswith("1cycle, 4 epochs, bf16 (312 it): ") and " vs 1cycle, 4 epochs, fp32 (312 it): " in compared
+    # Where the policies differ, the groups' names are left out (the smoke: 1cycle vs inv).
+    smoke = pd.read_csv(REPO / "results/smoke/tables/answers.csv")
+    assert smoke["compared"].str.startswith("1cycle, 4 epochs (312 it): ").all()

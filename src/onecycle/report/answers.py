@@ -89,11 +89,18 @@ def _summary(plan: Plan, experiment: str) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""]).set_index("group")
 
 
+def _policy_and_epochs(job) -> str:
+    return f"{describe.policy_name(job.config['schedule']['policy'])}, {job.config['train']['epochs']} epochs"
+
+
 def _reached(plan: Plan, experiment: str, summary: pd.DataFrame, group: str) -> str:
     """"1cycle, 4 epochs: 86.67 ± 0.41 %" (or "... : diverged in 3 of 3 seeds", "pending"); with
     the iterations where the experiment's groups differ in them at equal epochs (SC's data sizes)."""
-    job = next(job for job in plan.experiment_trains(experiment) if job.group == group)
-    what = f"{describe.policy_name(job.config['schedule']['policy'])}, {job.config['train']['epochs']} epochs"
+    jobs = plan.experiment_trains(experiment)
+    job = next(job for job in jobs if job.group == group)
+    what = _policy_and_epochs(job)
+    if any(other.group != group and _policy_and_epochs(other) == what for other in jobs):
+        what += f", {group}"  # two groups alike in policy and epochs (fp32 vs bf16, say): named
     iterations = summary.loc[group, "iterations"] if group in summary.index else math.nan
     if plan.workflow.experiments[experiment].compare is not None and not pd.isna(iterations):
         what += f" ({iterations:,.0f} it)".replace(",", " ")

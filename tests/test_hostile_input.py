@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import HANG_GUARD_S, REPO
 from data_fixtures import write_image_folder
 from onecycle import data
 from onecycle.data import catalog
@@ -224,7 +224,7 @@ def test_the_data_job_verifies_each_root_the_trainings_read(tmp_path):
     env = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
     result = subprocess.run([shutil.which("snakemake", path=env["PATH"]), "-s", str(REPO / "Snakefile"), "--directory",
                              str(tmp_path), "--configfile", str(tmp_path / "w.yaml"), "-n", "-p", "--cores", "1"],
-                            env=env, capture_output=True, text=True, timeout=300)
+                            env=env, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr[-3000:]
     commands = sorted("onecycle prepare-data" + line.split("onecycle prepare-data", 1)[1].rstrip()
                       for line in result.stdout.splitlines() if "onecycle prepare-data" in line)

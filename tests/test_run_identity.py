@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO, needs_fashion_mnist
+from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist
 from onecycle import io
 from onecycle.experiments.config import load_range_test_config, load_run_config
 from onecycle.experiments.expansion import expand
@@ -135,7 +135,7 @@ def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, tiny_run_conf
     out = tmp_path / "out"
     first = _write(tmp_path, tiny_run_config, "a.yaml")
     killed = subprocess.run([sys.executable, "-c", KEEP_CHECKPOINT, "train", "--config", str(first), "--out",
-                             str(out)], capture_output=True, text=True, timeout=300)
+                             str(out)], capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert killed.returncode == 3 and (out / "checkpoint.pt").exists(), killed.stderr
     tiny_run_config["optim"]["weight_decay"] = 1.0e-3
     other = _write(tmp_path, tiny_run_config, "b.yaml")
@@ -157,12 +157,12 @@ def test_ctrl_c_is_one_line_exit_130_and_keeps_the_checkpoint(tmp_path, tiny_run
     process = subprocess.Popen([sys.executable, "-m", "onecycle.cli", "train", "--config",
                                 str(_write(tmp_path, tiny_run_config, "run.yaml")), "--out", str(out)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
+    deadline = time.monotonic() + HANG_GUARD_S
     while not (out / "checkpoint.pt").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "the run ended before it could be interrupted"
     process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=120)
+    stdout, stderr = process.communicate(timeout=HANG_GUARD_S)
     assert process.returncode == 130, stderr
     lines = stderr.strip().splitlines()
     assert "Traceback" not in stderr and [line for line in lines if line.startswith("onecycle: ")] == [lines[-1]]
@@ -208,7 +208,7 @@ def test_schedule_of_a_billion_steps_streams(tmp_path):
                                text=True)
     head = [process.stdout.readline() for _ in range(3)]
     process.stdout.close()
-    assert process.wait(timeout=120) == 0 and process.stderr.read() == ""
+    assert process.wait(timeout=HANG_GUARD_S) == 0 and process.stderr.read() == ""
     assert head == ["step,lr,momentum\n", "0,0.1,\n", "1,0.1,\n"]
     plot = _onecycle("schedule", "--policy", "fixed", "--set", "base_lr=0.1", "--steps", 10**9, "--plot",
                      tmp_path / "lr.png")

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import REPO, needs_fashion_mnist
+from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist
 
 pytestmark = [pytest.mark.slow, needs_fashion_mnist]
 ENV = {**os.environ, "PATH": f"{os.path.dirname(sys.executable)}:{os.environ['PATH']}"}
@@ -40,12 +40,12 @@ def _workflow(inv_lr: float = 0.01) -> dict:
 def _snakemake(work: Path, *extra: str) -> subprocess.CompletedProcess:
     command = [shutil.which("snakemake", path=ENV["PATH"]), "-s", str(REPO / "Snakefile"), "--directory", str(work),
                "--configfile", str(work / "w.yaml"), "--cores", "2", *extra]
-    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=900)
+    return subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=HANG_GUARD_S)
 
 
 def _report(work: Path) -> pd.DataFrame:
     result = subprocess.run([shutil.which("onecycle", path=ENV["PATH"]), "report", "--config", "w.yaml"], cwd=work,
-                            env=ENV, capture_output=True, text=True, timeout=300)
+                            env=ENV, capture_output=True, text=True, timeout=HANG_GUARD_S)
     assert result.returncode == 0, result.stderr
     return pd.read_csv(work / RESULTS / "tables" / "lenet.csv").set_index("group")
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import FLOAT64_RTOL, float64_training, needs_fashion_mnist
+from conftest import FLOAT64_RTOL, HANG_GUARD_S, float64_training, needs_fashion_mnist
 from onecycle.experiments.config import ConfigError, RunConfig, parse
 from onecycle.experiments.loading import deep_merge
 from onecycle.schedules import make_schedule
@@ -124,7 +124,7 @@ def test_killed_run_resumes_bit_for_bit(tiny_run_config, tmp_path):
     killed = tmp_path / "killed"
     process = subprocess.Popen([*command, "--out", str(killed)], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + HANG_GUARD_S
     while not (killed / "checkpoint.pt").exists() and time.monotonic() < deadline:
         time.sleep(0.02)
     time.sleep(1.0)  # into the run, past a few more checkpoints

@@ -311,7 +311,7 @@ def test_sigkilled_dag_recovers_with_the_documented_command(tmp_path):
 
     first = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              start_new_session=True)
-    deadline = time.monotonic() + 900
+    deadline = time.monotonic() + HANG_GUARD_S
     # Kill once a job has finished (its metrics.json written and Snakemake's incomplete marker,
     # made when the job started, removed) and a training is between checkpoints.
     def recorded_finished():

@@ -179,9 +179,11 @@ def test_tiny_study_figures_summary_and_report_without_training(tiny_study):
         assert summary["mean_regret_pp"].to_dict() == pytest.approx(regret["regret_pp"].to_dict())
     assert "±" in (results / "tables" / "tiny_bounds_regret.md").read_text()
     # The report page shows the summary, then the study's regret and settings tables and figures.
+    # (The answers above them link the regret figure too: the order is read from the summary on.)
     page = (results / "report.html").read_text()
-    sections = [page.index('id="bounds-studies"'), page.index('id="tiny_bounds"'),
-                page.index("tiny_bounds_regret.png"), page.index("tiny_bounds_range_test_settings.png")]
+    start = page.index('id="bounds-studies"')
+    sections = [start, *(page.index(text, start) for text in ('id="tiny_bounds"', "tiny_bounds_regret.png",
+                                                              "tiny_bounds_range_test_settings.png"))]
     assert sections == sorted(sections)
     for rule in regret.index:
         assert f"<td>{rule}</td>" in page

@@ -8,12 +8,11 @@ onecycle.dag.run_specs), read by `onecycle train` (load_run_config); each range 
 (the same), read by `onecycle range-test` (load_range_test_config)."""
 
 import pytest
-import yaml
 
 from conftest import REPO
 from onecycle import io
 from onecycle.experiments.config import load_range_test_config, load_run_config
-from onecycle.experiments.loading import load_mapping
+from onecycle.experiments.loading import load_mapping, load_workflow_file
 from onecycle.experiments.expansion import expand
 
 CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
@@ -22,7 +21,7 @@ CONFIGS = sorted((REPO / "configs").glob("*.yaml"))
 @pytest.mark.parametrize("scale", ["full", "tiny"])
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_written_json_reads_back_as_written(tmp_path, path, scale):
-    raw = {**yaml.safe_load(path.read_text()), "scale": scale}
+    raw = {**load_workflow_file(path), "scale": scale}  # `include:` resolved, as the Snakefile does
     plan = expand(raw, str(path))
     workflow_json = tmp_path / "workflow_config.json"
     io.write_json(workflow_json, raw)

@@ -153,6 +153,10 @@ def test_a_checkpoint_of_another_config_is_never_resumed(tmp_path, tiny_run_conf
 @needs_fashion_mnist
 def test_ctrl_c_is_one_line_exit_130_and_keeps_the_checkpoint(tmp_path, tiny_run_config):
     tiny_run_config["train"]["epochs"] = 40  # long enough to be stopped between checkpoints
+    # The cycle stretched with the run (0.45 of it, as in the 2-epoch tiny run): its 0.9-epoch
+    # cycle followed by 38 epochs of annihilation diverged by epoch 4, and a diverged run ends,
+    # exit 0, before a slow interrupt could reach it.
+    tiny_run_config["schedule"]["params"]["stepsize_epochs"] = 18
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "onecycle.cli", "train", "--config",
                                 str(_write(tmp_path, tiny_run_config, "run.yaml")), "--out", str(out)],

@@ -238,10 +238,7 @@ def _check_in_chromium(path: Path, screenshot: Path) -> None:
     assert page.measured["verdicts"], f"{path}: no verdict"
     for verdict in page.measured["verdicts"]:
         assert verdict["links"], f"{path}: verdict {verdict['text']!r} links nowhere"
-        # A pending verdict of a study still running may rest on no finished run yet: its links
-        # lead to the runs section's pending rows, which have no files.
-        assert verdict["files"] or verdict["text"].startswith("pending"), \
-            f"{path}: verdict {verdict['text']!r} leads to no file"
+        assert verdict["files"], f"{path}: verdict {verdict['text']!r} leads to no file"
         for url in verdict["files"]:
             assert url.startswith("file://") and Path(unquote(urlparse(url).path)).exists(), (verdict["text"], url)
 

@@ -158,9 +158,12 @@ def test_ctrl_c_is_one_line_exit_130_and_keeps_the_checkpoint(tmp_path, tiny_run
     # exit 0, before a slow interrupt could reach it.
     tiny_run_config["schedule"]["params"]["stepsize_epochs"] = 18
     out = tmp_path / "out"
+    # SIGINT back to its default in the child: a shell running the suite in the background (CI)
+    # hands its children SIGINT ignored, and Python then installs no KeyboardInterrupt handler.
     process = subprocess.Popen([sys.executable, "-m", "onecycle.cli", "train", "--config",
                                 str(_write(tmp_path, tiny_run_config, "run.yaml")), "--out", str(out)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + HANG_GUARD_S
     while not (out / "checkpoint.pt").exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

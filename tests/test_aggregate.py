@@ -94,7 +94,7 @@ def test_collect_runs_rejects_invalid_json_and_double_listed_runs(tmp_path):
     with pytest.raises(ResultFileError, match=f"{path}: .*already read from {path}"):
         collect_runs([path, path])
     path.write_text("{not json")
-    with pytest.raises(ResultFileError, match=f"{path}: cannot read metrics"):
+    with pytest.raises(ResultFileError, match=f"{path}: unreadable metrics file"):
         collect_runs([path])
 
 

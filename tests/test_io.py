@@ -48,3 +48,17 @@ def test_git_revision_marks_code_changes_but_not_rewritten_results(tmp_path):
     assert io.git_revision(tmp_path / "src") == clean
     (tmp_path / "src" / "code.py").write_text("x = 2\n")  # a code change
     assert io.git_revision(tmp_path / "src") == f"{clean}-dirty"
+
+
+def test_read_json_object_names_the_file_and_what_it_holds(tmp_path):
+    path = tmp_path / "metrics.json"
+    with pytest.raises(KeyError, match=f"{path}: metrics file not found"):
+        io.read_json_object(path, "metrics file", KeyError)
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=f"{path}: unreadable metrics file \\(Expecting property name"):
+        io.read_json_object(path, "metrics file")
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{path}: metrics file is not a JSON object"):
+        io.read_json_object(path, "metrics file")
+    path.write_text('{"status": "completed"}')
+    assert io.read_json_object(path, "metrics file") == {"status": "completed"}

@@ -180,6 +180,20 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return json.load(fh)
 
 
+def read_json_object(path: str | os.PathLike[str], what: str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The JSON object in `path`, else `error` with one line naming the file and `what` it holds
+    (e.g. "metrics file"): not found, unreadable (the reason), or not a JSON object."""
+    try:
+        value = read_json(path)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found") from None
+    except (OSError, ValueError) as problem:
+        raise error(f"{path}: unreadable {what} ({str(problem) or type(problem).__name__})") from None
+    if not isinstance(value, dict):
+        raise error(f"{path}: {what} is not a JSON object")
+    return value
+
+
 def write_csv(target: str | os.PathLike[str], frame: Any) -> None:
     """Write a pandas DataFrame as CSV atomically (no index column)."""
     buffer = io.StringIO()

@@ -143,13 +143,7 @@ def is_set_aside(path: Path) -> bool:
 
 def read_metrics(path: Path) -> dict[str, Any]:
     """A metrics.json as a mapping, or a ConfigError naming the file."""
-    try:
-        metrics = io.read_json(path)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path}: unreadable ({error})") from None
-    if not isinstance(metrics, dict):
-        raise ConfigError(f"{path}: expected a JSON object")
-    return metrics
+    return io.read_json_object(path, "metrics file", ConfigError)
 
 
 def check_run_folder(out_dir: str | Path, kind: str, cfg: StrictModel, *, bounds: Mapping[str, Any] | None = None,

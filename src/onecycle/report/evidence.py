@@ -65,13 +65,7 @@ def read_bounds(path: Path) -> dict[str, Any] | None:
     """A bounds.json as a mapping, None when it is not there; a ConfigError naming an unreadable one."""
     if not path.is_file():
         return None
-    try:
-        record = io.read_json(path)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"{path}: unreadable bounds file ({str(error) or type(error).__name__})") from None
-    if not isinstance(record, dict):
-        raise ConfigError(f"{path}: expected a JSON object, the bounds of a range test")
-    return record
+    return io.read_json_object(path, "bounds file", ConfigError)
 
 
 def _identity(plan: Plan, job: Job) -> Evidence | None:

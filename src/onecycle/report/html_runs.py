@@ -35,10 +35,9 @@ def _metrics(item: Evidence) -> dict[str, Any] | None:
     if item.metrics is not None or item.state == MISSING:
         return item.metrics
     try:
-        metrics = io.read_json(item.job.out_dir / "metrics.json")
-    except (OSError, ValueError):
+        return io.read_json_object(item.job.out_dir / "metrics.json", "metrics file")
+    except ValueError:
         return None
-    return metrics if isinstance(metrics, dict) else None
 
 
 def _group(job: Job) -> str:

@@ -9,7 +9,6 @@ fractions.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -85,14 +84,7 @@ def collect_runs(metrics_paths: Sequence[Path], *, settings: Mapping[str, str] |
 
 
 def _run_row(path: Path, settings: Mapping[str, str]) -> dict[str, Any]:
-    try:
-        metrics = io.read_json(path)
-    except FileNotFoundError:
-        raise ResultFileError(f"{path}: metrics file not found") from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise ResultFileError(f"{path}: cannot read metrics: {error}") from None
-    if not isinstance(metrics, Mapping):
-        raise ResultFileError(f"{path}: expected a JSON object")
+    metrics = io.read_json_object(path, "metrics file", ResultFileError)
 
     def get(dotted: str, required: bool = True) -> Any:
         value = metrics

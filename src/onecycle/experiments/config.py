@@ -117,7 +117,8 @@ class ModelConfig(StrictModel):
     # "prototxt" uses the filler each layer's prototxt names (onecycle.models.INIT_SCHEMES).
     init: str = "default"
     # Architecture options, e.g. BN `moving_average_fraction` (0.95 for SC's CLR runs, 0.999
-    # for its step runs; docs/paper_reference.md A3) or DenseNet's `dropout`.
+    # for its step runs; docs/paper_reference.md A3), the SC ResNets' `batch_norm` ("caffe" or
+    # "torch"; issue 26) or DenseNet's `dropout`.
     options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("arch")
@@ -351,6 +352,9 @@ class _JobConfig(StrictModel):
             raise ValueError(f"train.caffe_test is for in-memory datasets; {self.data.dataset} is "
                              "always scored on its whole validation set")
 
+        if self.train.batch_norm_shards > 1 and self.model.options.get("batch_norm") == "torch":
+            raise ValueError("train.batch_norm_shards > 1 needs Caffe's batch norm; model.options.batch_norm "
+                             "'torch' is torch's (use 'caffe', or batch_norm_shards 1)")
         if MODELS[self.model.arch].caffe_port:
             return self
         arch = self.model.arch

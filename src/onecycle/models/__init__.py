@@ -55,7 +55,8 @@ class ModelInfo:
     input_size: int  # side of the square inputs it was designed for
     # A port of a Caffe prototxt (a CaffePort): it has prototxt fillers and multipliers, and
     # Caffe's batch norm, so init "prototxt", optim.multipliers "prototxt" and batch-norm
-    # shards apply. Checked against the built model in tests/test_models.py.
+    # shards apply (the shards not where its option batch_norm is "torch"). Checked against the
+    # built model in tests/test_models.py.
     caffe_port: bool = True
     # Its forward refuses inputs of any other side (fully connected layers sized for them), so a
     # configured crop_size must equal input_size. Checked in tests/test_models.py.
@@ -145,7 +146,8 @@ def build_model(
     initialisation; "msra" / "xavier" apply that Caffe filler (exactly as filler.hpp) to every conv
     and linear weight, with zero biases; "prototxt" applies each layer's filler as its prototxt
     names it (Caffe ports only). ``kwargs`` are the model's options (``MODELS[name].options()``),
-    e.g. ``moving_average_fraction`` for the batch-norm nets or ``input_size`` for lenet/cifar3.
+    e.g. ``moving_average_fraction`` for the batch-norm nets, ``batch_norm`` ("caffe" or "torch") for
+    the SC ResNets or ``input_size`` for lenet/cifar3.
     """
     info = _lookup(name)
     require_positive_int("num_classes", num_classes)

@@ -56,7 +56,8 @@ def multipliers_by_layer_kind(
     """Multipliers of a prototxt whose layers of one kind share their ``param`` entries.
 
     Conv and inner-product weights and the Scale parameters of batch norm keep Caffe's default
-    1/1 in every prototxt ported here; only the biases vary.
+    1/1 in every prototxt ported here (as do nn.BatchNorm2d's weight and bias, which stand in for
+    them under ``batch_norm="torch"``); only the biases vary.
     """
     multipliers = {}
     for module_name, module in model.named_modules():
@@ -81,6 +82,38 @@ def validate_moving_average_fraction(value: float) -> float:
     if not 0.0 <= value < 1.0:
         raise ValueError(f"moving_average_fraction must be in [0, 1), got {value!r}")
     return float(value)
+
+
+# The model option `batch_norm` of the SC ResNets: Caffe's BatchNorm + Scale, or torch's own.
+BATCH_NORMS = ("caffe", "torch")
+
+
+def validate_batch_norm(value: object) -> str:
+    if not isinstance(value, str) or value not in BATCH_NORMS:
+        allowed = ", ".join(repr(name) for name in BATCH_NORMS)
+        raise ValueError(f"batch_norm must be one of {allowed}, got {value!r}")
+    return value
+
+
+def batch_norm_2d(num_features: int, moving_average_fraction: float, batch_norm: str = "caffe") -> nn.Module:
+    """The batch norm a Caffe port's ``batch_norm`` option names (BATCH_NORMS).
+
+    "caffe": :class:`CaffeBatchNorm2d`. "torch": ``nn.BatchNorm2d`` with PyTorch's running
+    statistics, for measuring what Caffe's own contribute (issue 26: everything else equal).
+    Training normalises identically (batch mean, biased batch variance, the same eps; weight 1
+    and bias 0 at init, the Scale layer's fillers); only the test-time statistics differ. Its
+    ``momentum = 1 - moving_average_fraction`` gives both the same averaging horizon: Caffe's
+    estimate S_t / w_t weighs the value of k steps ago by maf^k / w_t, w_t = (1 - maf^t) / (1 - maf),
+    and torch's r_t = (1 - m) r_{t-1} + m v_t by m (1 - m)^k = (1 - maf) maf^k, the same weights
+    once w_t has converged. Torch's estimate starts at mean 0 / variance 1 and keeps a maf^t share
+    of them (mean (1 - maf^t) x Caffe's; variance that plus maf^t), where Caffe's normalised sums
+    hold no initial value; before any step Caffe's test-time statistics are 0/0, torch's 0/1. Both
+    blend the m/(m-1)-corrected (unbiased) batch variance into the running one.
+    """
+    maf = validate_moving_average_fraction(moving_average_fraction)
+    if validate_batch_norm(batch_norm) == "caffe":
+        return CaffeBatchNorm2d(num_features, maf)
+    return nn.BatchNorm2d(num_features, eps=CAFFE_BN_EPS, momentum=1.0 - maf)
 
 
 class CaffeBatchNorm2d(nn.Module):

@@ -15,6 +15,7 @@ layer for this port (docs/paper_reference.md C1):
 - Fillers: msra for convs, xavier for the FC. Multipliers: conv weights 1/1, conv biases
   ``lr_mult 2`` with ``decay_mult`` 0 in Resnet56Cifar and 1 in the stored Resnet20/110 files,
   FC ``lr_mult 1`` / ``2`` (decay 1).
+- Option ``batch_norm``: "caffe" (the prototxts') or "torch" (nn.BatchNorm2d, layers.batch_norm_2d).
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from torch import nn
 
 from .init import fill_layer
 from .layers import (
-    CaffeBatchNorm2d,
     CaffePort,
     ParamMultipliers,
+    batch_norm_2d,
     check_image_batch,
     global_average_pool,
     multipliers_by_layer_kind,
@@ -46,12 +47,12 @@ def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     """cbr1 -> cbr2 (no ReLU) -> add shortcut -> ReLU; optionally concat zeros to widen."""
 
-    def __init__(self, width: int, stride: int, widen_to: int, maf: float) -> None:
+    def __init__(self, width: int, stride: int, widen_to: int, maf: float, batch_norm: str = "caffe") -> None:
         super().__init__()
         self.conv1 = conv3x3(width, width, stride)
-        self.bn1 = CaffeBatchNorm2d(width, maf)
+        self.bn1 = batch_norm_2d(width, maf, batch_norm)
         self.conv2 = conv3x3(width, width)
-        self.bn2 = CaffeBatchNorm2d(width, maf)
+        self.bn2 = batch_norm_2d(width, maf, batch_norm)
         self.stride = stride
         self.extra_channels = widen_to - width
 
@@ -79,6 +80,7 @@ class SuperConvergenceResNet(CaffePort):
         in_channels: int = 3,
         moving_average_fraction: float = SC_MOVING_AVERAGE_FRACTION,
         conv_bias_decay_mult: float = 0.0,
+        batch_norm: str = "caffe",
     ) -> None:
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
@@ -89,7 +91,7 @@ class SuperConvergenceResNet(CaffePort):
         self.in_channels = in_channels
         self.conv_bias_decay_mult = conv_bias_decay_mult
         self.pre_conv = conv3x3(in_channels, STAGE_WIDTHS[0])
-        self.pre_bn = CaffeBatchNorm2d(STAGE_WIDTHS[0], maf)
+        self.pre_bn = batch_norm_2d(STAGE_WIDTHS[0], maf, batch_norm)
         blocks = []
         previous_width = STAGE_WIDTHS[0]
         for stage, width in enumerate(STAGE_WIDTHS):
@@ -101,6 +103,7 @@ class SuperConvergenceResNet(CaffePort):
                         stride=2 if downsamples else 1,
                         widen_to=width,
                         maf=maf,
+                        batch_norm=batch_norm,
                     )
                 )
                 previous_width = width
@@ -132,24 +135,27 @@ def resnet20(
     num_classes: int,
     in_channels: int = 3,
     moving_average_fraction: float = SC_MOVING_AVERAGE_FRACTION,
+    batch_norm: str = "caffe",
 ) -> SuperConvergenceResNet:
     """Resnet20Cifar.prototxt (SC Fig 6b): 3 blocks per stage; conv bias decay_mult 1."""
-    return SuperConvergenceResNet(20, num_classes, in_channels, moving_average_fraction, 1.0)
+    return SuperConvergenceResNet(20, num_classes, in_channels, moving_average_fraction, 1.0, batch_norm)
 
 
 def resnet56(
     num_classes: int,
     in_channels: int = 3,
     moving_average_fraction: float = SC_MOVING_AVERAGE_FRACTION,
+    batch_norm: str = "caffe",
 ) -> SuperConvergenceResNet:
     """Resnet56Cifar.prototxt (SC Fig 1a, Table 1): 9 blocks per stage; conv bias decay_mult 0."""
-    return SuperConvergenceResNet(56, num_classes, in_channels, moving_average_fraction, 0.0)
+    return SuperConvergenceResNet(56, num_classes, in_channels, moving_average_fraction, 0.0, batch_norm)
 
 
 def resnet110(
     num_classes: int,
     in_channels: int = 3,
     moving_average_fraction: float = SC_MOVING_AVERAGE_FRACTION,
+    batch_norm: str = "caffe",
 ) -> SuperConvergenceResNet:
     """Resnet110Cifar.prototxt (SC Fig 6b): 18 blocks per stage; conv bias decay_mult 1."""
-    return SuperConvergenceResNet(110, num_classes, in_channels, moving_average_fraction, 1.0)
+    return SuperConvergenceResNet(110, num_classes, in_channels, moving_average_fraction, 1.0, batch_norm)

@@ -1,0 +1,101 @@
+"""configs/sc_confounds.yaml, the super-convergence mirror's confounds (#26): each experiment is
+the mirror (configs/sc_mirror.yaml) with exactly one setting changed back towards SC's, so a
+difference between the two tables is that setting's. Pinned here against the mirror's own
+expanded jobs; a tiny copy runs through the CLI and its report states every claim."""
+
+import json
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, needs_fashion_mnist
+from onecycle import cli, io
+from onecycle.experiments.expansion import expand
+from onecycle.report import claims
+from test_sc_mirror import tiny_mirror
+
+CONFIG, MIRROR_CONFIG = REPO / "configs" / "sc_confounds.yaml", REPO / "configs" / "sc_mirror.yaml"
+SCALED_LR, MIRROR = "sc_confounds_scaled_lr", "sc_mirror_resnet20"
+# SC ran its LRs at a total batch of 1 000 (8 GPUs x 125, arXiv:1708.07120 §4 / docs/paper_reference.md
+# D6); the mirror trains at 125. The linear scaling rule divides every LR by 1 000 / 125.
+LINEAR_RULE_FACTOR = 1000 // 125
+LR_KEYS = ("base_lr", "max_lr")
+
+
+def _load(path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def _jobs_by_group(config: dict, source, experiment: str) -> dict:
+    return {(job.group, job.seed): job.config for job in expand(config, str(source)).experiment_trains(experiment)}
+
+
+def test_scaled_lr_is_the_mirror_with_every_lr_divided_by_eight():
+    mirror = _jobs_by_group(_load(MIRROR_CONFIG), MIRROR_CONFIG, MIRROR)
+    scaled = _jobs_by_group(_load(CONFIG), CONFIG, SCALED_LR)
+    # Every group and seed of the mirror's ResNet-20 experiment, no more.
+    assert sorted(scaled) == sorted(mirror)
+    for key, job in scaled.items():
+        original = mirror[key]
+        # Data, net, fillers, optimizer, batch, epochs and evaluation: the mirror's, unchanged.
+        for part in ("data", "model", "optim", "train"):
+            assert job[part] == original[part], (key, part)
+        schedule, mirror_schedule = job["schedule"], original["schedule"]
+        assert schedule["policy"] == mirror_schedule["policy"]
+        for name, value in mirror_schedule["params"].items():
+            if name in LR_KEYS:
+                # Exact: 0.1, 3 and 0.35 divided by 8 are 0.0125, 0.375 and 0.04375 in binary too.
+                assert schedule["params"][name] == value / LINEAR_RULE_FACTOR, (key, name)
+            else:   # stepsize, gamma, stepvalue: the same iterations and drops
+                assert schedule["params"][name] == value, (key, name)
+        assert set(schedule["params"]) == set(mirror_schedule["params"])
+
+
+def test_scaled_lr_states_the_mirror_claims_at_every_size():
+    config, mirror = _load(CONFIG)["experiments"][SCALED_LR], _load(MIRROR_CONFIG)["experiments"][MIRROR]
+    kept = ("kind", "candidate", "baseline", "margin_pp", "expected", "k")
+    assert [{k: c.get(k) for k in kept} for c in config["claims"]] == [{k: c.get(k) for k in kept}
+                                                                     for c in mirror["claims"]]
+    # The departure that differs from the mirror's is the LR; the others are the mirror's words.
+    assert config["departures"]["lr"] != mirror["departures"]["lr"]
+    assert {k: v for k, v in config["departures"].items() if k != "lr"} == {
+        k: v for k, v in mirror["departures"].items() if k != "lr"}
+
+
+def _lr_trace(out_dir) -> list[float]:
+    return list(pd.read_csv(out_dir / "train_log.csv").lr)
+
+
+@pytest.mark.slow
+@needs_fashion_mnist
+def test_tiny_confounds_jobs_and_report(tmp_path):
+    """The 10k pair of a tiny copy through `onecycle train` and `report`, as the DAG runs them;
+    the other sizes stay unrun, so their claims are pending."""
+    results = tmp_path / "confounds_tiny"
+    config_path = tmp_path / "tiny.yaml"
+    config_path.write_text(yaml.safe_dump(tiny_mirror(_load(CONFIG), str(results))))
+    plan = expand(_load(config_path), str(config_path))
+    for job in plan.experiment_trains(SCALED_LR):
+        if job.group in ("clr_10k", "pc_10k"):
+            spec = tmp_path / "specs" / job.job_id / "spec.json"
+            io.write_json(spec, job.config)
+            assert cli.main(["train", "--config", str(spec), "--out", str(job.out_dir), "--threads", "1"]) == 0
+    run = results / "train" / SCALED_LR
+    # The tiny cycle (stepsize 2) by hand: 0.0125 + 0.3625 * (1 - |it / 2 - 1|), it = 0..3.
+    assert _lr_trace(run / "clr_10k" / "seed0") == pytest.approx([0.0125, 0.19375, 0.375, 0.19375])
+    # PC-LR 0.04375, x0.1 from iteration 10 and again from 14 (tiny_mirror's drops).
+    assert _lr_trace(run / "pc_10k" / "seed0") == pytest.approx([0.04375] * 10 + [0.004375] * 4 + [0.0004375] * 2)
+
+    assert cli.main(["report", "--config", str(config_path)]) == 0
+    table = pd.read_csv(results / "tables" / f"{SCALED_LR}.csv").set_index("group")
+    assert sorted(table.index) == sorted(_load(CONFIG)["experiments"][SCALED_LR]["groups"])
+    assert (results / "figures" / f"{SCALED_LR}_comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    verdicts = pd.read_csv(results / "tables" / f"{SCALED_LR}_claims.csv").set_index("claim_id")
+    for claim_id, row in verdicts.iterrows():
+        if claim_id.endswith("_10k"):   # one seed of a few iterations: never "supported"
+            assert claims.bare_verdict(row.verdict) in ("inconclusive", "diverged", "invalid")
+        else:
+            assert row.verdict == "pending"
+    metrics = json.loads((run / "clr_10k" / "seed0" / "metrics.json").read_text())
+    assert metrics["iterations"] == 4 or metrics["status"] == "diverged"

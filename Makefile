@@ -102,7 +102,7 @@ bench: setup data
 # results of every committed config: no training runs, and the same bytes as committed. Then
 # results/index.html, every folder's answers on one page (from their tables/answers.csv).
 FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirror.yaml configs/bounds_study.yaml \
-	configs/precision_agreement.yaml configs/clr_mirror.yaml
+	configs/precision_agreement.yaml configs/clr_mirror.yaml configs/sc_confounds.yaml
 figures: setup
 	@for config in $(FIGURE_CONFIGS); do $(BIN)/onecycle report --config $$config || exit 1; done
 	$(BIN)/onecycle index --out results/index.html $(FIGURE_CONFIGS)

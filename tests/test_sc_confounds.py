@@ -11,12 +11,13 @@ import yaml
 
 from conftest import REPO, needs_fashion_mnist
 from onecycle import cli, io
+from onecycle.experiments.config import RunConfig, parse
 from onecycle.experiments.expansion import expand
 from onecycle.report import claims
 from test_sc_mirror import tiny_mirror
 
 CONFIG, MIRROR_CONFIG = REPO / "configs" / "sc_confounds.yaml", REPO / "configs" / "sc_mirror.yaml"
-SCALED_LR, MIRROR = "sc_confounds_scaled_lr", "sc_mirror_resnet20"
+SCALED_LR, SEMANTICS, MIRROR = "sc_confounds_scaled_lr", "sc_confounds_semantics", "sc_mirror_resnet20"
 # SC ran its LRs at a total batch of 1 000 (8 GPUs x 125, arXiv:1708.07120 §4 / docs/paper_reference.md
 # D6); the mirror trains at 125. The linear scaling rule divides every LR by 1 000 / 125.
 LINEAR_RULE_FACTOR = 1000 // 125
@@ -52,6 +53,25 @@ def test_scaled_lr_is_the_mirror_with_every_lr_divided_by_eight():
         assert set(schedule["params"]) == set(mirror_schedule["params"])
 
 
+def test_semantics_is_the_mirror_with_pytorchs_rule_batch_norm_and_normalisation():
+    mirror = _jobs_by_group(_load(MIRROR_CONFIG), MIRROR_CONFIG, MIRROR)
+    torch_run = _jobs_by_group(_load(CONFIG), CONFIG, SEMANTICS)
+    # The full set and the smallest, where the mirror and an independent PyTorch run disagreed.
+    assert {group for group, _ in torch_run} == {"clr_10k", "pc_10k", "clr_1.25k", "pc_1.25k"}
+    for key, job in torch_run.items():
+        # Compared as parsed, defaults filled in (the expanded jobs leave out default values).
+        original, run = (parse(RunConfig, config).model_dump() for config in (mirror[key], job))
+        assert (original["optim"]["update_rule"], run["optim"]["update_rule"]) == ("caffe", "pytorch")
+        assert (original["data"]["normalize"], run["data"]["normalize"]) == ("caffe_mean_image", "mean_std")
+        assert "batch_norm" not in original["model"]["options"] and run["model"]["options"]["batch_norm"] == "torch"
+        # Everything else, the schedule with SC's own LRs included, is the mirror's.
+        run["optim"]["update_rule"], run["data"]["normalize"] = "caffe", "caffe_mean_image"
+        del run["model"]["options"]["batch_norm"]
+        for part in ("name", "experiment"):
+            run[part] = original[part]
+        assert run == original, key
+
+
 def test_scaled_lr_states_the_mirror_claims_at_every_size():
     config, mirror = _load(CONFIG)["experiments"][SCALED_LR], _load(MIRROR_CONFIG)["experiments"][MIRROR]
     kept = ("kind", "candidate", "baseline", "margin_pp", "expected", "k")
@@ -70,14 +90,14 @@ def _lr_trace(out_dir) -> list[float]:
 @pytest.mark.slow
 @needs_fashion_mnist
 def test_tiny_confounds_jobs_and_report(tmp_path):
-    """The 10k pair of a tiny copy through `onecycle train` and `report`, as the DAG runs them;
-    the other sizes stay unrun, so their claims are pending."""
+    """The scaled-LR 10k pair and the PyTorch-semantics cycle of a tiny copy through `onecycle
+    train` and `report`, as the DAG runs them; the other groups stay unrun, their claims pending."""
     results = tmp_path / "confounds_tiny"
     config_path = tmp_path / "tiny.yaml"
     config_path.write_text(yaml.safe_dump(tiny_mirror(_load(CONFIG), str(results))))
     plan = expand(_load(config_path), str(config_path))
-    for job in plan.experiment_trains(SCALED_LR):
-        if job.group in ("clr_10k", "pc_10k"):
+    for job in plan.experiment_trains(SCALED_LR) + plan.experiment_trains(SEMANTICS):
+        if job.group in ("clr_10k", "pc_10k") or (job.experiment == SEMANTICS and job.group == "clr_10k"):
             spec = tmp_path / "specs" / job.job_id / "spec.json"
             io.write_json(spec, job.config)
             assert cli.main(["train", "--config", str(spec), "--out", str(job.out_dir), "--threads", "1"]) == 0
@@ -97,5 +117,10 @@ def test_tiny_confounds_jobs_and_report(tmp_path):
             assert claims.bare_verdict(row.verdict) in ("inconclusive", "diverged", "invalid")
         else:
             assert row.verdict == "pending"
-    metrics = json.loads((run / "clr_10k" / "seed0" / "metrics.json").read_text())
-    assert metrics["iterations"] == 4 or metrics["status"] == "diverged"
+    for cycle in (run / "clr_10k" / "seed0", results / "train" / SEMANTICS / "clr_10k" / "seed0"):
+        metrics = json.loads((cycle / "metrics.json").read_text())
+        assert metrics["iterations"] == 4 or metrics["status"] == "diverged"
+    # PyTorch's semantics run SC's own cycle: 0.1 + 2.9 * (1 - |it / 2 - 1|).
+    assert _lr_trace(results / "train" / SEMANTICS / "clr_10k" / "seed0") == pytest.approx([0.1, 1.55, 3.0, 1.55][
+        :len(_lr_trace(results / "train" / SEMANTICS / "clr_10k" / "seed0"))])
+    assert (results / "tables" / f"{SEMANTICS}_claims.csv").is_file()

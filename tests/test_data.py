@@ -103,6 +103,51 @@ def test_default_root_uses_env_then_cwd(tmp_path, monkeypatch):
     assert data.default_root("fashion_mnist") == tmp_path / "store" / "fashion_mnist"
 
 
+def test_prepare_data_reads_and_records_the_root_onecycle_data_names(tmp_path, monkeypatch, capsys):
+    # The rule through the data job's command: --root > $ONECYCLE_DATA/<dataset> > default. The
+    # variable must win over Debian's copy, the default for fashion_mnist when it is installed.
+    from onecycle import cli
+
+    real = data.default_root("fashion_mnist")  # the suite's Fashion-MNIST, wherever it is
+    if not (real / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip(f"Fashion-MNIST not installed at {real} (apt-get install dataset-fashion-mnist)")
+    store = tmp_path / "store"
+    (store / "fashion_mnist").mkdir(parents=True)
+    for name in ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
+                 "t10k-labels-idx1-ubyte.gz"):
+        (store / "fashion_mnist" / name).symlink_to(real / name)
+    monkeypatch.chdir(tmp_path)
+    record = tmp_path / "r.json"
+
+    def prepare(*args: str) -> int:
+        record.unlink(missing_ok=True)
+        capsys.readouterr()
+        return cli.main(["prepare-data", "--dataset", "fashion_mnist", "--record", str(record), "--no-download",
+                         *args])
+
+    monkeypatch.setenv("ONECYCLE_DATA", str(store))
+    assert prepare() == 0
+    assert json.loads(record.read_text()) == {"dataset": "fashion_mnist", "root": str(store / "fashion_mnist"),
+                                              "root_from": "$ONECYCLE_DATA", "verified": True}
+    assert capsys.readouterr().out == f"fashion_mnist: ready at {store / 'fashion_mnist'}\n"
+    # Its files are the ones verified: one that is not Fashion-MNIST's is refused, naming it.
+    (store / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz").unlink()
+    (store / "fashion_mnist" / "t10k-labels-idx1-ubyte.gz").symlink_to(real / "train-labels-idx1-ubyte.gz")
+    assert prepare() == 2 and not record.exists()
+    error = capsys.readouterr().err
+    assert error.startswith(f"onecycle: error: {store / 'fashion_mnist' / 't10k-labels-idx1-ubyte.gz'}") and \
+        error.count("\n") == 1, error
+    # An empty $ONECYCLE_DATA is not passed over for another copy: refused in one line naming it.
+    monkeypatch.setenv("ONECYCLE_DATA", str(tmp_path / "empty"))
+    assert prepare() == 2 and not record.exists()
+    error = capsys.readouterr().err
+    assert error.startswith(f"onecycle: error: fashion_mnist: {tmp_path / 'empty' / 'fashion_mnist'} lacks ") and \
+        error.count("\n") == 1, error
+    # --root (a config's data.root) comes first.
+    assert prepare("--root", str(real)) == 0
+    assert json.loads(record.read_text())["root"] == str(real.resolve())
+    assert json.loads(record.read_text())["root_from"] == "--root (data.root)"
+
 def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         data.default_root("svhn")

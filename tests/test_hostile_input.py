@@ -4,6 +4,7 @@ broken and counted nowhere."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import yaml
 from conftest import HANG_GUARD_S, REPO
 from data_fixtures import write_image_folder
 from onecycle import data
-from onecycle.data import catalog
+from onecycle.data import caffe_imagenet, catalog
 from onecycle.experiments.expansion import expand
 from onecycle.experiments.loading import deep_merge
 from test_cli import _assert_one_line_error, _onecycle
@@ -136,6 +137,32 @@ def test_a_file_that_is_no_image_is_named(tmp_path):
     assert result.returncode == 2 and [line for line in lines if line.startswith("onecycle: ")] == [lines[-1]]
     assert lines[-1] == f"onecycle: error: {bad}: not an image PIL can read (no image format it knows)"
     assert "Traceback" not in result.stderr and not (tmp_path / "out" / "metrics.json").exists()
+
+
+@pytest.mark.parametrize("command", ["train", "caffe-cache"])
+def test_a_file_that_is_no_image_is_named_on_the_caffe_cache_path(tmp_path, command):
+    # data.normalize 'caffe_mean_image': the split is decoded and squashed once into the Caffe
+    # image cache (onecycle.data.squash_cache), by the workflow's data job (`caffe-cache`, one
+    # DataLoader worker per core) or by a training started by hand. Either names the file in one
+    # line and leaves no cache behind.
+    pets = _pets(tmp_path)
+    config = yaml.safe_load((tmp_path / "run.yaml").read_text())
+    config["data"].update({"normalize": "caffe_mean_image", "crop_size": 16})
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
+    bad = pets / "train" / "dog" / "notes.JPEG"
+    bad.write_text("not an image")
+    if command == "train":
+        result = _onecycle("train", "--config", tmp_path / "run.yaml", "--out", tmp_path / "out")
+    else:
+        splits = json.dumps([{"root": str(pets), "classes": ["cat", "dog"]}])
+        result = _onecycle("caffe-cache", "--dataset", "imagefolder", "--splits", splits, "--record",
+                           tmp_path / "r.json")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and [line for line in lines if line.startswith("onecycle: ")] == [lines[-1]]
+    assert lines[-1] == f"onecycle: error: {bad}: not an image PIL can read (no image format it knows)"
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "metrics.json").exists()
+    cache = pets / caffe_imagenet.MEAN_CACHE_DIR  # made before the images are read
+    assert not (tmp_path / "r.json").exists() and cache.is_dir() and list(cache.glob("*.u8")) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -199,6 +199,39 @@ def test_page_without_claims_tables_says_how_they_come(tmp_path):
     assert "fmnist_lenet_range_test.png: not written yet" in page
 
 
+def test_run_folders_no_job_names_are_listed_and_never_counted(tmp_path):
+    # Folders an earlier config left (a seed since dropped, a group since removed) hold finished
+    # runs: the page names each, says why, and no table, count or runs row takes them in.
+    results, config = _smoke_copy(tmp_path)
+    train = results / "train" / "fmnist_lenet"
+    foreign = {"train/fmnist_lenet/inv_8ep/seed3": train / "inv_8ep" / "seed0",
+               "train/fmnist_lenet/clr_old/seed0": train / "onecycle_4ep" / "seed0"}
+    for relative, source in foreign.items():
+        shutil.copytree(source, results / relative)
+        metrics = json.loads((results / relative / "metrics.json").read_text())
+        _, experiment, group, seed = relative.split("/")
+        identity = {"name": f"{experiment}/{group}/{seed}", "group": group, "seed": int(seed[len("seed"):])}
+        metrics.update(identity)
+        metrics["config"].update(identity)
+        metrics["final"]["test_accuracy"] = 0.10  # were it counted, every mean would move
+        (results / relative / "metrics.json").write_text(json.dumps(metrics))
+    assert main(["report", "--config", str(config), "--only", "runs"]) == 0
+    assert main(["report", "--config", str(config), "--only", "html"]) == 0
+    page = (results / "report.html").read_text()
+    runs = page[page.index('id="runs"'):page.index('id="workflow"')]
+    listed = runs[runs.index("Run folders no job of this config names, never counted:"):]
+    for relative in sorted(foreign):
+        assert f"<li><code>{relative}</code>: no job of this config</li>" in listed
+        assert f'href="{relative}/"' not in runs  # no row of the runs table
+    assert "(8 jobs)" in page
+    table = pd.read_csv(results / "tables" / "fmnist_lenet.csv").set_index("group")
+    assert table.loc["inv_8ep", "accuracy_by_seed"] == "seed 0: 84.950; seed 1: 85.230; seed 2: 85.680"
+    assert table.loc["onecycle_4ep", "accuracy_by_seed"] == "seed 0: 86.400; seed 1: 86.470; seed 2: 87.150"
+    assert table["n"].tolist() == [3, 3] and "clr_old" not in table.index
+    wall = pd.read_csv(results / "tables" / "wall_time.csv").set_index("group")
+    assert wall.loc["inv_8ep", "jobs"] == 3 and "clr_old" not in wall.index
+
+
 def test_rebuilding_gives_the_same_bytes(smoke_report):
     results, config = smoke_report
     written = sorted(p for p in results.rglob("*") if p.is_file() and p.parts[-2] in ("tables", "figures"))

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist
+from conftest import HANG_GUARD_S, REPO, needs_fashion_mnist, tiny_run
 from onecycle import io
 from onecycle.experiments.config import load_range_test_config, load_run_config
 from onecycle.experiments.expansion import expand
-from onecycle.experiments.identity import config_difference, config_digest, set_aside
+from onecycle.experiments.identity import FOLDER_FILES, config_difference, config_digest, set_aside
 from onecycle.experiments.loading import load_mapping
 from onecycle.report.evidence import COUNTED, plan_evidence
 from test_cli import _assert_one_line_error, _onecycle
@@ -117,6 +117,68 @@ def test_train_into_a_finished_run(tmp_path, tiny_run_config):
     assert json.loads((stale / "metrics.json").read_text()) == metrics
     assert json.loads((out / "metrics.json").read_text())["spec_digest"] == config_digest(load_run_config(other))
 
+
+
+def _tiny_range_test() -> dict:
+    """A LeNet range test on 256 Fashion-MNIST images: 12 iterations, evaluated on 100."""
+    run = tiny_run()
+    return {"name": "tiny/seed0", "experiment": "tiny", "seed": 0,
+            "data": {**run["data"], "train_subset": 256}, "model": run["model"], "optim": run["optim"],
+            "train": {"batch_size": 32},
+            "range_test": {"start_lr": 0.0, "end_lr": 0.1, "iterations": 12, "eval_every": 3, "eval_subset": 100}}
+
+
+def _range_test(capsys, *args) -> tuple[int, str, str]:
+    """`onecycle range-test ARGS` in this process (no torch import per call): exit status, stdout, stderr."""
+    from onecycle import cli
+
+    capsys.readouterr()
+    status = cli.main(["range-test", *map(str, args)])
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@needs_fashion_mnist
+def test_range_test_into_a_finished_run(tmp_path, capsys):
+    # As test_train_into_a_finished_run, for `onecycle range-test`: its folder holds bounds.json,
+    # which the trainings read, so a range test of another config must never stand in for it.
+    config = _tiny_range_test()
+    first = _write(tmp_path, config, "a.yaml")
+    out = tmp_path / "out"
+    assert _range_test(capsys, "--config", first, "--out", out)[0] == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["spec_digest"] == config_digest(load_range_test_config(first))
+    files = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()}
+    run_files = {"metrics.json", "history.csv", "bounds.json", "config.json"}
+    assert run_files <= set(files)
+
+    # The same config: already done, nothing rerun or rewritten.
+    status, stdout, stderr = _range_test(capsys, "--config", first, "--out", out)
+    assert status == 0 and stdout.startswith("tiny/seed0: already done in"), stderr
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == files
+
+    # Another config: refused in one line naming the folder and what differs; the run stays as it was.
+    config["range_test"]["end_lr"] = 0.2
+    other = _write(tmp_path, config, "b.yaml")
+    status, stdout, stderr = _range_test(capsys, "--config", other, "--out", out)
+    assert status == 2 and stderr.count("\n") == 1, stderr
+    assert stderr.startswith(f"onecycle: error: {out}: holds a finished run of another config "
+                             "(range_test.end_lr: ran 0.1, planned 0.2)") and "--set-aside-stale" in stderr
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.iterdir()} == files
+
+    # With --set-aside-stale every file of the old run moves, byte for byte, to a sibling named by
+    # its digest (the folder's own lock stays); the folder then holds the new config's run.
+    status, stdout, stderr = _range_test(capsys, "--config", other, "--out", out, "--set-aside-stale")
+    assert status == 0, stderr
+    stale = tmp_path / f"out.stale-{metrics['spec_digest'][:12]}"
+    assert f"moved it to {stale}" in stdout
+    assert {p.name: p.read_bytes() for p in stale.iterdir()} == \
+        {name: data for name, (_, data) in files.items() if name not in FOLDER_FILES}
+    assert set(p.name for p in stale.iterdir()) >= run_files
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("out")) == ["out", stale.name]
+    assert json.loads((out / "metrics.json").read_text())["spec_digest"] == \
+        config_digest(load_range_test_config(other))
+    assert json.loads((out / "config.json").read_text())["range_test"]["end_lr"] == 0.2
 
 # A training that keeps its last checkpoint and exits without metrics.json: a killed run's folder.
 KEEP_CHECKPOINT = """

@@ -2,14 +2,10 @@
 + Scale exactly as before; "torch" is nn.BatchNorm2d with PyTorch's running statistics and
 momentum 1 - moving_average_fraction, everything else (fillers, multipliers) equal."""
 
-import json
-
 import pytest
 import torch
 from torch import nn
 
-from conftest import needs_fashion_mnist
-from onecycle import cli, io
 from onecycle.experiments.config import ConfigError, OptimConfig, RunConfig, parse
 from onecycle.models import build_model, classification_loss, param_multipliers
 from onecycle.models.fused_batch_norm import use_fused_running_statistics
@@ -150,18 +146,3 @@ def test_one_training_step_blends_the_batch_statistics_into_0_and_1():
     model.eval()
     with torch.no_grad():
         assert torch.isfinite(model(x)).all()
-
-
-@pytest.mark.slow
-@needs_fashion_mnist
-def test_the_mirror_with_pytorchs_three_semantics_trains(tmp_path):
-    # The mirror's CLR run on 250 images with torch's update rule, batch norm and normalisation.
-    spec = _run_config("torch", 1)
-    spec["train"].update(epochs=1, batch_norm_shards=1)
-    spec["schedule"]["params"]["stepsize"] = 1
-    config = tmp_path / "spec.json"
-    config.write_text(json.dumps(spec))
-    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "run"), "--threads", "1"]) == 0
-    metrics = io.read_json(tmp_path / "run" / "metrics.json")
-    assert metrics["status"] == "completed"
-    assert metrics["config"]["model"]["options"] == {"moving_average_fraction": 0.95, "batch_norm": "torch"}

@@ -148,6 +148,7 @@ def test_prepare_data_reads_and_records_the_root_onecycle_data_names(tmp_path, m
     assert json.loads(record.read_text())["root"] == str(real.resolve())
     assert json.loads(record.read_text())["root_from"] == "--root (data.root)"
 
+
 def test_unknown_names_are_rejected():
     with pytest.raises(ValueError, match="unknown dataset 'svhn'"):
         data.default_root("svhn")

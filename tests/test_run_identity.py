@@ -21,10 +21,12 @@ from onecycle.experiments.config import load_range_test_config, load_run_config
 from onecycle.experiments.expansion import expand
 from onecycle.experiments.identity import FOLDER_FILES, config_difference, config_digest, set_aside
 from onecycle.experiments.loading import load_mapping
-from onecycle.report.evidence import COUNTED, plan_evidence
+from onecycle.report.evidence import COUNTED, MISSING, plan_evidence
 from test_cli import _assert_one_line_error, _onecycle
 
-COMMITTED = ("smoke", "fmnist_mirror", "sc_mirror", "bounds_study")
+COMMITTED = ("smoke", "fmnist_mirror", "sc_mirror", "bounds_study", "sc_confounds")
+# Studies still under way (docs/sc_confounds.md): their unrun jobs are missing, every run there counts.
+UNDER_WAY = ("sc_confounds",)
 
 
 @pytest.mark.parametrize("config", ["smoke.yaml", "paper.yaml", "bounds_study.yaml"])
@@ -47,7 +49,9 @@ def test_every_committed_run_still_counts(name, monkeypatch):
     monkeypatch.chdir(REPO)  # the plan's paths are relative to the repository
     plan = expand(load_mapping(f"configs/{name}.yaml"), name)
     states = {item.job.job_id: (item.state, item.reason) for item in plan_evidence(plan)}
-    assert {job: state for job, state in states.items() if state[0] not in COUNTED or state[1]} == {}
+    allowed = {*COUNTED, MISSING} if name in UNDER_WAY else set(COUNTED)
+    assert {job: state for job, state in states.items() if state[0] not in allowed or state[1]} == {}
+    assert any(state in COUNTED for state, _ in states.values())
 
 
 def test_a_recorded_config_matches_or_names_what_differs():

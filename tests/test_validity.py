@@ -127,7 +127,7 @@ def test_the_resnet20_bounds_study_is_invalid_and_lenets_is_valid(bounds_plan):
 
 
 def test_every_other_committed_experiment_is_valid():
-    for config in ("smoke", "fmnist_mirror", "sc_mirror"):
+    for config in ("smoke", "fmnist_mirror", "sc_mirror", "sc_confounds"):
         plan = committed_plan(config)
         for name in plan.workflow.experiments:
             assert experiment_validity(plan, name).label is None, (config, name)

@@ -105,6 +105,7 @@ FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirro
 	configs/precision_agreement.yaml configs/clr_mirror.yaml configs/sc_confounds.yaml
 figures: setup
 	@for config in $(FIGURE_CONFIGS); do $(BIN)/onecycle report --config $$config || exit 1; done
+	$(BIN)/python scripts/sc_confounds_summary.py
 	$(BIN)/onecycle index --out results/index.html $(FIGURE_CONFIGS)
 
 # Snakemake's report of the smoke results, outside the tracked results: build/report/smoke.html.

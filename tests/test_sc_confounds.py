@@ -3,8 +3,11 @@ the mirror (configs/sc_mirror.yaml) with exactly one setting changed back toward
 difference between the two tables is that setting's. Pinned here against the mirror's own
 expanded jobs; a tiny copy runs through the CLI and its report states every claim."""
 
+import importlib.util
 import json
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -124,3 +127,46 @@ def test_tiny_confounds_jobs_and_report(tmp_path):
     assert _lr_trace(results / "train" / SEMANTICS / "clr_10k" / "seed0") == pytest.approx([0.1, 1.55, 3.0, 1.55][
         :len(_lr_trace(results / "train" / SEMANTICS / "clr_10k" / "seed0"))])
     assert (results / "tables" / f"{SEMANTICS}_claims.csv").is_file()
+
+
+def _summary_script():
+    spec = importlib.util.spec_from_file_location("sc_confounds_summary", REPO / "scripts" / "sc_confounds_summary.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _per_seed(text: str) -> dict[int, float]:
+    """A claims table's per_seed column, "seed 0: -8.42 pp; seed 1: ...", as {seed: pp}."""
+    return {int(part.split(":")[0].split()[1]): float(part.split(":")[1].split()[0]) for part in text.split("; ")}
+
+
+def test_the_summary_restates_every_decided_claim_and_pairs_the_gaps_by_seed(tmp_path, monkeypatch):
+    script = _summary_script()
+    table = script.summary()
+    for label, folder, experiment, prefix in script.SETTINGS:
+        claims = pd.read_csv(REPO / "results" / folder / "tables" / f"{experiment}_claims.csv").set_index("claim_id")
+        decided = [c for c in claims.index if c.startswith(prefix) and claims.loc[c, "kind"] == "non_inferior"
+                   and claims.loc[c, "verdict"] != "pending"]
+        rows = table[table["experiment"] == experiment]
+        # One row per decided claim, its numbers the claims table's (the report decided them).
+        assert len(rows) == len(decided)
+        for row, claim_id in zip(rows.itertuples(), decided):
+            assert (row.difference_pp, row.lower_bound_pp, row.upper_bound_pp) == tuple(
+                claims.loc[claim_id, ["estimate", "lower_bound", "upper_bound"]])
+            if folder == "sc_mirror":
+                assert math.isnan(row.gap_change_pp)
+                continue
+            # The gap change from the two claims tables' per-seed differences (rounded to 0.01 pp
+            # there, so to within 0.01 pp of the change the script takes from the runs themselves).
+            mirror_claim = claim_id.replace(prefix, script.SETTINGS[0][3])
+            mirror = pd.read_csv(REPO / "results/sc_mirror/tables/sc_mirror_resnet20_claims.csv").set_index("claim_id")
+            ours, theirs = _per_seed(claims.loc[claim_id, "per_seed"]), _per_seed(mirror.loc[mirror_claim, "per_seed"])
+            expected = np.mean([ours[s] - theirs[s] for s in sorted(set(ours) & set(theirs))])
+            assert row.gap_change_pp == pytest.approx(expected, abs=0.01)
+            assert row.gap_change_low < row.gap_change_pp < row.gap_change_high
+    assert table["experiment"].iloc[0] == script.SETTINGS[0][2] and (table["images"] > 0).all()
+    monkeypatch.setattr(script, "OUT_FIGURES", tmp_path)
+    paths = script.figure(table)
+    assert [p.name for p in paths] == ["sc_confounds_summary.png", "sc_confounds_summary.pdf"]
+    assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -144,14 +144,25 @@ def plot_comparison(runs: pd.DataFrame, x: str, out_stem: Path, title: str, *, y
     return _save(comparison_figure(runs, x, title, y=y, hue=hue, labels=labels, names=names), out_stem)
 
 
-def difference_figure(ours: pd.DataFrame, paper: pd.DataFrame | None, x: str, title: str, *, candidate: str,
-                      baseline: str, paper_name: str = "paper", margin_pp: float | None = None) -> Figure:
+# Several series at one setting sit this far apart on the log2 axis (a fraction of a halving),
+# so their bars do not hide each other.
+SERIES_SPREAD_LOG2 = 0.12
+
+
+def difference_figure(ours: pd.DataFrame | Mapping[str, pd.DataFrame], paper: pd.DataFrame | None, x: str,
+                      title: str, *, candidate: str, baseline: str, paper_name: str = "paper",
+                      margin_pp: float | None = None) -> Figure:
     """Candidate minus baseline final accuracy (pp) against the setting x, on a log2 axis ticked
     at every setting (halving training sets sit evenly): ours as the paired mean with the claims'
     one-sided bounds as its bar (aggregate.paired_by_x), the paper's point values
     (context.paper_differences) as open diamonds on the same axes, 0 and the claims' margin as
-    horizontal lines. candidate, baseline: the series' names (CLR, PC-LR)."""
-    _require_columns(ours, ["x", "n", "mean_diff", "lower_bound_pp", "upper_bound_pp"], "difference figure")
+    horizontal lines. candidate, baseline: the series' names (CLR, PC-LR). `ours` may be several
+    series, {label: frame} (e.g. one per protocol setting), each in its own colour and marker,
+    side by side at each setting."""
+    series = {"ours": ours} if isinstance(ours, pd.DataFrame) else dict(ours)
+    for frame in series.values():
+        _require_columns(frame, ["x", "n", "mean_diff", "lower_bound_pp", "upper_bound_pp"], "difference figure")
+    styles = named_styles([candidate] if isinstance(ours, pd.DataFrame) else list(series))
     with _style():
         fig = Figure(figsize=(9, 5.4), layout="constrained")
         ax = fig.subplots()
@@ -159,18 +170,23 @@ def difference_figure(ours: pd.DataFrame, paper: pd.DataFrame | None, x: str, ti
         if margin_pp is not None:
             ax.axhline(-margin_pp, color="0.4", linewidth=1, linestyle=":",
                        label=f"-{margin_pp:g} pp: the claims' margin for 'matches'")
-        style = named_styles([candidate])[candidate]
-        finite = ours[np.isfinite(ours["mean_diff"].astype(float))]
-        low = finite["lower_bound_pp"].fillna(finite["mean_diff"])
-        high = finite["upper_bound_pp"].fillna(finite["mean_diff"])
-        n = ", ".join(sorted({str(v) for v in finite["n"]}))
-        ax.errorbar(finite["x"], finite["mean_diff"], yerr=[finite["mean_diff"] - low, high - finite["mean_diff"]],
-                    color=style["color"], marker=style["marker"], markersize=9, capsize=5, elinewidth=1.8,
-                    label=f"ours: mean of the paired seeds (n = {n}), bar: one-sided 95 % bounds (the claims')")
+        xs_ours = set()
+        for index, (label, frame) in enumerate(series.items()):
+            style = styles[candidate] if isinstance(ours, pd.DataFrame) else styles[label]
+            finite = frame[np.isfinite(frame["mean_diff"].astype(float))]
+            low = finite["lower_bound_pp"].fillna(finite["mean_diff"])
+            high = finite["upper_bound_pp"].fillna(finite["mean_diff"])
+            n = ", ".join(sorted({str(v) for v in finite["n"]}))
+            shift = 2 ** (SERIES_SPREAD_LOG2 * (index - (len(series) - 1) / 2))
+            ax.errorbar(finite["x"] * shift, finite["mean_diff"],
+                        yerr=[finite["mean_diff"] - low, high - finite["mean_diff"]],
+                        color=style["color"], marker=style["marker"], markersize=9, capsize=5, elinewidth=1.8,
+                        label=f"{label}: mean of the paired seeds (n = {n}), bar: one-sided 95 % bounds (the claims')")
+            xs_ours |= set(finite["x"].astype(float))
         if paper is not None and len(paper):
             ax.plot(paper["x"], paper["difference_pp"], color="black", marker="D", markerfacecolor="white",
                     markersize=8, linestyle=":", label=f"{paper_name}: published point values (no spread)")
-        xs = sorted({*finite["x"].astype(float), *(paper["x"].astype(float) if paper is not None else [])})
+        xs = sorted({*xs_ours, *(paper["x"].astype(float) if paper is not None else [])})
         if xs:
             ax.set_xscale("log", base=2)
             ax.xaxis.set_major_locator(FixedLocator(xs))

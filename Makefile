@@ -100,7 +100,8 @@ bench: setup data
 
 # Tables, figures and the static report page (<results_dir>/report.html) again from the stored
 # results of every committed config: no training runs, and the same bytes as committed. Then
-# results/index.html, every folder's answers on one page (from their tables/answers.csv).
+# the SC confounds' summary (scripts/sc_confounds_summary.py: two folders' tables side by side)
+# and results/index.html, every folder's answers on one page (from their tables/answers.csv).
 FIGURE_CONFIGS ?= configs/smoke.yaml configs/fmnist_mirror.yaml configs/sc_mirror.yaml configs/bounds_study.yaml \
 	configs/precision_agreement.yaml configs/clr_mirror.yaml configs/sc_confounds.yaml
 figures: setup

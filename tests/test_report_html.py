@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -230,6 +231,25 @@ def test_run_folders_no_job_names_are_listed_and_never_counted(tmp_path):
     assert table["n"].tolist() == [3, 3] and "clr_old" not in table.index
     wall = pd.read_csv(results / "tables" / "wall_time.csv").set_index("group")
     assert wall.loc["inv_8ep", "jobs"] == 3 and "clr_old" not in wall.index
+
+
+def test_a_pending_run_links_no_file_even_where_the_dag_wrote_its_spec(tmp_path):
+    # The DAG writes every job's spec.json before any job runs; a committed page must not link
+    # such a folder, which a clone of the committed results does not have.
+    results, config = _smoke_copy(tmp_path)
+    run = results / "train" / "fmnist_lenet" / "inv_8ep" / "seed2"
+    for name in os.listdir(run):
+        if name != "spec.json":
+            (run / name).unlink()
+    (results / "logs" / "train" / "fmnist_lenet" / "inv_8ep" / "seed2").mkdir(parents=True, exist_ok=True)
+    (results / "logs" / "train" / "fmnist_lenet" / "inv_8ep" / "seed2" / "run.log").write_text("started\n")
+    assert main(["report", "--config", str(config), "--only", "html"]) == 0
+    page = (results / "report.html").read_text()
+    runs = page[page.index('id="runs"'):page.index('id="workflow"')]
+    rows = [row for row in runs.split("<tr>") if row.startswith("<td>inv_8ep</td><td>2</td>")]
+    assert len(rows) == 1 and "<td>pending</td>" in rows[0] and "href" not in rows[0], rows
+    # A finished run beside it still links its folder, log and config.
+    assert 'href="train/fmnist_lenet/inv_8ep/seed1/"' in runs
 
 
 def test_rebuilding_gives_the_same_bytes(smoke_report):

@@ -133,7 +133,10 @@ def _row(plan: Plan, item: Evidence) -> str:
     cells = [_group(job), str(job.seed), status, iterations, stopped]
     text = "".join(f"<td>{html.escape(c)}</td>" for c in cells)
     text += f'<td class="num">{html.escape(wall)}</td><td>{html.escape(device)}</td>'
-    return f"<tr>{text}<td><code>{html.escape(revision)}</code></td><td>{_files(plan, job)}</td></tr>"
+    # A pending run's folder holds at most the spec the DAG wrote ahead of it, and no folder at
+    # all in a clone of committed results: nothing to link.
+    files = "" if item.state == MISSING else _files(plan, job)
+    return f"<tr>{text}<td><code>{html.escape(revision)}</code></td><td>{files}</td></tr>"
 
 
 def write_wall_times(plan: Plan, evidence: list[Evidence]) -> Path:

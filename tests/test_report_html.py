@@ -291,7 +291,10 @@ def _check_in_chromium(path: Path, screenshot: Path) -> None:
     assert page.measured["verdicts"], f"{path}: no verdict"
     for verdict in page.measured["verdicts"]:
         assert verdict["links"], f"{path}: verdict {verdict['text']!r} links nowhere"
-        assert verdict["files"], f"{path}: verdict {verdict['text']!r} leads to no file"
+        # A pending claim's runs have not run: its links lead to their rows, which link no file
+        # (a clone has no folder for them); every decided verdict leads to the files behind it.
+        if not verdict["text"].startswith("pending"):
+            assert verdict["files"], f"{path}: verdict {verdict['text']!r} leads to no file"
         for url in verdict["files"]:
             assert url.startswith("file://") and Path(unquote(urlparse(url).path)).exists(), (verdict["text"], url)
 

@@ -159,10 +159,12 @@ def difference_figure(ours: pd.DataFrame | Mapping[str, pd.DataFrame], paper: pd
     horizontal lines. candidate, baseline: the series' names (CLR, PC-LR). `ours` may be several
     series, {label: frame} (e.g. one per protocol setting), each in its own colour and marker,
     side by side at each setting."""
-    series = {"ours": ours} if isinstance(ours, pd.DataFrame) else dict(ours)
+    # One series is drawn in the candidate's style; several, each in its own.
+    single = isinstance(ours, pd.DataFrame)
+    series = {"ours": ours} if single else dict(ours)
     for frame in series.values():
         _require_columns(frame, ["x", "n", "mean_diff", "lower_bound_pp", "upper_bound_pp"], "difference figure")
-    styles = named_styles([candidate] if isinstance(ours, pd.DataFrame) else list(series))
+    styles = {"ours": named_styles([candidate])[candidate]} if single else named_styles(list(series))
     with _style():
         fig = Figure(figsize=(9, 5.4), layout="constrained")
         ax = fig.subplots()
@@ -172,7 +174,7 @@ def difference_figure(ours: pd.DataFrame | Mapping[str, pd.DataFrame], paper: pd
                        label=f"-{margin_pp:g} pp: the claims' margin for 'matches'")
         xs_ours = set()
         for index, (label, frame) in enumerate(series.items()):
-            style = styles[candidate] if isinstance(ours, pd.DataFrame) else styles[label]
+            style = styles[label]
             finite = frame[np.isfinite(frame["mean_diff"].astype(float))]
             low = finite["lower_bound_pp"].fillna(finite["mean_diff"])
             high = finite["upper_bound_pp"].fillna(finite["mean_diff"])

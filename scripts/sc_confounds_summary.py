@@ -129,7 +129,10 @@ def figure(table: pd.DataFrame) -> list[Path]:
 
 
 def main() -> None:
-    table = summary()
+    try:
+        table = summary()
+    except FileNotFoundError as error:  # a folder's report has not been built: say which file, in one line
+        raise SystemExit(f"sc_confounds_summary: {error.filename}: not found (run `make figures` first)") from None
     io.write_csv(OUT_TABLES / f"{STEM}.csv", table)
     io.write_text(OUT_TABLES / f"{STEM}.md", _markdown(table))
     for path in [OUT_TABLES / f"{STEM}.csv", OUT_TABLES / f"{STEM}.md", *figure(table)]:

@@ -170,3 +170,13 @@ def test_the_summary_restates_every_decided_claim_and_pairs_the_gaps_by_seed(tmp
     paths = script.figure(table)
     assert [p.name for p in paths] == ["sc_confounds_summary.png", "sc_confounds_summary.pdf"]
     assert paths[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_summary_names_a_missing_table_in_one_line_and_writes_nothing(tmp_path, monkeypatch):
+    script = _summary_script()
+    monkeypatch.setattr(script, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(script, "OUT_TABLES", tmp_path / "tables")
+    monkeypatch.setattr(script, "OUT_FIGURES", tmp_path / "figures")
+    with pytest.raises(SystemExit, match=r"^sc_confounds_summary: .*sc_mirror_resnet20_claims\.csv: not found"):
+        script.main()
+    assert not (tmp_path / "tables").exists() and not (tmp_path / "figures").exists()

@@ -7,6 +7,8 @@ the architecture facts they encode are cited in src/onecycle/models/*.py and doc
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -111,6 +113,17 @@ def test_registry_lists_every_expected_model():
     for name, info in MODELS.items():
         assert info.name == name
         assert info.source
+
+
+def test_the_registry_imports_neither_torchvision_nor_dynamo():
+    # The Snakefile and every report job import the registry (config validation names models):
+    # torchvision.models would import torch._dynamo, ~1.5 s of CPU per process. Only building
+    # resnet50 imports torchvision. A fresh interpreter: this one has imported both already.
+    probe = ("import sys; import onecycle.experiments.expansion, onecycle.report.html; "
+             "from onecycle.models import build_model; build_model('resnet20', 10); "
+             "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COUNTS))

@@ -8,7 +8,6 @@ and 230x230 crops. It is not ported; docs/models.md lists the differences.
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 from .layers import GlobalAveragePool
@@ -17,6 +16,10 @@ STEM_OUTPUTS, STEM_KERNEL, STEM_STRIDE, STEM_PAD = 64, 7, 2, 3  # torchvision's 
 
 
 def resnet50(num_classes: int, in_channels: int = 3) -> nn.Module:
+    # Imported here: torchvision.models imports torch._dynamo (~1.5 s of CPU), which every process
+    # that imports the model registry (the Snakefile, each report job) would pay for nothing.
+    import torchvision
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
     # torchvision's nn.AdaptiveAvgPool2d((1, 1)), with a backward deterministic mode allows on CUDA.
     model.avgpool = GlobalAveragePool()

@@ -21,6 +21,9 @@ from test_sc_mirror import tiny_mirror
 
 CONFIG, MIRROR_CONFIG = REPO / "configs" / "sc_confounds.yaml", REPO / "configs" / "sc_mirror.yaml"
 SCALED_LR, SEMANTICS, MIRROR = "sc_confounds_scaled_lr", "sc_confounds_semantics", "sc_mirror_resnet20"
+BUDGET = "sc_confounds_budget"
+# The budget setting runs 4x the mirror's iterations (issue 26 (c): cycles of 1 600 against PC-LR at 4x).
+BUDGET_FACTOR = 4
 # SC ran its LRs at a total batch of 1 000 (8 GPUs x 125, arXiv:1708.07120 §4 / docs/paper_reference.md
 # D6); the mirror trains at 125. The linear scaling rule divides every LR by 1 000 / 125.
 LINEAR_RULE_FACTOR = 1000 // 125
@@ -73,6 +76,32 @@ def test_semantics_is_the_mirror_with_pytorchs_rule_batch_norm_and_normalisation
         for part in ("name", "experiment"):
             run[part] = original[part]
         assert run == original, key
+
+
+def test_budget_is_the_scaled_lr_10k_pair_at_four_times_the_iterations():
+    scaled = _jobs_by_group(_load(CONFIG), CONFIG, SCALED_LR)
+    budget = _jobs_by_group(_load(CONFIG), CONFIG, BUDGET)
+    assert sorted(budget) == sorted(key for key in scaled if key[0].endswith("_10k"))
+    for key, job in budget.items():
+        original, run = (parse(RunConfig, config).model_dump() for config in (scaled[key], job))
+        params, scaled_params = run["schedule"]["params"], original["schedule"]["params"]
+        # Every iteration count x4: the cycle's half-length, PC-LR's drops, the epochs and the
+        # evaluation spacing (the same 5 or 10 evaluations per run); the LRs the scaled setting's.
+        for name in ("stepsize", "stepvalue"):
+            if name in scaled_params:
+                scaled_params[name] = (
+                    [BUDGET_FACTOR * v for v in scaled_params[name]] if isinstance(scaled_params[name], list)
+                    else BUDGET_FACTOR * scaled_params[name])
+        for name in ("epochs", "eval_every_epochs"):
+            original["train"][name] = BUDGET_FACTOR * (original["train"][name] or 1)
+        for part in ("name", "experiment"):
+            run[part] = original[part]
+        assert run == original, key
+    config = _load(CONFIG)["experiments"][BUDGET]
+    assert [c["kind"] for c in config["claims"]] == ["non_inferior", "speedup"]
+    assert {k: v for k, v in config["departures"].items() if k not in ("budget", "bn", "data")} == {
+        k: v for k, v in _load(CONFIG)["experiments"][SCALED_LR]["departures"].items()
+        if k not in ("budget", "bn", "data")}
 
 
 def test_scaled_lr_states_the_mirror_claims_at_every_size():

@@ -320,3 +320,17 @@ def test_an_answer_names_the_groups_where_policy_and_epochs_alone_would_read_the
     # Where the policies differ, the groups' names are left out (the smoke: 1cycle vs inv).
     smoke = pd.read_csv(REPO / "results/smoke/tables/answers.csv")
     assert smoke["compared"].str.startswith("1cycle, 4 epochs (312 it): ").all()
+
+
+def test_scorecard_verdicts_link_to_the_experiment_that_states_each_claim():
+    # results/sc_confounds: three experiments share one dataset / architecture column of the
+    # scorecard, so a column cannot name one experiment; each verdict must lead to its own claim's
+    # runs (they once all led to the last experiment's, whose runs were pending).
+    config = yaml.safe_load((REPO / "configs" / "sc_confounds.yaml").read_text())
+    stated_by = {claim["id"]: name for name, exp in config["experiments"].items() for claim in exp["claims"]}
+    assert len(set(stated_by.values())) > 1
+    page = (REPO / "results" / "sc_confounds" / "report.html").read_text()
+    scorecard = page[page.index('id="claims"'):]
+    scorecard = scorecard[:scorecard.index("</table>")]
+    linked = dict(re.findall(r"<tr><td>([\w.]+)</td><td[^>]*><a href=\"#runs-([\w.]+)\">", scorecard))
+    assert linked == stated_by

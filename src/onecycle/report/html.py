@@ -160,10 +160,12 @@ def _claims_section(plan: Plan) -> str:
         found = True
         frame = _read_text_csv(scorecard_csv)
         # Every column but the claim's is a verdict cell ("supported (paper: supported)"), each
-        # column one experiment's pair: its verdicts link to that experiment's runs.
-        experiment_of = _pair_experiments(plan)
+        # column one dataset / architecture pair; several experiments can share a pair, so each
+        # verdict links to the runs of the experiment that states its claim.
+        experiment_of = _claim_experiments(plan)
         columns = [c for c in frame.columns if c != "claim"]
-        links = {(i, c): f"#runs-{experiment_of[c]}" for i in range(len(frame)) for c in columns if c in experiment_of}
+        links = {(i, c): f"#runs-{experiment_of[claim, c]}" for i, claim in enumerate(frame["claim"])
+                 for c in columns if (claim, c) in experiment_of}
         parts.append(_table(display_frame(frame), _caption_of(scorecard_csv.with_suffix(".md")),
                             verdict_columns=columns, links=links))
     for name in plan.workflow.experiments:
@@ -183,14 +185,15 @@ def _claims_section(plan: Plan) -> str:
     return "\n".join(parts)
 
 
-def _pair_experiments(plan: Plan) -> dict[str, str]:
-    """Scorecard column (an experiment's pair label, onecycle.report.scorecard.collect) -> experiment."""
+def _claim_experiments(plan: Plan) -> dict[tuple[str, str], str]:
+    """(claim id, scorecard column: a pair label, onecycle.report.scorecard.collect) -> the
+    experiment that states the claim there."""
     tables = {name: claims_outputs(plan, name)["claims_csv"] for name, exp in plan.workflow.experiments.items()
               if exp.claims}
     if not all(path.exists() for path in tables.values()):
         return {}
     frame = scorecard.collect(plan, tables)
-    return dict(zip(frame["pair"], frame["experiment"]))
+    return dict(zip(zip(frame["claim_id"], frame["pair"]), frame["experiment"]))
 
 
 def _claims_table(name: str, frame: pd.DataFrame) -> list[str]:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from onecycle.experiments.config import ConfigError, TrainConfig
-from onecycle.training.distributed import check_batch_size, local_batch_norm_shards
+from onecycle.training.processes import check_batch_size, local_batch_norm_shards
 from onecycle.models import build_model
 from onecycle.models.layers import CaffeBatchNorm2d, set_batch_norm_shards
 

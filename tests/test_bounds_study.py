@@ -15,11 +15,11 @@ from onecycle.experiments.bounds_study import RULE_SIGNALS, BoundsStudyConfig
 from onecycle.report import bounds_study
 from onecycle.report.figures.bounds_study import plot_bounds_study, plot_range_test_settings
 from onecycle.report.tables import write_table
-from onecycle.bounds import SUGGESTION_RULES
+from onecycle.bounds import SUGGESTION_RULES, combine_bounds
 from onecycle.experiments.config import ConfigError, RunConfig, parse
 from onecycle.experiments.loading import deep_merge
 from onecycle.experiments.expansion import expand
-from onecycle.training.range_test_job import bounds_record, combine_bounds
+from onecycle.training.range_test_job import bounds_record
 from onecycle.training.schedule_setup import resolve_schedule_params
 
 GRID = [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]

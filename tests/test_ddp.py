@@ -249,7 +249,7 @@ def _workflow(gpus_experiment, batch_size=128):
 
 def test_experiment_gpus_reach_the_jobs_and_the_launcher():
     from onecycle.experiments.config import ConfigError
-    from onecycle.training.distributed import launch_command
+    from onecycle.training.processes import launch_command
     from onecycle.experiments.expansion import expand
 
     plan = expand(_workflow(2))

@@ -6,6 +6,8 @@ the architecture facts they encode are cited in src/onecycle/models/*.py and doc
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
 import subprocess
 import sys
@@ -14,6 +16,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from conftest import REPO
 
 from onecycle.models import (
     INIT_SCHEMES,
@@ -115,15 +119,44 @@ def test_registry_lists_every_expected_model():
         assert info.source
 
 
-def test_the_registry_imports_neither_torchvision_nor_dynamo():
-    # The Snakefile and every report job import the registry (config validation names models):
-    # torchvision.models would import torch._dynamo, ~1.5 s of CPU per process. Only building
-    # resnet50 imports torchvision. A fresh interpreter: this one has imported both already.
-    probe = ("import sys; import onecycle.experiments.expansion, onecycle.report.html; "
+def test_config_checks_and_reports_import_no_torch_and_building_no_torchvision_nor_dynamo():
+    # The Snakefile, every report job and config validation read only torch-free catalogs
+    # (models, datasets, schedules, process counts): torch costs ~2 CPU s per process, and
+    # torchvision.models would add torch._dynamo (~1.5 s). Only building resnet50 imports
+    # torchvision. A fresh interpreter: this one has imported all of them already. The paper
+    # config names every architecture and both folder datasets.
+    probe = ("import sys; from onecycle.experiments.expansion import expand; "
+             "from onecycle.experiments.loading import load_workflow_file; "
+             "import onecycle.report.html, onecycle.dag.run_specs, onecycle.dag.gpu_check, onecycle.training.processes; "
+             "expand(load_workflow_file(sys.argv[1]), 'paper_imagenet.yaml'); print('torch' in sys.modules); "
              "from onecycle.models import build_model; build_model('resnet20', 10); "
              "print(sorted(m for m in ('torchvision', 'torch._dynamo') if m in sys.modules))")
-    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
-    assert loaded.strip() == "[]"
+    loaded = subprocess.run([sys.executable, "-c", probe, str(REPO / "configs" / "paper_imagenet.yaml")],
+                            capture_output=True, text=True, check=True).stdout
+    assert loaded.split("\n")[:2] == ["False", "[]"]
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_catalog_options_are_the_builders_keyword_options(name):
+    # The catalog declares them so that config checks need not import the network (and torch).
+    info = MODELS[name]
+    module, attribute = info.builder.split(":")
+    builder = getattr(importlib.import_module(f"onecycle.models.{module}"), attribute)
+    parameters = inspect.signature(builder).parameters
+    assert info.options == tuple(p for p in parameters if p not in ("num_classes", "in_channels"))
+
+
+def test_lazy_re_exports_are_the_submodules_names_and_unknown_names_fail():
+    import onecycle.data
+    import onecycle.schedules
+    from onecycle.data import batches
+    from onecycle.models import factory
+    from onecycle.schedules import torch_adapter
+
+    assert onecycle.data.Batches is batches.Batches and build_model is factory.build_model
+    assert onecycle.schedules.OneCycleScheduler is torch_adapter.OneCycleScheduler
+    with pytest.raises(AttributeError, match="'onecycle.data' has no attribute 'Bathces'"):
+        onecycle.data.Bathces
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_COUNTS))
@@ -397,7 +430,7 @@ def test_bad_arguments_raise_one_line_value_errors(kwargs, message):
 
 def test_init_schemes():
     assert INIT_SCHEMES == ("default", "msra", "xavier", "prototxt")
-    assert MODELS["densenet40"].options() == ("moving_average_fraction", "dropout")
+    assert MODELS["densenet40"].options == ("moving_average_fraction", "dropout")
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -124,9 +124,9 @@ def test_registered_with_sources_sizes_and_options():
         assert info.source
     assert "bvlc_alexnet/train_val.prototxt" in MODELS["alexnet"].source
     assert "bvlc_googlenet/train_val.prototxt" in MODELS["googlenet"].source
-    assert MODELS["alexnet"].options() == ()
-    assert MODELS["googlenet"].options() == ("aux_classifiers",)
-    assert MODELS["inception_resnet_v2"].options() == ("dropout",)
+    assert MODELS["alexnet"].options == ()
+    assert MODELS["googlenet"].options == ("aux_classifiers",)
+    assert MODELS["inception_resnet_v2"].options == ("dropout",)
 
 
 @pytest.mark.parametrize("name", sorted(COUNTS))

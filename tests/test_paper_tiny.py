@@ -42,7 +42,7 @@ from conftest import HANG_GUARD_S, REPO
 from data_fixtures import write_fixture_data
 from onecycle import cli, io
 from onecycle.experiments.config import RangeTestConfig, RunConfig
-from onecycle.training.distributed import launch_command
+from onecycle.training.processes import launch_command
 from onecycle.experiments.expansion import Job, Plan, expand
 from onecycle.experiments.loading import load_workflow_file
 from onecycle.report.outputs import experiment_outputs

@@ -10,10 +10,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from conftest import needs_fashion_mnist, tiny_run
 from onecycle.experiments.config import RangeTestConfig, parse
-from onecycle.bounds import Suggestion, suggest_all
+from onecycle.bounds import Suggestion, combine_bounds, suggest_all
 from onecycle.report.figures.range_test import RangeSeed, plot_range_test
 from onecycle.range_test import lr_range_test, ramp_lr
-from onecycle.training.range_test_job import bounds_record, combine_bounds, run_range_test_job
+from onecycle.training.range_test_job import bounds_record, run_range_test_job
 
 
 def _problem(seed=0):

@@ -4,7 +4,8 @@ Every rule reads the same `history` (one row per iteration: `lr`, `train_loss`, 
 and on evaluation rows `test_loss` / `test_accuracy`) and returns a `Suggestion`; `suggest_all`
 computes them side by side so that the workflow can store them all and the config names the one
 it uses. `lr_bounds` turns a suggestion's max_lr into a (base_lr, max_lr) pair with Smith's
-divisors.
+divisors; `combine_bounds` merges several range-test seeds' bounds records into the one training
+uses.
 
 Which LR each rule returns as `max_lr` (the peak LR of a cycle, what lr_bounds uses):
 
@@ -40,7 +41,7 @@ import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -397,3 +398,35 @@ def lr_bounds(suggestion: Suggestion, policy_kind: Literal["clr", "1cycle"],
     if not (math.isfinite(divisor) and divisor > 1):
         raise ValueError(f"divisor must be a finite number > 1, got {divisor}")
     return suggestion.max_lr / divisor, suggestion.max_lr
+
+
+def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The bounds training uses, from several range-test seeds: the median of each seed's
+    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out.
+
+    `rules` keeps every heuristic's per-seed max_lr and gives its own median bounds the same
+    way, so that a run can train at any rule's suggestion (schedule.bounds_rule) and a bounds
+    study can report each rule's spread over the seeds.
+    """
+    found = [r for r in records if r.get("max_lr") is not None]
+    first = records[0]
+    combined = {"chosen_rule": first["chosen_rule"], "policy_kind": first["policy_kind"],
+                "n_seeds": len(records), "n_seeds_with_bounds": len(found),
+                "per_seed": [{"base_lr": r.get("base_lr"), "max_lr": r.get("max_lr")} for r in records],
+                "base_lr": None, "max_lr": None}
+    if found:
+        combined["base_lr"] = float(pd.Series([r["base_lr"] for r in found]).median())
+        combined["max_lr"] = float(pd.Series([r["max_lr"] for r in found]).median())
+    else:
+        reasons = [r.get("no_bounds") or "no max_lr" for r in records]
+        combined["no_bounds"] = f"no seed's range test gave bounds (seed 1 of {len(records)}: {reasons[0]})"
+    # Records written before bounds_record stored its divisor used the policy's default.
+    divisor = first.get("divisor") or DEFAULT_DIVISORS[first["policy_kind"]]
+    combined["rules"] = {}
+    for rule in first.get("suggestions", {}):
+        per_seed = [r["suggestions"].get(rule, {}).get("max_lr") for r in records]
+        values = [v for v in per_seed if v is not None]
+        median = float(pd.Series(values).median()) if values else None
+        combined["rules"][rule] = {"per_seed": per_seed, "n_seeds_with_bounds": len(values),
+                                   "max_lr": median, "base_lr": None if median is None else median / divisor}
+    return combined

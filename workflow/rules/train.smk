@@ -1,4 +1,4 @@
-from onecycle.training.distributed import launch_prefix
+from onecycle.training.processes import launch_prefix
 
 
 rule train:

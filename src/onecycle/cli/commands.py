@@ -180,7 +180,7 @@ def _split_list(text: str) -> list[dict]:
 
 
 def _combine_bounds(args: argparse.Namespace) -> int:
-    from onecycle.training.range_test_job import combine_bounds
+    from onecycle.bounds import combine_bounds
     from onecycle.training.schedule_setup import read_bounds_file
 
     _distinct_files(args.inputs, args.out)

@@ -20,7 +20,10 @@ Modules, in the order data flows through them:
   squash_cache    every image of a split squashed once, in one uint8 file (`squash_cache`);
   caffe_batches   Caffe's layer batch by batch from that cache, on the device (`CaffeCachedBatches`);
   assembly        a run's data, from its config: `load_data`.
-The names below are re-exported here, where callers have always imported them.
+The names below are re-exported here, where callers have always imported them. The catalog's
+are imported at once; the others, which need torch, when first asked for (PEP 562), so that
+the Snakefile and report jobs, which read only the catalog, do not pay torch's import (~2 CPU s
+per process).
 
 Typical use::
 
@@ -33,16 +36,21 @@ Typical use::
 
 from __future__ import annotations
 
-from onecycle.data.batches import (CAFFE_LENET_SCALE, CROP_PADDING, ORDERS, Batches, CaffeTestSample,
-                                   CaffeTransform, caffe_lmdb_pass, derived_seed)
-from onecycle.data.catalog import DATASETS, IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_WNIDS, default_root
-from onecycle.data.folder import FOLDER_DATASETS, FolderBatches, FolderDataset, FolderEpochs, torchvision_preset
-from onecycle.data.formats import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, ArrayDataset, load_split, read_idx
-from onecycle.data.sources import SOURCES, Source, _first_missing, compare_with_official, prepare
+from onecycle.data.catalog import DATASETS, FOLDER_DATASETS, IMAGENET_MEAN, IMAGENET_STD, IMAGENETTE_WNIDS, default_root
+from onecycle.lazy import lazy_attributes
+
+# Re-exported names that need torch -> the submodule defining each, imported on first access.
+__getattr__ = lazy_attributes(__name__, {
+    **dict.fromkeys(("CAFFE_LENET_SCALE", "CROP_PADDING", "ORDERS", "Batches", "CaffeTestSample", "CaffeTransform",
+                     "caffe_lmdb_pass", "derived_seed"), "batches"),
+    **dict.fromkeys(("FolderBatches", "FolderDataset", "FolderEpochs", "torchvision_preset"), "folder"),
+    **dict.fromkeys(("IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "ArrayDataset", "load_split", "read_idx"), "formats"),
+    **dict.fromkeys(("SOURCES", "Source", "_first_missing", "compare_with_official", "prepare"), "sources"),
+})
 
 __all__ = [
     # catalog
-    "DATASETS", "IMAGENETTE_WNIDS", "IMAGENET_MEAN", "IMAGENET_STD", "default_root",
+    "DATASETS", "FOLDER_DATASETS", "IMAGENETTE_WNIDS", "IMAGENET_MEAN", "IMAGENET_STD", "default_root",
     # sources
     "SOURCES", "Source", "prepare", "compare_with_official",
     # formats
@@ -51,7 +59,7 @@ __all__ = [
     "Batches", "CaffeTestSample", "CaffeTransform", "CAFFE_LENET_SCALE", "CROP_PADDING", "ORDERS",
     "caffe_lmdb_pass", "derived_seed",
     # folder
-    "FOLDER_DATASETS", "FolderBatches", "FolderDataset", "FolderEpochs", "torchvision_preset",
+    "FolderBatches", "FolderDataset", "FolderEpochs", "torchvision_preset",
     # a private helper that callers reach for: tests/test_data.py waits on `_first_missing`
     "_first_missing",
 ]

@@ -21,7 +21,7 @@ from onecycle.data.squash_cache import split_mean_image, squash_cache
 from onecycle.errors import ConfigError
 from onecycle.experiments.config import RunConfig
 from onecycle.models import MODELS
-from onecycle.training import distributed
+from onecycle.training import processes
 
 
 @dataclass
@@ -71,7 +71,7 @@ def folder_batches(cfg: RunConfig | Any, train_set: datasets.FolderDataset, test
     d = cfg.data
     # Decoding runs in up to 8 workers per process, never more than the job's cores (shared by
     # the data-parallel processes of a multi-GPU job).
-    workers = max(1, min(8, len(os.sched_getaffinity(0)) // distributed.world_size_from_env()))
+    workers = max(1, min(8, len(os.sched_getaffinity(0)) // processes.world_size_from_env()))
     # Crops default to the side the model was built for (AlexNet 227, Inception-ResNet-v2 299).
     crop = d.crop_size or MODELS[cfg.model.arch].input_size
     if d.normalize != "caffe_mean_image":

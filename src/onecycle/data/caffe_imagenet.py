@@ -37,10 +37,8 @@ from typing import Any
 import torch
 
 from onecycle import io
+from onecycle.data.catalog import CAFFE_IMAGENET_SIDE
 from onecycle.data.folder import load_image
-
-# convert_imageset's --resize_height / --resize_width in create_imagenet.sh.
-CAFFE_IMAGENET_SIDE = 256
 
 # Mean images are cached, keyed by the image list, so the hundreds of jobs of a paper run
 # compute each mean once (as the papers' single mean.binaryproto): under the data root, or

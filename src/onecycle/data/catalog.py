@@ -24,6 +24,13 @@ class DatasetInfo:
     source: str
 
 
+# The side Caffe's ImageNet images are squashed to: convert_imageset's --resize_height /
+# --resize_width in create_imagenet.sh (onecycle.data.caffe_imagenet).
+CAFFE_IMAGENET_SIDE = 256
+
+# Datasets read from ImageNet-style folders (FolderDataset / FolderBatches), not held in memory.
+FOLDER_DATASETS = ("imagefolder", "imagenet")
+
 DATASETS: dict[str, DatasetInfo] = {
     info.name: info for info in (
         DatasetInfo("fashion_mnist", 10, 1, 28, 60_000, 10_000,

@@ -7,7 +7,7 @@ DataLoader workers under its own derived seed, so augmentation does not depend o
 workers. torchvision's presets (`torchvision_preset`) decode with torchvision.io and ship uint8
 crops, normalised per batch on the training device. Caffe's data layer reads squashed images
 decoded once (onecycle.data.squash_cache, caffe_batches). These datasets are too large to hold
-in memory (`FOLDER_DATASETS`).
+in memory (`catalog.FOLDER_DATASETS`).
 """
 
 from __future__ import annotations
@@ -104,10 +104,6 @@ def _load_folder_split(root: Path, split: str, class_list: Sequence[str] | str |
         if i not in found:
             raise ValueError(f"class {wnid!r}: folder {split_dir / wnid} holds no images")
     return FolderDataset(split_dir, classes, tuple(samples))
-
-
-# Datasets read from ImageNet-style folders (FolderDataset / FolderBatches), not held in memory.
-FOLDER_DATASETS = ("imagefolder", "imagenet")
 
 
 # torchvision's ImageNet presets crop 224 from images resized to 256: eval crops keep that ratio

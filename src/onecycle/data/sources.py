@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from onecycle import io
-from onecycle.data.catalog import IMAGENETTE_WNIDS, SPLITS, dataset_info, default_root
-from onecycle.data.folder import FOLDER_DATASETS, class_folders
+from onecycle.data.catalog import FOLDER_DATASETS, IMAGENETTE_WNIDS, SPLITS, dataset_info, default_root
+from onecycle.data.folder import class_folders
 from onecycle.data.formats import _content_file, _load_sklearn_digits, _open_maybe_gzip, load_split
 
 

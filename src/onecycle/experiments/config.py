@@ -96,7 +96,7 @@ class DataConfig(StrictModel):
 
 def _check_folder_preprocessing(data: DataConfig) -> None:
     # Keys the chosen pipeline would ignore are errors, not silently dropped.
-    from onecycle.data.caffe_imagenet import CAFFE_IMAGENET_SIDE
+    from onecycle.data.catalog import CAFFE_IMAGENET_SIDE
 
     if data.normalize == "mean_std":
         if data.augment != "none":
@@ -144,7 +144,7 @@ class ModelConfig(StrictModel):
     def _known_options(self) -> ModelConfig:
         from onecycle.models import MODELS
 
-        allowed = MODELS[self.arch].options()
+        allowed = MODELS[self.arch].options
         for key in self.options:
             if key not in allowed:
                 raise ValueError(f"unknown option {key!r} for arch {self.arch!r}{_suggest(key, allowed)}; "
@@ -327,7 +327,7 @@ class _JobConfig(StrictModel):
 
     @model_validator(mode="after")
     def _crop_fits_the_model(self) -> _JobConfig:
-        from onecycle.data.caffe_imagenet import CAFFE_IMAGENET_SIDE
+        from onecycle.data.catalog import CAFFE_IMAGENET_SIDE
         from onecycle.data import FOLDER_DATASETS
         from onecycle.models import MODELS
 

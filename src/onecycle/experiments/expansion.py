@@ -30,7 +30,7 @@ from onecycle.experiments.identity import spec_digest
 from onecycle.experiments.loading import deep_merge
 from onecycle.experiments.scale import TINY, TinyScale, tiny_job
 from onecycle.experiments.workflow import ExperimentConfig, WorkflowConfig, load_workflow_config
-from onecycle.training.distributed import check_batch_size
+from onecycle.training.processes import check_batch_size
 from onecycle.training.schedule_setup import check_schedule
 
 # Jobs one workflow config may expand to, checked before any is validated: configs/paper.yaml

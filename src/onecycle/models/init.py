@@ -23,10 +23,6 @@ import math
 import torch
 from torch import nn
 
-# "default": PyTorch's own init; "msra"/"xavier": that Caffe filler on every conv and linear
-# weight; "prototxt": the filler each layer's prototxt names (Caffe ports only).
-INIT_SCHEMES = ("default", "msra", "xavier", "prototxt")
-
 LearnableLayer = nn.Conv2d | nn.Linear
 
 

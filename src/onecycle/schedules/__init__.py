@@ -16,19 +16,24 @@ against hand-computed values at every phase boundary otherwise. Where each famil
   `total_steps(epochs, loader)` iterations; `apply_schedule` is the stateless form our own
   training loop calls every iteration.
 
-Every public name is importable from `onecycle.schedules` itself.
+Every public name is importable from `onecycle.schedules` itself; torch_adapter's, which need
+torch, are imported on first access (PEP 562), so config checks and report jobs that only build
+schedules do not pay torch's import.
 """
 
 from __future__ import annotations
 
+from onecycle.lazy import lazy_attributes
 from onecycle.schedules.base import Schedule
 from onecycle.schedules.classic import (CaffeExp, CaffeFixed, CaffeInv, CaffeMultiStep, CaffePoly, CaffeStep,
                                         Cosine, CyclicalLR)
 from onecycle.schedules.one_cycle import CaffeCyclicalMomentum, FastaiOneCycle, SmithOneCycle, TorchOneCycle
 from onecycle.schedules.params import REQUIRED, DerivedDefault
 from onecycle.schedules.registry import POLICIES, PolicyInfo, make_schedule, schedule_frame
-from onecycle.schedules.torch_adapter import (OneCycleScheduler, apply_schedule, check_momentum_groups,
-                                              group_momentum, set_momentum, total_steps)
+
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(
+    ("OneCycleScheduler", "apply_schedule", "check_momentum_groups", "group_momentum", "set_momentum", "total_steps"),
+    "torch_adapter"))
 
 __all__ = [
     "Schedule",

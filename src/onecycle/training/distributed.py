@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import os
-import shlex
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,50 +38,7 @@ from torch import nn
 
 from onecycle import data as datasets
 from onecycle.experiments.config import ConfigError
-
-
-def launch_command(gpus: int, *args: str) -> list[str]:
-    """The command that runs `onecycle ARGS...` on `gpus` devices: torchrun for more than one,
-    the plain CLI otherwise."""
-    if gpus > 1:
-        return ["torchrun", "--standalone", "--nproc_per_node", str(gpus), "-m", "onecycle.cli", *args]
-    return ["onecycle", *args]
-
-
-def launch_prefix(gpus: int, *args: str) -> str:
-    """`launch_command` as one shell-quoted string (for Snakemake `shell:` rules)."""
-    return shlex.join(launch_command(gpus, *args))
-
-
-def world_size_from_env() -> int:
-    """The number of processes torchrun started for this job (1 without torchrun)."""
-    return _env_int("WORLD_SIZE", 1)
-
-
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name)
-    if value is None or value == "":
-        return default
-    try:
-        return int(value)
-    except ValueError:
-        raise ConfigError(f"${name} = {value!r} is not an integer (set by torchrun)") from None
-
-
-def check_batch_size(batch_size: int, world_size: int, batch_norm_shards: int = 1) -> None:
-    if world_size > 1 and batch_size % world_size:
-        raise ConfigError(f"train.batch_size = {batch_size} is not divisible by the {world_size} "
-                          f"data-parallel processes: it is the total batch (per-device batch x "
-                          f"devices), so pick a multiple of {world_size}")
-    if world_size > 1 and batch_norm_shards > 1 and batch_norm_shards % world_size:
-        raise ConfigError(f"train.batch_norm_shards = {batch_norm_shards} does not share out over the "
-                          f"{world_size} data-parallel processes: it counts the shards of the total "
-                          f"batch, so pick a multiple of {world_size}")
-
-
-def local_batch_norm_shards(batch_norm_shards: int, world_size: int) -> int:
-    """Shards of one process's part of the batch: the processes share out the total's."""
-    return max(1, batch_norm_shards // world_size)
+from onecycle.training.processes import check_batch_size, env_int, world_size_from_env
 
 
 @dataclass
@@ -174,7 +130,7 @@ def init(device: torch.device) -> tuple[Context, torch.device]:
     world_size = world_size_from_env()
     if world_size <= 1:
         return Context(), device
-    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    rank, local_rank = env_int("RANK", 0), env_int("LOCAL_RANK", 0)
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():
             raise ConfigError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA "

@@ -2,7 +2,7 @@
 
 Builds data, model and optimizer from a RangeTestConfig, runs onecycle.range_test.lr_range_test,
 and writes history.csv, bounds.json (every rule's suggestion and the chosen bounds) and, last,
-metrics.json; `combine_bounds` merges several seeds' bounds.json into the one training uses.
+metrics.json (onecycle.bounds.combine_bounds merges several seeds' bounds.json).
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from onecycle import bounds as bound_rules
@@ -130,35 +129,3 @@ def bounds_record(suggestions: dict[str, bound_rules.Suggestion], rule: str, pol
     if no_bounds is not None:
         record["no_bounds"] = no_bounds
     return record
-
-
-def combine_bounds(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """The bounds training uses, from several range-test seeds: the median of each seed's
-    chosen bounds (robust to one noisy seed); seeds whose rule found nothing are left out.
-
-    `rules` keeps every heuristic's per-seed max_lr and gives its own median bounds the same
-    way, so that a run can train at any rule's suggestion (schedule.bounds_rule) and a bounds
-    study can report each rule's spread over the seeds.
-    """
-    found = [r for r in records if r.get("max_lr") is not None]
-    first = records[0]
-    combined = {"chosen_rule": first["chosen_rule"], "policy_kind": first["policy_kind"],
-                "n_seeds": len(records), "n_seeds_with_bounds": len(found),
-                "per_seed": [{"base_lr": r.get("base_lr"), "max_lr": r.get("max_lr")} for r in records],
-                "base_lr": None, "max_lr": None}
-    if found:
-        combined["base_lr"] = float(pd.Series([r["base_lr"] for r in found]).median())
-        combined["max_lr"] = float(pd.Series([r["max_lr"] for r in found]).median())
-    else:
-        reasons = [r.get("no_bounds") or "no max_lr" for r in records]
-        combined["no_bounds"] = f"no seed's range test gave bounds (seed 1 of {len(records)}: {reasons[0]})"
-    # Records written before bounds_record stored its divisor used the policy's default.
-    divisor = first.get("divisor") or bound_rules.DEFAULT_DIVISORS[first["policy_kind"]]
-    combined["rules"] = {}
-    for rule in first.get("suggestions", {}):
-        per_seed = [r["suggestions"].get(rule, {}).get("max_lr") for r in records]
-        values = [v for v in per_seed if v is not None]
-        median = float(pd.Series(values).median()) if values else None
-        combined["rules"][rule] = {"per_seed": per_seed, "n_seeds_with_bounds": len(values),
-                                   "max_lr": median, "base_lr": None if median is None else median / divisor}
-    return combined

@@ -34,7 +34,7 @@ from torch import nn
 
 from onecycle import data as datasets
 from onecycle import io
-from onecycle.training import distributed
+from onecycle.training import distributed, processes
 from onecycle.experiments.config import ConfigError, RunConfig, TrainConfig
 from onecycle.experiments.identity import DIGEST_KEY, config_digest
 from onecycle.evaluation import evaluate, training_divergence
@@ -88,7 +88,7 @@ def train(cfg: RunConfig, out_dir: str | Path, bounds: dict[str, Any] | None = N
     Started by torchrun (WORLD_SIZE > 1), this process is one rank of a data-parallel run
     (onecycle.training.distributed): every rank returns the same metrics, rank 0 alone writes files
     and reports progress."""
-    distributed.check_batch_size(cfg.train.batch_size, distributed.world_size_from_env(),
+    processes.check_batch_size(cfg.train.batch_size, processes.world_size_from_env(),
                                  cfg.train.batch_norm_shards)
     ctx, device = distributed.init(resolve_device(cfg.train.device))
     try:
@@ -163,8 +163,8 @@ class TrainingRun:
         model = build_model(cfg.model.arch, self.num_classes, self.in_channels, init=cfg.model.init,
                             **cfg.model.options).to(device)
         try:
-            set_batch_norm_shards(model, distributed.local_batch_norm_shards(train_cfg.batch_norm_shards,
-                                                                             self.ctx.world_size))
+            set_batch_norm_shards(model, processes.local_batch_norm_shards(train_cfg.batch_norm_shards,
+                                                                           self.ctx.world_size))
         except ValueError as error:
             raise ConfigError(f"train.batch_norm_shards = {train_cfg.batch_norm_shards}: {error}") from None
         set_mode(train_cfg.mode, device)

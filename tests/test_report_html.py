@@ -181,12 +181,26 @@ def test_runs_link_their_folder_log_and_config_and_range_tests_ended_at_divergen
     for href in ("train/fmnist_lenet/inv_8ep/seed0/", "logs/train/fmnist_lenet/inv_8ep/seed0/run.log",
                  "train/fmnist_lenet/inv_8ep/seed0/config.json"):
         assert f'href="{href}"' in runs and (results / href).exists()
-    # Both smoke range tests ended as range tests do, at the LR where the loss diverged; they ran
-    # before range tests recorded their wall time.
-    assert runs.count("ended: loss diverged") == 2 and "not recorded" in runs
+    # Both smoke range tests ended as range tests do, at the LR where the loss diverged.
+    assert runs.count("ended: loss diverged") == 2 and ">not recorded<" not in runs
     wall = pd.read_csv(results / "tables" / "wall_time.csv").set_index("group")
     assert wall.loc["inv_8ep", ["jobs", "finished", "timed"]].tolist() == [3, 3, 3]
-    assert wall.loc["range test", "timed"] == 0
+    assert wall.loc["range test", ["jobs", "timed"]].tolist() == [2, 2]
+
+
+def test_a_run_without_a_recorded_wall_time_says_so_and_is_not_timed(tmp_path):
+    # Range tests run before the suite recorded wall_time_s (metrics.json of older revisions).
+    results, config = _smoke_copy(tmp_path)
+    metrics_path = results / "range_test" / "fmnist_lenet" / "seed0" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["wall_time_s"]
+    metrics_path.write_text(json.dumps(metrics))
+    assert main(["report", "--config", str(config), "--only", "runs"]) == 0
+    assert main(["report", "--config", str(config), "--only", "html"]) == 0
+    page = (results / "report.html").read_text()
+    assert page[page.index('id="runs"'):page.index('id="workflow"')].count(">not recorded<") == 1
+    wall = pd.read_csv(results / "tables" / "wall_time.csv").set_index("group")
+    assert wall.loc["range test", ["jobs", "timed"]].tolist() == [2, 1]
 
 
 def test_page_without_claims_tables_says_how_they_come(tmp_path):

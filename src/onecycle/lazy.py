@@ -1,8 +1,9 @@
 """Re-exports imported on first access (PEP 562), for packages whose submodules need torch.
 
-The Snakefile, report jobs and config checks read only torch-free parts of `onecycle.data` and
-`onecycle.schedules` (the dataset catalog, the schedules); importing torch costs ~2 CPU s per
-process, paid by every Snakemake invocation and report job when a package imports it eagerly.
+The Snakefile, report jobs and config checks read only torch-free parts of `onecycle.data`,
+`onecycle.schedules` and `onecycle.models` (the dataset catalog, the schedules, the model
+catalog); importing torch costs ~2 CPU s per process, paid by every Snakemake invocation and
+report job when a package imports it eagerly.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ def world_size_from_env() -> int:
 
 
 def env_int(name: str, default: int) -> int:
+    """An integer that torchrun sets in the environment ($WORLD_SIZE, $RANK, $LOCAL_RANK), or `default`."""
     value = os.environ.get(name)
     if value is None or value == "":
         return default
